@@ -1,0 +1,62 @@
+"""The adapter's side of the queue: submit jobs, receive reply events. Shared by every adapter."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+
+from workers import keys
+from workers.protocol import Job, ReplyEvent
+
+log = logging.getLogger(__name__)
+
+
+class JobClient:
+    """Sends jobs to the workers and yields the replies addressed to this adapter instance.
+
+    ``adapter_id`` names the reply stream; give each running adapter its own (e.g. ``slack-<host>``).
+    """
+
+    def __init__(self, redis: aioredis.Redis, adapter_id: str):
+        self.redis = redis
+        self.adapter_id = adapter_id
+        self.reply_stream = keys.reply_stream(adapter_id)
+        self._last_reply_id = "$"
+
+    async def submit(self, job: Job, blob: bytes | None = None) -> bool:
+        """Queue ``job`` (with the file bytes for an ingest). False when this job id was already submitted."""
+        is_new = await self.redis.set(keys.JOB_SEEN_PREFIX + job.id, "1", nx=True, ex=keys.JOB_SEEN_TTL_S)
+        if not is_new:
+            log.info("job %s already submitted; ignoring the redelivered event", job.id)
+            return False
+        if blob is not None:
+            await self.redis.set(keys.BLOB_PREFIX + job.id, blob, ex=keys.BLOB_TTL_S)
+        await self.redis.xadd(keys.JOBS_STREAM, {"job": job.to_json()})
+        return True
+
+    async def start_listening(self) -> None:
+        """Remember the reply stream's current end, so replies to jobs submitted after this are seen."""
+        last = await self.redis.xrevrange(self.reply_stream, count=1)
+        self._last_reply_id = last[0][0] if last else "0-0"
+
+    async def replies(self, block_ms: int = 1000) -> AsyncIterator[ReplyEvent]:
+        """Yield reply events for this adapter, forever. Call :meth:`start_listening` before submitting."""
+        if self._last_reply_id == "$":
+            await self.start_listening()
+        while True:
+            try:
+                batches = await self.redis.xread({self.reply_stream: self._last_reply_id}, block=block_ms)
+            except (ConnectionError, OSError) as exc:
+                log.warning("reply stream read failed (%s); retrying", exc)
+                await asyncio.sleep(1)
+                continue
+            for _stream, entries in batches or []:
+                for entry_id, fields in entries:
+                    self._last_reply_id = entry_id
+                    raw = fields.get(b"event") or fields.get("event")
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        yield ReplyEvent.from_json(raw)

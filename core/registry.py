@@ -1,0 +1,91 @@
+"""The model registry: which models exist and how to load each one."""
+
+from __future__ import annotations
+
+import importlib.resources
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+PACKAGED_REGISTRY = Path(__file__).with_name("models.toml")
+PACKAGE_PREFIX = "package:"
+
+
+class UnknownModelError(LookupError):
+    def __init__(self, name: str, known: list[str]):
+        super().__init__(f"There is no model called '{name}'. Known models: {', '.join(known)}.")
+        self.name = name
+        self.known = known
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registry entry. Only ``name`` and ``backend`` are required."""
+
+    name: str
+    backend: str
+    weights: str = ""
+    dtype: str = "auto"  # auto | float16 | bfloat16 | float32
+    quantization: str = "none"  # none | bnb-4bit | bnb-8bit
+    attention: str = "auto"  # auto | flash_attention_2 | sdpa | eager
+    context_tokens: int = 4096
+    chat_format: str = "template"  # template (the model's own) or a named format
+    temperature: float = 0.7
+    max_new_tokens: int = 256
+    trust_remote_code: bool = False
+    gated: bool = False
+    base_url: str = ""  # openai backend: empty means the OpenAI API
+    api_model: str = ""  # openai backend: the server's model name (defaults to ``name``)
+    min_gpu_memory_gb: float = 0.0  # auto choice: free GPU memory this entry needs
+    license: str = ""
+    description: str = ""
+
+    def weights_path(self) -> str:
+        """Resolve ``package:MODULE/FILE`` to a file inside an installed package; other weights pass through."""
+        if not self.weights.startswith(PACKAGE_PREFIX):
+            return self.weights
+        module, _, file_name = self.weights[len(PACKAGE_PREFIX):].partition("/")
+        return str(importlib.resources.files(module).joinpath(file_name))
+
+
+class ModelRegistry:
+    """Models by name, from the packaged ``models.toml`` and an optional user file."""
+
+    def __init__(self, specs: dict[str, ModelSpec]):
+        self._specs = dict(specs)
+
+    @classmethod
+    def load(cls, user_file: Path | None = None) -> ModelRegistry:
+        specs = _read(PACKAGED_REGISTRY)
+        if user_file is not None and user_file.exists():
+            specs.update(_read(user_file))
+        return cls(specs)
+
+    def get(self, name: str) -> ModelSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise UnknownModelError(name, self.names()) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._specs)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def specs(self) -> list[ModelSpec]:
+        return [self._specs[n] for n in self.names()]
+
+
+def _read(path: Path) -> dict[str, ModelSpec]:
+    with path.open("rb") as f:
+        data: dict[str, Any] = tomllib.load(f)
+    allowed = {f.name for f in fields(ModelSpec)}
+    specs = {}
+    for name, entry in data.get("models", {}).items():
+        unknown = set(entry) - allowed
+        if unknown:
+            raise ValueError(f"{path}: model {name!r} has unknown keys {sorted(unknown)}")
+        specs[name] = ModelSpec(name=name, **entry)
+    return specs

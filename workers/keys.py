@@ -1,0 +1,21 @@
+"""Every Redis key and stream name Phobos uses, in one place."""
+
+JOBS_STREAM = "phobos:jobs"  # all jobs; workers read it through WORKER_GROUP
+WORKER_GROUP = "workers"
+REPLY_STREAM_PREFIX = "phobos:replies:"  # + adapter id: reply events for that adapter
+JOB_SEEN_PREFIX = "phobos:job:seen:"  # + job id: set once, so a redelivered event makes one job
+BLOB_PREFIX = "phobos:blob:"  # + job id: an uploaded file's bytes, until the worker has read them
+WORKER_PREFIX = "phobos:worker:"  # + worker id: heartbeat (JSON: models served), expires
+DOC_PREFIX = "phobos:doc:"  # + scope key + ":" + doc id: a document's metadata hash
+DOC_CHUNKS_PREFIX = "phobos:chunks:"  # + scope key + ":" + doc id: chunk texts (JSON list)
+DOC_VECTORS_PREFIX = "phobos:vectors:"  # + scope key + ":" + doc id: float32 matrix bytes
+SCOPE_DOCS_PREFIX = "phobos:scope:docs:"  # + scope key: set of doc ids
+CONVERSATION_PREFIX = "phobos:conv:"  # + scope key: hash with the conversation's model, ...
+
+REPLY_STREAM_MAXLEN = 10_000  # reply streams are read live; old events are history only
+JOB_SEEN_TTL_S = 7 * 24 * 3600
+BLOB_TTL_S = 24 * 3600
+
+
+def reply_stream(adapter_id: str) -> str:
+    return REPLY_STREAM_PREFIX + adapter_id

@@ -1,0 +1,102 @@
+"""Job and reply-event payloads: JSON with a version field, never pickle.
+
+Adapters build :class:`Job` objects from platform events; workers answer with :class:`ReplyEvent`
+objects on the adapter's reply stream.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from core.documents import Citation
+from core.scope import Scope
+
+PROTOCOL_VERSION = 1
+
+
+class JobKind(StrEnum):
+    ASK = "ask"  # answer a question from the scope's documents
+    INGEST = "ingest"  # index one shared file (bytes in a blob key)
+    DOCS = "docs"  # list the documents a question here would search
+    FORGET = "forget"  # remove a document (or all) from this scope
+    SET_MODEL = "set_model"  # choose the conversation's model
+    MODELS = "models"  # list known models and whether a worker serves them
+    STATUS = "status"  # workers, queue depth, models
+
+
+class ReplyType(StrEnum):
+    QUEUED = "queued"  # accepted; ``position`` says how many jobs are ahead
+    PROGRESS = "progress"  # long work: ``done`` of ``total`` (pages, ...), with a text line
+    DELTA = "delta"  # more answer text; append ``text``
+    FINAL = "final"  # the whole answer ``text`` with ``citations``; the job is done
+    ERROR = "error"  # the job failed; ``text`` is a message a person can act on
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work. ``id`` comes from the platform event id, so a redelivered event is the same job."""
+
+    id: str
+    kind: JobKind
+    scope: Scope
+    user: str
+    reply_to: str  # the adapter's reply stream
+    text: str = ""  # the question, the model name, the document to forget, ...
+    model: str | None = None  # None: the conversation's model, else the default
+    file_name: str | None = None  # ingest: the file as the user named it
+    blob_key: str | None = None  # ingest: Redis key holding the file's bytes
+    meta: dict[str, str] = field(default_factory=dict)  # adapter context echoed back untouched
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = asdict(self)
+        data["scope"] = self.scope.to_dict()
+        data["v"] = PROTOCOL_VERSION
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Job:
+        data = json.loads(raw)
+        version = data.pop("v", None)
+        if version != PROTOCOL_VERSION:
+            raise ValueError(f"job protocol version {version!r} is not {PROTOCOL_VERSION}")
+        data["scope"] = Scope.from_dict(data["scope"])
+        data["kind"] = JobKind(data["kind"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ReplyEvent:
+    """What a worker sends back about a job. ``seq`` orders events of one job."""
+
+    job_id: str
+    type: ReplyType
+    seq: int = 0
+    text: str = ""
+    citations: tuple[Citation, ...] = ()
+    position: int | None = None  # queued: jobs ahead of this one
+    done: int | None = None  # progress
+    total: int | None = None  # progress
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.type in (ReplyType.FINAL, ReplyType.ERROR)
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = asdict(self)
+        data["citations"] = [{"file_name": c.file_name, "pages": list(c.pages)} for c in self.citations]
+        data["v"] = PROTOCOL_VERSION
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> ReplyEvent:
+        data = json.loads(raw)
+        version = data.pop("v", None)
+        if version != PROTOCOL_VERSION:
+            raise ValueError(f"reply protocol version {version!r} is not {PROTOCOL_VERSION}")
+        data["type"] = ReplyType(data["type"])
+        data["citations"] = tuple(Citation(c["file_name"], tuple(c["pages"])) for c in data["citations"])
+        return cls(**data)
