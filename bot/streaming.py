@@ -1,0 +1,46 @@
+"""Streaming an answer into chat: post once, then edit at most once per interval as text grows."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from workers.protocol import ReplyEvent, ReplyType
+
+
+class StreamedAnswer:
+    """Accumulates a job's reply events and decides when the visible message should be updated.
+
+    Platform-neutral: ``render`` is called with the full text to show whenever an update is due
+    (the first delta, then at most every ``min_interval_s``, and always for the final event).
+    """
+
+    def __init__(self, render: Callable[[str, bool], Awaitable[None]], min_interval_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self._render = render
+        self._min_interval_s = min_interval_s
+        self._clock = clock
+        self._last_render_at: float | None = None
+        self.text = ""
+        self.final: ReplyEvent | None = None
+        self._shown = ""
+
+    async def feed(self, event: ReplyEvent) -> None:
+        if event.type is ReplyType.DELTA:
+            self.text += event.text
+            now = self._clock()
+            if self._last_render_at is None or now - self._last_render_at >= self._min_interval_s:
+                await self._show(self.text, is_final=False)
+        elif event.is_terminal:
+            self.final = event
+            await self._show(event.text, is_final=True)
+
+    async def flush(self) -> None:
+        """Show text that arrived since the last update (call from a periodic timer)."""
+        if self.final is None and self.text != self._shown:
+            await self._show(self.text, is_final=False)
+
+    async def _show(self, text: str, is_final: bool) -> None:
+        self._last_render_at = self._clock()
+        self._shown = text
+        await self._render(text, is_final)
