@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -26,6 +29,7 @@ from workers.protocol import Job, JobKind, ReplyType
 
 log = logging.getLogger("phobos")
 WORKER_READY_TIMEOUT_S = 300.0
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,9 +107,12 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     started = time.monotonic()
+    # SIGTERM must unwind like Ctrl-C, so the worker and the embedded Redis are stopped below.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     with runtime.redis_url(settings) as url:
         env = {**os.environ, "REDIS_URL": url}
-        worker = subprocess.Popen([sys.executable, "-m", "phobos", "worker"], env=env)
+        worker = subprocess.Popen([sys.executable, "-m", "phobos", "worker"], env=env,
+                                  preexec_fn=_die_with_parent)
         try:
             client = runtime.connect(url)
             if not _wait_for_worker(client, worker, started):
@@ -124,6 +131,17 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
                     worker.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     worker.kill()
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM it when `phobos up` dies, even by SIGKILL, so no worker is orphaned."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _wait_for_worker(client, worker: subprocess.Popen[bytes], started: float) -> bool:  # type: ignore[no-untyped-def]
