@@ -290,7 +290,8 @@ class FakeDiscord:
         socket = web.WebSocketResponse()
         await socket.prepare(request)
         # discord.py asks for zlib/zstd compression; plain text frames are legal and skip it.
-        await socket.send_str(json.dumps({"op": OP_HELLO, "d": {"heartbeat_interval": HEARTBEAT_INTERVAL_MS}}))
+        hello = {"op": OP_HELLO, "d": {"heartbeat_interval": HEARTBEAT_INTERVAL_MS}}
+        await socket.send_str(json.dumps(hello))
         async for frame in socket:
             if frame.type != aiohttp.WSMsgType.TEXT:
                 break
@@ -325,7 +326,8 @@ class FakeDiscord:
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         path = "/" + request.match_info["path"]
         body = await self._read_body(request)
-        self.requests.append(RecordedRequest(request.method, path, dict(request.query), body, time.monotonic()))
+        recorded = RecordedRequest(request.method, path, dict(request.query), body, time.monotonic())
+        self.requests.append(recorded)
         parts = path.strip("/").split("/")
         handler = self._route(request.method, parts)
         if handler is None:
@@ -428,8 +430,8 @@ class FakeDiscord:
             "type": PUBLIC_THREAD, "guild_id": str(GUILD_ID), "parent_id": str(parent_id),
             "owner_id": str(BOT_USER_ID), "name": body.get("name", "thread"), "last_message_id": None,
             "message_count": 0, "member_count": 1, "rate_limit_per_user": 0, "flags": 0,
-            "thread_metadata": {"archived": False, "auto_archive_duration": body.get("auto_archive_duration", 1440),
-                                "archive_timestamp": _now_iso(), "locked": False},
+            "thread_metadata": {"archived": False, "locked": False, "archive_timestamp": _now_iso(),
+                                "auto_archive_duration": body.get("auto_archive_duration", 1440)},
         }
         self.channels[int(thread["id"])] = thread
         await self.dispatch("THREAD_CREATE", dict(thread, newly_created=True))
