@@ -95,6 +95,7 @@ class FakeMessage:
 @dataclass
 class FakeInteraction:
     payload: dict[str, Any]
+    dispatched_at: float = field(default_factory=time.monotonic)
     callbacks: list[dict[str, Any]] = field(default_factory=list)  # bodies POSTed to /callback
     original: FakeMessage | None = None  # the response message, once there is one
     followups: list[FakeMessage] = field(default_factory=list)
@@ -459,7 +460,9 @@ class FakeDiscord:
         if callback_type in (CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE):
             content = (body.get("data") or {}).get("content") or ""
             payload = self._message_payload(int(interaction.payload["channel_id"]), self.bot_user, content,
-                                            interaction={"id": interaction.payload["id"]})
+                                            interaction={"id": interaction.payload["id"], "type": 2,
+                                                         "name": interaction.payload["data"]["name"],
+                                                         "user": interaction.payload["member"]["user"]})
             interaction.original = FakeMessage(payload, history=[content])
             self.messages[interaction.original.id] = interaction.original
             response["interaction"]["response_message_id"] = payload["id"]
