@@ -214,7 +214,8 @@ class DiscordAdapter(discord.Client):
         return board
 
     async def _ask(self, message: discord.Message, question: str, after: IngestBoard | None) -> None:
-        await message.channel.typing()  # shows at once; the answer message follows
+        with contextlib.suppress(discord.HTTPException):
+            await message.channel.typing()  # shows at once; the answer message follows
         if after is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(after.finished.wait(), timeout=INGEST_WAIT_S)
@@ -284,12 +285,16 @@ class DiscordAdapter(discord.Client):
         if not self._admits(interaction.guild, interaction.channel, interaction.user):
             await interaction.response.send_message("Phobos is not enabled here.", ephemeral=True)
             return
-        # Discord wants an answer within 3 seconds; the worker may take longer, so defer first.
-        await interaction.response.defer(thinking=True)
+        deadline = received_at + self.settings.interaction_token_ttl_s
+        try:
+            # Discord wants an answer within 3 seconds; the worker may take longer, so defer first.
+            await interaction.response.defer(thinking=True)
+        except discord.NotFound:
+            log.warning("interaction %s expired before the defer; answering in the channel", interaction.id)
+            deadline = received_at  # the token is useless: every reply goes to the channel
         scope = scope_of(interaction.channel, interaction.guild_id)
         job = make_job(interaction_job_id(interaction.id), kind, scope, interaction.user.id,
                        self.jobs.reply_stream, text=text, channel_id=interaction.channel_id or 0)
-        deadline = received_at + self.settings.interaction_token_ttl_s
         surface = InteractionSurface(interaction, deadline=deadline)
         view = AnswerView(surface, self.settings.edit_interval_s, links=lambda: self.links.resolver(scope))
         if not await self._submit(job, view):
@@ -326,6 +331,12 @@ def _models_in_heartbeat(raw: bytes | str) -> list[str]:
 async def serve(settings: DiscordSettings, jobs: JobClient, **client_options: Any) -> None:
     """Run the adapter until it is closed; prints the invite URL once Discord says who we are."""
     adapter = DiscordAdapter(settings, jobs, **client_options)
-    async with adapter:
-        await adapter.start(settings.token)
+    try:
+        async with adapter:
+            await adapter.start(settings.token)
+    except discord.LoginFailure as exc:
+        raise SystemExit("Discord refused DISCORD_TOKEN; copy the bot token again (docs/discord.md)") from exc
+    except discord.PrivilegedIntentsRequired as exc:
+        raise SystemExit("Turn on the Message Content Intent for this bot in the Discord developer portal "
+                         "(Bot tab → Privileged Gateway Intents); see docs/discord.md.") from exc
 

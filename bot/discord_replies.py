@@ -59,6 +59,10 @@ class ChannelSurface:
                                            allowed_mentions=NO_MENTIONS)
             self.messages.append(sent)
             self._shown.append(piece)
+        # The final text can be shorter than the streamed one (an error after partial text, say).
+        while len(self.messages) > len(pieces):
+            await self.messages.pop().delete()
+            self._shown.pop()
 
 
 class InteractionSurface:

@@ -386,3 +386,17 @@ def test_role_allow_list(redis_url: str) -> None:
             await fake.wait_for(lambda: denied.callbacks)
             assert denied.callbacks[0]["data"]["flags"] & 64, "refused privately (ephemeral)"
     run(scenario())
+
+
+def test_an_error_after_a_long_streamed_answer_leaves_one_message_saying_so(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with running_bot(redis_url) as (fake, adapter):
+            channel = adapter.get_channel(CHANNEL_ID)
+            assert channel is not None
+            view = AnswerView(ChannelSurface(channel), interval_s=0.01)  # type: ignore[arg-type]
+            await view.feed(ReplyEvent("j", ReplyType.DELTA, text="partial answer " * 200))  # 3,000 chars
+            assert len(fake.bot_messages(CHANNEL_ID)) == 2
+            await view.feed(ReplyEvent("j", ReplyType.ERROR, text="The worker stopped; please ask again."))
+            assert [m.content for m in fake.bot_messages(CHANNEL_ID)] == [
+                "⚠️ The worker stopped; please ask again."]
+    run(scenario())

@@ -365,6 +365,7 @@ class FakeDiscord:
             ("POST", ("channels", "*", "typing"), self._typing),
             ("POST", ("channels", "*", "messages"), self._create_message),
             ("PATCH", ("channels", "*", "messages", "*"), self._edit_message),
+            ("DELETE", ("channels", "*", "messages", "*"), self._delete_message),
             ("POST", ("channels", "*", "messages", "*", "threads"), self._create_thread),
             ("GET", ("channels", "*"), self._get_channel),
             ("PUT", ("applications", "*", "commands"), self._sync_commands),
@@ -419,6 +420,11 @@ class FakeDiscord:
         if message is None:
             raise _DiscordError(404, "Unknown Message", 10008)
         return self._apply_edit(message, body)
+
+    async def _delete_message(self, parts: list[str], body: Any, request: web.Request) -> Any:
+        if self.messages.pop(int(parts[3]), None) is None:
+            raise _DiscordError(404, "Unknown Message", 10008)
+        return None
 
     def _apply_edit(self, message: FakeMessage, body: dict[str, Any]) -> dict[str, Any]:
         if "content" in body:
