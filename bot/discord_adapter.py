@@ -10,11 +10,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import time
 from collections.abc import Coroutine
 from typing import Any
 
 import discord
+import redis
 from discord import app_commands
 
 from bot.discord_links import SourceLinks
@@ -51,6 +53,7 @@ HELP_TEXT = "Ask me a question after the mention, e.g. “@Phobos what does the 
 MODELS_CACHE_S = 10.0  # autocomplete runs on every keystroke; the worker heartbeats change slowly
 AUTOCOMPLETE_LIMIT = 25  # Discord shows at most 25 choices
 INGEST_WAIT_S = 10 * 60  # a question sent with PDFs waits this long for them to be indexed
+RETRY_DELAY_S = 1.0
 
 
 class DiscordAdapter(discord.Client):
@@ -106,13 +109,22 @@ class DiscordAdapter(discord.Client):
     # ---- replies -------------------------------------------------------------------------------
 
     async def _pump_replies(self) -> None:
-        async for event in self.jobs.replies():
-            view = self._views.get(event.job_id)
-            if view is not None:
-                view.events.put_nowait(event)
-            elif event.is_terminal and event.meta.get("channel_id"):
-                # A job from before a restart: its view is gone, but the answer still belongs somewhere.
-                self._spawn(self._post_orphan(event))
+        while True:
+            try:
+                async for event in self.jobs.replies():
+                    self._route(event)
+            except redis.RedisError as exc:
+                # replies() resumes after the last event it yielded, so nothing is lost by starting over.
+                log.warning("reading replies failed (%s); retrying", exc)
+                await asyncio.sleep(RETRY_DELAY_S)
+
+    def _route(self, event: ReplyEvent) -> None:
+        view = self._views.get(event.job_id)
+        if view is not None:
+            view.events.put_nowait(event)
+        elif event.is_terminal and event.meta.get("channel_id"):
+            # A job from before a restart: its view is gone, but the answer still belongs somewhere.
+            self._spawn(self._post_orphan(event))
 
     def _watch(self, job_id: str, view: ReplyView) -> bool:
         """Route ``job_id``'s replies to ``view``; call before submitting, replies can be quick.
@@ -326,6 +338,11 @@ def _models_in_heartbeat(raw: bytes | str) -> list[str]:
     if not isinstance(models, list):
         return []
     return [str(m["name"] if isinstance(m, dict) else m) for m in models if m]
+
+
+def adapter_id() -> str:
+    """The reply stream's name: stable across restarts, so replies to jobs from before one still arrive."""
+    return f"discord-{socket.gethostname()}"
 
 
 async def serve(settings: DiscordSettings, jobs: JobClient, **client_options: Any) -> None:

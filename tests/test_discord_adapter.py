@@ -97,7 +97,8 @@ def run(scenario: Coroutine[Any, Any, None]) -> None:
 
 # ---- tests ---------------------------------------------------------------------------------------
 
-def test_start_syncs_commands_to_the_dev_guild_and_asks_for_message_content(worker_url: str) -> None:
+def test_start_prints_the_invite_syncs_commands_and_asks_for_message_content(
+        worker_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     async def scenario() -> None:
         async with running_bot(worker_url) as (fake, _adapter):
             path = f"/applications/{fake_discord.APPLICATION_ID}/guilds/{fake.guild_id}/commands"
@@ -105,6 +106,8 @@ def test_start_syncs_commands_to_the_dev_guild_and_asks_for_message_content(work
                 "ask", "model", "models", "docs", "forget", "status"}
             assert fake.identify_payload["intents"] & (1 << 15), "the message content intent"
     run(scenario())
+    printed = capsys.readouterr().out
+    assert f"client_id={fake_discord.APPLICATION_ID}&scope=bot+applications.commands" in printed
 
 
 def test_pdf_upload_is_indexed_then_a_mention_streams_an_answer_citing_it(worker_url: str) -> None:
