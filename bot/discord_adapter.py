@@ -44,6 +44,7 @@ from bot.discord_replies import (
 from bot.discord_settings import MESSAGE_LIMIT, DiscordSettings, intents, invite_url
 from bot.job_client import JobClient
 from bot.render import format_sources, split_message
+from core.scope import Scope
 from workers import keys
 from workers.protocol import Job, JobKind, ReplyEvent, ReplyType
 
@@ -194,9 +195,19 @@ class DiscordAdapter(discord.Client):
         role_ids = [role.id for role in user.roles] if isinstance(user, discord.Member) else []
         return self.gate.admits(guild.id if guild else None, parent_channel_id(channel), role_ids)
 
+    async def _scope_of(self, message: discord.Message) -> Scope:
+        """The message's scope; a thread the client has not cached is fetched to learn its parent channel."""
+        channel: object = message.channel
+        if isinstance(channel, discord.PartialMessageable) and message.guild is not None:
+            try:
+                channel = await self.fetch_channel(channel.id)
+            except discord.HTTPException as exc:
+                log.warning("cannot look up channel %s (%s); scoping by its id", channel.id, exc)
+        return scope_of(channel, message.guild.id if message.guild else None)
+
     async def _ingest(self, message: discord.Message, pdfs: list[discord.Attachment],
                       others: list[discord.Attachment]) -> IngestBoard | None:
-        scope = scope_of(message.channel, message.guild.id if message.guild else None)
+        scope = await self._scope_of(message)
         board = IngestBoard(ChannelSurface(message.channel, reference=message), self.settings.edit_interval_s)
         for attachment in others:
             board.fail(attachment.filename, "is not a PDF; I can only read PDF files.")
@@ -231,7 +242,7 @@ class DiscordAdapter(discord.Client):
         if after is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(after.finished.wait(), timeout=INGEST_WAIT_S)
-        scope = scope_of(message.channel, message.guild.id if message.guild else None)
+        scope = await self._scope_of(message)
         opens_thread = (self.settings.thread_on_channel_question
                         and isinstance(message.channel, discord.TextChannel))
         if opens_thread:

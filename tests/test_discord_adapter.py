@@ -24,6 +24,7 @@ from bot.discord_settings import DiscordSettings
 from bot.job_client import JobClient
 from core.documents import Citation
 from core.rag import NO_DOCUMENTS_NOTE
+from core.scope import Scope
 from tests.conftest import RedisServer, WorkerProcess
 from tests.fakes import fake_discord
 from tests.fakes.fake_discord import BOT_TOKEN, FakeDiscord, FakeMessage
@@ -89,6 +90,13 @@ def is_final(message: FakeMessage) -> bool:
 
 def finals(fake: FakeDiscord, channel_id: int, containing: str = "") -> list[FakeMessage]:
     return [m for m in fake.bot_messages(channel_id) if is_final(m) and containing in m.content]
+
+
+async def jobs_from(fake: FakeDiscord, adapter: DiscordAdapter) -> list[Job]:
+    """The jobs this test's guild submitted (the stream is shared by the whole module)."""
+    entries = await adapter.jobs.redis.xrange(keys.JOBS_STREAM)
+    jobs = [Job.from_json(fields[b"job"]) for _id, fields in entries]
+    return [job for job in jobs if job.scope.workspace == str(fake.guild_id)]
 
 
 def run(scenario: Coroutine[Any, Any, None]) -> None:
@@ -338,9 +346,7 @@ def test_role_allow_list(worker_url: str) -> None:
             await fake.post_message("outsider question?", mention_bot=True)
             await fake.post_message("member question?", mention_bot=True, roles=[fake.role_id])
             await fake.wait_for(lambda: finals(fake, fake.channel_id, NO_DOCUMENTS))
-            jobs = await adapter.jobs.redis.xrange(keys.JOBS_STREAM)
-            asked = [Job.from_json(fields[b"job"]) for _id, fields in jobs]
-            assert [j.text for j in asked if j.scope.workspace == str(fake.guild_id)] == ["member question?"]
+            assert [j.text for j in await jobs_from(fake, adapter)] == ["member question?"]
             denied = await fake.slash_command("status")
             await fake.wait_for(lambda: denied.callbacks)
             assert denied.callbacks[0]["data"]["flags"] & 64, "refused privately (ephemeral)"
@@ -357,4 +363,16 @@ def test_an_error_after_a_long_streamed_answer_leaves_one_message_saying_so(work
             await view.feed(ReplyEvent("j", ReplyType.ERROR, text="The worker stopped; please ask again."))
             assert [m.content for m in fake.bot_messages(fake.channel_id)] == [
                 "⚠️ The worker stopped; please ask again."]
+    run(scenario())
+
+
+def test_a_thread_the_bot_has_not_seen_is_looked_up_so_its_pdfs_belong_to_it(worker_url: str) -> None:
+    async def scenario() -> None:
+        async with running_bot(worker_url) as (fake, adapter):
+            thread = fake.add_thread(fake.channel_id, fake.snowflake())  # no THREAD_CREATE reaches the bot
+            thread_id = int(thread["id"])
+            await fake.post_message("", channel_id=thread_id, files=[pdf_file("late.pdf")])
+            await fake.wait_for(lambda: finals(fake, thread_id, "✅"))
+            (ingest,) = [j for j in await jobs_from(fake, adapter) if j.file_name == "late.pdf"]
+            assert ingest.scope == Scope("discord", str(fake.guild_id), str(fake.channel_id), str(thread_id))
     run(scenario())

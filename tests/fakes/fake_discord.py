@@ -442,17 +442,24 @@ class FakeDiscord:
         return message.payload
 
     async def _create_thread(self, parts: list[str], body: Any, request: web.Request) -> Any:
-        parent_id, message_id = int(parts[1]), int(parts[3])
+        # Discord gives a thread started from a message that message's id.
+        thread = self.add_thread(int(parts[1]), int(parts[3]), body.get("name", "thread"),
+                                 body.get("auto_archive_duration", 1440))
+        await self.dispatch("THREAD_CREATE", dict(thread, newly_created=True))
+        return thread
+
+    def add_thread(self, parent_id: int, thread_id: int, name: str = "thread",
+                   auto_archive_duration: int = 1440) -> dict[str, Any]:
+        """A thread Discord knows; without a THREAD_CREATE the bot learns of it only by fetching it."""
         thread = {
-            "id": str(message_id),  # Discord gives a thread started from a message that message's id
+            "id": str(thread_id),
             "type": PUBLIC_THREAD, "guild_id": str(self.guild_id), "parent_id": str(parent_id),
-            "owner_id": str(BOT_USER_ID), "name": body.get("name", "thread"), "last_message_id": None,
+            "owner_id": str(BOT_USER_ID), "name": name, "last_message_id": None,
             "message_count": 0, "member_count": 1, "rate_limit_per_user": 0, "flags": 0,
             "thread_metadata": {"archived": False, "locked": False, "archive_timestamp": _now_iso(),
-                                "auto_archive_duration": body.get("auto_archive_duration", 1440)},
+                                "auto_archive_duration": auto_archive_duration},
         }
-        self.channels[int(thread["id"])] = thread
-        await self.dispatch("THREAD_CREATE", dict(thread, newly_created=True))
+        self.channels[thread_id] = thread
         return thread
 
     async def _sync_commands(self, parts: list[str], body: Any, request: web.Request) -> Any:
