@@ -228,7 +228,16 @@ def test_bnb_quantized_loading(gpu_tiny_spec: ModelSpec, quantization: str, laye
         layers = [m for m in quantized.model.modules() if isinstance(m, getattr(bnb.nn, layer_class))]
         assert len(layers) == 2 * 7  # q k v o gate up down in each of the two layers
         assert quantized.model.get_memory_footprint() < full.model.get_memory_footprint()
-        assert "".join(quantized.stream(QUESTION, GREEDY)).strip()
+        # Quantized, the model still computes nearly the same next-token scores as at 16 bits.
+        ids = torch.tensor([full.prompt_ids(QUESTION)], device=full.model.device)
+        with torch.inference_mode():
+            reference = full.model(ids).logits[0, -1].float()
+            approx = quantized.model(ids.to(quantized.model.device)).logits[0, -1].float()
+        approx = approx.to(reference.device)  # on a machine with several GPUs the two may differ
+        assert torch.nn.functional.cosine_similarity(reference, approx, dim=0) > 0.9
+        with count_forward_calls(quantized.model) as calls:
+            list(quantized.stream(QUESTION, GREEDY))
+        assert calls[0] >= 1
     finally:
         quantized.close()
         full.close()
@@ -244,6 +253,8 @@ def test_attention_follows_the_gpu(gpu_tiny_spec: ModelSpec) -> None:
         assert loaded.plan.attention == expected
         assert loaded.model.config._attn_implementation == expected
         assert loaded.model.dtype == (torch.bfloat16 if capability >= (8, 0) else torch.float16)
-        assert "".join(loaded.stream(QUESTION, GREEDY)).strip()
+        with count_forward_calls(loaded.model) as calls:
+            list(loaded.stream(QUESTION, GREEDY))
+        assert calls[0] >= 1  # generation runs with the chosen attention
     finally:
         loaded.close()
