@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from core import gpu
 from core.backends.transformers_backend import QUANTIZATIONS, plan_load
@@ -144,16 +145,12 @@ def test_importing_gpu_does_not_import_torch() -> None:
 
 
 def test_no_cuda_means_no_devices() -> None:
-    import torch
-
     assert (gpu.cuda_devices() == []) == (not torch.cuda.is_available())
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs CUDA")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_facts_match_torch() -> None:
-    import torch
-
     facts = gpu.cuda_devices()
     assert len(facts) == torch.cuda.device_count()
     for f in facts:
