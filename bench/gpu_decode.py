@@ -130,6 +130,8 @@ def build(config: Any, fmt: str, device: torch.device, saved: str | None) -> Any
         return model.to(device).eval()  # a no-op where the device context took effect
     assert saved is not None, "quantized formats load the saved bf16 model"
     compute = torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
+    if fmt == "bnb-8bit":
+        compute = torch.float16  # LLM.int8 multiplies in float16; bf16 activations would be cast each layer
     quantization = (
         BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
         if fmt == "bnb-4bit"

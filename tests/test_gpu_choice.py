@@ -133,6 +133,13 @@ def test_load_plan_passes_quantization_only_when_configured() -> None:
         plan_load(ModelSpec(name="m", backend="transformers", quantization="gptq"), None, False)
 
 
+def test_load_plan_runs_8bit_in_float16() -> None:
+    eight_bit = ModelSpec(name="m", backend="transformers", weights="x", quantization="bnb-8bit")
+    assert plan_load(eight_bit, fake_gpu(HOPPER), is_flash_installed=False).dtype == "float16"
+    four_bit = ModelSpec(name="m", backend="transformers", weights="x", quantization="bnb-4bit")
+    assert plan_load(four_bit, fake_gpu(HOPPER), is_flash_installed=False).dtype == "bfloat16"
+
+
 def test_load_plan_keeps_flash_attention_off_float32() -> None:
     spec = ModelSpec(name="m", backend="transformers", weights="x", dtype="float32")
     assert plan_load(spec, fake_gpu(HOPPER), is_flash_installed=True).attention == "sdpa"

@@ -48,6 +48,8 @@ def plan_load(spec: ModelSpec, device: gpu.GpuFacts | None, is_flash_installed: 
             "choose the entry without quantization to run on CPU."
         )
     dtype = gpu.choose_dtype(spec.dtype, capability)
+    if spec.quantization == "bnb-8bit" and spec.dtype == "auto" and device is not None:
+        dtype = "float16"  # LLM.int8 multiplies in float16: bfloat16 activations would be cast at every layer
     attention = gpu.choose_attention(spec.attention, capability, is_flash_installed)
     if attention == "flash_attention_2" and dtype == "float32":
         attention = "sdpa"  # flash attention kernels exist for fp16/bf16 only
