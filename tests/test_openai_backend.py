@@ -170,7 +170,7 @@ def as_openai(messages: list[ChatMessage]) -> list[Any]:
     return [{"role": m.role, "content": m.content} for m in messages]
 
 
-def whole_answer(url: str) -> str:
+def whole_answer(url: str, repeat_penalty: float = GREEDY.repetition_penalty) -> str:
     """The same request without streaming, through the plain client: what the pieces must add up to."""
     client = openai.OpenAI(api_key="x", base_url=url, max_retries=0)
     done = client.chat.completions.create(
@@ -178,6 +178,7 @@ def whole_answer(url: str) -> str:
         messages=as_openai(QUESTION),
         temperature=0.0,
         max_tokens=GREEDY.max_new_tokens,
+        extra_body={"repeat_penalty": repeat_penalty},
     )
     return done.choices[0].message.content or ""
 
@@ -187,6 +188,14 @@ def test_stream_adds_up_to_the_whole_answer(server_url: str) -> None:
     pieces = list(generator.stream(QUESTION, GREEDY))
     assert len(pieces) > 1
     assert "".join(pieces) == whole_answer(server_url)
+
+
+def test_repetition_penalty_reaches_a_compatible_server(server_url: str) -> None:
+    assert whole_answer(server_url, 1.0) != whole_answer(server_url, 1.5), "precondition: it matters"
+    generator = OpenAIGenerator(spec_for(server_url))
+    for penalty in (1.0, 1.5):
+        streamed = "".join(generator.stream(QUESTION, replace(GREEDY, repetition_penalty=penalty)))
+        assert streamed == whole_answer(server_url, penalty)
 
 
 def test_cancel_stops_reading(server_url: str) -> None:

@@ -130,6 +130,7 @@ def test_stream_yields_pieces_equal_to_plain_generate(tiny: TransformersGenerato
     ids = torch.tensor([tiny.prompt_ids(QUESTION)])
     out = tiny.model.generate(
         ids, attention_mask=torch.ones_like(ids), max_new_tokens=GREEDY.max_new_tokens, do_sample=False,
+        repetition_penalty=GREEDY.repetition_penalty,
         eos_token_id=tiny.tokenizer.eos_token_id, pad_token_id=tiny.tokenizer.pad_token_id,
     )
     expected = tiny.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)

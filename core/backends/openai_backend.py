@@ -107,6 +107,12 @@ class OpenAIGenerator:
         }
         if params.stop:
             request["stop"] = list(params.stop)
+        if self.base_url is not None:
+            # Not an OpenAI API parameter (it rejects unknown ones), but compatible servers take it:
+            # vLLM as repetition_penalty, llama.cpp as repeat_penalty; each ignores the other's name.
+            # Sent even at 1.0 (off), since servers have their own default (llama-cpp-python's is 1.1).
+            penalty = params.repetition_penalty
+            request["extra_body"] = {"repetition_penalty": penalty, "repeat_penalty": penalty}
         for attempt in range(self.max_retries + 1):
             try:
                 return self._client.chat.completions.create(**request)

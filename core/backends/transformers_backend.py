@@ -172,6 +172,8 @@ class TransformersGenerator:
             "eos_token_id": self._eos_ids,
             "pad_token_id": self._pad_id,
         }
+        if params.repetition_penalty != 1.0:
+            kwargs["repetition_penalty"] = params.repetition_penalty
         if params.temperature > 0:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
         else:
