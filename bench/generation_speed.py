@@ -8,8 +8,8 @@ same RAG-sized prompt with greedy decoding:
 
 Output tokens are counted by re-tokenizing each answer with the model's tokenizer, the same way for
 every backend (the backends stream pieces of different sizes: llama.cpp one token, transformers words).
-Answers differ in length: llama-cpp-python's server applies repeat_penalty 1.1 by default, the library
-and transformers none; compare rates, not answers.
+All get the same GenerationParams (greedy, repetition penalty included), yet answers can differ a little:
+llama.cpp runs the 4-bit weights, transformers their float32 dequantization.
 
     python bench/generation_speed.py [--runs 3] [--max-new-tokens 128] [--only llamacpp,openai]
 """
@@ -108,22 +108,11 @@ def run_backend(
     }
 
 
-def load_llamacpp(gguf: str) -> tuple[Stream, Callable[[], None]]:
-    from llama_cpp import Llama
+def load_llamacpp(registry: ModelRegistry) -> tuple[Stream, Callable[[], None]]:
+    from core.backends.llamacpp import LlamaCppGenerator
 
-    llm = Llama(model_path=gguf, n_ctx=N_CTX, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
-
-    def stream(messages: list[ChatMessage], params: GenerationParams) -> Iterator[str]:
-        chunks = llm.create_chat_completion(
-            messages=[{"role": m.role, "content": m.content} for m in messages],  # type: ignore[misc]
-            max_tokens=params.max_new_tokens, temperature=params.temperature, stream=True,
-        )
-        for chunk in chunks:
-            piece = chunk["choices"][0]["delta"].get("content")  # type: ignore[index, union-attr]
-            if isinstance(piece, str) and piece:
-                yield piece
-
-    return stream, llm.close
+    generator = LlamaCppGenerator(registry.get("smollm2-135m"), n_threads=THREADS)
+    return generator.stream, generator.close
 
 
 def load_transformers(registry: ModelRegistry) -> tuple[Stream, Callable[[], None]]:
@@ -213,7 +202,7 @@ def main() -> None:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     loaders: dict[str, Callable[[], tuple[Stream, Callable[[], None]]]] = {
-        "llamacpp": lambda: load_llamacpp(gguf),
+        "llamacpp": lambda: load_llamacpp(registry),
         "transformers": lambda: load_transformers(registry),
         "openai": lambda: load_openai(gguf),
     }
