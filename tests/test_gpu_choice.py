@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -147,7 +148,8 @@ def test_load_plan_keeps_flash_attention_off_float32() -> None:
 
 def test_importing_gpu_does_not_import_torch() -> None:
     code = "import sys, core.gpu; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    repo = Path(__file__).resolve().parents[1]  # `python -c` imports core from its working directory
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo)
     assert out.stdout.strip() == "False"
 
 
