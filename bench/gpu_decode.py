@@ -53,6 +53,7 @@ TINY: dict[str, Any] = dict(
     num_attention_heads=4, num_key_value_heads=1, head_dim=32, max_position_embeddings=1024,
 )
 FORMATS = ("fp16", "bf16", "bnb-4bit", "bnb-8bit")
+RUNS = 3  # measured generates per format and batch; medians are reported
 KV_DTYPE_BYTES = 2  # the KV cache is in the 16-bit compute dtype in every format here
 TIME_BUDGET_S = 270  # skip what is left past this, so the JSON always gets printed
 
@@ -143,39 +144,59 @@ def build(config: Any, fmt: str, device: torch.device, saved: str | None) -> Any
     return model.eval()
 
 
-def timed_generate(model: Any, ids: torch.Tensor, new_tokens: int) -> float:
-    device = ids.device
-    sync(device)
+class StepClock:
+    """A stopping criterion that never stops: it notes the time each new token is ready.
+
+    generate already waits for the GPU at every step (to check whether all sequences are done), so
+    synchronising here costs next to nothing and the timestamps are exact.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.times: list[float] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        sync(self.device)
+        self.times.append(time.perf_counter())
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+def timed_generate(model: Any, ids: torch.Tensor, new_tokens: int) -> tuple[float, float]:
+    """(prefill seconds, seconds per decode step) of one greedy generate of exactly ``new_tokens``."""
+    from transformers import StoppingCriteriaList
+
+    clock = StepClock(ids.device)
+    sync(ids.device)
     started = time.perf_counter()
     with torch.inference_mode():
         model.generate(
             ids, attention_mask=torch.ones_like(ids), do_sample=False,
             max_new_tokens=new_tokens, min_new_tokens=new_tokens,  # exactly this many: eos is ignored
-            pad_token_id=0,
+            pad_token_id=0, stopping_criteria=StoppingCriteriaList([clock]),
         )
-    sync(device)
-    return time.perf_counter() - started
+    # The first token comes out of the prefill pass; each later one is one decode step.
+    prefill_s = clock.times[0] - started
+    step_s = (clock.times[-1] - clock.times[0]) / (len(clock.times) - 1)
+    return prefill_s, step_s
 
 
 def measure(model: Any, config: Any, batch: int, prompt_tokens: int, new_tokens: int,
             device: torch.device) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(batch)
     ids = torch.randint(3, config.vocab_size, (batch, prompt_tokens), generator=generator).to(device)
-    timed_generate(model, ids, 2)  # warm-up: kernels chosen, workspaces allocated
+    timed_generate(model, ids, 4)  # warm-up: kernels chosen, workspaces allocated
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    # generate(1) is the prefill plus one sampling step; generate(1 + n) adds n decode steps.
-    prefill_s = statistics.median(timed_generate(model, ids, 1) for _ in range(3))
-    total_s = timed_generate(model, ids, 1 + new_tokens)
-    decode_s = max(total_s - prefill_s, 1e-9)
-    steps_per_s = new_tokens / decode_s
+    runs = [timed_generate(model, ids, new_tokens) for _ in range(RUNS)]
+    prefill_s = statistics.median(r[0] for r in runs)
+    step_s = statistics.median(r[1] for r in runs)
     is_cuda = device.type == "cuda"
     return {
         "prefill_s": round(prefill_s, 4),
         "prefill_tokens_per_s": round(batch * prompt_tokens / prefill_s, 1),
-        "decode_s": round(decode_s, 4),
-        "decode_steps_per_s": round(steps_per_s, 2),  # per sequence
-        "decode_tokens_per_s": round(batch * steps_per_s, 2),  # all sequences together
+        "decode_ms_per_step": round(step_s * 1000, 3),
+        "decode_steps_per_s": round(1 / step_s, 2),  # per sequence
+        "decode_tokens_per_s": round(batch / step_s, 2),  # all sequences together
         "peak_memory_gb": round(torch.cuda.max_memory_allocated(device) / GB, 3) if is_cuda else None,
     }
 
