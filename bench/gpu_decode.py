@@ -181,17 +181,21 @@ def timed_generate(model: Any, ids: torch.Tensor, new_tokens: int) -> tuple[floa
 
 
 def measure(model: Any, config: Any, batch: int, prompt_tokens: int, new_tokens: int,
-            device: torch.device) -> dict[str, Any]:
+            device: torch.device, deadline: float) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(batch)
     ids = torch.randint(3, config.vocab_size, (batch, prompt_tokens), generator=generator).to(device)
-    timed_generate(model, ids, 4)  # warm-up: kernels chosen, workspaces allocated
+    warm_prefill_s, warm_step_s = timed_generate(model, ids, 4)  # kernels chosen, workspaces allocated
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    runs = [timed_generate(model, ids, new_tokens) for _ in range(RUNS)]
+    # Fewer runs where a slow format (LLM.int8) would otherwise overrun the time budget.
+    run_s = warm_prefill_s + warm_step_s * new_tokens
+    n_runs = max(1, min(RUNS, int((deadline - time.perf_counter()) / run_s)))
+    runs = [timed_generate(model, ids, new_tokens) for _ in range(n_runs)]
     prefill_s = statistics.median(r[0] for r in runs)
     step_s = statistics.median(r[1] for r in runs)
     is_cuda = device.type == "cuda"
     return {
+        "runs": n_runs,
         "prefill_s": round(prefill_s, 4),
         "prefill_tokens_per_s": round(batch * prompt_tokens / prefill_s, 1),
         "decode_ms_per_step": round(step_s * 1000, 3),
@@ -280,7 +284,8 @@ def main() -> None:
                     "weight_gb_read_per_step": round(weight_bytes / GB, 3),
                 }
                 try:
-                    row.update(measure(model, config, batch, args.prompt_tokens, args.new_tokens, device))
+                    row.update(measure(model, config, batch, args.prompt_tokens, args.new_tokens, device,
+                                       deadline=started + TIME_BUDGET_S))
                 except Exception as exc:
                     report["skipped"].append(
                         {"weights": fmt, "batch": batch, "why": f"{type(exc).__name__}: {exc}"[:500]}
