@@ -247,13 +247,16 @@ def test_bnb_quantized_loading(gpu_tiny_spec: ModelSpec, quantization: str, laye
         layers = [m for m in quantized.model.modules() if isinstance(m, getattr(bnb.nn, layer_class))]
         assert len(layers) == 2 * 7  # q k v o gate up down in each of the two layers
         assert quantized.model.get_memory_footprint() < full.model.get_memory_footprint()
-        # Quantized, the model still computes nearly the same next-token scores as at 16 bits.
-        ids = torch.tensor([full.prompt_ids(QUESTION)], device=full.model.device)
+        # Each quantized layer still computes nearly what its 16-bit original does. (Whole-model logits of a
+        # random-weight model are a poor yardstick: small per-layer errors are amplified by random layers.)
+        name = "model.layers.0.mlp.up_proj"
+        original, approximate = full.model.get_submodule(name), quantized.model.get_submodule(name)
+        torch.manual_seed(0)
+        x = torch.randn(4, original.in_features, device=original.weight.device, dtype=original.weight.dtype)
         with torch.inference_mode():
-            reference = full.model(ids).logits[0, -1].float()
-            approx = quantized.model(ids.to(quantized.model.device)).logits[0, -1].float()
-        approx = approx.to(reference.device)  # on a machine with several GPUs the two may differ
-        assert torch.nn.functional.cosine_similarity(reference, approx, dim=0) > 0.9
+            reference = original(x).float().flatten()
+            approx = approximate(x.to(quantized.model.device, torch.float16)).float().flatten().to(reference.device)
+        assert torch.nn.functional.cosine_similarity(reference, approx, dim=0) > 0.95
         with count_forward_calls(quantized.model) as calls:
             list(quantized.stream(QUESTION, GREEDY))
         assert calls[0] >= 1
