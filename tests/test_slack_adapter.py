@@ -20,10 +20,11 @@ import aiohttp
 import pymupdf
 import pytest
 import redis.asyncio as aioredis
+import yaml
 from slack_sdk.signature import SignatureVerifier
 
 from bot.job_client import JobClient
-from bot.slack_adapter import SlackAdapter, SlackSettings
+from bot.slack_adapter import SLASH_COMMAND, SlackAdapter, SlackSettings
 from bot.slack_permalinks import PermalinkStore
 from bot.slack_replies import VIA_CHAT, Route, SlackReply
 from tests.fakes import interim_worker
@@ -383,3 +384,12 @@ def test_long_answer_is_split_at_slack_limit_without_breaking_code_blocks(redis_
             await fake.close()
 
     asyncio.run(scenario())
+
+
+def test_manifest_subscribes_to_what_the_adapter_handles() -> None:
+    manifest = yaml.safe_load((Path(__file__).parents[1] / "deploy" / "slack-manifest.yml").read_text())
+    events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    assert {"app_mention", "message.channels", "message.groups", "message.im"} <= events
+    assert {"app_mentions:read", "chat:write", "commands", "files:read", "im:history"} <= scopes
+    assert [c["command"] for c in manifest["features"]["slash_commands"]] == [SLASH_COMMAND]
