@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import redis.asyncio as aioredis
 
@@ -34,7 +35,8 @@ class JobClient:
             log.info("job %s already submitted; ignoring the redelivered event", job.id)
             return False
         if blob is not None:
-            await self.redis.set(keys.BLOB_PREFIX + job.id, blob, ex=keys.BLOB_TTL_S)
+            job = dataclasses.replace(job, blob_key=keys.BLOB_PREFIX + job.id)
+            await self.redis.set(job.blob_key, blob, ex=keys.BLOB_TTL_S)
         await self.redis.xadd(keys.JOBS_STREAM, {"job": job.to_json()})
         return True
 
@@ -60,3 +62,32 @@ class JobClient:
                     raw = fields.get(b"event") or fields.get("event")
                     with contextlib.suppress(ValueError, KeyError, TypeError):
                         yield ReplyEvent.from_json(raw)
+
+
+async def run_job(client: JobClient, job: Job, blob: bytes | None = None,
+                  on_event: Callable[[ReplyEvent], Awaitable[None] | None] | None = None,
+                  timeout_s: float = 600.0) -> ReplyEvent:
+    """Submit ``job`` and wait for its final or error event, passing every event to ``on_event``.
+
+    For adapters that handle one job at a time (the console, the CLI); chat adapters instead route
+    :meth:`JobClient.replies` to many jobs at once.
+    """
+    await client.start_listening()
+    if not await client.submit(job, blob):
+        raise DuplicateJobError(job.id)
+    async with asyncio.timeout(timeout_s):
+        async for event in client.replies():
+            if event.job_id != job.id:
+                continue
+            if on_event is not None:
+                result = on_event(event)
+                if asyncio.iscoroutine(result):
+                    await result
+            if event.is_terminal:
+                return event
+    raise AssertionError("unreachable: replies() never ends")
+
+
+class DuplicateJobError(RuntimeError):
+    def __init__(self, job_id: str):
+        super().__init__(f"job {job_id} was already submitted")

@@ -21,6 +21,7 @@ class GenerationParams:
     max_new_tokens: int = 256
     temperature: float = 0.7
     top_p: float = 0.95
+    repetition_penalty: float = 1.15  # tiny models loop without it
     stop: tuple[str, ...] = ()
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.resources
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from core import package_files
+
 PACKAGED_REGISTRY = Path(__file__).with_name("models.toml")
-PACKAGE_PREFIX = "package:"
 
 
 class UnknownModelError(LookupError):
@@ -43,10 +43,7 @@ class ModelSpec:
 
     def weights_path(self) -> str:
         """Resolve ``package:MODULE/FILE`` to a file inside an installed package; other weights pass through."""
-        if not self.weights.startswith(PACKAGE_PREFIX):
-            return self.weights
-        module, _, file_name = self.weights[len(PACKAGE_PREFIX):].partition("/")
-        return str(importlib.resources.files(module).joinpath(file_name))
+        return package_files.resolve(self.weights)
 
 
 class ModelRegistry:

@@ -1,0 +1,131 @@
+"""The console adapter: a terminal conversation that behaves like one chat channel.
+
+Plain lines are questions; /upload PATH, /docs, /forget [NAME], /model NAME, /models, /status, /help.
+When stdin is not a terminal, it answers each line in turn and exits at the end of input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from pathlib import Path
+from typing import TextIO
+
+from bot.job_client import JobClient, run_job
+from bot.render import format_sources
+from core.scope import Scope
+from workers.protocol import Job, JobKind, ReplyEvent, ReplyType
+
+CONSOLE_SCOPE = Scope("console", "local", "console")
+HELP = """Type a question, or one of:
+  /upload PATH    share a PDF in this conversation
+  /docs           list the documents shared here
+  /forget [NAME]  forget one document (or all)
+  /model NAME     choose this conversation's model
+  /models         list models (* = served by a live worker)
+  /status         workers and queue
+  /quit           leave"""
+COMMANDS = {"/docs": JobKind.DOCS, "/forget": JobKind.FORGET, "/model": JobKind.SET_MODEL,
+            "/models": JobKind.MODELS, "/status": JobKind.STATUS}
+
+
+class ConsoleAdapter:
+    def __init__(self, client: JobClient, user: str = "console-user", scope: Scope = CONSOLE_SCOPE,
+                 out: TextIO = sys.stdout, answer_timeout_s: float = 600.0):
+        self.client = client
+        self.user = user
+        self.scope = scope
+        self.out = out
+        self.answer_timeout_s = answer_timeout_s
+
+    async def run(self, lines: TextIO = sys.stdin) -> None:
+        is_interactive = lines.isatty()
+        if is_interactive:
+            self._print("Phobos console. Ask a question about the documents shared here; /help for commands.")
+        loop = asyncio.get_running_loop()
+        while True:
+            if is_interactive:
+                self._print("you> ", end="")
+            line = await loop.run_in_executor(None, lines.readline)
+            if not line:
+                break
+            line = line.strip()
+            if not line:
+                continue
+            if line in ("/quit", "/exit"):
+                break
+            if not is_interactive:
+                self._print(f"> {line}")
+            await self.handle_line(line)
+
+    async def handle_line(self, line: str) -> ReplyEvent | None:
+        """Turn one typed line into a job, show its replies as they arrive; returns the last event."""
+        command, _, argument = line.partition(" ")
+        argument = argument.strip()
+        blob = None
+        if command == "/help":
+            self._print(HELP)
+            return None
+        if command == "/upload":
+            path = Path(argument).expanduser()
+            if not argument or not path.is_file():
+                self._print(f"No file at '{argument}'. Usage: /upload PATH")
+                return None
+            blob = path.read_bytes()
+            job = self._job(JobKind.INGEST, file_name=path.name)
+        elif command in COMMANDS:
+            if command == "/model" and not argument:
+                self._print("Usage: /model NAME (see /models)")
+                return None
+            job = self._job(COMMANDS[command], text=argument)
+        elif command.startswith("/"):
+            self._print(f"Unknown command {command}. /help lists them.")
+            return None
+        else:
+            job = self._job(JobKind.ASK, text=line)
+        view = _StreamView(self)
+        try:
+            return await run_job(self.client, job, blob, view.show, timeout_s=self.answer_timeout_s)
+        except TimeoutError:
+            self._print(f"\nNo answer within {self.answer_timeout_s:.0f} s. Is a worker running? (phobos status)")
+            return None
+
+    def _job(self, kind: JobKind, text: str = "", file_name: str | None = None) -> Job:
+        job_id = f"console:{uuid.uuid4().hex}"
+        return Job(id=job_id, kind=kind, scope=self.scope, user=self.user, reply_to=self.client.reply_stream,
+                   text=text, file_name=file_name)
+
+    def _print(self, text: str, end: str = "\n") -> None:
+        self.out.write(text + end)
+        self.out.flush()
+
+
+class _StreamView:
+    """Prints one job's events: answer text as it streams, progress lines, then sources."""
+
+    def __init__(self, console: ConsoleAdapter):
+        self.console = console
+        self.streamed = False
+
+    def show(self, event: ReplyEvent) -> None:
+        out = self.console
+        if event.type is ReplyType.DELTA:
+            if not self.streamed:
+                out._print("phobos> ", end="")
+            self.streamed = True
+            out._print(event.text, end="")
+        elif event.type is ReplyType.PROGRESS:
+            out._print(f"  ... {event.text}: {event.done}/{event.total} pages")
+        elif event.type is ReplyType.FINAL:
+            if self.streamed:
+                out._print("")
+            else:
+                out._print(event.text)
+            sources = format_sources(event.citations)
+            if sources:
+                out._print(sources)
+        elif event.type is ReplyType.ERROR:
+            if self.streamed:
+                out._print("")
+            out._print(f"[!] {event.text}")

@@ -1,0 +1,107 @@
+"""Page texts -> chunks bounded by the embedder's real token limit, with overlap and page spans."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from core.documents import Chunk, PageText
+
+# A sentence ends at . ! or ? followed by space and an upper-case letter, digit or opening bracket/quote.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
+
+
+@dataclass(frozen=True)
+class _Sentence:
+    text: str
+    page: int
+    tokens: int
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s for s in (part.strip() for part in _SENTENCE_END.split(text)) if s]
+
+
+def chunk_pages(
+    pages: Sequence[PageText],
+    doc_id: str,
+    file_name: str,
+    count_tokens: Callable[[list[str]], list[int]],
+    max_tokens: int,
+    overlap_tokens: int,
+) -> list[Chunk]:
+    """Pack whole sentences into chunks of at most ``max_tokens`` embedder tokens.
+
+    Chunks run across page breaks so a passage split by the layout stays together; such a chunk cites
+    both pages. Consecutive chunks share up to ``overlap_tokens`` of trailing sentences. A single
+    sentence longer than the limit is cut into word windows so nothing is silently truncated.
+    """
+    sentences = _sentences(pages, count_tokens, max_tokens)
+    chunks: list[Chunk] = []
+    current: list[_Sentence] = []
+    current_tokens = 0
+    for sentence in sentences:
+        if current and current_tokens + sentence.tokens > max_tokens:
+            chunks.append(_make_chunk(current, doc_id, file_name, len(chunks)))
+            current = _overlap_tail(current, overlap_tokens, max_tokens - sentence.tokens)
+            current_tokens = sum(s.tokens for s in current)
+        current.append(sentence)
+        current_tokens += sentence.tokens
+    if current:
+        chunks.append(_make_chunk(current, doc_id, file_name, len(chunks)))
+    return chunks
+
+
+def _sentences(pages: Sequence[PageText], count_tokens: Callable[[list[str]], list[int]],
+               max_tokens: int) -> list[_Sentence]:
+    texts: list[str] = []
+    page_of: list[int] = []
+    for page in pages:
+        for sentence in split_sentences(page.text):
+            texts.append(sentence)
+            page_of.append(page.number)
+    counts = count_tokens(texts) if texts else []
+    result: list[_Sentence] = []
+    for text, page, tokens in zip(texts, page_of, counts, strict=True):
+        if tokens <= max_tokens:
+            result.append(_Sentence(text, page, tokens))
+        else:
+            result.extend(_split_long(text, page, tokens, max_tokens, count_tokens))
+    return result
+
+
+def _split_long(text: str, page: int, tokens: int, max_tokens: int,
+                count_tokens: Callable[[list[str]], list[int]]) -> list[_Sentence]:
+    """Cut an over-long 'sentence' (a table, a run-on list) into word windows that fit."""
+    words = text.split()
+    parts = max(2, -(-tokens // max_tokens) + 1)
+    while True:
+        size = max(1, -(-len(words) // parts))
+        windows = [" ".join(words[i:i + size]) for i in range(0, len(words), size)]
+        counts = count_tokens(windows)
+        if max(counts) <= max_tokens or size == 1:
+            return [_Sentence(w, page, c) for w, c in zip(windows, counts, strict=True)]
+        parts *= 2
+
+
+def _overlap_tail(sentences: list[_Sentence], overlap_tokens: int, room: int) -> list[_Sentence]:
+    tail: list[_Sentence] = []
+    total = 0
+    for sentence in reversed(sentences):
+        if total + sentence.tokens > min(overlap_tokens, room):
+            break
+        tail.insert(0, sentence)
+        total += sentence.tokens
+    return tail
+
+
+def _make_chunk(sentences: list[_Sentence], doc_id: str, file_name: str, ordinal: int) -> Chunk:
+    return Chunk(
+        doc_id=doc_id,
+        file_name=file_name,
+        text=" ".join(s.text for s in sentences),
+        page_start=min(s.page for s in sentences),
+        page_end=max(s.page for s in sentences),
+        ordinal=ordinal,
+    )

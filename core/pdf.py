@@ -1,0 +1,79 @@
+"""PDF bytes -> page texts, with a clear message for every way a file can be unusable."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from core.documents import PageText
+
+PDF_MAGIC = b"%PDF-"
+MAGIC_SEARCH_BYTES = 1024  # the PDF spec allows junk before the header; readers look this far
+
+
+class DocumentError(ValueError):
+    """A file that cannot be indexed. ``str(error)`` is a message for the person who shared it."""
+
+
+def extract_pages(data: bytes, file_name: str, max_pages: int = 5000) -> list[PageText]:
+    """Read every page's text. Raises :class:`DocumentError` for files that give no usable text."""
+    if not data:
+        raise DocumentError(f"{file_name} is empty (0 bytes).")
+    if PDF_MAGIC not in data[:MAGIC_SEARCH_BYTES]:
+        kind = _guess_kind(data)
+        raise DocumentError(f"{file_name} is not a PDF (its contents look like {kind}). "
+                            "Please share the document as a PDF.")
+    import pymupdf
+
+    try:
+        document = pymupdf.open(stream=data, filetype="pdf")
+    except Exception as exc:  # PyMuPDF raises several types for broken files
+        raise DocumentError(f"{file_name} looks like a PDF but cannot be opened; it may be corrupt "
+                            f"({type(exc).__name__}).") from exc
+    with document:
+        if document.needs_pass:
+            raise DocumentError(f"{file_name} is password-protected. Please share a copy without a password.")
+        if document.page_count == 0:
+            raise DocumentError(f"{file_name} has no pages.")
+        if document.page_count > max_pages:
+            raise DocumentError(f"{file_name} has {document.page_count} pages; the limit is {max_pages}.")
+        pages = []
+        for index in range(document.page_count):
+            try:
+                raw = document.load_page(index).get_text("text")
+            except Exception:  # one broken page must not lose the rest of the document
+                raw = ""
+            pages.append(PageText(number=index + 1, text=clean_text(raw)))
+    if not any(page.text for page in pages):
+        raise DocumentError(f"{file_name} has no text layer (it may be scanned images), so there is "
+                            "nothing to search. Please share a PDF with selectable text.")
+    return pages
+
+
+_HYPHEN_BREAK = re.compile(r"(\w)-\n(\w)")
+_SPACES = re.compile(r"[ \t\u00a0]+")
+_LINE_BREAK = re.compile(r"\s*\n\s*")
+
+
+def clean_text(text: str) -> str:
+    """Undo PDF layout noise: ligatures, hyphenation at line ends, hard line breaks, runs of spaces."""
+    text = unicodedata.normalize("NFKC", text)  # also splits ligatures such as 'ﬁ' into 'fi'
+    text = _HYPHEN_BREAK.sub(r"\1\2", text)
+    text = _LINE_BREAK.sub("\n", text)
+    text = text.replace("\n", " ")
+    return _SPACES.sub(" ", text).strip()
+
+
+def _guess_kind(data: bytes) -> str:
+    head = data[:512].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")):
+        return "a web page (HTML)"
+    if head.startswith(b"pk\x03\x04"):
+        return "a ZIP archive or an Office document"
+    if head.startswith((b"\x89png", b"\xff\xd8\xff", b"gif8")):
+        return "an image"
+    try:
+        data[:512].decode("utf-8")
+    except UnicodeDecodeError:
+        return "binary data"
+    return "plain text"

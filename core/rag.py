@@ -1,0 +1,100 @@
+"""Retrieval-augmented answering: retrieve from the scope, fit the prompt, stream, cite."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from core.documents import Citation, Hit
+from core.embedding import Embedder
+from core.generation import ChatMessage, GenerationParams, Generator
+from core.index import DocumentStore, ScopeIndex
+from core.prompt import cited_numbers, plain_messages, rag_messages
+from core.scope import Scope
+
+NO_DOCUMENTS_NOTE = ("No documents are shared in this conversation yet, so this answer does not come "
+                     "from any file. Share a PDF here to ask about it.\n\n")
+NOT_COVERED_REPLY = ("The documents shared here don't seem to cover this. I searched: {files}. "
+                     "Try rephrasing, or share a document that does.")
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    citations: tuple[Citation, ...]
+    sources: tuple[Hit, ...]  # what the model was shown
+    grounded: bool  # False when the scope had no documents or nothing relevant
+
+
+class RagEngine:
+    """Answers questions in a scope from its documents. Holds no model; generators are passed in."""
+
+    def __init__(self, embedder: Embedder, store: DocumentStore, top_k: int = 5, min_relevance: float = 0.0):
+        self.embedder = embedder
+        self.store = store
+        self.top_k = top_k
+        self.min_relevance = min_relevance
+
+    def index_for(self, scope: Scope) -> ScopeIndex:
+        return ScopeIndex.merge([self.store.load_index(key, self.embedder.dim) for key in scope.search_keys()],
+                                self.embedder.dim)
+
+    def retrieve(self, question: str, scope: Scope, k: int | None = None) -> list[Hit]:
+        index = self.index_for(scope)
+        if not index.chunks:
+            return []
+        query = self.embedder.embed([question])[0]
+        return index.search(query, k or self.top_k)
+
+    def answer(self, question: str, scope: Scope, generator: Generator, params: GenerationParams,
+               on_delta: Callable[[str], None], history: Sequence[ChatMessage] = (),
+               cancel: threading.Event | None = None) -> Answer:
+        """Stream an answer through ``on_delta`` and return it whole with its citations."""
+        documents = self.store.list_documents(scope.search_keys())
+        if not documents:
+            on_delta(NO_DOCUMENTS_NOTE)
+            body = _collect(generator, plain_messages(question, history), params, on_delta, cancel)
+            return Answer(NO_DOCUMENTS_NOTE + body, (), (), grounded=False)
+
+        hits = [hit for hit in self.retrieve(question, scope) if hit.score >= self.min_relevance]
+        if not hits:
+            files = ", ".join(sorted({d.file_name for d in documents}))
+            text = NOT_COVERED_REPLY.format(files=files)
+            on_delta(text)
+            return Answer(text, (), (), grounded=False)
+
+        hits = fit_sources(question, hits, history, generator, params.max_new_tokens)
+        body = _collect(generator, rag_messages(question, hits, history), params, on_delta, cancel)
+        return Answer(body, citations_for(body, hits), tuple(hits), grounded=True)
+
+
+def fit_sources(question: str, hits: list[Hit], history: Sequence[ChatMessage], generator: Generator,
+                answer_tokens: int) -> list[Hit]:
+    """Drop the weakest sources until the prompt leaves ``answer_tokens`` of the model's window free."""
+    budget = generator.context_tokens - answer_tokens
+    kept = list(hits)
+    while len(kept) > 1 and generator.count_tokens(rag_messages(question, kept, history)) > budget:
+        kept.pop()
+    return kept
+
+
+def citations_for(answer: str, hits: Sequence[Hit]) -> tuple[Citation, ...]:
+    """The sources the answer cites by number; if it cites none, every source it was shown."""
+    numbers = cited_numbers(answer, len(hits)) or list(range(1, len(hits) + 1))
+    citations: list[Citation] = []
+    for number in numbers:
+        chunk = hits[number - 1].chunk
+        citation = Citation(chunk.file_name, chunk.pages)
+        if citation not in citations:
+            citations.append(citation)
+    return tuple(citations)
+
+
+def _collect(generator: Generator, messages: list[ChatMessage], params: GenerationParams,
+             on_delta: Callable[[str], None], cancel: threading.Event | None) -> str:
+    parts = []
+    for piece in generator.stream(messages, params, cancel):
+        parts.append(piece)
+        on_delta(piece)
+    return "".join(parts).strip()

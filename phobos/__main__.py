@@ -1,0 +1,5 @@
+import sys
+
+from phobos.cli import main
+
+sys.exit(main())

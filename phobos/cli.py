@@ -1,0 +1,293 @@
+"""The `phobos` command: up, worker, ingest, search, ask, models, status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from bot.console import CONSOLE_SCOPE, ConsoleAdapter
+from bot.job_client import JobClient, run_job
+from bot.render import format_sources
+from core.scope import Scope
+from phobos import runtime
+from phobos.settings import Settings
+from workers.heartbeat import live_models, live_workers
+from workers.protocol import Job, JobKind, ReplyType
+
+log = logging.getLogger("phobos")
+WORKER_READY_TIMEOUT_S = 300.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    settings = Settings()
+    default_level = "INFO" if args.func in (cmd_up, cmd_worker) else "WARNING"
+    logging.basicConfig(level=(settings.log_level or default_level).upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args, settings) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="phobos", description="Ask questions about the PDFs shared in a chat.")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start Redis (if embedded), a worker and the console adapter")
+    up.add_argument("--no-console", action="store_true", help="run without the console adapter")
+    up.set_defaults(func=cmd_up)
+
+    worker = sub.add_parser("worker", help="run a worker process")
+    worker.add_argument("--models", help="comma-separated models to serve (default: PHOBOS_WORKER_MODELS)")
+    worker.add_argument("--burst", action="store_true", help="exit when the queue is empty (tests)")
+    worker.set_defaults(func=cmd_worker)
+
+    ingest = sub.add_parser("ingest", help="index PDF files into a scope")
+    ingest.add_argument("files", nargs="+", type=Path)
+    ingest.add_argument("--scope", default=CONSOLE_SCOPE.key, help="platform:workspace:channel[:thread]")
+    ingest.set_defaults(func=cmd_ingest)
+
+    search = sub.add_parser("search", help="show the passages a question retrieves")
+    search.add_argument("question", nargs="?", help="omit to read one question per line from stdin")
+    search.add_argument("--scope", default=CONSOLE_SCOPE.key)
+    search.add_argument("--k", type=int, default=None, help="hits per question (default: PHOBOS_TOP_K)")
+    search.add_argument("--json", action="store_true", help="one JSON line per question")
+    search.set_defaults(func=cmd_search)
+
+    ask = sub.add_parser("ask", help="ask a question through the queue and wait for the answer")
+    ask.add_argument("question")
+    ask.add_argument("--scope", default=CONSOLE_SCOPE.key)
+    ask.add_argument("--model", default=None)
+    ask.add_argument("--json", action="store_true")
+    ask.set_defaults(func=cmd_ask)
+
+    models = sub.add_parser("models", help="list the model registry and which models are live")
+    models.set_defaults(func=cmd_models)
+
+    status = sub.add_parser("status", help="Redis, workers, queue depth")
+    status.set_defaults(func=cmd_status)
+    return parser
+
+
+# --- commands ---
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.worker import Worker, WorkerConfig
+
+    names = [n.strip() for n in args.models.split(",")] if args.models else settings.served_models()
+    with runtime.redis_url(settings) as url:
+        client = runtime.connect(url)
+        registry = runtime.load_registry(settings)
+        embedder = runtime.load_embedder(settings)
+        generators = runtime.load_generators(settings, registry, names)
+        config = WorkerConfig(default_model=settings.default_model, ingest_limits=runtime.ingest_limits(settings),
+                              heartbeat_ttl_s=settings.heartbeat_ttl_s)
+        worker = Worker(client, embedder, generators, registry, config, top_k=settings.top_k,
+                        min_relevance=settings.min_relevance)
+        worker.install_signal_handlers()
+        worker.run(burst=args.burst)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    started = time.monotonic()
+    with runtime.redis_url(settings) as url:
+        env = {**os.environ, "REDIS_URL": url}
+        worker = subprocess.Popen([sys.executable, "-m", "phobos", "worker"], env=env)
+        try:
+            client = runtime.connect(url)
+            if not _wait_for_worker(client, worker, started):
+                return 1
+            print(f"Phobos is ready in {time.monotonic() - started:.1f} s "
+                  f"(Redis: {'embedded' if not settings.redis_url else url}).", file=sys.stderr, flush=True)
+            if args.no_console:
+                worker.wait()
+                return worker.returncode
+            asyncio.run(_console(url, settings))
+            return 0
+        finally:
+            if worker.poll() is None:
+                worker.terminate()
+                try:
+                    worker.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+
+
+def _wait_for_worker(client, worker: subprocess.Popen[bytes], started: float) -> bool:  # type: ignore[no-untyped-def]
+    print("Starting a worker and loading models...", file=sys.stderr, flush=True)
+    while time.monotonic() - started < WORKER_READY_TIMEOUT_S:
+        if worker.poll() is not None:
+            print(f"The worker exited during start-up (code {worker.returncode}); see the log above.",
+                  file=sys.stderr)
+            return False
+        if any(w.pid == worker.pid for w in live_workers(client)):
+            return True
+        time.sleep(0.2)
+    print("The worker did not become ready in time.", file=sys.stderr)
+    return False
+
+
+async def _console(url: str, settings: Settings) -> None:
+    client = aioredis.Redis.from_url(url)
+    try:
+        jobs = JobClient(client, adapter_id=f"console-{uuid.uuid4().hex[:8]}")
+        await ConsoleAdapter(jobs, user=os.environ.get("USER", "console-user"),
+                             answer_timeout_s=settings.answer_timeout_s).run()
+        await client.delete(jobs.reply_stream)
+    finally:
+        await client.aclose()
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from core.ingest import ingest_pdf
+    from core.pdf import DocumentError
+    from workers.store import RedisDocumentStore
+
+    scope = Scope.parse(args.scope)
+    failures = 0
+    with runtime.redis_url(settings) as url:
+        store = RedisDocumentStore(runtime.connect(url))
+        embedder = None
+        for path in args.files:
+            data = path.read_bytes()
+            known = store.get_document(scope.key, _doc_id(data))
+            if known is not None:  # skip loading the embedder when there is nothing to embed
+                print(f"{path.name} is already indexed in {scope.key} ({known.pages} pages, {known.chunks} "
+                      "passages); reusing the stored index, nothing re-embedded.")
+                continue
+            if embedder is None:
+                print("Loading the embedding model...", file=sys.stderr, flush=True)
+                embedder = runtime.load_embedder(settings)
+            try:
+                result = ingest_pdf(data, path.name, scope.key, embedder, store, runtime.ingest_limits(settings),
+                                    user="cli", progress=_print_progress)
+            except DocumentError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                failures += 1
+                continue
+            print(result.summary())
+    return 1 if failures else 0
+
+
+def _doc_id(data: bytes) -> str:
+    from core.ingest import document_id
+
+    return document_id(data)
+
+
+def _print_progress(done: int, total: int, what: str) -> None:
+    print(f"  {what}: {done}/{total} pages", file=sys.stderr, flush=True)
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    from core.rag import RagEngine
+    from workers.store import RedisDocumentStore
+
+    scope = Scope.parse(args.scope)
+    questions = [args.question] if args.question else (line.strip() for line in sys.stdin)
+    with runtime.redis_url(settings) as url:
+        store = RedisDocumentStore(runtime.connect(url))
+        engine = RagEngine(runtime.load_embedder(settings), store, top_k=settings.top_k)
+        for question in questions:
+            if not question:
+                continue
+            hits = engine.retrieve(question, scope, k=args.k)
+            if args.json:
+                print(json.dumps({"question": question, "hits": [
+                    {"file": h.chunk.file_name, "pages": list(h.chunk.pages), "score": round(h.score, 4),
+                     "text": h.chunk.text} for h in hits]}), flush=True)
+                continue
+            print(f"Q: {question}")
+            if not hits:
+                print("  (no documents in this scope)")
+            for rank, hit in enumerate(hits, 1):
+                pages = "-".join(str(p) for p in (hit.chunk.page_start, hit.chunk.page_end)
+                                 if p) if hit.chunk.page_end != hit.chunk.page_start else str(hit.chunk.page_start)
+                print(f"  {rank}. {hit.chunk.file_name} p.{pages} score={hit.score:.3f}  {hit.chunk.text[:160]}")
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    scope = Scope.parse(args.scope)
+    with runtime.redis_url(settings) as url:
+        if not live_workers(runtime.connect(url)):
+            print("No worker is running, so nobody can answer. Start one with `phobos worker` "
+                  "(or `phobos up`).", file=sys.stderr)
+            return 2
+        return asyncio.run(_ask(url, scope, args, settings))
+
+
+async def _ask(url: str, scope: Scope, args: argparse.Namespace, settings: Settings) -> int:
+    client = aioredis.Redis.from_url(url)
+    jobs = JobClient(client, adapter_id=f"cli-{uuid.uuid4().hex[:8]}")
+    job = Job(id=f"cli:{uuid.uuid4().hex}", kind=JobKind.ASK, scope=scope, user="cli",
+              reply_to=jobs.reply_stream, text=args.question, model=args.model)
+    first_token_at: list[float] = []
+    started = time.monotonic()
+
+    def show(event):  # type: ignore[no-untyped-def]
+        if event.type is ReplyType.DELTA:
+            if not first_token_at:
+                first_token_at.append(time.monotonic() - started)
+            if not args.json:
+                print(event.text, end="", flush=True)
+
+    try:
+        final = await run_job(jobs, job, on_event=show, timeout_s=settings.answer_timeout_s)
+    finally:
+        await client.delete(jobs.reply_stream)
+        await client.aclose()
+    if args.json:
+        print(json.dumps({"type": final.type.value, "text": final.text,
+                          "citations": [{"file": c.file_name, "pages": list(c.pages)} for c in final.citations],
+                          "first_token_s": first_token_at[0] if first_token_at else None,
+                          "total_s": time.monotonic() - started}))
+    else:
+        if final.type is ReplyType.ERROR:
+            print(f"[!] {final.text}", file=sys.stderr)
+        else:
+            print("" if first_token_at else final.text)
+            sources = format_sources(final.citations)
+            if sources:
+                print(sources)
+    return 0 if final.type is ReplyType.FINAL else 1
+
+
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    registry = runtime.load_registry(settings)
+    with runtime.redis_url(settings) as url:
+        live = live_models(runtime.connect(url))
+    for spec in registry.specs():
+        mark = "*" if spec.name in live else " "
+        default = " (default)" if spec.name == settings.default_model else ""
+        print(f"{mark} {spec.name:<22} {spec.backend:<12} {spec.description}{default}")
+    print("* = served by a live worker now")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from workers import keys
+
+    with runtime.redis_url(settings) as url:
+        client = runtime.connect(url)
+        workers = live_workers(client)
+        depth = client.xlen(keys.JOBS_STREAM) if client.exists(keys.JOBS_STREAM) else 0
+    print(f"Redis: {url}")
+    print(f"Workers live: {len(workers)}")
+    for w in workers:
+        print(f"  {w.worker_id} on {w.host} (pid {w.pid}): {', '.join(w.models)}")
+    print(f"Jobs in stream: {depth}")
+    return 0

@@ -1,0 +1,75 @@
+"""Building the long-lived parts from settings: the Redis connection, the embedder, the generators."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+
+import redis
+
+from core.backends import BackendCredentials, load_generator
+from core.embedding import SentenceTransformerEmbedder
+from core.generation import Generator
+from core.ingest import IngestLimits
+from core.registry import ModelRegistry
+from phobos.redis_server import EmbeddedRedis
+from phobos.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def quiet_offline_libraries() -> None:
+    """Hub libraries must never reach the network at run time, and their progress bars are noise here."""
+    for name, value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+                        "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}.items():
+        os.environ.setdefault(name, value)
+
+
+@contextlib.contextmanager
+def redis_url(settings: Settings) -> Iterator[str]:
+    """REDIS_URL when set; else the embedded server, started here if no Phobos process runs it yet
+    (and then stopped on the way out)."""
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    embedded = EmbeddedRedis(settings.state_path)
+    started = embedded.ensure_running()
+    if started:
+        log.info("started embedded Redis at %s", embedded.url)
+    try:
+        yield embedded.url
+    finally:
+        if started:
+            embedded.stop()
+
+
+def connect(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, health_check_interval=30)
+
+
+def load_embedder(settings: Settings) -> SentenceTransformerEmbedder:
+    quiet_offline_libraries()
+    return SentenceTransformerEmbedder(settings.embedder)
+
+
+def load_registry(settings: Settings) -> ModelRegistry:
+    return ModelRegistry.load(settings.models_file)
+
+
+def load_generators(settings: Settings, registry: ModelRegistry, names: list[str]) -> dict[str, Generator]:
+    quiet_offline_libraries()
+    credentials = BackendCredentials(hf_token=settings.hf_token, openai_api_key=settings.openai_api_key,
+                                     openai_base_url=settings.openai_base_url, llm_threads=settings.llm_threads)
+    generators = {}
+    for name in names:
+        spec = registry.get(name)
+        log.info("loading model %s (%s)", name, spec.backend)
+        generators[name] = load_generator(spec, credentials)
+    return generators
+
+
+def ingest_limits(settings: Settings) -> IngestLimits:
+    return IngestLimits(max_bytes=int(settings.max_upload_mb * 1_000_000), max_pages=settings.max_pages,
+                        chunk_tokens=settings.chunk_tokens, overlap_tokens=settings.chunk_overlap_tokens)

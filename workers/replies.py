@@ -1,0 +1,53 @@
+"""Publishing a job's reply events to the asking adapter's stream."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from core.documents import Citation
+from workers import keys
+from workers.protocol import Job, ReplyEvent, ReplyType
+
+DELTA_FLUSH_INTERVAL_S = 0.1  # coalesce tokens: ~10 events/s is plenty for chat edits at 1/s
+
+
+class ReplyPublisher:
+    """Sends one job's events in order (``seq``), batching text deltas."""
+
+    def __init__(self, client: redis.Redis, job: Job):
+        self.redis = client
+        self.job = job
+        self._seq = 0
+        self._pending_text = ""
+        self._last_flush = time.monotonic()
+
+    def _send(self, event_type: ReplyType, **fields: object) -> None:
+        self._seq += 1
+        event = ReplyEvent(job_id=self.job.id, type=event_type, seq=self._seq, meta=self.job.meta,
+                           **fields)  # type: ignore[arg-type]
+        self.redis.xadd(self.job.reply_to, {"event": event.to_json()}, maxlen=keys.REPLY_STREAM_MAXLEN,
+                        approximate=True)
+
+    def delta(self, text: str) -> None:
+        self._pending_text += text
+        if time.monotonic() - self._last_flush >= DELTA_FLUSH_INTERVAL_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending_text:
+            self._send(ReplyType.DELTA, text=self._pending_text)
+            self._pending_text = ""
+        self._last_flush = time.monotonic()
+
+    def progress(self, done: int, total: int, text: str) -> None:
+        self._send(ReplyType.PROGRESS, done=done, total=total, text=text)
+
+    def final(self, text: str, citations: tuple[Citation, ...] = ()) -> None:
+        self.flush()
+        self._send(ReplyType.FINAL, text=text, citations=citations)
+
+    def error(self, text: str) -> None:
+        self.flush()
+        self._send(ReplyType.ERROR, text=text)
