@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -25,33 +26,46 @@ from bot.job_client import JobClient
 from bot.slack_adapter import SLASH_COMMAND, SlackAdapter, SlackSettings
 from bot.slack_permalinks import PermalinkStore
 from bot.slack_replies import VIA_CHAT, Route, SlackReply
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, WorkerProcess
 from tests.fakes.fake_slack import BOT_ID, BOT_USER_ID, TEAM_ID, FakeSlack
 from tests.pdfs import FACT_PAGES, pdf_with_pages
 from workers import keys
-from workers.protocol import ReplyEvent, ReplyType
+from workers.protocol import Job, ReplyEvent, ReplyType
 
 pytestmark = pytest.mark.slack
 
 SIGNING_SECRET = "test-signing-secret"
 BOT_TOKEN = "xoxb-test-token"
 CHANNEL = "C0CHAN"
+_harness_numbers = itertools.count(1)  # each harness talks in channels and DMs of its own
 USER = "U0USER"
 NO_DOCUMENTS = "No documents are shared"  # the worker's answer in a scope without PDFs
 # Small chunks and one passage per answer, so each fact cites exactly its page.
 WORKER_ENV = {"PHOBOS_DEFAULT_MODEL": "extractive", "PHOBOS_CHUNK_TOKENS": "60", "PHOBOS_TOP_K": "1"}
 
 
-@pytest.fixture
-def redis_url(redis_server: RedisServer, redis_client: object) -> str:
-    """The test Redis, flushed for this test (``redis_client`` flushes it)."""
+@pytest.fixture(scope="module")
+def redis_url(redis_server: RedisServer) -> str:
+    """The test Redis, flushed once for this module; each test works in channels of its own."""
+    client = redis_server.client()
+    client.flushall()
+    client.close()
     return redis_server.url
 
 
-@pytest.fixture
-def worker(start_worker: Callable[..., object], redis_url: str) -> None:
-    """A real `phobos worker` serving the extractive model, as the default."""
-    start_worker("extractive", **WORKER_ENV)
+@pytest.fixture(scope="module")
+def worker(redis_server: RedisServer, redis_url: str,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One real `phobos worker` serving the extractive model for the module (it takes seconds to start)."""
+    client = redis_server.client()
+    process = WorkerProcess(redis_url, "extractive", tmp_path_factory.mktemp("worker") / "worker.log",
+                            **WORKER_ENV)
+    try:
+        process.wait_ready(client)
+        yield
+    finally:
+        process.stop()
+        client.close()
 
 
 @dataclass
@@ -60,6 +74,8 @@ class Harness:
     adapter: SlackAdapter
     redis: aioredis.Redis
     http: aiohttp.ClientSession
+    channel: str  # a channel of this test's own, so tests can share one worker and Redis
+    dm: str  # the user's DM with the bot
 
     @property
     def events_url(self) -> str:
@@ -83,13 +99,37 @@ class Harness:
         return await self.post_signed(json.dumps(event_callback(event, event_id)), retry_num=retry_num)
 
     async def slash(self, text: str, response_url: str, trigger_id: str = "") -> tuple[int, str]:
-        form = {"token": "x", "team_id": TEAM_ID, "channel_id": CHANNEL, "user_id": USER,
+        form = {"token": "x", "team_id": TEAM_ID, "channel_id": self.channel, "user_id": USER,
                 "command": "/phobos", "text": text, "response_url": response_url,
                 "trigger_id": trigger_id or f"trig.{time.monotonic_ns()}"}
         return await self.post_signed(urllib.parse.urlencode(form), "application/x-www-form-urlencoded")
 
     async def jobs_submitted(self) -> int:
-        return int(await self.redis.xlen(keys.JOBS_STREAM))
+        """How many jobs this test's conversations put on the stream."""
+        entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await self.redis.xrange(keys.JOBS_STREAM))
+        jobs = [Job.from_json(fields[b"job"]) for _id, fields in entries]
+        return sum(job.scope.channel in (self.channel, self.dm) for job in jobs)
+
+    def mention(self, text: str, ts: str, thread_ts: str | None = None) -> dict[str, Any]:
+        event = {"type": "app_mention", "user": USER, "text": f"<@{BOT_USER_ID}> {text}", "ts": ts,
+                 "channel": self.channel, "event_ts": ts, "team": TEAM_ID}
+        if thread_ts:
+            event["thread_ts"] = thread_ts
+        return event
+
+    def file_share(self, ts: str, file: dict[str, Any], thread_ts: str | None = None) -> dict[str, Any]:
+        event = {"type": "message", "subtype": "file_share", "user": USER, "text": "", "ts": ts,
+                 "channel": self.channel, "channel_type": "channel", "files": [file], "team": TEAM_ID}
+        if thread_ts:
+            event["thread_ts"] = thread_ts
+        return event
+
+    def thread_messages(self, thread_ts: str) -> list[str]:
+        """Current texts of the app's messages in one thread of the channel, in posting order."""
+        return thread_messages(self.fake, self.channel, thread_ts)
+
+    def shows(self, thread_ts: str, needle: str) -> bool:
+        return any(needle in text for text in self.thread_messages(thread_ts))
 
 
 def event_callback(event: dict[str, Any], event_id: str = "") -> dict[str, Any]:
@@ -97,22 +137,6 @@ def event_callback(event: dict[str, Any], event_id: str = "") -> dict[str, Any]:
             "event": event, "event_id": event_id or f"Ev{time.monotonic_ns()}",
             "event_time": int(time.time()),
             "authorizations": [{"team_id": TEAM_ID, "user_id": BOT_USER_ID, "is_bot": True}]}
-
-
-def mention(text: str, ts: str, thread_ts: str | None = None) -> dict[str, Any]:
-    event = {"type": "app_mention", "user": USER, "text": f"<@{BOT_USER_ID}> {text}", "ts": ts,
-             "channel": CHANNEL, "event_ts": ts, "team": TEAM_ID}
-    if thread_ts:
-        event["thread_ts"] = thread_ts
-    return event
-
-
-def file_share(ts: str, file: dict[str, Any], thread_ts: str | None = None) -> dict[str, Any]:
-    event = {"type": "message", "subtype": "file_share", "user": USER, "text": "", "ts": ts,
-             "channel": CHANNEL, "channel_type": "channel", "files": [file], "team": TEAM_ID}
-    if thread_ts:
-        event["thread_ts"] = thread_ts
-    return event
 
 
 def slack_file(fake: FakeSlack, file_id: str, name: str, url: str | None = None,
@@ -132,35 +156,32 @@ async def harness(redis_url: str, mode: str = "http", **overrides: Any) -> Async
                              mode=mode, http_host="127.0.0.1", http_port=0, api_url=fake.url,
                              file_hosts=("127.0.0.1",), file_url_schemes=("http",),
                              update_interval_s=0.2, **overrides)
-    adapter = SlackAdapter(settings, JobClient(redis, "slack-test"))
+    number = next(_harness_numbers)
+    adapter = SlackAdapter(settings, JobClient(redis, f"slack-test-{number}"))
     await adapter.start()
     try:
         async with aiohttp.ClientSession() as http:
-            yield Harness(fake, adapter, redis, http)
+            yield Harness(fake, adapter, redis, http, channel=f"C{number:04d}", dm=f"D{number:04d}")
     finally:
         await adapter.close()
         await redis.aclose()
         await fake.close()
 
 
-def thread_messages(fake: FakeSlack, thread_ts: str) -> list[str]:
+def thread_messages(fake: FakeSlack, channel: str, thread_ts: str) -> list[str]:
     """Current texts of the app's messages in one thread, in posting order."""
-    posted = [c.args["ts"] for c in fake.api("chat.postMessage", channel=CHANNEL, thread_ts=thread_ts)]
-    shown = fake.messages(CHANNEL)
+    posted = [c.args["ts"] for c in fake.api("chat.postMessage", channel=channel, thread_ts=thread_ts)]
+    shown = fake.messages(channel)
     return [shown[ts] for ts in posted if ts in shown]
-
-
-def shows(fake: FakeSlack, thread_ts: str, needle: str) -> bool:
-    return any(needle in text for text in thread_messages(fake, thread_ts))
 
 
 async def share_pdf(h: Harness, ts: str, name: str = "reactor.pdf", file_id: str = "F0PDF",
                     thread_ts: str | None = None) -> None:
     h.fake.files[f"{file_id}/{name}"] = pdf_with_pages(FACT_PAGES)
-    status, _ = await h.send_event(file_share(ts, slack_file(h.fake, file_id, name), thread_ts))
+    status, _ = await h.send_event(h.file_share(ts, slack_file(h.fake, file_id, name), thread_ts))
     assert status == 200
     # The status message under the file ends with the worker's summary.
-    await h.fake.wait_for(lambda: any("Indexed" in text for text in thread_messages(h.fake, thread_ts or ts)))
+    await h.fake.wait_for(lambda: h.shows(thread_ts or ts, "Indexed"))
 
 
 # ---- tests
@@ -175,15 +196,15 @@ def test_pdf_upload_then_mention_streams_an_answer_citing_it_in_the_thread(redis
             assert download.authorization == f"Bearer {BOT_TOKEN}"
 
             ask_ts = "1700000000.000200"
-            status, _ = await h.send_event(mention("When does the night train to Hallstatt leave?", ask_ts))
+            status, _ = await h.send_event(h.mention("When does the night train to Hallstatt leave?", ask_ts))
             assert status == 200
-            await h.fake.wait_for(lambda: any("Sources:" in t for t in thread_messages(h.fake, ask_ts)))
+            await h.fake.wait_for(lambda: any("Sources:" in t for t in h.thread_messages(ask_ts)))
 
             answer_posts = h.fake.api("chat.postMessage", thread_ts=ask_ts)
             assert len(answer_posts) == 1, "the answer is posted once, then edited"
             edits = [c for c in h.fake.api("chat.update") if c.args["ts"] == answer_posts[0].args["ts"]]
             assert edits, "the answer grows by chat.update while it streams"
-            final = thread_messages(h.fake, ask_ts)[0]
+            final = h.thread_messages(ask_ts)[0]
             assert "platform nine" in final
             assert "[1] facts.pdf, p. 4 <https://test.slack.com/files/U0USER/F0PDF/facts.pdf>" in final
             assert all(c.token == BOT_TOKEN for c in h.fake.calls)
@@ -196,13 +217,13 @@ def test_mention_in_a_thread_asks_in_that_thread(redis_url: str, worker: None) -
         async with harness(redis_url) as h:
             thread = "1700000001.000100"
             await share_pdf(h, ts="1700000001.000150", thread_ts=thread)  # belongs to the thread only
-            question = mention("When was the lighthouse lens made?", "1700000001.000200", thread_ts=thread)
+            question = h.mention("When was the lighthouse lens made?", "1700000001.000200", thread_ts=thread)
             await h.send_event(question)
-            await h.fake.wait_for(lambda: sum("Sources:" in t for t in thread_messages(h.fake, thread)) == 1)
+            await h.fake.wait_for(lambda: sum("Sources:" in t for t in h.thread_messages(thread)) == 1)
             # A top-level question in the channel does not see the thread's document.
             top = "1700000001.000300"
-            await h.send_event(mention("When was the lighthouse lens made?", top))
-            await h.fake.wait_for(lambda: shows(h.fake, top, NO_DOCUMENTS))
+            await h.send_event(h.mention("When was the lighthouse lens made?", top))
+            await h.fake.wait_for(lambda: h.shows(top, NO_DOCUMENTS))
 
     asyncio.run(scenario())
 
@@ -210,11 +231,11 @@ def test_mention_in_a_thread_asks_in_that_thread(redis_url: str, worker: None) -
 def test_retried_event_makes_one_job_and_one_answer(redis_url: str, worker: None) -> None:
     async def scenario() -> None:
         async with harness(redis_url) as h:
-            event = mention("anything there?", "1700000002.000100")
+            event = h.mention("anything there?", "1700000002.000100")
             first, _ = await h.send_event(event, event_id="Ev0RETRY")
             retry, _ = await h.send_event(event, event_id="Ev0RETRY", retry_num=1)
             assert (first, retry) == (200, 200)
-            await h.fake.wait_for(lambda: shows(h.fake, "1700000002.000100", NO_DOCUMENTS))
+            await h.fake.wait_for(lambda: h.shows("1700000002.000100", NO_DOCUMENTS))
             await asyncio.sleep(0.5)  # time for a second answer to show up, if there were one
             assert await h.jobs_submitted() == 1
             assert len(h.fake.api("chat.postMessage", thread_ts="1700000002.000100")) == 1
@@ -225,7 +246,7 @@ def test_retried_event_makes_one_job_and_one_answer(redis_url: str, worker: None
 def test_bad_signature_and_stale_timestamp_are_rejected(redis_url: str) -> None:
     async def scenario() -> None:
         async with harness(redis_url) as h:
-            body = json.dumps(event_callback(mention("hi", "1700000003.000100")))
+            body = json.dumps(event_callback(h.mention("hi", "1700000003.000100")))
             forged, _ = await h.post_signed(body, secret="not-the-secret")
             stale, _ = await h.post_signed(body, timestamp=int(time.time()) - 10 * 60)
             assert (forged, stale) == (401, 401)
@@ -244,14 +265,14 @@ def test_file_url_off_slack_hosts_never_receives_the_token(redis_url: str) -> No
             # 1. The event points straight at another host: nothing is fetched.
             off_url = h.fake.file_url("F0OFF/off.pdf", "localhost")
             off_host = slack_file(h.fake, "F0OFF", "off.pdf", off_url)
-            await h.send_event(file_share("1700000004.000100", off_host))
-            await h.fake.wait_for(lambda: shows(h.fake, "1700000004.000100", "not hosted on Slack"))
+            await h.send_event(h.file_share("1700000004.000100", off_host))
+            await h.fake.wait_for(lambda: h.shows("1700000004.000100", "not hosted on Slack"))
             assert h.fake.downloads == []
             # 2. A Slack URL redirects to another host: the hop there goes without the token.
             h.fake.files["F0RED/elsewhere.pdf"] = pdf
             h.fake.redirects["F0RED/red.pdf"] = h.fake.file_url("F0RED/elsewhere.pdf", "localhost")
             redirected = slack_file(h.fake, "F0RED", "red.pdf", size=len(pdf))
-            await h.send_event(file_share("1700000004.000200", redirected))
+            await h.send_event(h.file_share("1700000004.000200", redirected))
             await h.fake.wait_for(lambda: len(h.fake.downloads) == 2)
             on_slack, off_slack = h.fake.downloads
             assert on_slack.host.startswith("127.0.0.1") and on_slack.authorization == f"Bearer {BOT_TOKEN}"
@@ -265,8 +286,8 @@ def test_file_over_the_size_limit_is_refused_without_download(redis_url: str) ->
         async with harness(redis_url, max_file_mb=0.001) as h:
             h.fake.files["F0BIG/big.pdf"] = pdf_with_pages(FACT_PAGES)
             big = slack_file(h.fake, "F0BIG", "big.pdf", size=10**6)
-            await h.send_event(file_share("1700000005.000100", big))
-            await h.fake.wait_for(lambda: shows(h.fake, "1700000005.000100", "larger than"))
+            await h.send_event(h.file_share("1700000005.000100", big))
+            await h.fake.wait_for(lambda: h.shows("1700000005.000100", "larger than"))
             assert h.fake.downloads == []
             assert await h.jobs_submitted() == 0
 
@@ -303,8 +324,8 @@ def test_own_messages_and_edits_are_ignored(redis_url: str) -> None:
     async def scenario() -> None:
         async with harness(redis_url) as h:
             own = {"type": "message", "subtype": "bot_message", "bot_id": BOT_ID, "text": "an answer",
-                   "ts": "1700000006.000100", "channel": "D0DM", "channel_type": "im"}
-            edit = {"type": "message", "subtype": "message_changed", "channel": "D0DM", "channel_type": "im",
+                   "ts": "1700000006.000100", "channel": h.dm, "channel_type": "im"}
+            edit = {"type": "message", "subtype": "message_changed", "channel": h.dm, "channel_type": "im",
                     "ts": "1700000006.000200", "message": {"bot_id": BOT_ID, "text": "an answer, longer",
                                                            "ts": "1700000006.000100"}}
             for event in (own, edit):
@@ -320,10 +341,10 @@ def test_direct_message_is_a_question_answered_in_the_dm(redis_url: str, worker:
     async def scenario() -> None:
         async with harness(redis_url) as h:
             dm = {"type": "message", "user": USER, "text": "hello, what do you know?",
-                  "ts": "1700000007.000100", "channel": "D0DM", "channel_type": "im", "team": TEAM_ID}
+                  "ts": "1700000007.000100", "channel": h.dm, "channel_type": "im", "team": TEAM_ID}
             await h.send_event(dm)
-            await h.fake.wait_for(lambda: any(NO_DOCUMENTS in t for t in h.fake.messages("D0DM").values()))
-            post = h.fake.api("chat.postMessage", channel="D0DM")[0]
+            await h.fake.wait_for(lambda: any(NO_DOCUMENTS in t for t in h.fake.messages(h.dm).values()))
+            post = h.fake.api("chat.postMessage", channel=h.dm)[0]
             assert post.args.get("thread_ts") is None  # a DM is answered in the DM itself
 
     asyncio.run(scenario())
@@ -333,9 +354,9 @@ def test_socket_mode_mention_is_acknowledged_and_answered(redis_url: str, worker
     async def scenario() -> None:
         async with harness(redis_url, mode="socket") as h:
             ts = "1700000008.000100"
-            envelope_id = await h.fake.send_envelope("events_api", event_callback(mention("anything?", ts)))
+            envelope_id = await h.fake.send_envelope("events_api", event_callback(h.mention("anything?", ts)))
             await h.fake.wait_for(lambda: envelope_id in h.fake.socket_acks)
-            await h.fake.wait_for(lambda: shows(h.fake, ts, NO_DOCUMENTS))
+            await h.fake.wait_for(lambda: h.shows(ts, NO_DOCUMENTS))
 
     asyncio.run(scenario())
 
@@ -357,7 +378,7 @@ def test_long_answer_is_split_at_slack_limit_without_breaking_code_blocks(redis_
                                    update_interval_s=0)
                 await reply.feed(ReplyEvent("j1", ReplyType.DELTA, seq=1, text=answer[:500]))
                 await reply.feed(ReplyEvent("j1", ReplyType.FINAL, seq=2, text=answer))
-            pieces = thread_messages(fake, "1700000009.000100")
+            pieces = thread_messages(fake, CHANNEL, "1700000009.000100")
             assert len(pieces) > 1 and all(len(p) <= 1000 for p in pieces)
             assert all(p.count("```") % 2 == 0 for p in pieces), "every piece renders its code on its own"
             assert pieces[0].startswith("Here is the code:") and pieces[-1].endswith("That is all.")
