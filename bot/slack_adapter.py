@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import redis.asyncio as aioredis
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
@@ -268,6 +271,20 @@ class SlackAdapter:
             log.warning("files.info %s failed: %s", raw.get("id"), exc.response.get("error"))
             return None
         return SharedFile.from_event(info["file"])
+
+
+async def serve(settings: SlackSettings, redis_url: str, adapter_id: str = "") -> None:
+    """Run the Slack adapter until cancelled: the entry point for ``phobos slack``.
+
+    ``adapter_id`` names this instance's reply stream; the default is unique per host and process, so
+    two adapters never read each other's replies.
+    """
+    adapter_id = adapter_id or f"slack-{socket.gethostname()}-{os.getpid()}"
+    redis = aioredis.from_url(redis_url)
+    try:
+        await SlackAdapter(settings, JobClient(redis, adapter_id)).serve_forever()
+    finally:
+        await redis.aclose()
 
 
 def _team(body: Mapping[str, Any], event: Mapping[str, Any]) -> str:

@@ -310,6 +310,34 @@ def test_slash_model_switches_the_channel_model(redis_url: str, worker: None) ->
     asyncio.run(scenario())
 
 
+def test_slash_ask_answers_in_the_channel_or_privately_where_the_bot_is_not_a_member(redis_url: str,
+                                                                                    worker: None) -> None:
+    async def scenario() -> None:
+        async with harness(redis_url) as h:
+            await h.slash("ask When does the night train leave?", h.fake.response_url())
+            await h.fake.wait_for(lambda: any(NO_DOCUMENTS in t for t in h.fake.messages(h.channel).values()))
+            [answer] = h.fake.messages(h.channel).values()
+            assert answer.startswith(f"<@{USER}> asked: _When does the night train leave?_")
+            # Not invited: the answer goes to the asker through the command's response_url instead.
+            h.fake.not_member_of.add(h.channel)
+            await h.slash("what about the bees?", h.fake.response_url())  # no subcommand: a question
+            await h.fake.wait_for(lambda: len(h.fake.responses) == 1)
+            assert NO_DOCUMENTS in h.fake.responses[0]["text"]
+            assert "what about the bees?" in h.fake.responses[0]["text"]
+
+    asyncio.run(scenario())
+
+
+def test_url_verification_challenge_is_answered(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with harness(redis_url) as h:
+            body = json.dumps({"token": "x", "type": "url_verification", "challenge": "c-123"})
+            status, text = await h.post_signed(body)
+            assert status == 200 and "c-123" in text
+
+    asyncio.run(scenario())
+
+
 def test_slash_without_subcommand_shows_usage_and_submits_nothing(redis_url: str) -> None:
     async def scenario() -> None:
         async with harness(redis_url) as h:

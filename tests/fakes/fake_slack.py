@@ -103,7 +103,7 @@ class FakeSlack:
                 shown.pop(call.args["ts"], None)
         return shown
 
-    async def wait_for(self, predicate: Any, timeout_s: float = 20.0) -> None:
+    async def wait_for(self, predicate: Any, timeout_s: float = 60.0) -> None:
         """Wait until ``predicate()`` is true; recorded calls wake it up."""
         async with asyncio.timeout(timeout_s), self._changed:
             await self._changed.wait_for(predicate)
