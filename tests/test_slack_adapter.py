@@ -21,6 +21,7 @@ import pytest
 import redis.asyncio as aioredis
 import yaml
 from slack_sdk.signature import SignatureVerifier
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.job_client import JobClient
 from bot.slack_adapter import SLASH_COMMAND, SlackAdapter, SlackSettings
@@ -395,7 +396,6 @@ def test_long_answer_is_split_at_slack_limit_without_breaking_code_blocks(redis_
         await fake.start()
         redis = aioredis.from_url(redis_url)
         try:
-            from slack_sdk.web.async_client import AsyncWebClient
             client = AsyncWebClient(token=BOT_TOKEN, base_url=fake.url)
             route = Route(VIA_CHAT, CHANNEL, f"slack:{TEAM_ID}:{CHANNEL}", thread_ts="1700000009.000100")
             lines = "\n".join(f"x_{i} = {i}  # a line of generated code" for i in range(200))
@@ -424,3 +424,28 @@ def test_manifest_subscribes_to_what_the_adapter_handles() -> None:
     assert {"app_mention", "message.channels", "message.groups", "message.im"} <= events
     assert {"app_mentions:read", "chat:write", "commands", "files:read", "im:history"} <= scopes
     assert [c["command"] for c in manifest["features"]["slash_commands"]] == [SLASH_COMMAND]
+
+
+def test_streamed_text_is_posted_once_then_edited_at_most_once_per_interval(redis_url: str) -> None:
+    async def scenario() -> None:
+        fake = FakeSlack()
+        await fake.start()
+        redis = aioredis.from_url(redis_url)
+        try:
+            client = AsyncWebClient(token=BOT_TOKEN, base_url=fake.url)
+            route = Route(VIA_CHAT, CHANNEL, f"slack:{TEAM_ID}:{CHANNEL}", thread_ts="1700000010.000100")
+            async with aiohttp.ClientSession() as http:
+                reply = SlackReply(route, client, http, PermalinkStore(redis), update_interval_s=60)
+                for seq in range(1, 21):  # twenty deltas well inside one interval
+                    await reply.feed(ReplyEvent("j2", ReplyType.DELTA, seq=seq, text=f"word{seq} "))
+                assert (len(fake.api("chat.postMessage")), len(fake.api("chat.update"))) == (1, 0)
+                await reply.flush()  # the router's timer: show what arrived since
+                await reply.feed(ReplyEvent("j2", ReplyType.FINAL, seq=21, text="the whole answer"))
+            assert len(fake.api("chat.postMessage")) == 1
+            assert [c.args["text"] for c in fake.api("chat.update")][-1] == "the whole answer"
+            assert len(fake.api("chat.update")) == 2
+        finally:
+            await redis.aclose()
+            await fake.close()
+
+    asyncio.run(scenario())
