@@ -7,8 +7,10 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from workers import keys
 from workers.protocol import Job, ReplyEvent
@@ -26,7 +28,7 @@ class JobClient:
         self.redis = redis
         self.adapter_id = adapter_id
         self.reply_stream = keys.reply_stream(adapter_id)
-        self._last_reply_id = "$"
+        self._last_reply_id: bytes | str = "$"
 
     async def submit(self, job: Job, blob: bytes | None = None) -> bool:
         """Queue ``job`` (with the file bytes for an ingest). False when this job id was already submitted."""
@@ -35,15 +37,16 @@ class JobClient:
             log.info("job %s already submitted; ignoring the redelivered event", job.id)
             return False
         if blob is not None:
-            job = dataclasses.replace(job, blob_key=keys.BLOB_PREFIX + job.id)
-            await self.redis.set(job.blob_key, blob, ex=keys.BLOB_TTL_S)
+            blob_key = keys.BLOB_PREFIX + job.id
+            job = dataclasses.replace(job, blob_key=blob_key)
+            await self.redis.set(blob_key, blob, ex=keys.BLOB_TTL_S)
         await self.redis.xadd(keys.JOBS_STREAM, {"job": job.to_json()})
         return True
 
     async def start_listening(self) -> None:
         """Remember the reply stream's current end, so replies to jobs submitted after this are seen."""
         last = await self.redis.xrevrange(self.reply_stream, count=1)
-        self._last_reply_id = last[0][0] if last else "0-0"
+        self._last_reply_id = (last[0][0] or "0-0") if last else "0-0"
 
     async def replies(self, block_ms: int = 1000) -> AsyncIterator[ReplyEvent]:
         """Yield reply events for this adapter, forever. Call :meth:`start_listening` before submitting."""
@@ -51,8 +54,8 @@ class JobClient:
             await self.start_listening()
         while True:
             try:
-                batches = await self.redis.xread({self.reply_stream: self._last_reply_id}, block=block_ms)
-            except (ConnectionError, OSError) as exc:
+                batches: Any = await self.redis.xread({self.reply_stream: self._last_reply_id}, block=block_ms)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
                 log.warning("reply stream read failed (%s); retrying", exc)
                 await asyncio.sleep(1)
                 continue

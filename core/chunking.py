@@ -63,11 +63,11 @@ def _sentences(pages: Sequence[PageText], count_tokens: Callable[[list[str]], li
             page_of.append(page.number)
     counts = count_tokens(texts) if texts else []
     result: list[_Sentence] = []
-    for text, page, tokens in zip(texts, page_of, counts, strict=True):
+    for text, page_number, tokens in zip(texts, page_of, counts, strict=True):
         if tokens <= max_tokens:
-            result.append(_Sentence(text, page, tokens))
+            result.append(_Sentence(text, page_number, tokens))
         else:
-            result.extend(_split_long(text, page, tokens, max_tokens, count_tokens))
+            result.extend(_split_long(text, page_number, tokens, max_tokens, count_tokens))
     return result
 
 

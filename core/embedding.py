@@ -44,7 +44,7 @@ class SentenceTransformerEmbedder:
         dim = self._model.get_embedding_dimension() if hasattr(self._model, "get_embedding_dimension") \
             else self._model.get_sentence_embedding_dimension()
         self.dim = int(dim or 0)
-        self.max_tokens = int(self._model.max_seq_length) - SPECIAL_TOKENS_PER_TEXT
+        self.max_tokens = int(self._model.max_seq_length or 256) - SPECIAL_TOKENS_PER_TEXT
         log.info("embedder %s loaded: %d dimensions, %d tokens per text", path, self.dim, self.max_tokens)
 
     def count_tokens(self, texts: list[str]) -> list[int]:

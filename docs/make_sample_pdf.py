@@ -38,7 +38,7 @@ def main() -> None:
     more = True
     while more:
         device = writer.begin_page(PAGE)
-        more, _ = story.place(PAGE + (MARGIN, MARGIN, -MARGIN, -MARGIN))
+        more, _ = story.place((*PAGE, MARGIN, MARGIN, -MARGIN, -MARGIN))
         story.draw(device)
         writer.end_page()
     writer.close()

@@ -4,28 +4,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
+import redis
 import redis.asyncio as aioredis
 
 from bot.console import CONSOLE_SCOPE, ConsoleAdapter
 from bot.job_client import JobClient, run_job
 from bot.render import format_sources
+from core.documents import Citation
 from core.scope import Scope
 from phobos import runtime
+from phobos.adapters import configured_adapters
 from phobos.settings import Settings
 from workers.heartbeat import live_models, live_workers
-from workers.protocol import Job, JobKind, ReplyType
+from workers.protocol import Job, JobKind, ReplyEvent, ReplyType
 
 log = logging.getLogger("phobos")
 WORKER_READY_TIMEOUT_S = 300.0
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--models", help="comma-separated models to serve (default: PHOBOS_WORKER_MODELS)")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty (tests)")
     worker.set_defaults(func=cmd_worker)
+
+    discord_cmd = sub.add_parser("discord", help="run the Discord adapter (needs DISCORD_TOKEN)")
+    discord_cmd.set_defaults(func=cmd_discord)
 
     ingest = sub.add_parser("ingest", help="index PDF files into a scope")
     ingest.add_argument("files", nargs="+", type=Path)
@@ -101,15 +111,31 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_discord(args: argparse.Namespace, settings: Settings) -> int:
+    from phobos.adapters import run_discord
+
+    with runtime.redis_url(settings) as url:
+        run_discord(settings, url)
+    return 0
+
+
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     started = time.monotonic()
+    # SIGTERM must unwind like Ctrl-C, so the worker and the embedded Redis are stopped below.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     with runtime.redis_url(settings) as url:
         env = {**os.environ, "REDIS_URL": url}
-        worker = subprocess.Popen([sys.executable, "-m", "phobos", "worker"], env=env)
+        worker = subprocess.Popen([sys.executable, "-m", "phobos", "worker"], env=env,
+                                  preexec_fn=_die_with_parent)
+        children = [worker]
         try:
             client = runtime.connect(url)
             if not _wait_for_worker(client, worker, started):
                 return 1
+            for platform in configured_adapters(settings):
+                print(f"Starting the {platform} adapter.", file=sys.stderr, flush=True)
+                children.append(subprocess.Popen([sys.executable, "-m", "phobos", platform], env=env,
+                                                 preexec_fn=_die_with_parent))
             print(f"Phobos is ready in {time.monotonic() - started:.1f} s "
                   f"(Redis: {'embedded' if not settings.redis_url else url}).", file=sys.stderr, flush=True)
             if args.no_console:
@@ -118,15 +144,31 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
             asyncio.run(_console(url, settings))
             return 0
         finally:
-            if worker.poll() is None:
-                worker.terminate()
-                try:
-                    worker.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
+            for child in reversed(children):
+                _stop_child(child)
 
 
-def _wait_for_worker(client, worker: subprocess.Popen[bytes], started: float) -> bool:  # type: ignore[no-untyped-def]
+def _stop_child(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM it when `phobos up` dies, even by SIGKILL, so no worker is orphaned."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _wait_for_worker(client: redis.Redis, worker: subprocess.Popen[bytes], started: float) -> bool:
     print("Starting a worker and loading models...", file=sys.stderr, flush=True)
     while time.monotonic() - started < WORKER_READY_TIMEOUT_S:
         if worker.poll() is not None:
@@ -214,9 +256,8 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
             if not hits:
                 print("  (no documents in this scope)")
             for rank, hit in enumerate(hits, 1):
-                pages = "-".join(str(p) for p in (hit.chunk.page_start, hit.chunk.page_end)
-                                 if p) if hit.chunk.page_end != hit.chunk.page_start else str(hit.chunk.page_start)
-                print(f"  {rank}. {hit.chunk.file_name} p.{pages} score={hit.score:.3f}  {hit.chunk.text[:160]}")
+                where = Citation(hit.chunk.file_name, hit.chunk.pages).label()
+                print(f"  {rank}. {where}  score={hit.score:.3f}  {hit.chunk.text[:160]}")
     return 0
 
 
@@ -238,7 +279,7 @@ async def _ask(url: str, scope: Scope, args: argparse.Namespace, settings: Setti
     first_token_at: list[float] = []
     started = time.monotonic()
 
-    def show(event):  # type: ignore[no-untyped-def]
+    def show(event: ReplyEvent) -> None:
         if event.type is ReplyType.DELTA:
             if not first_token_at:
                 first_token_at.append(time.monotonic() - started)

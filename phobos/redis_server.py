@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import redis
@@ -112,7 +113,7 @@ class EmbeddedRedis:
         self._process = None
 
     @contextlib.contextmanager
-    def _start_lock(self):  # type: ignore[no-untyped-def]
+    def _start_lock(self) -> Iterator[None]:
         # Two Phobos processes starting at once must not both launch a server on the same files.
         with open(self.data_dir / "start.lock", "w") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)

@@ -59,6 +59,25 @@ class Settings(BaseSettings):
     # A worker that misses heartbeats for this long is considered gone.
     heartbeat_ttl_s: int = Field(15, validation_alias=_env("PHOBOS_HEARTBEAT_TTL_S"))
 
+    # --- Discord (docs/discord.md); the adapter runs when DISCORD_TOKEN is set ---
+    discord_token: str = Field("", validation_alias=_env("DISCORD_TOKEN"))
+    # Application id for the invite URL; empty: learned from Discord at login.
+    discord_application_id: str = Field("", validation_alias=_env("PHOBOS_DISCORD_APPLICATION_ID"))
+    # Sync slash commands to this guild only (instant, for development); empty: globally.
+    discord_dev_guild_id: str = Field("", validation_alias=_env("PHOBOS_DISCORD_DEV_GUILD_ID"))
+    # Comma-separated ids; empty allows all. A thread counts as its parent channel.
+    discord_allowed_guilds: str = Field("", validation_alias=_env("PHOBOS_DISCORD_ALLOWED_GUILDS"))
+    discord_allowed_channels: str = Field("", validation_alias=_env("PHOBOS_DISCORD_ALLOWED_CHANNELS"))
+    discord_allowed_roles: str = Field("", validation_alias=_env("PHOBOS_DISCORD_ALLOWED_ROLES"))
+    discord_allow_dms: bool = Field(True, validation_alias=_env("PHOBOS_DISCORD_ALLOW_DMS"))
+    # A question asked at channel level opens a thread from the message for the answer.
+    discord_thread_on_channel_question: bool = Field(
+        True, validation_alias=_env("PHOBOS_DISCORD_THREAD_ON_CHANNEL_QUESTION"))
+    discord_max_attachment_mb: float = Field(25.0, validation_alias=_env("PHOBOS_DISCORD_MAX_ATTACHMENT_MB"))
+    # At most one edit per message per this many seconds while an answer streams.
+    discord_edit_interval_s: float = Field(1.0, validation_alias=_env("PHOBOS_DISCORD_EDIT_INTERVAL_S"))
+    discord_sync_commands: bool = Field(True, validation_alias=_env("PHOBOS_DISCORD_SYNC_COMMANDS"))
+
     # --- logging ---
     # Empty: INFO for long-running commands (up, worker), WARNING for one-shot ones (ingest, search, ...).
     log_level: str = Field("", validation_alias=_env("PHOBOS_LOG_LEVEL"))

@@ -1,5 +1,5 @@
-from core.documents import Citation
 from bot.render import format_sources, split_message
+from core.documents import Citation
 
 
 def test_short_text_is_one_piece() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from dataclasses import asdict, dataclass
@@ -34,7 +35,7 @@ def live_workers(client: redis.Redis) -> list[WorkerInfo]:
     for key in client.scan_iter(match=keys.WORKER_PREFIX + "*", count=100):
         raw = client.get(key)
         if raw:
-            found.append(WorkerInfo(**json.loads(raw)))  # type: ignore[arg-type]
+            found.append(WorkerInfo(**json.loads(raw)))
     return sorted(found, key=lambda w: w.started_at)
 
 
@@ -54,16 +55,13 @@ class HeartbeatThread(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            try:
+            # Redis away: the next beat tries again.
+            with contextlib.suppress(redis.RedisError, OSError):
                 announce(self.client, self.info, self.ttl_s)
-            except (redis.RedisError, OSError):
-                pass  # Redis is away; the next beat tries again
             self._stop_event.wait(max(1.0, self.ttl_s / 3))
 
     def stop(self) -> None:
         self._stop_event.set()
         self.join(timeout=5)
-        try:
+        with contextlib.suppress(redis.RedisError, OSError):
             withdraw(self.client, self.info.worker_id)
-        except (redis.RedisError, OSError):
-            pass

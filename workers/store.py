@@ -48,7 +48,7 @@ class RedisDocumentStore:
         found = []
         for scope in scope_keys:
             doc_ids = sorted(d.decode() if isinstance(d, bytes) else d
-                             for d in self.redis.smembers(keys.SCOPE_DOCS_PREFIX + scope))  # type: ignore[union-attr]
+                             for d in self.redis.smembers(keys.SCOPE_DOCS_PREFIX + scope))
             for doc in doc_ids:
                 info = self.get_document(scope, doc)
                 if info is not None:
@@ -65,7 +65,7 @@ class RedisDocumentStore:
         return bool(removed)
 
     def load_index(self, scope_key: str, dim: int) -> ScopeIndex:
-        version = int(self.redis.get(SCOPE_VERSION_PREFIX + scope_key) or 0)  # type: ignore[arg-type]
+        version = int(self.redis.get(SCOPE_VERSION_PREFIX + scope_key) or 0)
         with self._lock:
             cached = self._cache.get(scope_key)
             if cached and cached[0] == version:
@@ -83,7 +83,7 @@ class RedisDocumentStore:
             vectors_raw = self.redis.get(keys.DOC_VECTORS_PREFIX + f"{scope_key}:{info.doc_id}")
             if not rows_raw or not vectors_raw:
                 continue
-            rows = json.loads(rows_raw)  # type: ignore[arg-type]
+            rows = json.loads(rows_raw)
             matrix = np.frombuffer(vectors_raw, dtype=np.float32).reshape(len(rows), dim)  # type: ignore[arg-type]
             chunks.extend(Chunk(info.doc_id, info.file_name, text, start, end, ordinal)
                           for text, start, end, ordinal in rows)

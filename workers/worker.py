@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -22,6 +23,7 @@ from core.ingest import IngestLimits, ingest_pdf
 from core.pdf import DocumentError
 from core.rag import RagEngine
 from core.registry import ModelRegistry, UnknownModelError
+from core.scope import Scope
 from workers import keys
 from workers.conversations import ConversationStore
 from workers.heartbeat import HeartbeatThread, WorkerInfo, live_models, live_workers
@@ -99,7 +101,7 @@ class Worker:
         finally:
             heartbeat.stop()
 
-    def _read(self, start_id: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    def _read(self, start_id: str) -> list[Any]:
         try:
             reply = self.redis.xreadgroup(keys.WORKER_GROUP, self.worker_id, {keys.JOBS_STREAM: start_id},
                                           count=1, block=None if start_id == "0" else READ_BLOCK_MS)
@@ -109,7 +111,8 @@ class Worker:
             return []
         if not reply:
             return []
-        return list(reply[0][1])  # type: ignore[index]
+        entries: Any = reply[0][1]  # type: ignore[index]
+        return list(entries)
 
     def _process(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         try:
@@ -148,7 +151,7 @@ class Worker:
                             f"the details under job id {job.id}; please try again.")
 
     def _ask(self, job: Job, publisher: ReplyPublisher) -> None:
-        model = job.model or self.conversations.model(job.scope.key) or self.config.default_model
+        model = job.model or self._conversation_model(job.scope) or self.config.default_model
         spec = self.registry.get(model)
         generator = self.generators.get(model)
         if generator is None:
@@ -159,6 +162,15 @@ class Worker:
         params = GenerationParams(max_new_tokens=spec.max_new_tokens, temperature=spec.temperature)
         answer = self.engine.answer(job.text, job.scope, generator, params, on_delta=publisher.delta)
         publisher.final(answer.text, answer.citations)
+
+    def _conversation_model(self, scope: Scope) -> str | None:
+        """The thread's choice, else its channel's: a thread opened for an answer inherits the channel's model."""
+        keys_to_try = [scope.key, scope.channel_scope.key] if scope.thread else [scope.key]
+        for key in keys_to_try:
+            chosen = self.conversations.model(key)
+            if chosen:
+                return chosen
+        return None
 
     def _ingest(self, job: Job, publisher: ReplyPublisher) -> None:
         file_name = job.file_name or "document.pdf"
@@ -206,7 +218,7 @@ class Worker:
 
     def _models(self, job: Job, publisher: ReplyPublisher) -> None:
         live = live_models(self.redis)
-        current = self.conversations.model(job.scope.key) or self.config.default_model
+        current = self._conversation_model(job.scope) or self.config.default_model
         lines = ["Models (* live now, > this conversation's):"]
         for spec in self.registry.specs():
             mark = ("*" if spec.name in live else " ") + (">" if spec.name == current else " ")

@@ -32,10 +32,10 @@ def load_generator(spec: ModelSpec, credentials: BackendCredentials | None = Non
     if spec.backend == "transformers":
         from core.backends.transformers_backend import TransformersGenerator
 
-        return TransformersGenerator(spec, hf_token=creds.hf_token)  # type: ignore[return-value]
+        return TransformersGenerator(spec, hf_token=creds.hf_token)
     if spec.backend == "openai":
         from core.backends.openai_backend import OpenAIGenerator
 
-        return OpenAIGenerator(spec, api_key=creds.openai_api_key,  # type: ignore[return-value]
+        return OpenAIGenerator(spec, api_key=creds.openai_api_key,
                                base_url=creds.openai_base_url)
     raise ValueError(f"model {spec.name!r} names an unknown backend {spec.backend!r}")

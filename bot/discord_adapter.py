@@ -1,0 +1,370 @@
+"""The Discord adapter: mentions, uploads and slash commands become jobs; reply events become messages.
+
+It only translates. It acknowledges Discord at once (typing indicator, deferred interactions), downloads
+attachments itself while their URLs are fresh, and hands everything else to the workers through Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import discord
+import redis
+from discord import app_commands
+
+from bot.discord_links import SourceLinks
+from bot.discord_payloads import (
+    Gate,
+    attachment_job_id,
+    interaction_job_id,
+    is_pdf,
+    make_job,
+    message_job_id,
+    parent_channel_id,
+    question_of,
+    scope_of,
+    thread_name,
+    thread_scope_for,
+)
+from bot.discord_replies import (
+    NO_MENTIONS,
+    AnswerView,
+    ChannelSurface,
+    IngestBoard,
+    InteractionSurface,
+    ReplyView,
+)
+from bot.discord_settings import MESSAGE_LIMIT, DiscordSettings, intents, invite_url
+from bot.job_client import JobClient
+from bot.render import format_sources, split_message
+from core.scope import Scope
+from workers import keys
+from workers.protocol import Job, JobKind, ReplyEvent, ReplyType
+
+log = logging.getLogger(__name__)
+
+HELP_TEXT = "Ask me a question after the mention, e.g. “@Phobos what does the contract say about notice?”"
+MODELS_CACHE_S = 10.0  # autocomplete runs on every keystroke; the worker heartbeats change slowly
+AUTOCOMPLETE_LIMIT = 25  # Discord shows at most 25 choices
+INGEST_WAIT_S = 10 * 60  # a question sent with PDFs waits this long for them to be indexed
+RETRY_DELAY_S = 1.0
+
+
+class DiscordAdapter(discord.Client):
+    """A discord.py client that turns Discord activity into Phobos jobs and shows the workers' replies."""
+
+    def __init__(self, settings: DiscordSettings, jobs: JobClient, **client_options: Any):
+        if settings.application_id is not None:
+            client_options.setdefault("application_id", settings.application_id)
+        super().__init__(intents=intents(), allowed_mentions=NO_MENTIONS, **client_options)
+        self.settings = settings
+        self.jobs = jobs
+        self.links = SourceLinks(jobs.redis)
+        self.gate = Gate(settings.allowed_guild_ids, settings.allowed_channel_ids, settings.allowed_role_ids,
+                         settings.allow_dms)
+        self.tree = app_commands.CommandTree(self)
+        self._add_commands()
+        self._views: dict[str, ReplyView] = {}  # by job id
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._models_cache: tuple[float, list[str]] = (0.0, [])
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    async def setup_hook(self) -> None:
+        await self.jobs.start_listening()
+        self._spawn(self._pump_replies())
+        if self.application_id is not None:
+            log.info("invite Phobos with %s", invite_url(self.application_id))
+            print(f"Invite Phobos to a server: {invite_url(self.application_id)}", flush=True)
+        if self.settings.sync_commands:
+            await self._sync_commands()
+
+    async def _sync_commands(self) -> None:
+        # A guild sync shows up at once (development); a global one may take a while to reach clients.
+        if self.settings.dev_guild_id is not None:
+            guild = discord.Object(id=self.settings.dev_guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+        else:
+            synced = await self.tree.sync()
+        log.info("synced %d slash commands (%s)", len(synced),
+                 f"guild {self.settings.dev_guild_id}" if self.settings.dev_guild_id else "global")
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await super().close()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)  # keep a reference: the loop only holds tasks weakly
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- replies -------------------------------------------------------------------------------
+
+    async def _pump_replies(self) -> None:
+        while True:
+            try:
+                async for event in self.jobs.replies():
+                    self._route(event)
+            except redis.RedisError as exc:
+                # replies() resumes after the last event it yielded, so nothing is lost by starting over.
+                log.warning("reading replies failed (%s); retrying", exc)
+                await asyncio.sleep(RETRY_DELAY_S)
+
+    def _route(self, event: ReplyEvent) -> None:
+        view = self._views.get(event.job_id)
+        if view is not None:
+            view.events.put_nowait(event)
+        elif event.is_terminal and event.meta.get("channel_id"):
+            # A job from before a restart: its view is gone, but the answer still belongs somewhere.
+            self._spawn(self._post_orphan(event))
+
+    def _watch(self, job_id: str, view: ReplyView) -> bool:
+        """Route ``job_id``'s replies to ``view``; call before submitting, replies can be quick.
+
+        False when another view already has this job: the same event delivered twice, concurrently.
+        """
+        if job_id in self._views:
+            return False
+        self._views[job_id] = view
+        return True
+
+    async def _submit(self, job: Job, view: ReplyView, blob: bytes | None = None) -> bool:
+        """Submit ``job`` with its replies going to ``view``; False (and nothing to show) for a duplicate."""
+        if not self._watch(job.id, view):
+            return False
+        if await self.jobs.submit(job, blob=blob):
+            return True
+        del self._views[job.id]  # submitted before (a redelivered event): that delivery shows the reply
+        return False
+
+    def _run_view(self, view: ReplyView) -> None:
+        async def run() -> None:
+            try:
+                await view.run(self.settings.answer_timeout_s)
+            finally:
+                for job_id in [j for j, v in self._views.items() if v is view]:
+                    del self._views[job_id]
+        self._spawn(run())
+
+    async def _post_orphan(self, event: ReplyEvent) -> None:
+        channel_id = int(event.meta["channel_id"])
+        try:
+            channel = self.get_channel(channel_id) or await self.fetch_channel(channel_id)
+        except discord.HTTPException as exc:
+            log.warning("cannot post a late reply to channel %s: %s", channel_id, exc)
+            return
+        if not isinstance(channel, discord.abc.Messageable):
+            return
+        text = f"⚠️ {event.text}" if event.type is ReplyType.ERROR else event.text
+        sources = format_sources(event.citations)
+        await ChannelSurface(channel).show(split_message(f"{text}\n\n{sources}".strip(), MESSAGE_LIMIT))
+
+    # ---- messages ------------------------------------------------------------------------------
+
+    async def on_message(self, message: discord.Message) -> None:
+        if message.author.bot or self.user is None:  # other bots and Phobos itself
+            return
+        if not self._admits(message.guild, message.channel, message.author):
+            return
+        is_dm = message.guild is None
+        is_mentioned = any(user.id == self.user.id for user in message.mentions)
+        pdfs = [a for a in message.attachments if is_pdf(a)]
+        others = [a for a in message.attachments if not is_pdf(a)]
+        board = None
+        # Everyone's PDFs are indexed; other files are only worth a word when someone talks to Phobos.
+        if pdfs or (others and (is_mentioned or is_dm)):
+            board = await self._ingest(message, pdfs, others)
+        if not (is_mentioned or is_dm):
+            return
+        question = question_of(message.content, self.user.id)
+        if question:
+            await self._ask(message, question, after=board)
+        elif not message.attachments:
+            await message.reply(HELP_TEXT, mention_author=False, allowed_mentions=NO_MENTIONS)
+
+    def _admits(self, guild: discord.Guild | None, channel: object, user: discord.abc.User) -> bool:
+        role_ids = [role.id for role in user.roles] if isinstance(user, discord.Member) else []
+        return self.gate.admits(guild.id if guild else None, parent_channel_id(channel), role_ids)
+
+    async def _scope_of(self, message: discord.Message) -> Scope:
+        """The message's scope; a thread the client has not cached is fetched to learn its parent channel."""
+        channel: object = message.channel
+        if isinstance(channel, discord.PartialMessageable) and message.guild is not None:
+            try:
+                channel = await self.fetch_channel(channel.id)
+            except discord.HTTPException as exc:
+                log.warning("cannot look up channel %s (%s); scoping by its id", channel.id, exc)
+        return scope_of(channel, message.guild.id if message.guild else None)
+
+    async def _ingest(self, message: discord.Message, pdfs: list[discord.Attachment],
+                      others: list[discord.Attachment]) -> IngestBoard | None:
+        scope = await self._scope_of(message)
+        board = IngestBoard(ChannelSurface(message.channel, reference=message), self.settings.edit_interval_s)
+        for attachment in others:
+            board.fail(attachment.filename, "is not a PDF; I can only read PDF files.")
+        limit_mb = self.settings.max_attachment_mb
+        for attachment in pdfs:
+            if attachment.size > self.settings.max_attachment_bytes:
+                board.fail(attachment.filename,
+                           f"is {attachment.size / 2**20:.1f} MB; the limit here is {limit_mb:g} MB.")
+                continue
+            try:
+                # Now, not later: Discord's attachment URLs expire.
+                data = await attachment.read()
+            except discord.HTTPException as exc:
+                board.fail(attachment.filename, f"could not be downloaded from Discord ({exc.status}); "
+                                                "please upload it again.")
+                continue
+            job = make_job(attachment_job_id(message.id, attachment.id), JobKind.INGEST, scope,
+                           message.author.id, self.jobs.reply_stream, file_name=attachment.filename,
+                           channel_id=message.channel.id, message_id=message.id)
+            await self.links.remember(scope, attachment.filename, message.jump_url)
+            if await self._submit(job, board, blob=data):
+                board.add(job.id, attachment.filename)
+        if not board.has_lines:
+            return None
+        await board.show_now()
+        self._run_view(board)
+        return board
+
+    async def _ask(self, message: discord.Message, question: str, after: IngestBoard | None) -> None:
+        with contextlib.suppress(discord.HTTPException):
+            await message.channel.typing()  # shows at once; the answer message follows
+        if after is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(after.finished.wait(), timeout=INGEST_WAIT_S)
+        scope = await self._scope_of(message)
+        opens_thread = (self.settings.thread_on_channel_question
+                        and isinstance(message.channel, discord.TextChannel))
+        if opens_thread:
+            # The conversation continues in the thread, so the question already belongs to it.
+            scope = thread_scope_for(message.id, scope)
+        job = make_job(message_job_id(message.id), JobKind.ASK, scope, message.author.id,
+                       self.jobs.reply_stream, text=question, channel_id=message.channel.id,
+                       message_id=message.id)
+        surface = ChannelSurface(message.channel, reference=message)
+        view = AnswerView(surface, self.settings.edit_interval_s, links=lambda: self.links.resolver(scope))
+        if not await self._submit(job, view):
+            return
+        if opens_thread:
+            try:
+                thread = await message.create_thread(name=thread_name(question))
+                surface.channel, surface.reference = thread, None
+            except discord.HTTPException as exc:
+                log.info("no thread for message %s (%s); answering in the channel", message.id, exc)
+        await view.show_placeholder()
+        self._run_view(view)
+
+    # ---- slash commands ------------------------------------------------------------------------
+
+    def _add_commands(self) -> None:
+        tree = self.tree
+
+        @tree.command(name="ask", description="Ask a question about the PDFs shared in this conversation")
+        @app_commands.describe(question="What you want to know")
+        async def ask(interaction: discord.Interaction, question: str) -> None:
+            await self._command(interaction, JobKind.ASK, question)
+
+        @tree.command(name="model", description="Choose the model that answers in this conversation")
+        @app_commands.describe(name="A model name; start typing to see the models workers serve")
+        async def model(interaction: discord.Interaction, name: str) -> None:
+            await self._command(interaction, JobKind.SET_MODEL, name)
+
+        @model.autocomplete("name")
+        async def model_names(interaction: discord.Interaction,
+                              current: str) -> list[app_commands.Choice[str]]:
+            names = await self.live_models()
+            matching = [n for n in names if current.lower() in n.lower()][:AUTOCOMPLETE_LIMIT]
+            return [app_commands.Choice(name=n, value=n) for n in matching]
+
+        @tree.command(name="models", description="List the models and whether a worker serves them")
+        async def models(interaction: discord.Interaction) -> None:
+            await self._command(interaction, JobKind.MODELS)
+
+        @tree.command(name="docs", description="List the documents a question here would search")
+        async def docs(interaction: discord.Interaction) -> None:
+            await self._command(interaction, JobKind.DOCS)
+
+        @tree.command(name="forget", description="Remove a document from this conversation")
+        @app_commands.describe(document="The file name, as /docs lists it")
+        async def forget(interaction: discord.Interaction, document: str) -> None:
+            await self._command(interaction, JobKind.FORGET, document)
+
+        @tree.command(name="status", description="Workers, queue depth and models")
+        async def status(interaction: discord.Interaction) -> None:
+            await self._command(interaction, JobKind.STATUS)
+
+    async def _command(self, interaction: discord.Interaction, kind: JobKind, text: str = "") -> None:
+        received_at = time.monotonic()
+        if not self._admits(interaction.guild, interaction.channel, interaction.user):
+            await interaction.response.send_message("Phobos is not enabled here.", ephemeral=True)
+            return
+        deadline = received_at + self.settings.interaction_token_ttl_s
+        try:
+            # Discord wants an answer within 3 seconds; the worker may take longer, so defer first.
+            await interaction.response.defer(thinking=True)
+        except discord.NotFound:
+            log.warning("interaction %s expired before the defer; answering in the channel", interaction.id)
+            deadline = received_at  # the token is useless: every reply goes to the channel
+        scope = scope_of(interaction.channel, interaction.guild_id)
+        job = make_job(interaction_job_id(interaction.id), kind, scope, interaction.user.id,
+                       self.jobs.reply_stream, text=text, channel_id=interaction.channel_id or 0)
+        surface = InteractionSurface(interaction, deadline=deadline)
+        view = AnswerView(surface, self.settings.edit_interval_s, links=lambda: self.links.resolver(scope))
+        if not await self._submit(job, view):
+            return
+        self._run_view(view)
+
+    async def live_models(self) -> list[str]:
+        """Model names that running workers announce in their heartbeats (cached for a few seconds)."""
+        fetched_at, names = self._models_cache
+        if time.monotonic() - fetched_at < MODELS_CACHE_S:
+            return names
+        found: set[str] = set()
+        async for key in self.jobs.redis.scan_iter(match=keys.WORKER_PREFIX + "*"):
+            raw = await self.jobs.redis.get(key)
+            if raw:
+                found.update(_models_in_heartbeat(raw))
+        names = sorted(found)
+        self._models_cache = (time.monotonic(), names)
+        return names
+
+
+def _models_in_heartbeat(raw: bytes | str) -> list[str]:
+    """Model names in a worker heartbeat: ``{"models": [...]}`` of names or of ``{"name": ...}`` objects."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return []
+    models = data.get("models", []) if isinstance(data, dict) else data
+    if not isinstance(models, list):
+        return []
+    return [str(m["name"] if isinstance(m, dict) else m) for m in models if m]
+
+
+def adapter_id() -> str:
+    """The reply stream's name: stable across restarts, so replies to jobs from before one still arrive."""
+    return f"discord-{socket.gethostname()}"
+
+
+async def serve(settings: DiscordSettings, jobs: JobClient, **client_options: Any) -> None:
+    """Run the adapter until it is closed; prints the invite URL once Discord says who we are."""
+    adapter = DiscordAdapter(settings, jobs, **client_options)
+    try:
+        async with adapter:
+            await adapter.start(settings.token)
+    except discord.LoginFailure as exc:
+        raise SystemExit("Discord refused DISCORD_TOKEN; copy the bot token again (docs/discord.md)") from exc
+    except discord.PrivilegedIntentsRequired as exc:
+        raise SystemExit("Turn on the Message Content Intent for this bot in the Discord developer portal "
+                         "(Bot tab → Privileged Gateway Intents); see docs/discord.md.") from exc
+

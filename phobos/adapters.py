@@ -1,0 +1,53 @@
+"""Running the chat adapters: settings -> adapter settings, and which adapters are configured."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as aioredis
+
+from bot.job_client import JobClient
+from phobos.settings import Settings
+
+
+def _ids(csv: str) -> frozenset[int]:
+    return frozenset(int(part) for part in csv.replace(" ", "").split(",") if part)
+
+
+def configured_adapters(settings: Settings) -> list[str]:
+    """The platform adapters whose tokens are set, in the order `phobos up` starts them."""
+    found = []
+    if settings.discord_token:
+        found.append("discord")
+    return found
+
+
+def run_discord(settings: Settings, redis_url: str) -> None:
+    from bot.discord_adapter import adapter_id, serve
+    from bot.discord_settings import DiscordSettings
+
+    if not settings.discord_token:
+        raise SystemExit("Set DISCORD_TOKEN first (docs/discord.md).")
+    discord_settings = DiscordSettings(
+        token=settings.discord_token,
+        application_id=int(settings.discord_application_id) if settings.discord_application_id else None,
+        dev_guild_id=int(settings.discord_dev_guild_id) if settings.discord_dev_guild_id else None,
+        allowed_guild_ids=_ids(settings.discord_allowed_guilds),
+        allowed_channel_ids=_ids(settings.discord_allowed_channels),
+        allowed_role_ids=_ids(settings.discord_allowed_roles),
+        allow_dms=settings.discord_allow_dms,
+        thread_on_channel_question=settings.discord_thread_on_channel_question,
+        max_attachment_mb=settings.discord_max_attachment_mb,
+        edit_interval_s=settings.discord_edit_interval_s,
+        answer_timeout_s=settings.answer_timeout_s,
+        sync_commands=settings.discord_sync_commands,
+    )
+
+    async def main() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            await serve(discord_settings, JobClient(client, adapter_id()))
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())

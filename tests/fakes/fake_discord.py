@@ -1,0 +1,518 @@
+"""A local fake of Discord: enough REST and gateway for the real discord.py client to run against it.
+
+It speaks the wire protocol, not discord.py's objects: one aiohttp app serves the REST routes the
+adapter uses under ``/api/v10`` and the gateway websocket under ``/gateway``, and records every
+request so tests can assert on what Discord would have received. Tests drive it as a user would:
+:meth:`FakeDiscord.post_message` and :meth:`FakeDiscord.slash_command` push gateway events.
+
+Point discord.py at it with :meth:`FakeDiscord.patch_discord_py` (class attributes, restored by
+pytest's ``monkeypatch``): ``discord.http.Route.BASE`` for REST and
+``DiscordWebSocket.DEFAULT_GATEWAY`` for the websocket (discord.py 2.7 connects there directly).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import yarl
+from aiohttp import web
+
+DISCORD_EPOCH_MS = 1420070400000
+HEARTBEAT_INTERVAL_MS = 45_000
+API_PREFIX = "/api/v10"
+BOT_TOKEN = "fake-bot-token"
+APPLICATION_ID = 900_000_000_000_000_001
+BOT_USER_ID = APPLICATION_ID
+
+_SNOWFLAKE_COUNTER = itertools.count(1)  # shared by every instance, so ids never repeat in a test run
+# Gateway opcodes (https://discord.com/developers/docs/topics/opcodes-and-status-codes).
+OP_DISPATCH, OP_HEARTBEAT, OP_IDENTIFY, OP_HELLO, OP_HEARTBEAT_ACK = 0, 1, 2, 10, 11
+# Channel types.
+GUILD_TEXT, DM, PUBLIC_THREAD = 0, 1, 11
+# Interaction types and the callback types the adapter may answer with.
+APPLICATION_COMMAND, AUTOCOMPLETE = 2, 4
+CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, AUTOCOMPLETE_RESULT = 4, 5, 8
+
+
+class _DiscordError(Exception):
+    def __init__(self, status: int, message: str, code: int):
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    # discord.py decodes a body only when Content-Type is exactly application/json (no charset).
+    return web.Response(body=json.dumps(data).encode(), status=status,
+                        headers={"Content-Type": "application/json"})
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str  # without the /api/v10 prefix and without the query string
+    query: dict[str, str]
+    json: Any
+    at: float  # time.monotonic() when it arrived
+
+
+@dataclass
+class FakeMessage:
+    """A message as the fake stores it; ``history`` is every content it has had, oldest first."""
+
+    payload: dict[str, Any]
+    history: list[str] = field(default_factory=list)
+    edit_times: list[float] = field(default_factory=list)  # time.monotonic() of each edit
+
+    @property
+    def id(self) -> int:
+        return int(self.payload["id"])
+
+    @property
+    def content(self) -> str:
+        return str(self.payload["content"])
+
+    @property
+    def channel_id(self) -> int:
+        return int(self.payload["channel_id"])
+
+
+@dataclass
+class FakeInteraction:
+    payload: dict[str, Any]
+    dispatched_at: float = field(default_factory=time.monotonic)
+    callbacks: list[dict[str, Any]] = field(default_factory=list)  # bodies POSTed to /callback
+    original: FakeMessage | None = None  # the response message, once there is one
+    followups: list[FakeMessage] = field(default_factory=list)
+
+
+class FakeDiscord:
+    """One guild with two text channels, a bot user, and the people who talk in them.
+
+    The guild, channels and role get fresh ids per instance, so tests sharing one Redis and one worker
+    never share a scope.
+    """
+
+    def __init__(self) -> None:
+        self.guild_id, self.channel_id, self.role_id = self.snowflake(), self.snowflake(), self.snowflake()
+        self.other_channel_id = self.snowflake()
+        self.dm_channel_id = self.snowflake()  # any channel id the guild does not have is a DM
+        self.requests: list[RecordedRequest] = []
+        self.messages: dict[int, FakeMessage] = {}
+        self.channels: dict[int, dict[str, Any]] = {}
+        self.interactions: dict[str, FakeInteraction] = {}  # by token
+        self.attachments: dict[str, bytes] = {}  # by URL path
+        self.synced_commands: dict[str, list[dict[str, Any]]] = {}  # by PUT path
+        self.identified = asyncio.Event()
+        self._sockets: list[web.WebSocketResponse] = []
+        self._sequence = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+        self.bot_user = self.user_payload(BOT_USER_ID, "Phobos", bot=True)
+        self.guild = self._guild_payload()
+        for channel in self.guild["channels"]:
+            self.channels[int(channel["id"])] = channel
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/attachments/{path:.*}", self._download_attachment)
+        app.router.add_route("*", API_PREFIX + "/{path:.*}", self._rest)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    async def close(self) -> None:
+        for socket in list(self._sockets):
+            with contextlib.suppress(Exception):
+                await socket.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def patch_discord_py(self, monkeypatch: Any) -> None:
+        """Point discord.py's REST base and default gateway at this fake for the current test."""
+        import discord.gateway
+        import discord.http
+
+        monkeypatch.setattr(discord.http.Route, "BASE", self.base_url + API_PREFIX)
+        monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY",
+                            yarl.URL(self.base_url.replace("http", "ws", 1) + "/gateway"))
+
+    # ---- payload builders ----------------------------------------------------------------------
+
+    def snowflake(self) -> int:
+        """A fresh id whose timestamp is now, like Discord's."""
+        return ((int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22) | (next(_SNOWFLAKE_COUNTER) & 0xFFF)
+
+    @staticmethod
+    def user_payload(user_id: int, name: str, bot: bool = False) -> dict[str, Any]:
+        return {"id": str(user_id), "username": name, "global_name": name, "discriminator": "0",
+                "avatar": None, "bot": bot}
+
+    def _guild_payload(self) -> dict[str, Any]:
+        def text_channel(channel_id: int, name: str, position: int) -> dict[str, Any]:
+            return {"id": str(channel_id), "type": GUILD_TEXT, "name": name, "position": position,
+                    "permission_overwrites": [], "guild_id": str(self.guild_id), "parent_id": None,
+                    "nsfw": False, "topic": None, "rate_limit_per_user": 0, "last_message_id": None}
+
+        everyone = {"id": str(self.guild_id), "name": "@everyone", "permissions": "1024", "position": 0,
+                    "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0}
+        readers = dict(everyone, id=str(self.role_id), name="readers", position=1)
+        return {
+            "id": str(self.guild_id), "name": "Fake guild", "icon": None, "owner_id": "1",
+            "unavailable": False, "member_count": 3, "large": False, "features": [], "emojis": [],
+            "stickers": [], "roles": [everyone, readers], "members": [], "threads": [],
+            "voice_states": [], "presences": [], "stage_instances": [], "guild_scheduled_events": [],
+            "channels": [text_channel(self.channel_id, "papers", 0),
+                         text_channel(self.other_channel_id, "other", 1)],
+            "premium_tier": 0, "verification_level": 0, "default_message_notifications": 0,
+            "explicit_content_filter": 0, "mfa_level": 0, "nsfw_level": 0, "preferred_locale": "en-US",
+            "system_channel_flags": 0, "afk_timeout": 300, "joined_at": _now_iso(),
+        }
+
+    def member_payload(self, user: dict[str, Any], roles: list[int] | None = None) -> dict[str, Any]:
+        return {"user": user, "roles": [str(r) for r in roles or []], "joined_at": _now_iso(),
+                "deaf": False, "mute": False, "flags": 0, "nick": None, "permissions": "1024"}
+
+    def _message_payload(self, channel_id: int, author: dict[str, Any], content: str,
+                         **extra: Any) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "id": str(self.snowflake()), "channel_id": str(channel_id), "author": author,
+            "content": content, "timestamp": _now_iso(), "edited_timestamp": None, "tts": False,
+            "mention_everyone": False, "mentions": [], "mention_roles": [], "attachments": [],
+            "embeds": [], "pinned": False, "type": 0, "flags": 0, "components": [],
+        }
+        channel = self.channels.get(channel_id)
+        if channel is not None and channel.get("guild_id"):
+            payload["guild_id"] = channel["guild_id"]
+        payload.update(extra)
+        return payload
+
+    # ---- driving: what users do ----------------------------------------------------------------
+
+    async def post_message(self, content: str, *, channel_id: int | None = None, author_id: int = 1001,
+                           author_name: str = "alice", is_bot: bool = False, mention_bot: bool = False,
+                           roles: list[int] | None = None,
+                           files: list[tuple[str, str, bytes]] = ()) -> FakeMessage:  # type: ignore[assignment]
+        """A user (or another bot) posts a message; ``files`` are (name, content type, bytes)."""
+        channel_id = channel_id or self.channel_id
+        author = self.user_payload(author_id, author_name, bot=is_bot)
+        if mention_bot:
+            content = f"<@{BOT_USER_ID}> {content}"
+        attachments = []
+        for name, content_type, data in files:
+            attachment_id = self.snowflake()
+            path = f"/attachments/{channel_id}/{attachment_id}/{name}"
+            self.attachments[path] = data
+            attachments.append({"id": str(attachment_id), "filename": name, "size": len(data),
+                                "url": self.base_url + path, "proxy_url": self.base_url + path,
+                                "content_type": content_type})
+        payload = self._message_payload(
+            channel_id, author, content, attachments=attachments,
+            mentions=[self.bot_user] if mention_bot else [],
+        )
+        if "guild_id" in payload:
+            payload["member"] = {k: v for k, v in self.member_payload(author, roles).items() if k != "user"}
+        message = FakeMessage(payload, history=[content])
+        self.messages[message.id] = message
+        await self.dispatch("MESSAGE_CREATE", payload)
+        return message
+
+    async def redeliver(self, message: FakeMessage) -> None:
+        """Discord sends the same MESSAGE_CREATE again (it happens after a gateway resume)."""
+        await self.dispatch("MESSAGE_CREATE", message.payload)
+
+    async def slash_command(self, name: str, options: dict[str, Any] | None = None, *,
+                            channel_id: int | None = None, user_id: int = 1001,
+                            focused: str | None = None) -> FakeInteraction:
+        """A user runs ``/name`` (or, with ``focused``, types into that option: an autocomplete)."""
+        channel_id = channel_id or self.channel_id
+        channel = self.channels[channel_id]
+        user = self.user_payload(user_id, "alice")
+        option_payloads = []
+        for key, value in (options or {}).items():
+            option: dict[str, Any] = {"name": key, "type": 3, "value": value}
+            if key == focused:
+                option["focused"] = True
+            option_payloads.append(option)
+        token = f"itoken-{self.snowflake()}"
+        payload = {
+            "id": str(self.snowflake()), "application_id": str(APPLICATION_ID),
+            "type": AUTOCOMPLETE if focused else APPLICATION_COMMAND, "token": token, "version": 1,
+            "guild_id": channel.get("guild_id"), "channel_id": str(channel_id), "channel": channel,
+            "member": self.member_payload(user), "app_permissions": "0", "locale": "en-US",
+            "guild_locale": "en-US", "entitlements": [], "authorizing_integration_owners": {},
+            "context": 0, "attachment_size_limit": 10 * 1024 * 1024,
+            "data": {"id": str(self.snowflake()), "name": name, "type": 1, "options": option_payloads,
+                     "guild_id": channel.get("guild_id")},
+        }
+        interaction = FakeInteraction(payload)
+        self.interactions[token] = interaction
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return interaction
+
+    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        """Send one gateway DISPATCH to every connected client."""
+        frame = json.dumps({"op": OP_DISPATCH, "t": event, "s": next(self._sequence), "d": data})
+        for socket in list(self._sockets):
+            await socket.send_str(frame)
+
+    # ---- observing: what the bot did -----------------------------------------------------------
+
+    def bot_messages(self, channel_id: int | None = None) -> list[FakeMessage]:
+        """Messages the bot posted (channel messages and interaction responses), oldest first."""
+        return [m for m in self.messages.values()
+                if m.payload["author"]["id"] == str(BOT_USER_ID)
+                and (channel_id is None or m.channel_id == channel_id)]
+
+    def requests_to(self, method: str, path_start: str) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.method == method and r.path.startswith(path_start)]
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout_s: float = 20.0) -> Any:
+        """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            result = predicate()
+            if result:
+                return result
+            await asyncio.sleep(0.02)
+        seen = [m.history for m in self.bot_messages()]
+        raise AssertionError(f"timed out after {timeout_s}s waiting for {predicate}; the bot posted {seen}")
+
+    # ---- gateway -------------------------------------------------------------------------------
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        # discord.py asks for zlib/zstd compression; plain text frames are legal and skip it.
+        hello = {"op": OP_HELLO, "d": {"heartbeat_interval": HEARTBEAT_INTERVAL_MS}}
+        await socket.send_str(json.dumps(hello))
+        async for frame in socket:
+            if frame.type != aiohttp.WSMsgType.TEXT:
+                break
+            message = json.loads(frame.data)
+            if message["op"] == OP_HEARTBEAT:
+                await socket.send_str(json.dumps({"op": OP_HEARTBEAT_ACK}))
+            elif message["op"] == OP_IDENTIFY:
+                self.identify_payload = message["d"]
+                self._sockets.append(socket)
+                await self._send_ready(socket)
+        if socket in self._sockets:
+            self._sockets.remove(socket)
+        return socket
+
+    async def _send_ready(self, socket: web.WebSocketResponse) -> None:
+        ready = {"v": 10, "user": self.bot_user, "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+                 "session_id": "fake-session", "resume_gateway_url": self.base_url.replace("http", "ws", 1),
+                 "application": {"id": str(APPLICATION_ID), "flags": 0}, "private_channels": []}
+        for event, data in (("READY", ready), ("GUILD_CREATE", self.guild)):
+            frame = {"op": OP_DISPATCH, "t": event, "s": next(self._sequence), "d": data}
+            await socket.send_str(json.dumps(frame))
+        self.identified.set()
+
+    # ---- REST ----------------------------------------------------------------------------------
+
+    async def _download_attachment(self, request: web.Request) -> web.Response:
+        data = self.attachments.get(request.path)
+        if data is None:
+            return web.Response(status=404)
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        path = "/" + request.match_info["path"]
+        body = await self._read_body(request)
+        recorded = RecordedRequest(request.method, path, dict(request.query), body, time.monotonic())
+        self.requests.append(recorded)
+        parts = path.strip("/").split("/")
+        handler = self._route(request.method, parts)
+        if handler is None:
+            return _json({"message": f"fake Discord has no {request.method} {path}", "code": 0}, status=404)
+        try:
+            result = await handler(parts, body or {}, request)
+        except _DiscordError as error:
+            return _json({"message": error.message, "code": error.code}, status=error.status)
+        if result is None:
+            return web.Response(status=204)
+        return _json(result)
+
+    @staticmethod
+    async def _read_body(request: web.Request) -> Any:
+        if request.content_type == "application/json":
+            return await request.json()
+        if request.content_type.startswith("multipart/"):
+            reader = await request.multipart()
+            async for part in reader:
+                if getattr(part, "name", None) == "payload_json":
+                    return json.loads(await part.text())  # type: ignore[union-attr]
+        return None
+
+    def _route(self, method: str, parts: list[str]) -> Any:
+        routes: list[tuple[str, tuple[str, ...], Any]] = [
+            ("GET", ("users", "@me"), self._get_me),
+            ("GET", ("oauth2", "applications", "@me"), self._get_application),
+            ("GET", ("gateway", "bot"), self._get_gateway_bot),
+            ("POST", ("channels", "*", "typing"), self._typing),
+            ("POST", ("channels", "*", "messages"), self._create_message),
+            ("PATCH", ("channels", "*", "messages", "*"), self._edit_message),
+            ("DELETE", ("channels", "*", "messages", "*"), self._delete_message),
+            ("POST", ("channels", "*", "messages", "*", "threads"), self._create_thread),
+            ("GET", ("channels", "*"), self._get_channel),
+            ("PUT", ("applications", "*", "commands"), self._sync_commands),
+            ("PUT", ("applications", "*", "guilds", "*", "commands"), self._sync_commands),
+            ("POST", ("interactions", "*", "*", "callback"), self._interaction_callback),
+            ("POST", ("webhooks", "*", "*"), self._create_followup),
+            ("PATCH", ("webhooks", "*", "*", "messages", "*"), self._edit_webhook_message),
+        ]
+        for route_method, pattern, handler in routes:
+            if route_method == method and len(pattern) == len(parts) and all(
+                    p in ("*", part) for p, part in zip(pattern, parts, strict=True)):
+                return handler
+        return None
+
+    async def _get_me(self, parts: list[str], body: Any, request: web.Request) -> Any:
+        if request.headers.get("Authorization") != f"Bot {BOT_TOKEN}":
+            raise _DiscordError(401, "401: Unauthorized", 0)
+        return self.bot_user
+
+    async def _get_application(self, parts: list[str], body: Any, request: web.Request) -> Any:
+        return {"id": str(APPLICATION_ID), "name": "Phobos", "description": "", "icon": None,
+                "bot_public": True, "bot_require_code_grant": False, "verify_key": "0" * 64,
+                "owner": self.user_payload(1, "owner"), "flags": 0}
+
+    async def _get_gateway_bot(self, parts: list[str], body: Any, request: web.Request) -> Any:
+        return {"url": self.base_url.replace("http", "ws", 1) + "/gateway", "shards": 1,
+                "session_start_limit": {"total": 1000, "remaining": 1000, "reset_after": 0,
+                                        "max_concurrency": 1}}
+
+    async def _typing(self, parts: list[str], body: Any, request: web.Request) -> Any:
+        return None
+
+    async def _get_channel(self, parts: list[str], body: Any, request: web.Request) -> Any:
+        channel = self.channels.get(int(parts[1]))
+        if channel is None:
+            raise _DiscordError(404, "Unknown Channel", 10003)
+        return channel
+
+    async def _create_message(self, parts: list[str], body: Any, request: web.Request) -> Any:
+        channel_id = int(parts[1])
+        extra: dict[str, Any] = {}
+        if body.get("message_reference"):
+            extra["message_reference"] = body["message_reference"]
+        payload = self._message_payload(channel_id, self.bot_user, body.get("content") or "", **extra)
+        message = FakeMessage(payload, history=[payload["content"]])
+        message.payload["allowed_mentions"] = body.get("allowed_mentions")
+        self.messages[message.id] = message
+        return payload
+
+    async def _edit_message(self, parts: list[str], body: Any, request: web.Request) -> Any:
+        message = self.messages.get(int(parts[3]))
+        if message is None:
+            raise _DiscordError(404, "Unknown Message", 10008)
+        return self._apply_edit(message, body)
+
+    async def _delete_message(self, parts: list[str], body: Any, request: web.Request) -> Any:
+        if self.messages.pop(int(parts[3]), None) is None:
+            raise _DiscordError(404, "Unknown Message", 10008)
+        return None
+
+    def _apply_edit(self, message: FakeMessage, body: dict[str, Any]) -> dict[str, Any]:
+        if "content" in body:
+            message.payload["content"] = body["content"] or ""
+            message.history.append(message.payload["content"])
+            message.edit_times.append(time.monotonic())
+        message.payload["edited_timestamp"] = _now_iso()
+        message.payload["allowed_mentions"] = body.get("allowed_mentions")
+        return message.payload
+
+    async def _create_thread(self, parts: list[str], body: Any, request: web.Request) -> Any:
+        # Discord gives a thread started from a message that message's id.
+        thread = self.add_thread(int(parts[1]), int(parts[3]), body.get("name", "thread"),
+                                 body.get("auto_archive_duration", 1440))
+        await self.dispatch("THREAD_CREATE", dict(thread, newly_created=True))
+        return thread
+
+    def add_thread(self, parent_id: int, thread_id: int, name: str = "thread",
+                   auto_archive_duration: int = 1440) -> dict[str, Any]:
+        """A thread Discord knows; without a THREAD_CREATE the bot learns of it only by fetching it."""
+        thread = {
+            "id": str(thread_id),
+            "type": PUBLIC_THREAD, "guild_id": str(self.guild_id), "parent_id": str(parent_id),
+            "owner_id": str(BOT_USER_ID), "name": name, "last_message_id": None,
+            "message_count": 0, "member_count": 1, "rate_limit_per_user": 0, "flags": 0,
+            "thread_metadata": {"archived": False, "locked": False, "archive_timestamp": _now_iso(),
+                                "auto_archive_duration": auto_archive_duration},
+        }
+        self.channels[thread_id] = thread
+        return thread
+
+    async def _sync_commands(self, parts: list[str], body: Any, request: web.Request) -> Any:
+        commands = [dict(c, id=str(self.snowflake()), application_id=str(APPLICATION_ID), version="1")
+                    for c in body or []]
+        self.synced_commands["/" + "/".join(parts)] = commands
+        return commands
+
+    def _interaction(self, token: str) -> FakeInteraction:
+        interaction = self.interactions.get(token)
+        if interaction is None:
+            raise _DiscordError(404, "Unknown interaction", 10062)
+        return interaction
+
+    async def _interaction_callback(self, parts: list[str], body: Any, request: web.Request) -> Any:
+        interaction = self._interaction(parts[2])
+        if interaction.callbacks:
+            raise _DiscordError(400, "Interaction has already been acknowledged.", 40060)
+        interaction.callbacks.append(body)
+        callback_type = body["type"]
+        response: dict[str, Any] = {"interaction": {"id": interaction.payload["id"], "type": 2}}
+        if callback_type in (CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE):
+            content = (body.get("data") or {}).get("content") or ""
+            payload = self._message_payload(int(interaction.payload["channel_id"]), self.bot_user, content,
+                                            interaction={"id": interaction.payload["id"], "type": 2,
+                                                         "name": interaction.payload["data"]["name"],
+                                                         "user": interaction.payload["member"]["user"]})
+            interaction.original = FakeMessage(payload, history=[content])
+            self.messages[interaction.original.id] = interaction.original
+            response["interaction"]["response_message_id"] = payload["id"]
+            response["interaction"]["response_message_loading"] = callback_type == DEFERRED_CHANNEL_MESSAGE
+            response["resource"] = {"type": callback_type, "message": payload}
+        else:
+            response["resource"] = {"type": callback_type}
+        return response
+
+    async def _create_followup(self, parts: list[str], body: Any, request: web.Request) -> Any:
+        interaction = self._interaction(parts[2])
+        payload = self._message_payload(int(interaction.payload["channel_id"]), self.bot_user,
+                                        body.get("content") or "")
+        message = FakeMessage(payload, history=[payload["content"]])
+        message.payload["allowed_mentions"] = body.get("allowed_mentions")
+        interaction.followups.append(message)
+        self.messages[message.id] = message
+        return payload
+
+    async def _edit_webhook_message(self, parts: list[str], body: Any, request: web.Request) -> Any:
+        interaction = self._interaction(parts[2])
+        if parts[4] == "@original":
+            if interaction.original is None:
+                raise _DiscordError(404, "Unknown Webhook", 10015)
+            return self._apply_edit(interaction.original, body)
+        message = self.messages.get(int(parts[4]))
+        if message is None:
+            raise _DiscordError(404, "Unknown Message", 10008)
+        return self._apply_edit(message, body)
