@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import redis.asyncio as aioredis
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
@@ -26,17 +23,10 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.job_client import JobClient
-from bot.slack_files import DEFAULT_FILE_HOSTS, FileRejected, SharedFile, download, too_large
+from bot.slack_files import FileRejected, SharedFile, download, too_large
 from bot.slack_permalinks import PermalinkStore
-from bot.slack_replies import (
-    SLACK_TEXT_LIMIT,
-    UPDATE_INTERVAL_S,
-    VIA_CHAT,
-    VIA_RESPONSE_URL,
-    ReplyRouter,
-    Route,
-    escape,
-)
+from bot.slack_replies import VIA_CHAT, VIA_RESPONSE_URL, ReplyRouter, Route, escape
+from bot.slack_settings import SlackSettings
 from core.scope import Scope
 from workers import keys
 from workers.protocol import Job, JobKind
@@ -44,7 +34,6 @@ from workers.protocol import Job, JobKind
 log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
-MODES = ("socket", "http")
 SLASH_COMMAND = "/phobos"
 # Subcommands of /phobos -> job kind, and whether the reply is shown to the whole channel.
 SUBCOMMANDS: dict[str, tuple[JobKind, bool]] = {
@@ -67,37 +56,6 @@ USAGE = (
 # Message subtypes that carry something a person said or shared; edits, deletions, joins, bot posts
 # (including the message_changed events our own chat.update calls cause) are ignored.
 HANDLED_MESSAGE_SUBTYPES = (None, "file_share", "thread_broadcast")
-
-
-@dataclass(frozen=True)
-class SlackSettings:
-    """Everything the Slack adapter is configured with; phobos/settings.py fills it from the environment."""
-
-    bot_token: str  # xoxb-...
-    app_token: str = ""  # xapp-..., Socket Mode only
-    signing_secret: str = ""  # HTTP mode only: verifies that requests come from Slack
-    mode: str = "socket"  # socket | http
-    http_host: str = "0.0.0.0"
-    http_port: int = 3000
-    http_path: str = "/slack/events"
-    max_file_mb: float = 50.0
-    file_hosts: tuple[str, ...] = DEFAULT_FILE_HOSTS  # the only hosts that ever see the bot token
-    file_url_schemes: tuple[str, ...] = ("https",)
-    api_url: str = AsyncWebClient.BASE_URL  # tests point this at a local fake Slack
-    update_interval_s: float = UPDATE_INTERVAL_S
-    message_limit: int = SLACK_TEXT_LIMIT
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"Slack mode must be one of {MODES}, not {self.mode!r}")
-        if self.mode == "socket" and not self.app_token:
-            raise ValueError("Socket Mode needs an app-level token (xapp-...)")
-        if self.mode == "http" and not self.signing_secret:
-            raise ValueError("HTTP mode needs the app's signing secret")
-
-    @property
-    def max_file_bytes(self) -> int:
-        return int(self.max_file_mb * 1_000_000)
 
 
 class SlackAdapter:
@@ -127,7 +85,8 @@ class SlackAdapter:
         await self.job_client.start_listening()
         self._router = ReplyRouter(self.job_client, self.client, self._http, self.permalinks,
                                    limit=self.settings.message_limit,
-                                   update_interval_s=self.settings.update_interval_s)
+                                   update_interval_s=self.settings.update_interval_s,
+                                   answer_timeout_s=self.settings.answer_timeout_s)
         self._router_task = asyncio.create_task(self._router.run())
         if self.settings.mode == "socket":
             self._socket = AsyncSocketModeHandler(self.app, self.settings.app_token, web_client=self.client)
@@ -273,18 +232,14 @@ class SlackAdapter:
         return SharedFile.from_event(info["file"])
 
 
-async def serve(settings: SlackSettings, redis_url: str, adapter_id: str = "") -> None:
-    """Run the Slack adapter until cancelled: the entry point for ``phobos slack``.
+def adapter_id() -> str:
+    """The reply stream's name, one per host (as for Discord); run one Slack adapter per host."""
+    return f"slack-{socket.gethostname()}"
 
-    ``adapter_id`` names this instance's reply stream; the default is unique per host and process, so
-    two adapters never read each other's replies.
-    """
-    adapter_id = adapter_id or f"slack-{socket.gethostname()}-{os.getpid()}"
-    redis = aioredis.from_url(redis_url)
-    try:
-        await SlackAdapter(settings, JobClient(redis, adapter_id)).serve_forever()
-    finally:
-        await redis.aclose()
+
+async def serve(settings: SlackSettings, jobs: JobClient) -> None:
+    """Run the Slack adapter until cancelled: the entry point for ``phobos slack``."""
+    await SlackAdapter(settings, jobs).serve_forever()
 
 
 def _team(body: Mapping[str, Any], event: Mapping[str, Any]) -> str:

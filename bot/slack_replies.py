@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 
 SLACK_TEXT_LIMIT = 3900  # chat.postMessage accepts 4,000 characters of text; leave room for fences
 UPDATE_INTERVAL_S = 1.0  # chat.update is rate limited (Tier 3); once a second per answer is safe
-GIVE_UP_AFTER_S = 15 * 60  # a job silent this long has lost its worker for good
 FINISHED_MEMORY = 2048  # job ids remembered as done, so a late duplicate event is not posted again
 
 VIA_CHAT = "chat"  # post and edit messages in the channel (or DM), in a thread when thread_ts is set
@@ -171,13 +170,14 @@ class ReplyRouter:
 
     def __init__(self, job_client: JobClient, client: AsyncWebClient, http: aiohttp.ClientSession,
                  permalinks: PermalinkStore, *, limit: int = SLACK_TEXT_LIMIT,
-                 update_interval_s: float = UPDATE_INTERVAL_S):
+                 update_interval_s: float = UPDATE_INTERVAL_S, answer_timeout_s: float = 30 * 60):
         self.job_client = job_client
         self.client = client
         self.http = http
         self.permalinks = permalinks
         self.limit = limit
         self.update_interval_s = update_interval_s
+        self.answer_timeout_s = answer_timeout_s  # a job silent this long has lost its worker for good
         self._inboxes: dict[str, asyncio.Queue[ReplyEvent]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._finished: OrderedDict[str, None] = OrderedDict()
@@ -211,7 +211,7 @@ class ReplyRouter:
                            update_interval_s=self.update_interval_s)
         silent_s = 0.0
         try:
-            while silent_s < GIVE_UP_AFTER_S:
+            while silent_s < self.answer_timeout_s:
                 try:
                     event = await asyncio.wait_for(inbox.get(), timeout=self.update_interval_s)
                 except TimeoutError:

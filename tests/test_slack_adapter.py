@@ -24,9 +24,10 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.job_client import JobClient
-from bot.slack_adapter import SLASH_COMMAND, SlackAdapter, SlackSettings
+from bot.slack_adapter import SLASH_COMMAND, SlackAdapter
 from bot.slack_permalinks import PermalinkStore
 from bot.slack_replies import VIA_CHAT, Route, SlackReply
+from bot.slack_settings import SlackSettings
 from tests.conftest import RedisServer, WorkerProcess
 from tests.fakes.fake_slack import BOT_ID, BOT_USER_ID, TEAM_ID, FakeSlack
 from tests.pdfs import FACT_PAGES, pdf_with_pages
