@@ -72,10 +72,16 @@ class SlackReply:
         self.limit = limit
         self.update_interval_s = update_interval_s
         self.answer = StreamedAnswer(self._render, min_interval_s=update_interval_s)
+        self._last_seq = 0
         self.posted: list[tuple[str, str]] = []  # (ts, text) of each message shown, in order
         self._status_shown_at = float("-inf")
 
     async def feed(self, event: ReplyEvent) -> None:
+        if 0 < event.seq <= self._last_seq:
+            # The job was redelivered to another worker, which numbers its events from 1 again: start the
+            # text over, in the same messages, so the answer is not shown twice.
+            self.answer = StreamedAnswer(self._render, min_interval_s=self.update_interval_s)
+        self._last_seq = event.seq
         if event.type in (ReplyType.QUEUED, ReplyType.PROGRESS):
             await self._show_status(event)
         else:

@@ -450,3 +450,26 @@ def test_streamed_text_is_posted_once_then_edited_at_most_once_per_interval(redi
             await fake.close()
 
     asyncio.run(scenario())
+
+
+def test_a_job_restarted_by_another_worker_streams_over_the_same_message(redis_url: str) -> None:
+    async def scenario() -> None:
+        fake = FakeSlack()
+        await fake.start()
+        redis = aioredis.from_url(redis_url)
+        try:
+            client = AsyncWebClient(token=BOT_TOKEN, base_url=fake.url)
+            route = Route(VIA_CHAT, CHANNEL, f"slack:{TEAM_ID}:{CHANNEL}", thread_ts="1700000011.000100")
+            async with aiohttp.ClientSession() as http:
+                reply = SlackReply(route, client, http, PermalinkStore(redis), update_interval_s=0)
+                await reply.feed(ReplyEvent("j3", ReplyType.DELTA, seq=1, text="The night "))
+                await reply.feed(ReplyEvent("j3", ReplyType.DELTA, seq=2, text="train "))
+                # The first worker died; the job's second delivery numbers its events from 1 again.
+                await reply.feed(ReplyEvent("j3", ReplyType.DELTA, seq=1, text="The night "))
+            [shown] = thread_messages(fake, CHANNEL, "1700000011.000100")
+            assert shown.strip() == "The night"  # not "The night train The night"
+        finally:
+            await redis.aclose()
+            await fake.close()
+
+    asyncio.run(scenario())
