@@ -15,6 +15,8 @@ from core.scope import Scope
 
 NO_DOCUMENTS_NOTE = ("No documents are shared in this conversation yet, so this answer does not come "
                      "from any file. Share a PDF here to ask about it.\n\n")
+EMPTY_ANSWER_REPLY = ("The model returned no text for this question. The passages it was given are listed "
+                      "below; try rephrasing or another model (/models).")
 NOT_COVERED_REPLY = ("The documents shared here don't seem to cover this. I searched: {files}. "
                      "Try rephrasing, or share a document that does.")
 
@@ -66,6 +68,9 @@ class RagEngine:
 
         hits = fit_sources(question, hits, history, generator, params.max_new_tokens)
         body = _collect(generator, rag_messages(question, hits, history), params, on_delta, cancel)
+        if not body:  # small models sometimes stop at once; never leave the user with an empty message
+            body = EMPTY_ANSWER_REPLY
+            on_delta(body)
         return Answer(body, citations_for(body, hits), tuple(hits), grounded=True)
 
 

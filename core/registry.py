@@ -37,7 +37,9 @@ class ModelSpec:
     gated: bool = False
     base_url: str = ""  # openai backend: empty means the OpenAI API
     api_model: str = ""  # openai backend: the server's model name (defaults to ``name``)
-    min_gpu_memory_gb: float = 0.0  # auto choice: free GPU memory this entry needs
+    min_gpu_memory_gb: float = 0.0  # auto choice: free GPU memory this entry needs, generation included
+    auto_candidate: bool = False  # whether `auto` may pick this entry (see core.gpu.choose_auto_model)
+    stop_tokens: tuple[str, ...] = ()  # special tokens that end a turn besides the tokenizer's eos
     license: str = ""
     description: str = ""
 
@@ -84,5 +86,7 @@ def _read(path: Path) -> dict[str, ModelSpec]:
         unknown = set(entry) - allowed
         if unknown:
             raise ValueError(f"{path}: model {name!r} has unknown keys {sorted(unknown)}")
+        # TOML arrays arrive as lists; tuples keep the frozen spec hashable.
+        entry = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()}
         specs[name] = ModelSpec(name=name, **entry)
     return specs

@@ -1,0 +1,68 @@
+"""RagEngine with the real embedder and Redis store, and a scripted generator standing in for an LLM
+whose output we need to control (an empty answer, a specific citation)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+from core.generation import ChatMessage, GenerationParams
+from core.ingest import IngestLimits, ingest_pdf
+from core.rag import EMPTY_ANSWER_REPLY, NOT_COVERED_REPLY, RagEngine
+from core.scope import Scope
+from tests.pdfs import FACT_PAGES, pdf_with_pages
+from workers.store import RedisDocumentStore
+
+LIMITS = IngestLimits(max_bytes=10_000_000, max_pages=100, chunk_tokens=40, overlap_tokens=0)
+
+
+class ScriptedGenerator:
+    name = "scripted"
+    context_tokens = 4096
+
+    def __init__(self, reply: str):
+        self.reply = reply
+        self.prompts: list[list[ChatMessage]] = []
+
+    def count_tokens(self, messages: list[ChatMessage]) -> int:
+        return sum(len(m.content.split()) for m in messages)
+
+    def stream(self, messages: list[ChatMessage], params: GenerationParams,
+               cancel: threading.Event | None = None) -> Iterator[str]:
+        self.prompts.append(messages)
+        yield from self.reply.split(" ") if self.reply else []
+
+    def close(self) -> None:
+        pass
+
+
+def engine_with_facts(redis_client, embedder, min_relevance: float = 0.0) -> tuple[RagEngine, Scope]:
+    store = RedisDocumentStore(redis_client)
+    scope = Scope("test", "w", "rag")
+    ingest_pdf(pdf_with_pages(FACT_PAGES), "facts.pdf", scope.key, embedder, store, LIMITS)
+    return RagEngine(embedder, store, top_k=3, min_relevance=min_relevance), scope
+
+
+def test_citations_follow_the_numbers_the_answer_uses(redis_client, embedder) -> None:
+    engine, scope = engine_with_facts(redis_client, embedder)
+    generator = ScriptedGenerator("It is turquoise [1].")
+    answer = engine.answer("What colour is the crater lake?", scope, generator, GenerationParams(), lambda t: None)
+    assert len(answer.citations) == 1 and 3 in answer.citations[0].pages
+    assert "[1] (facts.pdf" in generator.prompts[0][-1].content  # sources are numbered with file and page
+
+
+def test_an_empty_model_answer_is_replaced_by_a_clear_note(redis_client, embedder) -> None:
+    engine, scope = engine_with_facts(redis_client, embedder)
+    streamed: list[str] = []
+    answer = engine.answer("What colour is the crater lake?", scope, ScriptedGenerator(""), GenerationParams(),
+                           streamed.append)
+    assert answer.text == EMPTY_ANSWER_REPLY and "".join(streamed) == EMPTY_ANSWER_REPLY
+    assert answer.citations  # the passages it was given are still cited
+
+
+def test_nothing_relevant_says_the_documents_do_not_cover_it(redis_client, embedder) -> None:
+    engine, scope = engine_with_facts(redis_client, embedder, min_relevance=0.99)
+    generator = ScriptedGenerator("should not be asked")
+    answer = engine.answer("What colour is the crater lake?", scope, generator, GenerationParams(), lambda t: None)
+    assert answer.text == NOT_COVERED_REPLY.format(files="facts.pdf")
+    assert not answer.grounded and not generator.prompts
