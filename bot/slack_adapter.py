@@ -1,0 +1,253 @@
+"""The Slack adapter: Slack events and /phobos become jobs; reply events become Slack messages.
+
+It only translates. A mention, a DM or a slash command becomes a :class:`Job` whose id comes from the
+Slack message (so a retried event is the same job); a shared PDF is downloaded here, with the bot
+token, and handed to the workers as bytes. Replies come back on this adapter's stream and are shown by
+:class:`bot.slack_replies.ReplyRouter`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.job_client import JobClient
+from bot.slack_files import FileRejected, SharedFile, download, too_large
+from bot.slack_permalinks import PermalinkStore
+from bot.slack_replies import VIA_CHAT, VIA_RESPONSE_URL, ReplyRouter, Route, escape
+from bot.slack_settings import SlackSettings
+from core.scope import Scope
+from workers import keys
+from workers.protocol import Job, JobKind
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "slack"
+SLASH_COMMAND = "/phobos"
+# Subcommands of /phobos -> job kind, and whether the reply is shown to the whole channel.
+SUBCOMMANDS: dict[str, tuple[JobKind, bool]] = {
+    "ask": (JobKind.ASK, True),
+    "model": (JobKind.SET_MODEL, True),
+    "models": (JobKind.MODELS, False),
+    "docs": (JobKind.DOCS, False),
+    "forget": (JobKind.FORGET, True),
+    "status": (JobKind.STATUS, False),
+}
+USAGE = (
+    "*/phobos* answers from the PDFs shared in this channel.\n"
+    "• `/phobos ask QUESTION` (or just `/phobos QUESTION`)\n"
+    "• `/phobos model NAME`: the model this channel uses; `/phobos models` lists them\n"
+    "• `/phobos docs`: the documents I would search here\n"
+    "• `/phobos forget FILE` or `/phobos forget all`\n"
+    "• `/phobos status`: workers and queue\n"
+    "Or mention me with a question; share a PDF where I am a member and I index it."
+)
+# Message subtypes that carry something a person said or shared; edits, deletions, joins, bot posts
+# (including the message_changed events our own chat.update calls cause) are ignored.
+HANDLED_MESSAGE_SUBTYPES = (None, "file_share", "thread_broadcast")
+
+
+class SlackAdapter:
+    """A bolt AsyncApp whose listeners submit jobs, plus the router that shows the replies."""
+
+    def __init__(self, settings: SlackSettings, job_client: JobClient):
+        self.settings = settings
+        self.job_client = job_client
+        self.permalinks = PermalinkStore(job_client.redis)
+        self.client = AsyncWebClient(token=settings.bot_token, base_url=settings.api_url)
+        self.app = AsyncApp(client=self.client, signing_secret=settings.signing_secret, name="phobos")
+        self.app.event("app_mention")(self._on_mention)
+        self.app.event("message")(self._on_message)
+        self.app.command(SLASH_COMMAND)(self._on_command)
+        self.http_port: int | None = None  # the bound port in HTTP mode, once started
+        self._http: aiohttp.ClientSession | None = None
+        self._router: ReplyRouter | None = None
+        self._router_task: asyncio.Task[None] | None = None
+        self._runner: web.AppRunner | None = None
+        self._socket: AsyncSocketModeHandler | None = None
+
+    # ---- lifecycle
+
+    async def start(self) -> None:
+        """Listen for replies, then open the Socket Mode connection or the HTTP endpoint."""
+        self._http = aiohttp.ClientSession()
+        await self.job_client.start_listening()
+        self._router = ReplyRouter(self.job_client, self.client, self._http, self.permalinks,
+                                   limit=self.settings.message_limit,
+                                   update_interval_s=self.settings.update_interval_s,
+                                   answer_timeout_s=self.settings.answer_timeout_s)
+        self._router_task = asyncio.create_task(self._router.run())
+        if self.settings.mode == "socket":
+            self._socket = AsyncSocketModeHandler(self.app, self.settings.app_token, web_client=self.client)
+            await self._socket.connect_async()
+        else:
+            self._runner = web.AppRunner(self.app.web_app(path=self.settings.http_path))
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
+            await site.start()
+            self.http_port = self._runner.addresses[0][1]
+        log.info("Slack adapter up (%s mode)", self.settings.mode)
+
+    async def close(self) -> None:
+        if self._socket is not None:
+            await self._socket.close_async()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._router_task is not None:
+            self._router_task.cancel()
+            await asyncio.gather(self._router_task, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.close()
+
+    # ---- listeners
+
+    async def _on_mention(self, body: dict[str, Any], event: dict[str, Any],
+                          context: AsyncBoltContext) -> None:
+        """@Phobos in a channel or thread: index any PDFs on the message, then ask in the thread's scope."""
+        team, channel, ts = _team(body, event), event["channel"], event["ts"]
+        thread_ts = event.get("thread_ts")
+        scope = Scope(PLATFORM, team, channel, thread_ts)
+        answer_thread = thread_ts or ts  # a top-level mention is answered in a new thread under it
+        await self._ingest_files(event, scope, answer_thread)
+        question = _strip_mention(event.get("text", ""), context.bot_user_id)
+        if question:
+            await self._ask(f"slack:{team}:{channel}:{ts}", scope, event.get("user", ""), question,
+                            Route(VIA_CHAT, channel, scope.key, thread_ts=answer_thread))
+        elif not event.get("files"):
+            await self.client.chat_postMessage(channel=channel, thread_ts=answer_thread,
+                                               text="Ask me a question after the mention, or try `/phobos`.")
+
+    async def _on_message(self, body: dict[str, Any], event: dict[str, Any],
+                          context: AsyncBoltContext) -> None:
+        """Shared PDFs anywhere the bot is a member; in a DM, any message is also a question."""
+        if event.get("subtype") not in HANDLED_MESSAGE_SUBTYPES or event.get("bot_id"):
+            return
+        team, channel, ts = _team(body, event), event["channel"], event["ts"]
+        thread_ts = event.get("thread_ts")
+        scope = Scope(PLATFORM, team, channel, thread_ts)
+        is_dm = event.get("channel_type") == "im"
+        # A DM is answered where it was said; a file's status goes in a thread under the file.
+        await self._ingest_files(event, scope, thread_ts or ("" if is_dm else ts))
+        question = _strip_mention(event.get("text", ""), context.bot_user_id)
+        if is_dm and question:
+            await self._ask(f"slack:{team}:{channel}:{ts}", scope, event.get("user", ""), question,
+                            Route(VIA_CHAT, channel, scope.key, thread_ts=thread_ts or ""))
+
+    async def _on_command(self, ack: Any, command: dict[str, Any]) -> None:
+        """/phobos SUBCOMMAND ...: acked at once; the answer comes by response_url or in the channel."""
+        word, _, rest = command.get("text", "").strip().partition(" ")
+        name, rest = word.lower(), rest.strip()
+        if not word or name == "help" or (name == "model" and not rest):
+            await ack(text=USAGE)
+            return
+        if name not in SUBCOMMANDS:  # "/phobos what is X" asks
+            name, rest = "ask", command["text"].strip()
+        kind, is_public = SUBCOMMANDS[name]
+        if kind is JobKind.ASK and not rest:
+            await ack(text="Usage: `/phobos ask QUESTION`")
+            return
+        await ack()
+        team, channel, user = command["team_id"], command["channel_id"], command["user_id"]
+        scope = Scope(PLATFORM, team, channel)  # slash commands carry no thread
+        response_type = "in_channel" if is_public else "ephemeral"
+        if kind is JobKind.ASK:
+            # Stream the answer into the channel like a mention; response_url is the fallback where the
+            # bot is not a member.
+            route = Route(VIA_CHAT, channel, scope.key, response_url=command["response_url"],
+                          response_type=response_type, header=f"<@{user}> asked: _{escape(rest)}_")
+        else:
+            route = Route(VIA_RESPONSE_URL, channel, scope.key, response_url=command["response_url"],
+                          response_type=response_type)
+        job = Job(id=f"slack:{team}:{channel}:cmd:{command['trigger_id']}", kind=kind, scope=scope, user=user,
+                  reply_to=self.job_client.reply_stream, text=rest, meta=route.to_meta())
+        await self.job_client.submit(job)
+
+    # ---- jobs
+
+    async def _ask(self, job_id: str, scope: Scope, user: str, question: str, route: Route) -> None:
+        job = Job(id=job_id, kind=JobKind.ASK, scope=scope, user=user, reply_to=self.job_client.reply_stream,
+                  text=question, meta=route.to_meta())
+        await self.job_client.submit(job)
+
+    async def _ingest_files(self, event: Mapping[str, Any], scope: Scope, status_thread: str) -> None:
+        """Download each PDF on the message and submit it for indexing in ``scope``."""
+        channel, ts = event["channel"], event["ts"]
+        for raw in event.get("files") or []:
+            shared = await self._file_details(raw)
+            if shared is None or not shared.is_pdf:
+                continue  # images, docs, ... are not ours to index
+            job_id = f"slack:{scope.workspace}:{channel}:{ts}:file:{shared.id}"
+            # A retried event would download the same file again only to be dropped by submit().
+            if await self.job_client.redis.exists(keys.JOB_SEEN_PREFIX + job_id):
+                continue
+            route = Route(VIA_CHAT, channel, scope.key, thread_ts=status_thread, file_name=shared.name)
+            try:
+                if shared.size > self.settings.max_file_bytes:
+                    raise FileRejected(too_large(self.settings.max_file_bytes))
+                assert self._http is not None, "start() the adapter first"
+                blob = await download(self._http, shared.url, self.settings.bot_token,
+                                      max_bytes=self.settings.max_file_bytes, hosts=self.settings.file_hosts,
+                                      schemes=self.settings.file_url_schemes)
+            except (FileRejected, aiohttp.ClientError, TimeoutError) as exc:
+                reason = str(exc) if isinstance(exc, FileRejected) else "The download from Slack failed."
+                text = f":warning: *{escape(shared.name)}*: {escape(reason)}"
+                await self.client.chat_postMessage(channel=channel, thread_ts=status_thread or None,
+                                                   text=text)
+                continue
+            await self.permalinks.remember(scope, shared.name, shared.permalink)
+            job = Job(id=job_id, kind=JobKind.INGEST, scope=scope, user=event.get("user", ""),
+                      reply_to=self.job_client.reply_stream, file_name=shared.name,
+                      blob_key=keys.BLOB_PREFIX + job_id, meta=route.to_meta())
+            await self.job_client.submit(job, blob=blob)
+
+    async def _file_details(self, raw: Mapping[str, Any]) -> SharedFile | None:
+        """The file as the event describes it, or from files.info when the event gives only its id."""
+        if raw.get("url_private") or raw.get("url_private_download"):
+            return SharedFile.from_event(raw)
+        if not raw.get("id"):
+            return None
+        try:
+            info = await self.client.files_info(file=str(raw["id"]))
+        except SlackApiError as exc:
+            log.warning("files.info %s failed: %s", raw.get("id"), exc.response.get("error"))
+            return None
+        return SharedFile.from_event(info["file"])
+
+
+def adapter_id() -> str:
+    """The reply stream's name, one per host (as for Discord); run one Slack adapter per host."""
+    return f"slack-{socket.gethostname()}"
+
+
+async def serve(settings: SlackSettings, jobs: JobClient) -> None:
+    """Run the Slack adapter until cancelled: the entry point for ``phobos slack``."""
+    await SlackAdapter(settings, jobs).serve_forever()
+
+
+def _team(body: Mapping[str, Any], event: Mapping[str, Any]) -> str:
+    return str(body.get("team_id") or event.get("team") or "unknown")
+
+
+def _strip_mention(text: str, bot_user_id: str | None) -> str:
+    """The question without the bot's own @-mention (``<@U123>`` or ``<@U123|phobos>``)."""
+    if bot_user_id:
+        text = re.sub(rf"<@{re.escape(bot_user_id)}(\|[^>]*)?>", " ", text)
+    return " ".join(text.split())

@@ -1,0 +1,44 @@
+"""What the Slack adapter is told: tokens, mode, file download limits, how it streams answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.slack_files import DEFAULT_FILE_HOSTS
+from bot.slack_replies import SLACK_TEXT_LIMIT, UPDATE_INTERVAL_S
+
+MODES = ("socket", "http")
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    """Everything the Slack adapter is configured with; phobos/settings.py fills it from the environment."""
+
+    bot_token: str  # xoxb-...
+    app_token: str = ""  # xapp-..., Socket Mode only
+    signing_secret: str = ""  # HTTP mode only: verifies that requests come from Slack
+    mode: str = "socket"  # socket | http
+    http_host: str = "0.0.0.0"
+    http_port: int = 3000
+    http_path: str = "/slack/events"
+    max_file_mb: float = 50.0
+    file_hosts: tuple[str, ...] = DEFAULT_FILE_HOSTS  # the only hosts that ever see the bot token
+    file_url_schemes: tuple[str, ...] = ("https",)
+    api_url: str = AsyncWebClient.BASE_URL  # tests point this at a local fake Slack
+    update_interval_s: float = UPDATE_INTERVAL_S  # at most one chat.update per answer per this long
+    message_limit: int = SLACK_TEXT_LIMIT
+    answer_timeout_s: float = 30 * 60  # stop following a job whose worker has been silent this long
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"Slack mode must be one of {MODES}, not {self.mode!r}")
+        if self.mode == "socket" and not self.app_token:
+            raise ValueError("Socket Mode needs an app-level token (xapp-...)")
+        if self.mode == "http" and not self.signing_secret:
+            raise ValueError("HTTP mode needs the app's signing secret")
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1_000_000)
