@@ -19,6 +19,8 @@ def configured_adapters(settings: Settings) -> list[str]:
     found = []
     if settings.discord_token:
         found.append("discord")
+    if settings.slack_bot_token:
+        found.append("slack")
     return found
 
 
@@ -47,6 +49,39 @@ def run_discord(settings: Settings, redis_url: str) -> None:
         client = aioredis.Redis.from_url(redis_url)
         try:
             await serve(discord_settings, JobClient(client, adapter_id()))
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+def run_slack(settings: Settings, redis_url: str) -> None:
+    from bot.slack_adapter import adapter_id, serve
+    from bot.slack_settings import SlackSettings
+
+    if not settings.slack_bot_token:
+        raise SystemExit("Set SLACK_BOT_TOKEN first (docs/slack.md).")
+    try:
+        slack_settings = SlackSettings(
+            bot_token=settings.slack_bot_token,
+            app_token=settings.slack_app_token,
+            signing_secret=settings.slack_signing_secret,
+            mode=settings.slack_mode,
+            http_host=settings.slack_http_host,
+            http_port=settings.slack_http_port,
+            http_path=settings.slack_http_path,
+            max_file_mb=settings.slack_max_file_mb,
+            file_hosts=tuple(h.strip() for h in settings.slack_file_hosts.split(",") if h.strip()),
+            update_interval_s=settings.slack_update_interval_s,
+            answer_timeout_s=settings.answer_timeout_s,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"{exc} (docs/slack.md)") from exc
+
+    async def main() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            await serve(slack_settings, JobClient(client, adapter_id()))
         finally:
             await client.aclose()
 

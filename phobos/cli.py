@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     settings = Settings()
-    default_level = "INFO" if args.func in (cmd_up, cmd_worker) else "WARNING"
+    default_level = "INFO" if args.func in (cmd_up, cmd_worker, cmd_discord, cmd_slack) else "WARNING"
     logging.basicConfig(level=(settings.log_level or default_level).upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
 
     discord_cmd = sub.add_parser("discord", help="run the Discord adapter (needs DISCORD_TOKEN)")
     discord_cmd.set_defaults(func=cmd_discord)
+
+    slack_cmd = sub.add_parser("slack", help="run the Slack adapter (needs SLACK_BOT_TOKEN; docs/slack.md)")
+    slack_cmd.set_defaults(func=cmd_slack)
 
     ingest = sub.add_parser("ingest", help="index PDF files into a scope")
     ingest.add_argument("files", nargs="+", type=Path)
@@ -116,6 +119,14 @@ def cmd_discord(args: argparse.Namespace, settings: Settings) -> int:
 
     with runtime.redis_url(settings) as url:
         run_discord(settings, url)
+    return 0
+
+
+def cmd_slack(args: argparse.Namespace, settings: Settings) -> int:
+    from phobos.adapters import run_slack
+
+    with runtime.redis_url(settings) as url:
+        run_slack(settings, url)
     return 0
 
 

@@ -78,6 +78,22 @@ class Settings(BaseSettings):
     discord_edit_interval_s: float = Field(1.0, validation_alias=_env("PHOBOS_DISCORD_EDIT_INTERVAL_S"))
     discord_sync_commands: bool = Field(True, validation_alias=_env("PHOBOS_DISCORD_SYNC_COMMANDS"))
 
+    # --- Slack (docs/slack.md); the adapter runs when SLACK_BOT_TOKEN is set ---
+    slack_bot_token: str = Field("", validation_alias=_env("SLACK_BOT_TOKEN"))
+    # App-level token (xapp-..., scope connections:write): Socket Mode only.
+    slack_app_token: str = Field("", validation_alias=_env("SLACK_APP_TOKEN"))
+    # HTTP mode only: verifies that requests come from Slack.
+    slack_signing_secret: str = Field("", validation_alias=_env("SLACK_SIGNING_SECRET"))
+    slack_mode: str = Field("socket", validation_alias=_env("PHOBOS_SLACK_MODE"))  # socket | http
+    slack_http_host: str = Field("0.0.0.0", validation_alias=_env("PHOBOS_SLACK_HTTP_HOST"))
+    slack_http_port: int = Field(3000, validation_alias=_env("PHOBOS_SLACK_HTTP_PORT"))
+    slack_http_path: str = Field("/slack/events", validation_alias=_env("PHOBOS_SLACK_HTTP_PATH"))
+    slack_max_file_mb: float = Field(50.0, validation_alias=_env("PHOBOS_SLACK_MAX_FILE_MB"))
+    # Comma-separated: the only hosts that receive the bot token when a shared file is downloaded.
+    slack_file_hosts: str = Field("files.slack.com", validation_alias=_env("PHOBOS_SLACK_FILE_HOSTS"))
+    # At most one chat.update per answer per this many seconds while it streams.
+    slack_update_interval_s: float = Field(1.0, validation_alias=_env("PHOBOS_SLACK_UPDATE_INTERVAL_S"))
+
     # --- logging ---
     # Empty: INFO for long-running commands (up, worker), WARNING for one-shot ones (ingest, search, ...).
     log_level: str = Field("", validation_alias=_env("PHOBOS_LOG_LEVEL"))
