@@ -102,8 +102,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         registry = runtime.load_registry(settings)
         embedder = runtime.load_embedder(settings)
         generators = runtime.load_generators(settings, registry, names)
-        config = WorkerConfig(default_model=settings.default_model, ingest_limits=runtime.ingest_limits(settings),
-                              heartbeat_ttl_s=settings.heartbeat_ttl_s)
+        config = WorkerConfig(default_model=settings.default_model,
+                              ingest_limits=runtime.ingest_limits(settings), heartbeat_ttl_s=settings.heartbeat_ttl_s, worker_id=settings.worker_id,
+                              reclaim_idle_s=settings.reclaim_idle_s, max_deliveries=settings.max_deliveries,
+                              generation_timeout_s=settings.generation_timeout_s,
+                              shutdown_grace_s=settings.shutdown_grace_s)
         worker = Worker(client, embedder, generators, registry, config, top_k=settings.top_k,
                         min_relevance=settings.min_relevance)
         worker.install_signal_handlers()
@@ -185,7 +188,8 @@ def _wait_for_worker(client: redis.Redis, worker: subprocess.Popen[bytes], start
 async def _console(url: str, settings: Settings) -> None:
     client = aioredis.Redis.from_url(url)
     try:
-        jobs = JobClient(client, adapter_id=f"console-{uuid.uuid4().hex[:8]}")
+        jobs = JobClient(client, adapter_id=f"console-{uuid.uuid4().hex[:8]}",
+                         limits=runtime.admission_limits(settings), job_deadline_s=settings.job_deadline_s)
         await ConsoleAdapter(jobs, user=os.environ.get("USER", "console-user"),
                              answer_timeout_s=settings.answer_timeout_s).run()
         await client.delete(jobs.reply_stream)
@@ -273,7 +277,8 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _ask(url: str, scope: Scope, args: argparse.Namespace, settings: Settings) -> int:
     client = aioredis.Redis.from_url(url)
-    jobs = JobClient(client, adapter_id=f"cli-{uuid.uuid4().hex[:8]}")
+    jobs = JobClient(client, adapter_id=f"cli-{uuid.uuid4().hex[:8]}", limits=runtime.admission_limits(settings),
+                     job_deadline_s=settings.job_deadline_s)
     job = Job(id=f"cli:{uuid.uuid4().hex}", kind=JobKind.ASK, scope=scope, user="cli",
               reply_to=jobs.reply_stream, text=args.question, model=args.model)
     first_token_at: list[float] = []
