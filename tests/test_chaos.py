@@ -53,9 +53,9 @@ class Cluster:
         self.redis = RedisServer(tmp_path)
         self.redis.start()
         self.client = self.redis.client()
-        self.env = phobos_env(self.redis.url, PHOBOS_MODELS_FILE=str(models_file(tmp_path, delay_s)),
-                              PHOBOS_DEFAULT_MODEL=MODEL, PHOBOS_LAZY_EMBEDDER="true",
-                              PHOBOS_RECLAIM_IDLE_S="1.0", PHOBOS_MAX_DELIVERIES="3", **env)
+        settings = {"PHOBOS_MODELS_FILE": str(models_file(tmp_path, delay_s)), "PHOBOS_DEFAULT_MODEL": MODEL,
+                    "PHOBOS_LAZY_EMBEDDER": "true", "PHOBOS_RECLAIM_IDLE_S": "1.0", "PHOBOS_MAX_DELIVERIES": "3"}
+        self.env = phobos_env(self.redis.url, **{**settings, **env})
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.logs: list[Path] = []
         self.proc_logs: dict[int, Path] = {}  # pid -> its log
