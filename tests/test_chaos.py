@@ -41,7 +41,8 @@ DONE_LINE = re.compile(r"job (\S+) \(\w+\) done in")
 def models_file(tmp_path: Path, delay_s: float) -> Path:
     path = tmp_path / "models.toml"
     path.write_text(f'[models.{MODEL}]\nbackend = "echo"\ncontext_tokens = 100000\nmax_new_tokens = 256\n'
-                    f'weights = "delay_s={delay_s};test_crash_marker={POISON};test_hang_marker=HANG-FOREVER"\n')
+                    f'weights = "delay_s={delay_s};test_crash_marker={POISON};'
+                    f'test_hang_marker=HANG-FOREVER"\n')
     return path
 
 
@@ -53,8 +54,8 @@ class Cluster:
         self.redis = RedisServer(tmp_path)
         self.redis.start()
         self.client = self.redis.client()
-        settings = {"PHOBOS_MODELS_FILE": str(models_file(tmp_path, delay_s)), "PHOBOS_DEFAULT_MODEL": MODEL,
-                    "PHOBOS_LAZY_EMBEDDER": "true", "PHOBOS_RECLAIM_IDLE_S": "1.0", "PHOBOS_MAX_DELIVERIES": "3"}
+        settings = {"PHOBOS_MODELS_FILE": str(models_file(tmp_path, delay_s)),
+                    "PHOBOS_DEFAULT_MODEL": MODEL, "PHOBOS_LAZY_EMBEDDER": "true", "PHOBOS_RECLAIM_IDLE_S": "1.0", "PHOBOS_MAX_DELIVERIES": "3"}
         self.env = phobos_env(self.redis.url, **{**settings, **env})
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.logs: list[Path] = []
@@ -174,7 +175,7 @@ def terminal_counts(client: redis.Redis, stream: str) -> Counter[str]:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def test_200_questions_survive_20_worker_kills(cluster_factory) -> None:

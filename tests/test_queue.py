@@ -48,7 +48,7 @@ def test_position_and_limits(redis_server, redis_client) -> None:
                                                                                     job(10, user="c")], limits)
     assert [r.status for r in results] == ["queued"] * 3 + ["rate_limited", "queued", "queue_full"]
     assert [r.position for r in results[:3]] == [1, 2, 3] and results[4].position == 4
-    assert "You are #3 in the queue." == results[2].message()
+    assert results[2].message() == "You are #3 in the queue."
     events = replies(redis_client)
     assert [e.type for e in events] == [ReplyType.QUEUED] * 3 + [ReplyType.ERROR, ReplyType.QUEUED, ReplyType.ERROR]
     assert "asking faster" in events[3].text and "too busy" in events[5].text
