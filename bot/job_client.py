@@ -8,6 +8,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -38,7 +39,7 @@ class JobClient:
         self.reply_stream = keys.reply_stream(adapter_id)
         self.limits = limits or AdmissionLimits()
         self.job_deadline_s = job_deadline_s
-        self._last_reply_id = "$"
+        self._last_reply_id: bytes | str = "$"
         self._finished: OrderedDict[str, None] = OrderedDict()
 
     async def submit(self, job: Job, blob: bytes | None = None) -> SubmitResult:
@@ -47,9 +48,10 @@ class JobClient:
         """
         if job.deadline_at is None and self.job_deadline_s:
             job = dataclasses.replace(job, deadline_at=time.time() + self.job_deadline_s)
+        blob_key = keys.BLOB_PREFIX + job.id
         if blob is not None:
-            job = dataclasses.replace(job, blob_key=keys.BLOB_PREFIX + job.id)
-            await self.redis.set(job.blob_key, blob, ex=keys.BLOB_TTL_S)
+            job = dataclasses.replace(job, blob_key=blob_key)
+            await self.redis.set(blob_key, blob, ex=keys.BLOB_TTL_S)
         result = await admit(self.redis, job, self.limits)
         if result.is_queued:
             await self._tell(job, ReplyType.QUEUED, result.message(), position=result.position)
@@ -59,7 +61,7 @@ class JobClient:
         else:
             log.info("job %s already submitted; ignoring the redelivered event", job.id)
         if blob is not None and not result.is_queued and result.status != "duplicate":
-            await self.redis.delete(job.blob_key)  # type: ignore[arg-type]
+            await self.redis.delete(blob_key)
         return result
 
     async def _tell(self, job: Job, event_type: ReplyType, text: str, position: int | None = None) -> None:
@@ -70,7 +72,7 @@ class JobClient:
     async def start_listening(self) -> None:
         """Remember the reply stream's current end, so replies to jobs submitted after this are seen."""
         last = await self.redis.xrevrange(self.reply_stream, count=1)
-        self._last_reply_id = last[0][0] if last else "0-0"
+        self._last_reply_id = (last[0][0] or "0-0") if last else "0-0"
 
     async def replies(self, block_ms: int = 1000) -> AsyncIterator[ReplyEvent]:
         """Yield reply events for this adapter, forever. Call :meth:`start_listening` before submitting.
@@ -83,7 +85,7 @@ class JobClient:
             try:
                 if self._last_reply_id == "$":
                     await self.start_listening()
-                batches = await self.redis.xread({self.reply_stream: self._last_reply_id}, block=block_ms)
+                batches: Any = await self.redis.xread({self.reply_stream: self._last_reply_id}, block=block_ms)
                 failures = 0
             except REDIS_DOWN as exc:
                 wait_s = RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)]
@@ -128,7 +130,7 @@ async def run_job(client: JobClient, job: Job, blob: bytes | None = None,
     :meth:`JobClient.replies` to many jobs at once.
     """
     await client.start_listening()
-    if (await client.submit(job, blob)).status == "duplicate":
+    if not await client.submit(job, blob):
         raise DuplicateJobError(job.id)
     async with asyncio.timeout(timeout_s):
         async for event in client.replies():

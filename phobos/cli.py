@@ -108,7 +108,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         embedder = runtime.load_embedder(settings)
         generators = runtime.load_generators(settings, registry, names)
         config = WorkerConfig(default_model=settings.default_model,
-                              ingest_limits=runtime.ingest_limits(settings), heartbeat_ttl_s=settings.heartbeat_ttl_s, worker_id=settings.worker_id,
+                              ingest_limits=runtime.ingest_limits(settings), heartbeat_ttl_s=settings.heartbeat_ttl_s,
+                              worker_id=settings.worker_id,
                               reclaim_idle_s=settings.reclaim_idle_s, max_deliveries=settings.max_deliveries,
                               generation_timeout_s=settings.generation_timeout_s,
                               shutdown_grace_s=settings.shutdown_grace_s)

@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
+from typing import cast
 
 import numpy as np
 import redis
@@ -55,7 +56,8 @@ def connect(url: str) -> redis.Redis:
 def load_embedder(settings: Settings) -> Embedder:
     quiet_offline_libraries()
     if settings.lazy_embedder:
-        return LazyEmbedder(settings.embedder)
+        # Its read-only properties stand in for the protocol's plain attributes.
+        return cast(Embedder, LazyEmbedder(settings.embedder))
     return SentenceTransformerEmbedder(settings.embedder)
 
 
@@ -63,19 +65,15 @@ class LazyEmbedder:
     """Loads the sentence-transformers model at first use: a worker that never embeds starts at once."""
 
     def __init__(self, location: str):
-        self.location = location
+        self.name = location
         self._loaded: SentenceTransformerEmbedder | None = None
         self._lock = threading.Lock()
 
     def _model(self) -> SentenceTransformerEmbedder:
         with self._lock:
             if self._loaded is None:
-                self._loaded = SentenceTransformerEmbedder(self.location)
+                self._loaded = SentenceTransformerEmbedder(self.name)
             return self._loaded
-
-    @property
-    def name(self) -> str:
-        return self.location
 
     @property
     def dim(self) -> int:

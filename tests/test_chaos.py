@@ -55,7 +55,8 @@ class Cluster:
         self.redis.start()
         self.client = self.redis.client()
         settings = {"PHOBOS_MODELS_FILE": str(models_file(tmp_path, delay_s)),
-                    "PHOBOS_DEFAULT_MODEL": MODEL, "PHOBOS_LAZY_EMBEDDER": "true", "PHOBOS_RECLAIM_IDLE_S": "1.0", "PHOBOS_MAX_DELIVERIES": "3"}
+                    "PHOBOS_DEFAULT_MODEL": MODEL, "PHOBOS_LAZY_EMBEDDER": "true", "PHOBOS_RECLAIM_IDLE_S": "1.0",
+                    "PHOBOS_MAX_DELIVERIES": "3"}
         self.env = phobos_env(self.redis.url, **{**settings, **env})
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.logs: list[Path] = []

@@ -47,7 +47,7 @@ def test_position_and_limits(redis_server, redis_client) -> None:
     results = submit_all(redis_server.url, [job(n, user="a") for n in range(4)] + [job(9, user="b"),
                                                                                     job(10, user="c")], limits)
     assert [r.status for r in results] == ["queued"] * 3 + ["rate_limited", "queued", "queue_full"]
-    assert [r.position for r in results[:3]] == [1, 2, 3] and results[4].position == 4
+    assert [r.position for r in results[:3]] == [0, 1, 2] and results[4].position == 3
     assert results[2].message() == "You are #3 in the queue."
     events = replies(redis_client)
     assert [e.type for e in events] == [ReplyType.QUEUED] * 3 + [ReplyType.ERROR, ReplyType.QUEUED, ReplyType.ERROR]

@@ -96,7 +96,7 @@ async def admit(client: aioredis.Redis, job: Job, limits: AdmissionLimits) -> Su
     per_ms = limits.rate_per_min / 60_000
     burst = limits.rate_burst if per_ms > 0 else 0
     bucket_ttl_ms = int(burst / per_ms) + 1000 if burst else 1000
-    status, value = await client.eval(  # type: ignore[misc]
+    status, value = await client.eval(
         ADMIT_LUA, 5,
         keys.JOB_SEEN_PREFIX + job.id, keys.RATE_PREFIX + job.user, keys.QUEUE_DEPTH_KEY,
         keys.USER_QUEUED_PREFIX + job.user, keys.JOBS_STREAM,

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -53,15 +54,16 @@ def dead_record(job_json: str, entry_id: str, deliveries: int, reason: str) -> s
 
 
 def list_dead(client: redis.Redis, count: int = 100) -> list[DeadJob]:
-    return [DeadJob.from_entry(i, f) for i, f in client.xrange(keys.DEAD_STREAM, count=count)]  # type: ignore[union-attr]
+    entries: Any = client.xrange(keys.DEAD_STREAM, count=count)
+    return [DeadJob.from_entry(i, f) for i, f in entries]
 
 
 def retry(client: redis.Redis, dead_id: str) -> str | None:
     """Queue a dead job again under a new id (no rate limit); returns that id, None if not found."""
-    entries = client.xrange(keys.DEAD_STREAM, min=dead_id, max=dead_id)
+    entries: Any = client.xrange(keys.DEAD_STREAM, min=dead_id, max=dead_id)
     if not entries:
         return None
-    dead = DeadJob.from_entry(*entries[0])  # type: ignore[index]
+    dead = DeadJob.from_entry(*entries[0])
     job = dead.job()
     if job is None:
         return None

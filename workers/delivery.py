@@ -16,6 +16,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -126,14 +127,15 @@ class JobQueue:
                                          consumername=self.consumer)
         if not held:
             return None
-        entry_id = _text(held[0]["message_id"])
+        first: Any = held[0]
+        entry_id = _text(first["message_id"])
         # Claiming it again counts a delivery and resets its idle time, as a fresh read would.
-        claimed = self.redis.xclaim(self.stream, self.group, self.consumer, 0, [entry_id])
+        claimed: Any = self.redis.xclaim(self.stream, self.group, self.consumer, 0, [entry_id])
         return self._delivery(claimed)
 
     def _reclaim(self) -> Delivery | None:
-        reply = self.redis.xautoclaim(self.stream, self.group, self.consumer, self.reclaim_idle_ms,
-                                      start_id="0-0", count=1)
+        reply: Any = self.redis.xautoclaim(self.stream, self.group, self.consumer, self.reclaim_idle_ms,
+                                           start_id="0-0", count=1)
         claimed = reply[1] if reply and len(reply) > 1 else []
         delivery = self._delivery(claimed)
         if delivery is not None:
@@ -141,18 +143,19 @@ class JobQueue:
         return delivery
 
     def _read_new(self, block_ms: int) -> Delivery | None:
-        reply = self.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=1, block=block_ms)
+        reply: Any = self.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=1,
+                                           block=block_ms)
         if not reply:
             return None
-        return self._delivery(reply[0][1])  # type: ignore[index]
+        return self._delivery(reply[0][1])
 
-    def _delivery(self, entries: list) -> Delivery | None:  # type: ignore[type-arg]
+    def _delivery(self, entries: Any) -> Delivery | None:
         entries = [e for e in entries or [] if e and e[1] is not None]  # skip entries deleted while pending
         if not entries:
             return None
         entry_id, fields = entries[0]
         entry_id = _text(entry_id)
-        info = self.redis.xpending_range(self.stream, self.group, min=entry_id, max=entry_id, count=1)
+        info: Any = self.redis.xpending_range(self.stream, self.group, min=entry_id, max=entry_id, count=1)
         times = int(info[0]["times_delivered"]) if info else 1
         return Delivery(entry_id, fields, times)
 
@@ -175,7 +178,7 @@ class JobQueue:
         """
         stream_keys = [self.stream, reply_to or keys.reply_stream("nobody"), keys.QUEUE_DEPTH_KEY,
                        keys.USER_QUEUED_PREFIX + (user or ""), keys.DEAD_STREAM]
-        args = [self.group, self.consumer, delivery.entry_id, event_json, keys.REPLY_STREAM_MAXLEN,
+        args: list[str | int] = [self.group, self.consumer, delivery.entry_id, event_json, keys.REPLY_STREAM_MAXLEN,
                 dead_record, keys.DEAD_STREAM_MAXLEN]
         return bool(self._finish(keys=stream_keys, args=args))
 

@@ -12,6 +12,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -133,7 +134,7 @@ class Worker:
         finally:
             heartbeat.stop()
 
-    def _with_redis(self, call) -> None:  # type: ignore[no-untyped-def]
+    def _with_redis(self, call: Callable[[], None]) -> None:
         for attempt in range(len(RECONNECT_BACKOFF_S) * 10):
             try:
                 call()
