@@ -152,3 +152,22 @@ def test_an_expired_job_gets_a_clear_reply_and_a_slow_one_is_stopped(redis_clien
     assert finals["q:2"].type is ReplyType.ERROR and "took too long" in finals["q:2"].text
     assert finals["q:3"].type is ReplyType.FINAL and "question 3" in finals["q:3"].text
     assert redis_client.xpending(keys.JOBS_STREAM, keys.WORKER_GROUP)["pending"] == 0
+
+
+def test_a_retried_answer_replaces_the_streamed_text() -> None:
+    from bot.streaming import StreamedAnswer
+
+    shown: list[str] = []
+
+    async def render(text: str, is_final: bool) -> None:
+        shown.append(text)
+
+    async def run() -> str:
+        answer = StreamedAnswer(render, min_interval_s=0)
+        await answer.feed(ReplyEvent("j", ReplyType.DELTA, seq=1, text="half an ans", attempt=1))
+        await answer.feed(ReplyEvent("j", ReplyType.DELTA, seq=1, text="the whole ", attempt=2))
+        await answer.feed(ReplyEvent("j", ReplyType.DELTA, seq=2, text="answer", attempt=2))
+        return answer.text
+
+    assert asyncio.run(run()) == "the whole answer"
+    assert shown[-1] == "the whole answer"

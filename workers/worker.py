@@ -294,7 +294,8 @@ class Worker:
 
     def _status(self, job: Job, publisher: ReplyPublisher) -> None:
         workers = live_workers(self.redis)
-        depth = self.redis.xlen(keys.JOBS_STREAM)
-        lines = [f"{len(workers)} worker(s) live; {depth} job(s) in the stream."]
+        depth = int(self.redis.get(keys.QUEUE_DEPTH_KEY) or 0)
+        dead = self.redis.xlen(keys.DEAD_STREAM)
+        lines = [f"{len(workers)} worker(s) live; {depth} job(s) queued or running; {dead} dead-lettered."]
         lines += [f"- {w.worker_id} on {w.host}: {', '.join(w.models)}" for w in workers]
         publisher.final("\n".join(lines))
