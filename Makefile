@@ -38,6 +38,7 @@ lint: install
 
 bench: install
 	$(PY) bench/startup_latency.py
+	$(PY) bench/queue_overhead.py
 
 clean:
 	rm -rf $(VENV) .phobos .pytest_cache .mypy_cache .ruff_cache

@@ -115,6 +115,8 @@ class _StreamView:
                 out._print("phobos> ", end="")
             self.streamed = True
             out._print(event.text, end="")
+        elif event.type is ReplyType.QUEUED and event.position:
+            out._print(f"  ... {event.text}")
         elif event.type is ReplyType.PROGRESS:
             out._print(f"  ... {event.text}: {event.done}/{event.total} pages")
         elif event.type is ReplyType.FINAL:

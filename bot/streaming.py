@@ -22,10 +22,15 @@ class StreamedAnswer:
         self._clock = clock
         self._last_render_at: float | None = None
         self.text = ""
+        self._attempt = 1
         self.final: ReplyEvent | None = None
         self._shown = ""
 
     async def feed(self, event: ReplyEvent) -> None:
+        if event.attempt > self._attempt:
+            # A worker died mid-answer and another started over: replace the text, do not append to it.
+            self._attempt = event.attempt
+            self.text = ""
         if event.type is ReplyType.DELTA:
             self.text += event.text
             now = self._clock()

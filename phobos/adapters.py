@@ -7,6 +7,7 @@ import asyncio
 import redis.asyncio as aioredis
 
 from bot.job_client import JobClient
+from phobos import runtime
 from phobos.settings import Settings
 
 
@@ -48,7 +49,9 @@ def run_discord(settings: Settings, redis_url: str) -> None:
     async def main() -> None:
         client = aioredis.Redis.from_url(redis_url)
         try:
-            await serve(discord_settings, JobClient(client, adapter_id()))
+            jobs = JobClient(client, adapter_id(), limits=runtime.admission_limits(settings),
+                             job_deadline_s=settings.job_deadline_s)
+            await serve(discord_settings, jobs)
         finally:
             await client.aclose()
 

@@ -91,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="Redis, workers, queue depth")
     status.set_defaults(func=cmd_status)
+
+    dlq = sub.add_parser("dlq", help="jobs that failed too often: list, retry or drop them")
+    dlq.add_argument("action", choices=["list", "retry", "drop"])
+    dlq.add_argument("ids", nargs="*", help="dead-letter entry ids (retry, drop); 'all' for every one")
+    dlq.set_defaults(func=cmd_dlq)
     return parser
 
 
@@ -105,8 +110,12 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         registry = runtime.load_registry(settings)
         embedder = runtime.load_embedder(settings)
         generators = runtime.load_generators(settings, registry, names)
-        config = WorkerConfig(default_model=settings.default_model, ingest_limits=runtime.ingest_limits(settings),
-                              heartbeat_ttl_s=settings.heartbeat_ttl_s)
+        config = WorkerConfig(default_model=settings.default_model,
+                              ingest_limits=runtime.ingest_limits(settings), heartbeat_ttl_s=settings.heartbeat_ttl_s,
+                              worker_id=settings.worker_id,
+                              reclaim_idle_s=settings.reclaim_idle_s, max_deliveries=settings.max_deliveries,
+                              generation_timeout_s=settings.generation_timeout_s,
+                              shutdown_grace_s=settings.shutdown_grace_s)
         worker = Worker(client, embedder, generators, registry, config, top_k=settings.top_k,
                         min_relevance=settings.min_relevance)
         worker.install_signal_handlers()
@@ -196,7 +205,8 @@ def _wait_for_worker(client: redis.Redis, worker: subprocess.Popen[bytes], start
 async def _console(url: str, settings: Settings) -> None:
     client = aioredis.Redis.from_url(url)
     try:
-        jobs = JobClient(client, adapter_id=f"console-{uuid.uuid4().hex[:8]}")
+        jobs = JobClient(client, adapter_id=f"console-{uuid.uuid4().hex[:8]}",
+                         limits=runtime.admission_limits(settings), job_deadline_s=settings.job_deadline_s)
         await ConsoleAdapter(jobs, user=os.environ.get("USER", "console-user"),
                              answer_timeout_s=settings.answer_timeout_s).run()
         await client.delete(jobs.reply_stream)
@@ -284,7 +294,8 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _ask(url: str, scope: Scope, args: argparse.Namespace, settings: Settings) -> int:
     client = aioredis.Redis.from_url(url)
-    jobs = JobClient(client, adapter_id=f"cli-{uuid.uuid4().hex[:8]}")
+    jobs = JobClient(client, adapter_id=f"cli-{uuid.uuid4().hex[:8]}", limits=runtime.admission_limits(settings),
+                     job_deadline_s=settings.job_deadline_s)
     job = Job(id=f"cli:{uuid.uuid4().hex}", kind=JobKind.ASK, scope=scope, user="cli",
               reply_to=jobs.reply_stream, text=args.question, model=args.model)
     first_token_at: list[float] = []
@@ -343,3 +354,33 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  {w.worker_id} on {w.host} (pid {w.pid}): {', '.join(w.models)}")
     print(f"Jobs in stream: {depth}")
     return 0
+
+
+def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from workers import deadletter
+
+    with runtime.redis_url(settings) as url:
+        client = runtime.connect(url)
+        dead = deadletter.list_dead(client, count=10_000)
+        if args.action == "list":
+            for entry in dead:
+                job = entry.job()
+                what = f"{job.id} {job.kind} by {job.user}: {job.text[:60]!r}" if job else entry.job_json[:80]
+                print(f"{entry.dead_id}  {entry.deliveries} deliveries  {entry.reason}  {what}")
+            print(f"{len(dead)} dead-lettered job(s)")
+            return 0
+        if not args.ids:
+            print(f"Name the entries to {args.action} (ids from `phobos dlq list`), or 'all'.", file=sys.stderr)
+            return 2
+        ids = [entry.dead_id for entry in dead] if args.ids == ["all"] else args.ids
+        failures = 0
+        for dead_id in ids:
+            if args.action == "retry":
+                new_id = deadletter.retry(client, dead_id)
+                print(f"{dead_id}: queued again as {new_id}" if new_id else f"{dead_id}: not found")
+                failures += new_id is None
+            else:
+                is_dropped = deadletter.drop(client, dead_id)
+                print(f"{dead_id}: dropped" if is_dropped else f"{dead_id}: not found")
+                failures += not is_dropped
+    return 1 if failures else 0

@@ -5,17 +5,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterator
+from typing import cast
 
+import numpy as np
 import redis
 
 from core.backends import BackendCredentials, load_generator
-from core.embedding import SentenceTransformerEmbedder
+from core.embedding import Embedder, SentenceTransformerEmbedder
 from core.generation import Generator
 from core.ingest import IngestLimits
 from core.registry import ModelRegistry
 from phobos.redis_server import EmbeddedRedis
 from phobos.settings import Settings
+from workers.admission import AdmissionLimits
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +53,41 @@ def connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, health_check_interval=30)
 
 
-def load_embedder(settings: Settings) -> SentenceTransformerEmbedder:
+def load_embedder(settings: Settings) -> Embedder:
     quiet_offline_libraries()
+    if settings.lazy_embedder:
+        # Its read-only properties stand in for the protocol's plain attributes.
+        return cast(Embedder, LazyEmbedder(settings.embedder))
     return SentenceTransformerEmbedder(settings.embedder)
+
+
+class LazyEmbedder:
+    """Loads the sentence-transformers model at first use: a worker that never embeds starts at once."""
+
+    def __init__(self, location: str):
+        self.name = location
+        self._loaded: SentenceTransformerEmbedder | None = None
+        self._lock = threading.Lock()
+
+    def _model(self) -> SentenceTransformerEmbedder:
+        with self._lock:
+            if self._loaded is None:
+                self._loaded = SentenceTransformerEmbedder(self.name)
+            return self._loaded
+
+    @property
+    def dim(self) -> int:
+        return self._model().dim
+
+    @property
+    def max_tokens(self) -> int:
+        return self._model().max_tokens
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return self._model().count_tokens(texts)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return self._model().embed(texts)
 
 
 def load_registry(settings: Settings) -> ModelRegistry:
@@ -68,6 +104,12 @@ def load_generators(settings: Settings, registry: ModelRegistry, names: list[str
         log.info("loading model %s (%s)", name, spec.backend)
         generators[name] = load_generator(spec, credentials)
     return generators
+
+
+def admission_limits(settings: Settings) -> AdmissionLimits:
+    return AdmissionLimits(rate_burst=settings.rate_burst, rate_per_min=settings.rate_per_min,
+                           max_queue_depth=settings.max_queue_depth,
+                           max_queued_per_user=settings.max_queued_per_user)
 
 
 def ingest_limits(settings: Settings) -> IngestLimits:

@@ -94,6 +94,29 @@ class Settings(BaseSettings):
     # At most one chat.update per answer per this many seconds while it streams.
     slack_update_interval_s: float = Field(1.0, validation_alias=_env("PHOBOS_SLACK_UPDATE_INTERVAL_S"))
 
+    # --- the job queue ---
+    # This worker's consumer name; empty: host-pid-random. A stable name lets a restarted worker take
+    # back the jobs it held first.
+    worker_id: str = Field("", validation_alias=_env("PHOBOS_WORKER_ID"))
+    # A running job whose lease has not been renewed for this long (its worker died) is taken over.
+    reclaim_idle_s: float = Field(30.0, validation_alias=_env("PHOBOS_RECLAIM_IDLE_S"))
+    # Deliveries after which a job that keeps killing workers goes to the dead-letter stream.
+    max_deliveries: int = Field(3, validation_alias=_env("PHOBOS_MAX_DELIVERIES"))
+    # A job not finished this long after it was submitted gets an "expired" reply instead of an answer.
+    job_deadline_s: float = Field(900.0, validation_alias=_env("PHOBOS_JOB_DEADLINE_S"))
+    # Hard limit on one generation; a generator that ignores the stop request then ends the worker.
+    generation_timeout_s: float = Field(300.0, validation_alias=_env("PHOBOS_GENERATION_TIMEOUT_S"))
+    # On SIGTERM a worker finishes its job if it can within this time, else hands it back to the queue.
+    shutdown_grace_s: float = Field(30.0, validation_alias=_env("PHOBOS_SHUTDOWN_GRACE_S"))
+    # Per-user token bucket: questions a user may send at once, and how many it earns back per minute.
+    rate_burst: int = Field(5, validation_alias=_env("PHOBOS_RATE_BURST"))
+    rate_per_min: float = Field(10.0, validation_alias=_env("PHOBOS_RATE_PER_MIN"))
+    # Jobs queued or running, in all and per user, beyond which new ones are refused with a reply.
+    max_queue_depth: int = Field(1000, validation_alias=_env("PHOBOS_MAX_QUEUE_DEPTH"))
+    max_queued_per_user: int = Field(5, validation_alias=_env("PHOBOS_MAX_QUEUED_PER_USER"))
+    # Load the embedder at its first use rather than at start (quick worker restarts in tests).
+    lazy_embedder: bool = Field(False, validation_alias=_env("PHOBOS_LAZY_EMBEDDER"))
+
     # --- logging ---
     # Empty: INFO for long-running commands (up, worker), WARNING for one-shot ones (ingest, search, ...).
     log_level: str = Field("", validation_alias=_env("PHOBOS_LOG_LEVEL"))

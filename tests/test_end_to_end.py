@@ -114,8 +114,8 @@ def test_a_redelivered_event_makes_one_job(redis_server, start_worker) -> None:
         await jobs.start_listening()
         job = Job(id="console:event-42", kind=JobKind.STATUS, scope=Scope("console", "t", "c"), user="u",
                   reply_to=jobs.reply_stream)
-        accepted = [await jobs.submit(job) for _ in range(4)]
-        assert accepted == [True, False, False, False]
+        accepted = [(await jobs.submit(job)).status for _ in range(4)]
+        assert accepted == ["queued", "duplicate", "duplicate", "duplicate"]
         async with asyncio.timeout(60):
             async for event in jobs.replies(block_ms=300):
                 if event.is_terminal:

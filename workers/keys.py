@@ -11,10 +11,18 @@ DOC_CHUNKS_PREFIX = "phobos:chunks:"  # + scope key + ":" + doc id: chunk texts 
 DOC_VECTORS_PREFIX = "phobos:vectors:"  # + scope key + ":" + doc id: float32 matrix bytes
 SCOPE_DOCS_PREFIX = "phobos:scope:docs:"  # + scope key: set of doc ids
 CONVERSATION_PREFIX = "phobos:conv:"  # + scope key: hash with the conversation's model, ...
+DEAD_STREAM = "phobos:dead"  # jobs that failed MAX_DELIVERIES times, for `phobos dlq`
+QUEUE_DEPTH_KEY = "phobos:queue:depth"  # jobs queued or running (incremented on submit, decremented on ack)
+USER_QUEUED_PREFIX = "phobos:queue:user:"  # + user: that user's jobs queued or running
+RATE_PREFIX = "phobos:rate:"  # + user: token bucket hash (tokens, at_ms)
+POSTED_PREFIX = "phobos:posted:"  # + job id: set by the adapter side once the job's answer was passed on
 
 REPLY_STREAM_MAXLEN = 10_000  # reply streams are read live; old events are history only
 JOB_SEEN_TTL_S = 7 * 24 * 3600
 BLOB_TTL_S = 24 * 3600
+DEAD_STREAM_MAXLEN = 10_000
+USER_QUEUED_TTL_S = 24 * 3600  # a per-user counter left behind by a crash ages out
+POSTED_TTL_S = 7 * 24 * 3600
 
 
 def reply_stream(adapter_id: str) -> str:

@@ -49,6 +49,7 @@ class Job:
     file_name: str | None = None  # ingest: the file as the user named it
     blob_key: str | None = None  # ingest: Redis key holding the file's bytes
     meta: dict[str, str] = field(default_factory=dict)  # adapter context echoed back untouched
+    deadline_at: float | None = None  # unix seconds; past it the job gets an "expired" reply, not an answer
 
     def to_json(self) -> str:
         data: dict[str, Any] = asdict(self)
@@ -80,6 +81,7 @@ class ReplyEvent:
     done: int | None = None  # progress
     total: int | None = None  # progress
     meta: dict[str, str] = field(default_factory=dict)
+    attempt: int = 1  # the delivery that sent it: a retried job streams its answer again from the start
 
     @property
     def is_terminal(self) -> bool:

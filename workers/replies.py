@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -14,11 +15,19 @@ DELTA_FLUSH_INTERVAL_S = 0.1  # coalesce tokens: ~10 events/s is plenty for chat
 
 
 class ReplyPublisher:
-    """Sends one job's events in order (``seq``), batching text deltas."""
+    """Sends one job's events in order (``seq``), batching text deltas.
 
-    def __init__(self, client: redis.Redis, job: Job):
+    The terminal event (final or error) goes through ``finish`` when given: the worker posts it in
+    the same atomic step that acknowledges the job, so a job has one answer however often it runs.
+    """
+
+    def __init__(self, client: redis.Redis, job: Job, attempt: int = 1,
+                 finish: Callable[[ReplyEvent], bool] | None = None):
         self.redis = client
         self.job = job
+        self.attempt = attempt
+        self.finish = finish
+        self.is_finished = False
         self._seq = 0
         self._pending_text = ""
         self._last_flush = time.monotonic()
@@ -26,7 +35,12 @@ class ReplyPublisher:
     def _send(self, event_type: ReplyType, **fields: object) -> None:
         self._seq += 1
         event = ReplyEvent(job_id=self.job.id, type=event_type, seq=self._seq, meta=self.job.meta,
-                           **fields)  # type: ignore[arg-type]
+                           attempt=self.attempt, **fields)  # type: ignore[arg-type]
+        if event.is_terminal:
+            self.is_finished = True
+            if self.finish is not None:
+                self.finish(event)
+                return
         self.redis.xadd(self.job.reply_to, {"event": event.to_json()}, maxlen=keys.REPLY_STREAM_MAXLEN,
                         approximate=True)
 

@@ -1,6 +1,7 @@
 """The worker process: take a job from the stream, run the engine, publish reply events, acknowledge.
 
-One job at a time; the models stay loaded for the life of the process.
+One job at a time; the models stay loaded for the life of the process. Delivery (leases, reclaiming,
+acknowledging) lives in :mod:`workers.delivery`; this module orchestrates.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ import signal
 import socket
 import threading
 import time
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 
@@ -24,16 +24,21 @@ from core.pdf import DocumentError
 from core.rag import RagEngine
 from core.registry import ModelRegistry, UnknownModelError
 from core.scope import Scope
-from workers import keys
+from workers import deadletter, keys
 from workers.conversations import ConversationStore
+from workers.deadlines import STUCK_EXIT_CODE, STUCK_GRACE_S, Watchdog, seconds_left
+from workers.delivery import Delivery, JobQueue, Lease
 from workers.heartbeat import HeartbeatThread, WorkerInfo, live_models, live_workers
-from workers.protocol import Job, JobKind
+from workers.protocol import Job, JobKind, ReplyEvent
 from workers.replies import ReplyPublisher
 from workers.store import RedisDocumentStore
 
 log = logging.getLogger(__name__)
 
 READ_BLOCK_MS = 1000
+TRIM_EVERY_S = 30.0
+RECONNECT_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)  # waits after consecutive Redis failures; last repeats
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError)
 
 
 @dataclass
@@ -42,6 +47,10 @@ class WorkerConfig:
     ingest_limits: IngestLimits
     heartbeat_ttl_s: int = 15
     worker_id: str = ""
+    reclaim_idle_s: float = 30.0
+    max_deliveries: int = 3
+    generation_timeout_s: float = 300.0
+    shutdown_grace_s: float = 30.0
 
 
 class Worker:
@@ -52,86 +61,135 @@ class Worker:
         self.generators = generators
         self.registry = registry
         self.config = config
-        self.worker_id = config.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.worker_id = config.worker_id or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self.store = RedisDocumentStore(client)
         self.conversations = ConversationStore(client)
         self.engine = RagEngine(embedder, self.store, top_k=top_k, min_relevance=min_relevance)
+        self.queue = JobQueue(client, self.worker_id, config.reclaim_idle_s)
         self._stopping = threading.Event()
+        self._cancel = threading.Event()  # the current job's: set on timeout, lost lease, or shutdown
+        self._is_handing_back = False
         self.jobs_done = 0
 
     # --- lifecycle ---
 
     def ensure_group(self) -> None:
-        try:
-            self.redis.xgroup_create(keys.JOBS_STREAM, keys.WORKER_GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        self.queue.ensure_group()
 
     def stop(self) -> None:
         self._stopping.set()
 
     def install_signal_handlers(self) -> None:
-        # SIGTERM finishes the job in hand, then exits.
-        signal.signal(signal.SIGTERM, lambda *_: self.stop())
-        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        # SIGTERM: finish the job in hand within the grace time, else hand it back; then exit.
+        signal.signal(signal.SIGTERM, lambda *_: self._shut_down())
+        signal.signal(signal.SIGINT, lambda *_: self._shut_down())
+
+    def _shut_down(self) -> None:
+        if self._stopping.is_set():
+            self._hand_back_current()  # a second signal: do not wait for the grace time
+            return
+        self.stop()
+        timer = threading.Timer(self.config.shutdown_grace_s, self._hand_back_current)
+        timer.daemon = True
+        timer.start()
+
+    def _hand_back_current(self) -> None:
+        self._is_handing_back = True
+        self._cancel.set()
+        # A generator deaf to ``cancel`` would keep the process alive: the lease lapses once it exits.
+        timer = threading.Timer(STUCK_GRACE_S, lambda: os._exit(STUCK_EXIT_CODE))
+        timer.daemon = True
+        timer.start()
 
     def run(self, burst: bool = False) -> None:
         """Serve jobs until stopped; with ``burst``, exit once the stream has nothing new."""
-        self.ensure_group()
+        self._with_redis(self.ensure_group)
         info = WorkerInfo(self.worker_id, socket.gethostname(), os.getpid(), sorted(self.generators),
                           time.time())
         heartbeat = HeartbeatThread(self.redis, info, self.config.heartbeat_ttl_s)
         heartbeat.start()
         log.info("worker %s ready; serving %s", self.worker_id, ", ".join(sorted(self.generators)))
+        block_ms = max(10, min(READ_BLOCK_MS, int(self.config.reclaim_idle_s * 1000 / 2)))
+        last_trim = time.monotonic()
+        failures = 0
         try:
-            # Entries delivered to this consumer name before a restart come first ("0"), then new ones.
-            start_id = "0"
             while not self._stopping.is_set():
-                entries = self._read(start_id)
-                if not entries:
-                    if start_id == "0":
-                        start_id = ">"
-                        continue
-                    if burst:
-                        break
+                try:
+                    delivery = self.queue.take(block_ms)
+                    if delivery is not None:
+                        self._process(delivery)
+                    elif time.monotonic() - last_trim > TRIM_EVERY_S:
+                        self.queue.trim()
+                        last_trim = time.monotonic()
+                    failures = 0
+                except REDIS_DOWN as exc:
+                    wait_s = RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)]
+                    failures += 1
+                    log.warning("Redis is unreachable (%s); retrying in %.1f s", exc, wait_s)
+                    self.queue.drain_own = True  # what we held is still ours: take it back first
+                    self._stopping.wait(wait_s)
                     continue
-                for entry_id, fields in entries:
-                    self._process(entry_id, fields)
+                if delivery is None and burst:
+                    break
         finally:
             heartbeat.stop()
 
-    def _read(self, start_id: str) -> list[Any]:
-        try:
-            reply = self.redis.xreadgroup(keys.WORKER_GROUP, self.worker_id, {keys.JOBS_STREAM: start_id},
-                                          count=1, block=None if start_id == "0" else READ_BLOCK_MS)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            log.warning("reading jobs failed (%s); retrying", exc)
-            time.sleep(1)
-            return []
-        if not reply:
-            return []
-        entries: Any = reply[0][1]  # type: ignore[index]
-        return list(entries)
+    def _with_redis(self, call: Callable[[], None]) -> None:
+        for attempt in range(len(RECONNECT_BACKOFF_S) * 10):
+            try:
+                call()
+                return
+            except REDIS_DOWN as exc:
+                wait_s = RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)]
+                log.warning("Redis is unreachable (%s); retrying in %.1f s", exc, wait_s)
+                time.sleep(wait_s)
+        call()
 
-    def _process(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+    def _process(self, delivery: Delivery) -> None:
         try:
-            job = Job.from_json(fields[b"job"])
+            job = delivery.job()
         except (KeyError, ValueError, TypeError) as exc:
-            log.error("dropping unreadable job entry %s: %s", entry_id, exc)
-            self.redis.xack(keys.JOBS_STREAM, keys.WORKER_GROUP, entry_id)
+            log.error("dropping unreadable job entry %s: %s", delivery.entry_id, exc)
+            self.queue.finish(delivery, user=None, reply_to=None)
+            return
+        log.info("job %s entry %s delivery %d started at=%.3f", job.id, delivery.entry_id,
+                 delivery.times_delivered, time.time())
+        if delivery.times_delivered > self.config.max_deliveries:
+            event = deadletter.failure_event(job, delivery.times_delivered)
+            record = deadletter.dead_record(delivery.fields[b"job"].decode(), delivery.entry_id,
+                                            delivery.times_delivered, "max deliveries")
+            self.queue.finish(delivery, job.user, job.reply_to, event.to_json(), record)
+            log.error("job %s dead-lettered after %d deliveries", job.id, delivery.times_delivered - 1)
             return
         started = time.monotonic()
-        self.handle(job)
-        self.redis.xack(keys.JOBS_STREAM, keys.WORKER_GROUP, entry_id)
+        self._cancel = threading.Event()
+        publisher = ReplyPublisher(self.redis, job, attempt=delivery.times_delivered,
+                                   finish=lambda event: self._finish(delivery, job, event))
+        if job.deadline_at is not None and time.time() > job.deadline_at:
+            publisher.error("This request waited past its deadline before a worker was free, so it was "
+                            "dropped rather than answered late. Please ask again.")
+            return
+        with Lease(self.queue, delivery, on_lost=self._cancel.set) as lease:
+            self.handle(job, publisher)
+        if self._is_handing_back and not lease.is_lost:
+            self.queue.hand_back(delivery)
+            log.info("job %s handed back to the queue", job.id)
+            return
         self.jobs_done += 1
         log.info("job %s (%s) done in %.2f s", job.id, job.kind, time.monotonic() - started)
 
+    def _finish(self, delivery: Delivery, job: Job, event: ReplyEvent) -> bool:
+        if self._is_handing_back:
+            return False  # the job goes back to the queue instead; hand_back follows
+        is_posted = self.queue.finish(delivery, job.user, job.reply_to, event.to_json())
+        if not is_posted:
+            log.warning("job %s was taken over by another worker; its result here is discarded", job.id)
+        return is_posted
+
     # --- jobs ---
 
-    def handle(self, job: Job) -> None:
+    def handle(self, job: Job, publisher: ReplyPublisher) -> None:
         """Run one job; every outcome, failures included, ends in a final or error event."""
-        publisher = ReplyPublisher(self.redis, job)
         handlers = {
             JobKind.ASK: self._ask,
             JobKind.INGEST: self._ingest,
@@ -145,6 +203,8 @@ class Worker:
             handlers[job.kind](job, publisher)
         except (DocumentError, UnknownModelError) as exc:
             publisher.error(str(exc))
+        except REDIS_DOWN:
+            raise  # the job stays pending; the loop reconnects and takes it back
         except Exception:
             log.exception("job %s failed", job.id)
             publisher.error(f"Something went wrong while working on this ({job.kind}). The worker log has "
@@ -160,7 +220,14 @@ class Worker:
                             "Choose one with /model NAME.")
             return
         params = GenerationParams(max_new_tokens=spec.max_new_tokens, temperature=spec.temperature)
-        answer = self.engine.answer(job.text, job.scope, generator, params, on_delta=publisher.delta)
+        limit_s = seconds_left(job.deadline_at, self.config.generation_timeout_s)
+        with Watchdog(self._cancel, limit_s) as watchdog:
+            answer = self.engine.answer(job.text, job.scope, generator, params, on_delta=publisher.delta,
+                                        cancel=self._cancel)
+        if watchdog.fired:
+            publisher.error(f"The answer took too long and was stopped after {max(0.0, limit_s):.0f} s. "
+                            "Try a shorter question, or a faster model (/models).")
+            return
         publisher.final(answer.text, answer.citations)
 
     def _conversation_model(self, scope: Scope) -> str | None:
@@ -227,7 +294,8 @@ class Worker:
 
     def _status(self, job: Job, publisher: ReplyPublisher) -> None:
         workers = live_workers(self.redis)
-        depth = self.redis.xlen(keys.JOBS_STREAM)
-        lines = [f"{len(workers)} worker(s) live; {depth} job(s) in the stream."]
+        depth = int(self.redis.get(keys.QUEUE_DEPTH_KEY) or 0)
+        dead = self.redis.xlen(keys.DEAD_STREAM)
+        lines = [f"{len(workers)} worker(s) live; {depth} job(s) queued or running; {dead} dead-lettered."]
         lines += [f"- {w.worker_id} on {w.host}: {', '.join(w.models)}" for w in workers]
         publisher.final("\n".join(lines))

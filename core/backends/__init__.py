@@ -29,6 +29,10 @@ def load_generator(spec: ModelSpec, credentials: BackendCredentials | None = Non
         from core.backends.extractive import ExtractiveGenerator
 
         return ExtractiveGenerator(spec)
+    if spec.backend == "echo":
+        from core.backends.echo import EchoGenerator
+
+        return EchoGenerator(spec)
     if spec.backend == "transformers":
         from core.backends.transformers_backend import TransformersGenerator
 

@@ -1,0 +1,229 @@
+"""Taking jobs off the stream and giving them back: at-least-once delivery on a Redis consumer group.
+
+A worker takes one entry at a time (no prefetch): first the entries it already held under its name
+(a restart with a stable ``worker_id``), then entries other workers held and stopped renewing
+(XAUTOCLAIM after ``reclaim_idle_s``), then new ones. While a job runs, a :class:`Lease` thread keeps
+the entry's idle time near zero; a dead worker stops renewing, so its job is reclaimed.
+
+Ending a job is one Lua script: post the terminal reply event, XACK, release the depth counters,
+only if the entry is still pending to this worker. So a job taken over by another worker can never
+be answered twice, and an acknowledged job always has exactly one answer on its reply stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from workers import keys
+from workers.protocol import Job
+
+log = logging.getLogger(__name__)
+
+Fields = dict[bytes, bytes]
+
+# KEYS: jobs stream; ARGV: group, consumer, entry id
+RENEW_LUA = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return 1
+"""
+
+# Make a held entry claimable at once, without counting the delivery against the job.
+# KEYS: jobs stream; ARGV: group, consumer, entry id, idle ms to set
+HAND_BACK_LUA = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
+local retries = math.max(0, tonumber(p[1][4]) - 1)
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'IDLE', ARGV[4], 'RETRYCOUNT', retries, 'JUSTID')
+return 1
+"""
+
+# KEYS: jobs stream, reply stream, depth counter, user counter, dead stream
+# ARGV: group, consumer, entry id, reply event json ('' for none), reply maxlen, dead record json ('' for
+#       none), dead maxlen
+FINISH_LUA = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
+if ARGV[6] ~= '' then
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 'dead', ARGV[6])
+end
+if ARGV[4] ~= '' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'event', ARGV[4])
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+for i = 3, 4 do
+  if tonumber(redis.call('GET', KEYS[i]) or '0') > 0 then redis.call('DECR', KEYS[i]) end
+end
+return 1
+"""
+
+HAND_BACK_IDLE_MS = 10 * 24 * 3600 * 1000  # longer than any reclaim idle time
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One entry handed to this worker, and how many times it has been handed to any worker."""
+
+    entry_id: str
+    fields: Fields
+    times_delivered: int
+
+    def job(self) -> Job:
+        """The entry's job; raises ValueError (or KeyError, TypeError) for an unreadable entry."""
+        return Job.from_json(self.fields[b"job"])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _stream_id(value: str) -> tuple[int, int]:
+    ms, _, seq = value.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class JobQueue:
+    """The worker's side of the jobs stream, for one consumer name."""
+
+    def __init__(self, client: redis.Redis, consumer: str, reclaim_idle_s: float,
+                 stream: str = keys.JOBS_STREAM, group: str = keys.WORKER_GROUP):
+        self.redis = client
+        self.consumer = consumer
+        self.reclaim_idle_ms = max(1, int(reclaim_idle_s * 1000))
+        self.stream = stream
+        self.group = group
+        self.drain_own = True  # a (re)started worker first takes back what it held under its name
+        self._renew = client.register_script(RENEW_LUA)
+        self._hand_back = client.register_script(HAND_BACK_LUA)
+        self._finish = client.register_script(FINISH_LUA)
+
+    def ensure_group(self) -> None:
+        try:
+            self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    # --- taking ---
+
+    def take(self, block_ms: int) -> Delivery | None:
+        """The next entry for this worker, or None after ``block_ms`` without one."""
+        if self.drain_own:
+            delivery = self._take_own()
+            if delivery is not None:
+                return delivery
+            self.drain_own = False
+        return self._reclaim() or self._read_new(block_ms)
+
+    def _take_own(self) -> Delivery | None:
+        held = self.redis.xpending_range(self.stream, self.group, min="-", max="+", count=1,
+                                         consumername=self.consumer)
+        if not held:
+            return None
+        first: Any = held[0]
+        entry_id = _text(first["message_id"])
+        # Claiming it again counts a delivery and resets its idle time, as a fresh read would.
+        claimed: Any = self.redis.xclaim(self.stream, self.group, self.consumer, 0, [entry_id])
+        return self._delivery(claimed)
+
+    def _reclaim(self) -> Delivery | None:
+        reply: Any = self.redis.xautoclaim(self.stream, self.group, self.consumer, self.reclaim_idle_ms,
+                                           start_id="0-0", count=1)
+        claimed = reply[1] if reply and len(reply) > 1 else []
+        delivery = self._delivery(claimed)
+        if delivery is not None:
+            log.info("reclaimed job entry %s (delivery %d)", delivery.entry_id, delivery.times_delivered)
+        return delivery
+
+    def _read_new(self, block_ms: int) -> Delivery | None:
+        reply: Any = self.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=1,
+                                           block=block_ms)
+        if not reply:
+            return None
+        return self._delivery(reply[0][1])
+
+    def _delivery(self, entries: Any) -> Delivery | None:
+        entries = [e for e in entries or [] if e and e[1] is not None]  # skip entries deleted while pending
+        if not entries:
+            return None
+        entry_id, fields = entries[0]
+        entry_id = _text(entry_id)
+        info: Any = self.redis.xpending_range(self.stream, self.group, min=entry_id, max=entry_id, count=1)
+        times = int(info[0]["times_delivered"]) if info else 1
+        return Delivery(entry_id, fields, times)
+
+    # --- holding and ending ---
+
+    def renew(self, delivery: Delivery) -> bool:
+        """Reset the entry's idle time; False when it is no longer this worker's (it was taken over)."""
+        return bool(self._renew(keys=[self.stream], args=[self.group, self.consumer, delivery.entry_id]))
+
+    def hand_back(self, delivery: Delivery) -> bool:
+        """Let another worker take the entry now, without counting this delivery against the job."""
+        return bool(self._hand_back(keys=[self.stream],
+                                    args=[self.group, self.consumer, delivery.entry_id, HAND_BACK_IDLE_MS]))
+
+    def finish(self, delivery: Delivery, user: str | None, reply_to: str | None, event_json: str = "",
+               dead_record: str = "") -> bool:
+        """Post the terminal event (and a dead-letter record), acknowledge, release the counters.
+
+        False, with nothing done, when the entry is no longer pending to this worker.
+        """
+        stream_keys = [self.stream, reply_to or keys.reply_stream("nobody"), keys.QUEUE_DEPTH_KEY,
+                       keys.USER_QUEUED_PREFIX + (user or ""), keys.DEAD_STREAM]
+        args: list[str | int] = [self.group, self.consumer, delivery.entry_id, event_json, keys.REPLY_STREAM_MAXLEN,
+                dead_record, keys.DEAD_STREAM_MAXLEN]
+        return bool(self._finish(keys=stream_keys, args=args))
+
+    # --- housekeeping ---
+
+    def trim(self) -> int:
+        """Drop acknowledged entries older than anything still pending or not yet delivered."""
+        groups = [g for g in self.redis.xinfo_groups(self.stream) if _text(g["name"]) == self.group]
+        if not groups:
+            return 0
+        keep_from = _text(groups[0]["last-delivered-id"])
+        summary = self.redis.xpending(self.stream, self.group)
+        if summary and summary.get("pending") and summary.get("min"):
+            oldest_pending = _text(summary["min"])
+            keep_from = min(keep_from, oldest_pending, key=_stream_id)
+        return int(self.redis.xtrim(self.stream, minid=keep_from, approximate=False))
+
+
+class Lease(threading.Thread):
+    """Renews a running job's entry until stopped; calls ``on_lost`` if another worker took it over."""
+
+    def __init__(self, queue: JobQueue, delivery: Delivery, on_lost: Callable[[], None]):
+        super().__init__(name="lease", daemon=True)
+        self.queue = queue
+        self.delivery = delivery
+        self.on_lost = on_lost
+        self.interval_s = queue.reclaim_idle_ms / 1000 / 4
+        self.is_lost = False
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval_s):
+            try:
+                if not self.queue.renew(self.delivery):
+                    log.warning("job entry %s was taken over by another worker", self.delivery.entry_id)
+                    self.is_lost = True
+                    self.on_lost()
+                    return
+            except (redis.RedisError, OSError) as exc:
+                log.warning("renewing the lease on %s failed (%s); retrying", self.delivery.entry_id, exc)
+
+    def __enter__(self) -> Lease:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)
