@@ -104,13 +104,14 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from workers.worker import Worker, WorkerConfig
 
-    names = [n.strip() for n in args.models.split(",")] if args.models else settings.served_models()
+    requested = [n.strip() for n in args.models.split(",")] if args.models else settings.served_models()
     with runtime.redis_url(settings) as url:
         client = runtime.connect(url)
         registry = runtime.load_registry(settings)
         embedder = runtime.load_embedder(settings)
+        names, default_model = runtime.resolve_auto(settings, registry, requested)
         generators = runtime.load_generators(settings, registry, names)
-        config = WorkerConfig(default_model=settings.default_model,
+        config = WorkerConfig(default_model=default_model,
                               ingest_limits=runtime.ingest_limits(settings), heartbeat_ttl_s=settings.heartbeat_ttl_s,
                               worker_id=settings.worker_id,
                               reclaim_idle_s=settings.reclaim_idle_s, max_deliveries=settings.max_deliveries,

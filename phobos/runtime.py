@@ -115,3 +115,24 @@ def admission_limits(settings: Settings) -> AdmissionLimits:
 def ingest_limits(settings: Settings) -> IngestLimits:
     return IngestLimits(max_bytes=int(settings.max_upload_mb * 1_000_000), max_pages=settings.max_pages,
                         chunk_tokens=settings.chunk_tokens, overlap_tokens=settings.chunk_overlap_tokens)
+
+
+AUTO = "auto"
+
+
+def resolve_auto(settings: Settings, registry: ModelRegistry, names: list[str]) -> tuple[list[str], str]:
+    """Replace "auto" in the served models and the default model with the choice for this machine's GPU.
+
+    The choice is made by *free* GPU memory (the tutorial used total memory and ran out on shared cards),
+    skipping gated models when no HF token is set; the decision and its reason are logged.
+    """
+    default = settings.default_model
+    if AUTO not in names and default != AUTO:
+        return names, default
+    from core.gpu import best_device, choose_auto_model
+
+    device = best_device()
+    choice = choose_auto_model(registry, device.free_gb if device else None, allow_gated=bool(settings.hf_token))
+    log.info("auto model: %s (%s)", choice.model, choice.reason)
+    resolved = [choice.model if name == AUTO else name for name in names]
+    return list(dict.fromkeys(resolved)), choice.model if default == AUTO else default

@@ -171,3 +171,14 @@ def test_gpu_facts_match_torch() -> None:
     print(f"{best.name}: {choice.reason}")  # shown with -s: what auto would pick on this machine
     chosen = ModelRegistry.load().get(choice.model)
     assert chosen.min_gpu_memory_gb <= best.free_gb
+
+
+def test_worker_settings_resolve_auto_to_the_cpu_default_without_a_gpu(monkeypatch) -> None:
+    import core.gpu
+    from phobos.runtime import resolve_auto
+    from phobos.settings import Settings
+
+    monkeypatch.setattr(core.gpu, "best_device", lambda: None)  # this machine's truth, made explicit
+    settings = Settings(PHOBOS_DEFAULT_MODEL="auto")
+    names, default = resolve_auto(settings, ModelRegistry.load(), ["auto", "extractive"])
+    assert names == ["smollm2-135m", "extractive"] and default == "smollm2-135m"
