@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
@@ -46,16 +47,7 @@ def run_discord(settings: Settings, redis_url: str) -> None:
         sync_commands=settings.discord_sync_commands,
     )
 
-    async def main() -> None:
-        client = aioredis.Redis.from_url(redis_url)
-        try:
-            jobs = JobClient(client, adapter_id(), limits=runtime.admission_limits(settings),
-                             job_deadline_s=settings.job_deadline_s)
-            await serve(discord_settings, jobs)
-        finally:
-            await client.aclose()
-
-    asyncio.run(main())
+    _serve_adapter(lambda jobs: serve(discord_settings, jobs), adapter_id(), settings, redis_url)
 
 
 def run_slack(settings: Settings, redis_url: str) -> None:
@@ -81,10 +73,19 @@ def run_slack(settings: Settings, redis_url: str) -> None:
     except ValueError as exc:
         raise SystemExit(f"{exc} (docs/slack.md)") from exc
 
+    _serve_adapter(lambda jobs: serve(slack_settings, jobs), adapter_id(), settings, redis_url)
+
+
+def _serve_adapter(serve: Callable[[JobClient], Awaitable[None]], adapter_id: str, settings: Settings,
+                   redis_url: str) -> None:
+    """Run one platform adapter with a job client that applies the queue's admission limits."""
+
     async def main() -> None:
         client = aioredis.Redis.from_url(redis_url)
         try:
-            await serve(slack_settings, JobClient(client, adapter_id()))
+            jobs = JobClient(client, adapter_id, limits=runtime.admission_limits(settings),
+                             job_deadline_s=settings.job_deadline_s)
+            await serve(jobs)
         finally:
             await client.aclose()
 
