@@ -37,20 +37,49 @@ def chunk_pages(
     both pages. Consecutive chunks share up to ``overlap_tokens`` of trailing sentences. A single
     sentence longer than the limit is cut into word windows so nothing is silently truncated.
     """
-    sentences = _sentences(pages, count_tokens, max_tokens)
-    chunks: list[Chunk] = []
-    current: list[_Sentence] = []
-    current_tokens = 0
-    for sentence in sentences:
-        if current and current_tokens + sentence.tokens > max_tokens:
-            chunks.append(_make_chunk(current, doc_id, file_name, len(chunks)))
-            current = _overlap_tail(current, overlap_tokens, max_tokens - sentence.tokens)
-            current_tokens = sum(s.tokens for s in current)
-        current.append(sentence)
-        current_tokens += sentence.tokens
-    if current:
-        chunks.append(_make_chunk(current, doc_id, file_name, len(chunks)))
-    return chunks
+    chunker = Chunker(doc_id, file_name, count_tokens, max_tokens, overlap_tokens)
+    return chunker.add(pages) + chunker.finish()
+
+
+class Chunker:
+    """:func:`chunk_pages` for pages that arrive a slice at a time: feed slices with :meth:`add`, then
+    call :meth:`finish`. The chunks are the same as one call over all pages gives."""
+
+    def __init__(self, doc_id: str, file_name: str, count_tokens: Callable[[list[str]], list[int]],
+                 max_tokens: int, overlap_tokens: int):
+        self.doc_id = doc_id
+        self.file_name = file_name
+        self.count_tokens = count_tokens
+        self.max_tokens = max_tokens
+        self.overlap_tokens = overlap_tokens
+        self.produced = 0
+        self._current: list[_Sentence] = []
+        self._current_tokens = 0
+
+    def add(self, pages: Sequence[PageText]) -> list[Chunk]:
+        """Chunks completed by these pages; the last, still open chunk waits for the next slice."""
+        chunks: list[Chunk] = []
+        for sentence in _sentences(pages, self.count_tokens, self.max_tokens):
+            if self._current and self._current_tokens + sentence.tokens > self.max_tokens:
+                chunks.append(self._emit())
+                self._current = _overlap_tail(self._current, self.overlap_tokens,
+                                              self.max_tokens - sentence.tokens)
+                self._current_tokens = sum(s.tokens for s in self._current)
+            self._current.append(sentence)
+            self._current_tokens += sentence.tokens
+        return chunks
+
+    def finish(self) -> list[Chunk]:
+        if not self._current:
+            return []
+        chunk = self._emit()
+        self._current, self._current_tokens = [], 0
+        return [chunk]
+
+    def _emit(self) -> Chunk:
+        chunk = _make_chunk(self._current, self.doc_id, self.file_name, self.produced)
+        self.produced += 1
+        return chunk
 
 
 def _sentences(pages: Sequence[PageText], count_tokens: Callable[[list[str]], list[int]],

@@ -7,15 +7,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from core.chunking import chunk_pages
-from core.documents import DocumentInfo
+from core.chunking import Chunker
+from core.documents import Chunk, DocumentInfo, PageText
 from core.embedding import Embedder
 from core.index import DocumentStore
-from core.pdf import DocumentError, extract_pages
+from core.pdf import DocumentError
+from core.pdf_sandbox import ParseLimits, SandboxedPdf
 
-# progress(done, total, what): called as work advances, e.g. (40, 120, "embedding passages")
+# progress(done, total, what): called as work advances, e.g. (40, 120, "reading and indexing pages")
 Progress = Callable[[int, int, str], None]
-EMBED_BATCH = 256  # passages per progress step while embedding
 
 
 @dataclass(frozen=True)
@@ -24,19 +24,30 @@ class IngestLimits:
     max_pages: int
     chunk_tokens: int
     overlap_tokens: int
+    parse_timeout_s: float = 600.0
+    parse_memory_mb: int = 1024
+    max_text_chars: int = 50_000_000
+    ocr: bool = True
+    slice_pages: int = 32  # pages read, chunked and embedded per step; bounds memory and the pause gap
+
+    def parse_limits(self) -> ParseLimits:
+        return ParseLimits(max_pages=self.max_pages, timeout_s=self.parse_timeout_s,
+                           max_memory_mb=self.parse_memory_mb, max_text_chars=self.max_text_chars, ocr=self.ocr)
 
 
 @dataclass(frozen=True)
 class IngestResult:
     info: DocumentInfo
     already_indexed: bool  # the same bytes were indexed in this scope before; nothing was redone
+    notes: tuple[str, ...] = ()  # what a person should know about the file: repaired, OCR, unreadable pages
 
     def summary(self) -> str:
         info = self.info
         if self.already_indexed:
             return (f"{info.file_name} is already indexed here ({info.pages} pages, {info.chunks} passages); "
                     "reusing the stored index.")
-        return f"Indexed {info.file_name}: {info.pages} pages, {info.chunks} passages."
+        text = f"Indexed {info.file_name}: {info.pages} pages, {info.chunks} passages."
+        return " ".join([text, *self.notes])
 
 
 def document_id(data: bytes) -> str:
@@ -44,8 +55,14 @@ def document_id(data: bytes) -> str:
 
 
 def ingest_pdf(data: bytes, file_name: str, scope_key: str, embedder: Embedder, store: DocumentStore,
-               limits: IngestLimits, user: str = "", progress: Progress | None = None) -> IngestResult:
-    """Parse, chunk, embed and store ``data``; a file already indexed in the scope is not redone."""
+               limits: IngestLimits, user: str = "", progress: Progress | None = None,
+               between_slices: Callable[[], None] | None = None) -> IngestResult:
+    """Parse, chunk, embed and store ``data``; a file already indexed in the scope is not redone.
+
+    The PDF is read in a disposable child process (:mod:`core.pdf_sandbox`) and handled
+    ``limits.slice_pages`` pages at a time, so memory stays flat however long the file is.
+    ``between_slices`` runs after each slice: a worker can answer waiting questions there.
+    """
     report = progress or (lambda done, total, what: None)
     if len(data) > limits.max_bytes:
         raise DocumentError(f"{file_name} is {len(data) / 1e6:.1f} MB; the limit is "
@@ -55,22 +72,56 @@ def ingest_pdf(data: bytes, file_name: str, scope_key: str, embedder: Embedder, 
     if known is not None:
         return IngestResult(known, already_indexed=True)
 
-    pages = extract_pages(data, file_name, max_pages=limits.max_pages)
-    report(0, len(pages), "reading pages")
-    max_tokens = min(limits.chunk_tokens, embedder.max_tokens)
-    chunks = chunk_pages(pages, doc_id, file_name, embedder.count_tokens, max_tokens,
-                         min(limits.overlap_tokens, max_tokens // 2))
-    if not chunks:
-        raise DocumentError(f"{file_name} gave no text to index.")
-    vectors = []
-    for start in range(0, len(chunks), EMBED_BATCH):
-        batch = chunks[start:start + EMBED_BATCH]
-        vectors.append(embedder.embed([c.text for c in batch]))
-        report(batch[-1].page_end, len(pages), "embedding passages")
     import numpy as np
 
-    info = DocumentInfo(doc_id=doc_id, file_name=file_name, scope_key=scope_key, pages=len(pages),
+    max_tokens = min(limits.chunk_tokens, embedder.max_tokens)
+    chunker = Chunker(doc_id, file_name, embedder.count_tokens, max_tokens,
+                      min(limits.overlap_tokens, max_tokens // 2))
+    chunks: list[Chunk] = []
+    vectors: list[np.ndarray] = []
+
+    def embed(new: list[Chunk]) -> None:
+        if new:
+            chunks.extend(new)
+            vectors.append(embedder.embed([c.text for c in new]))
+
+    with SandboxedPdf(data, file_name, limits.parse_limits()) as pdf:
+        total = pdf.page_count
+        report(0, total, "reading pages")
+        batch: list[PageText] = []
+        for page in pdf.pages():
+            batch.append(page)
+            if len(batch) >= limits.slice_pages:
+                embed(chunker.add(batch))
+                report(page.number, total, "reading and indexing pages")
+                batch = []
+                if between_slices is not None:
+                    between_slices()
+        embed(chunker.add(batch) + chunker.finish())
+        notes = _notes(pdf)
+    if not chunks:
+        raise DocumentError(f"{file_name} gave no text to index.")
+    info = DocumentInfo(doc_id=doc_id, file_name=file_name, scope_key=scope_key, pages=total,
                         chunks=len(chunks), added_at=time.time(), added_by=user)
     store.add_document(info, chunks, np.vstack(vectors))
-    report(len(pages), len(pages), "done")
-    return IngestResult(info, already_indexed=False)
+    report(total, total, "done")
+    return IngestResult(info, already_indexed=False, notes=notes)
+
+
+def _notes(pdf: SandboxedPdf) -> tuple[str, ...]:
+    notes = []
+    if pdf.is_repaired:
+        notes.append("The file was damaged and has been repaired while reading; some text may be missing.")
+    if pdf.ocr_pages:
+        notes.append(f"Read by text recognition (OCR): {_page_list(pdf.ocr_pages)}.")
+    if pdf.unreadable_pages:
+        why = "" if pdf.has_ocr else " (scanned images; OCR is not installed here)"
+        notes.append(f"No text could be read from {_page_list(pdf.unreadable_pages)}{why}.")
+    return tuple(notes)
+
+
+def _page_list(pages: list[int], most: int = 15) -> str:
+    shown = ", ".join(str(p) for p in pages[:most])
+    more = f" and {len(pages) - most} more" if len(pages) > most else ""
+    word = "page" if len(pages) == 1 else "pages"
+    return f"{word} {shown}{more}"

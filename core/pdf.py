@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import TYPE_CHECKING
 
+from core.cleaning import RawPage, strip_running_lines
 from core.documents import PageText
+
+if TYPE_CHECKING:
+    import pymupdf
 
 PDF_MAGIC = b"%PDF-"
 MAGIC_SEARCH_BYTES = 1024  # the PDF spec allows junk before the header; readers look this far
@@ -15,8 +20,8 @@ class DocumentError(ValueError):
     """A file that cannot be indexed. ``str(error)`` is a message for the person who shared it."""
 
 
-def extract_pages(data: bytes, file_name: str, max_pages: int = 5000) -> list[PageText]:
-    """Read every page's text. Raises :class:`DocumentError` for files that give no usable text."""
+def open_document(data: bytes, file_name: str, max_pages: int = 5000) -> pymupdf.Document:
+    """Open ``data`` as a PDF after checking it is one. Raises :class:`DocumentError` when unusable."""
     if not data:
         raise DocumentError(f"{file_name} is empty (0 bytes).")
     if PDF_MAGIC not in data[:MAGIC_SEARCH_BYTES]:
@@ -30,27 +35,52 @@ def extract_pages(data: bytes, file_name: str, max_pages: int = 5000) -> list[Pa
     except Exception as exc:  # PyMuPDF raises several types for broken files
         raise DocumentError(f"{file_name} looks like a PDF but cannot be opened; it may be corrupt "
                             f"({type(exc).__name__}).") from exc
-    with document:
+    try:
         if document.needs_pass:
-            raise DocumentError(f"{file_name} is password-protected. Please share a copy without a password.")
+            raise DocumentError(f"{file_name} is password-protected (encrypted). Please share a copy "
+                                "without a password.")
         if document.page_count == 0:
             raise DocumentError(f"{file_name} has no pages.")
         if document.page_count > max_pages:
             raise DocumentError(f"{file_name} has {document.page_count} pages; the limit is {max_pages}.")
-        pages = []
-        for index in range(document.page_count):
-            try:
-                raw = document.load_page(index).get_text("text")
-            except Exception:  # one broken page must not lose the rest of the document
-                raw = ""
-            pages.append(PageText(number=index + 1, text=clean_text(raw)))
+    except Exception:
+        document.close()
+        raise
+    return document
+
+
+def page_lines(document: pymupdf.Document, index: int) -> list[str]:
+    """The text lines of page ``index`` (0-based), ligatures split; [] when the page cannot be read."""
+    try:
+        raw = document.load_page(index).get_text("text")
+    except Exception:  # one broken page must not lose the rest of the document
+        return []
+    return unicodedata.normalize("NFKC", raw).splitlines()
+
+
+def extract_pages(data: bytes, file_name: str, max_pages: int = 5000) -> list[PageText]:
+    """Read every page's text in this process, running headers and footers removed.
+
+    Raises :class:`DocumentError` for files that give no usable text. The worker reads PDFs through
+    :mod:`core.pdf_sandbox` instead, which runs this same code in a disposable, limited process.
+    """
+    with open_document(data, file_name, max_pages) as document:
+        raw = (RawPage(i + 1, page_lines(document, i)) for i in range(document.page_count))
+        pages = [PageText(page.number, clean_text("\n".join(page.lines))) for page in strip_running_lines(raw)]
     if not any(page.text for page in pages):
-        raise DocumentError(f"{file_name} has no text layer (it may be scanned images), so there is "
-                            "nothing to search. Please share a PDF with selectable text.")
+        raise DocumentError(no_text_message(file_name))
     return pages
 
 
-_HYPHEN_BREAK = re.compile(r"(\w)-\n(\w)")
+def no_text_message(file_name: str, ocr_available: bool = False) -> str:
+    tail = ("" if ocr_available else " Text recognition (OCR) is not installed on this worker.")
+    return (f"{file_name} has no text layer (it may be scanned images), so there is nothing to search."
+            f"{tail} Please share a PDF with selectable text.")
+
+
+# A word broken at a line end: "retrie-\nval". Only before a lower-case letter, so "GC-\nBased" stays.
+_HYPHEN_BREAK = re.compile(r"(\w)[-\u00ad][ \t]*\n[ \t]*([a-z])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\u00ad\ufffe\uffff]")
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _LINE_BREAK = re.compile(r"\s*\n\s*")
 
@@ -59,6 +89,7 @@ def clean_text(text: str) -> str:
     """Undo PDF layout noise: ligatures, hyphenation at line ends, hard line breaks, runs of spaces."""
     text = unicodedata.normalize("NFKC", text)  # also splits ligatures such as 'ﬁ' into 'fi'
     text = _HYPHEN_BREAK.sub(r"\1\2", text)
+    text = _CONTROL.sub("", text)
     text = _LINE_BREAK.sub("\n", text)
     text = text.replace("\n", " ")
     return _SPACES.sub(" ", text).strip()

@@ -1,0 +1,276 @@
+"""Read a PDF in a disposable child process with limits, so a hostile or broken file cannot hurt the worker.
+
+The parent (:class:`SandboxedPdf`) starts ``python -m core.pdf_sandbox``, writes the file's bytes to its
+stdin and reads one JSON object per line from its stdout, page by page, so a 3,500-page document
+streams through in flat memory. The child caps its own address space (RLIMIT_AS) and CPU time; the
+parent kills it at the wall-time limit. Whatever happens to the child, the parent raises
+:class:`~core.pdf.DocumentError` with a message for the person who shared the file.
+
+Child -> parent lines:
+    {"type": "open", "pages": 120, "repaired": false, "ocr": true}
+    {"type": "page", "number": 1, "text": "...", "ocr": false}   (one per page, in order)
+    {"type": "done"}
+    {"type": "error", "message": "..."}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from core.documents import PageText
+from core.pdf import DocumentError, no_text_message
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+OCR_DPI = 200
+OCR_MIN_IMAGE_AREA = 0.2  # share of the page an image must cover before OCR is tried on a textless page
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    """What one parse may use. Every field comes from a setting (phobos/settings.py)."""
+
+    max_pages: int = 5000
+    timeout_s: float = 600.0  # wall time for the whole file
+    max_memory_mb: int = 1024  # address space of the child process
+    max_text_chars: int = 50_000_000  # extracted text, all pages together
+    ocr: bool = True  # OCR textless pages when Tesseract is installed
+
+
+@dataclass
+class SandboxedPdf:
+    """A PDF being read by a child process. Use as a context manager; iterate :meth:`pages` once."""
+
+    data: bytes
+    file_name: str
+    limits: ParseLimits = field(default_factory=ParseLimits)
+    page_count: int = 0
+    is_repaired: bool = False
+    has_ocr: bool = False
+    ocr_pages: list[int] = field(default_factory=list)
+    unreadable_pages: list[int] = field(default_factory=list)  # no text layer and no OCR result
+
+    def __post_init__(self) -> None:
+        self._timed_out = threading.Event()
+        self._stderr: IO[bytes] = tempfile.TemporaryFile()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        config = json.dumps({"file_name": self.file_name, "max_pages": self.limits.max_pages,
+                             "max_memory_mb": self.limits.max_memory_mb, "timeout_s": self.limits.timeout_s,
+                             "max_text_chars": self.limits.max_text_chars, "ocr": self.limits.ocr})
+        self._process = subprocess.Popen([sys.executable, "-m", "core.pdf_sandbox", config],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+                                         env=env, cwd=ROOT, start_new_session=True)
+        self._timer = threading.Timer(self.limits.timeout_s, self._on_timeout)
+        self._timer.daemon = True
+        self._timer.start()
+        self._writer = threading.Thread(target=self._write_input, daemon=True)
+        self._writer.start()
+        try:
+            header = self._next()
+        except BaseException:
+            self.close()
+            raise
+        self.page_count = int(header["pages"])
+        self.is_repaired = bool(header["repaired"])
+        self.has_ocr = bool(header["ocr"])
+
+    def __enter__(self) -> SandboxedPdf:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def pages(self) -> Iterator[PageText]:
+        """Each page's cleaned text, in order, as the child reads it."""
+        while True:
+            message = self._next()
+            if message["type"] == "done":
+                return
+            number = int(message["number"])
+            text = str(message["text"])
+            if message.get("ocr"):
+                self.ocr_pages.append(number)
+            if not text:
+                self.unreadable_pages.append(number)
+            yield PageText(number, text)
+
+    def close(self) -> None:
+        self._timer.cancel()
+        if self._process.poll() is None:
+            self._kill()
+        self._process.wait()
+        for stream in (self._process.stdout, self._process.stdin):
+            if stream is not None:
+                stream.close()
+        self._stderr.close()
+
+    def _write_input(self) -> None:
+        stdin = self._process.stdin
+        assert stdin is not None
+        try:
+            stdin.write(self.data)
+            stdin.close()
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # the child died or was killed; _next() reports why
+
+    def _on_timeout(self) -> None:
+        self._timed_out.set()
+        self._kill()
+
+    def _kill(self) -> None:
+        try:
+            os.killpg(self._process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _next(self) -> dict[str, Any]:
+        stdout = self._process.stdout
+        assert stdout is not None
+        line = stdout.readline()
+        if line:
+            message: dict[str, Any] = json.loads(line)
+            if message["type"] == "error":
+                raise DocumentError(str(message["message"]))
+            return message
+        raise DocumentError(self._death_message())
+
+    def _death_message(self) -> str:
+        code = self._process.wait()
+        name = self.file_name
+        if self._timed_out.is_set():
+            return (f"Reading {name} took longer than the {self.limits.timeout_s:.0f} s allowed, so it was "
+                    "stopped. The file may be damaged or built to be slow to read.")
+        self._stderr.seek(0)
+        tail = self._stderr.read()[-2000:].decode("utf-8", "replace")
+        log.warning("PDF reader for %s exited with %s: %s", name, code, tail)
+        if code == -signal.SIGXCPU or "MemoryError" in tail or "malloc" in tail.lower() or code == -signal.SIGKILL:
+            return (f"Reading {name} needed more than the {self.limits.max_memory_mb} MB of memory or the "
+                    "CPU time allowed, so it was stopped. The file may be damaged or built to expand "
+                    "enormously when read (a 'decompression bomb').")
+        return (f"{name} could not be read: the PDF reader stopped unexpectedly (exit {code}). "
+                "The file is probably corrupt; try exporting or printing it to PDF again.")
+
+
+def read_pages(data: bytes, file_name: str, limits: ParseLimits) -> Iterator[PageText]:
+    """Pages of ``data`` read in a sandboxed process; a shorthand when the report is not needed."""
+    with SandboxedPdf(data, file_name, limits) as pdf:
+        yield from pdf.pages()
+
+
+# ---------------------------------------------------------------- the child process
+
+
+def _emit(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def _set_limits(max_memory_mb: int, timeout_s: float) -> None:
+    import resource
+
+    memory = max_memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    cpu = int(timeout_s) + 1
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+
+
+def ocr_available() -> bool:
+    """Tesseract is installed and PyMuPDF can find its language data."""
+    if shutil.which("tesseract") is None:
+        return False
+    try:
+        import pymupdf
+
+        return bool(pymupdf.get_tessdata())
+    except Exception:
+        return False
+
+
+def _ocr_lines(document: Any, index: int) -> list[str]:
+    """Text of a scanned page by OCR; [] when the page has no large image or OCR fails."""
+    import unicodedata
+
+    page = document.load_page(index)
+    area = abs(page.rect)
+    try:
+        covered = sum(abs(page.get_image_bbox(image)) for image in page.get_images(full=True))
+    except Exception:
+        covered = 0.0
+    if area <= 0 or covered / area < OCR_MIN_IMAGE_AREA:
+        return []
+    try:
+        textpage = page.get_textpage_ocr(dpi=OCR_DPI, full=True)
+        text = page.get_text("text", textpage=textpage)
+    except Exception:
+        return []
+    return unicodedata.normalize("NFKC", text).splitlines()
+
+
+def _child(config: dict[str, Any]) -> None:
+    _set_limits(int(config["max_memory_mb"]), float(config["timeout_s"]))
+    from core.cleaning import RawPage, strip_running_lines
+    from core.pdf import clean_text, open_document, page_lines
+
+    file_name = str(config["file_name"])
+    data = sys.stdin.buffer.read()
+    document = open_document(data, file_name, int(config["max_pages"]))
+    del data
+    use_ocr = bool(config["ocr"]) and ocr_available()
+    _emit({"type": "open", "pages": document.page_count, "repaired": bool(document.is_repaired),
+           "ocr": use_ocr})
+    ocr_pages: set[int] = set()
+
+    def raw_pages() -> Iterator[RawPage]:
+        for index in range(document.page_count):
+            lines = page_lines(document, index)
+            if use_ocr and not any(line.strip() for line in lines):
+                lines = _ocr_lines(document, index)
+                if lines:
+                    ocr_pages.add(index + 1)
+            yield RawPage(index + 1, lines)
+
+    max_chars = int(config["max_text_chars"])
+    total_chars = 0
+    any_text = False
+    for page in strip_running_lines(raw_pages()):
+        text = clean_text("\n".join(page.lines))
+        total_chars += len(text)
+        if total_chars > max_chars:
+            _emit({"type": "error", "message": f"{file_name} holds more text than the {max_chars:,} characters "
+                   "allowed for one file; please share a smaller document."})
+            return
+        any_text = any_text or bool(text)
+        _emit({"type": "page", "number": page.number, "text": text, "ocr": page.number in ocr_pages})
+    if not any_text:
+        _emit({"type": "error", "message": no_text_message(file_name, use_ocr)})
+        return
+    _emit({"type": "done"})
+
+
+def main() -> None:
+    config = json.loads(sys.argv[1])
+    try:
+        _child(config)
+    except DocumentError as exc:
+        _emit({"type": "error", "message": str(exc)})
+    except MemoryError:
+        # Raised by Python when RLIMIT_AS is reached; the parent turns the exit into a message.
+        sys.stderr.write("MemoryError\n")
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()
