@@ -49,13 +49,32 @@ def open_document(data: bytes, file_name: str, max_pages: int = 5000) -> pymupdf
     return document
 
 
+class PageReadError(Exception):
+    """One page could not be read; ``out_of_memory`` when the reader hit its memory limit."""
+
+    def __init__(self, number: int, out_of_memory: bool):
+        super().__init__(f"page {number}")
+        self.number = number
+        self.out_of_memory = out_of_memory
+
+
 def page_lines(document: pymupdf.Document, index: int) -> list[str]:
-    """The text lines of page ``index`` (0-based), ligatures split; [] when the page cannot be read."""
+    """The text lines of page ``index`` (0-based), ligatures split. Raises :class:`PageReadError`."""
     try:
         raw = document.load_page(index).get_text("text")
-    except Exception:  # one broken page must not lose the rest of the document
-        return []
+    except MemoryError as exc:
+        raise PageReadError(index + 1, out_of_memory=True) from exc
+    except Exception as exc:  # MuPDF reports a failed allocation as RuntimeError("... malloc|realloc ... failed")
+        raise PageReadError(index + 1, out_of_memory="alloc" in str(exc)) from exc
     return unicodedata.normalize("NFKC", raw).splitlines()
+
+
+def read_page_lines(document: pymupdf.Document, index: int) -> list[str]:
+    """:func:`page_lines`, or [] for a page that cannot be read: one broken page must not lose the rest."""
+    try:
+        return page_lines(document, index)
+    except PageReadError:
+        return []
 
 
 def extract_pages(data: bytes, file_name: str, max_pages: int = 5000) -> list[PageText]:
@@ -65,7 +84,7 @@ def extract_pages(data: bytes, file_name: str, max_pages: int = 5000) -> list[Pa
     :mod:`core.pdf_sandbox` instead, which runs this same code in a disposable, limited process.
     """
     with open_document(data, file_name, max_pages) as document:
-        raw = (RawPage(i + 1, page_lines(document, i)) for i in range(document.page_count))
+        raw = (RawPage(i + 1, read_page_lines(document, i)) for i in range(document.page_count))
         pages = [PageText(page.number, clean_text("\n".join(page.lines))) for page in strip_running_lines(raw)]
     if not any(page.text for page in pages):
         raise DocumentError(no_text_message(file_name))

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from core.documents import PageText
-from core.pdf import DocumentError, no_text_message
+from core.pdf import DocumentError, PageReadError, no_text_message
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class SandboxedPdf:
         self._stderr.seek(0)
         tail = self._stderr.read()[-2000:].decode("utf-8", "replace")
         log.warning("PDF reader for %s exited with %s: %s", name, code, tail)
-        if code == -signal.SIGXCPU or "MemoryError" in tail or "malloc" in tail.lower() or code == -signal.SIGKILL:
+        if code == -signal.SIGXCPU or "MemoryError" in tail or "alloc" in tail.lower() or code == -signal.SIGKILL:
             return (f"Reading {name} needed more than the {self.limits.max_memory_mb} MB of memory or the "
                     "CPU time allowed, so it was stopped. The file may be damaged or built to expand "
                     "enormously when read (a 'decompression bomb').")
@@ -220,6 +220,9 @@ def _ocr_lines(document: Any, index: int) -> list[str]:
 
 
 def _child(config: dict[str, Any]) -> None:
+    # pymupdf-layout (pulled in by pymupdf4llm) loads an ONNX model whenever pymupdf is imported; text
+    # extraction does not use it, so the child blocks it: faster start, and memory left for the file.
+    sys.modules["pymupdf.layout"] = None  # type: ignore[assignment]
     _set_limits(int(config["max_memory_mb"]), float(config["timeout_s"]))
     from core.cleaning import RawPage, strip_running_lines
     from core.pdf import clean_text, open_document, page_lines
@@ -232,11 +235,16 @@ def _child(config: dict[str, Any]) -> None:
     _emit({"type": "open", "pages": document.page_count, "repaired": bool(document.is_repaired),
            "ocr": use_ocr})
     ocr_pages: set[int] = set()
+    failed: list[PageReadError] = []
 
     def raw_pages() -> Iterator[RawPage]:
         for index in range(document.page_count):
-            lines = page_lines(document, index)
-            if use_ocr and not any(line.strip() for line in lines):
+            try:
+                lines = page_lines(document, index)
+            except PageReadError as exc:
+                failed.append(exc)
+                lines = []
+            if use_ocr and not failed[-1:] and not any(line.strip() for line in lines):
                 lines = _ocr_lines(document, index)
                 if lines:
                     ocr_pages.add(index + 1)
@@ -255,9 +263,20 @@ def _child(config: dict[str, Any]) -> None:
         any_text = any_text or bool(text)
         _emit({"type": "page", "number": page.number, "text": text, "ocr": page.number in ocr_pages})
     if not any_text:
-        _emit({"type": "error", "message": no_text_message(file_name, use_ocr)})
+        _emit({"type": "error", "message": _nothing_read_message(file_name, use_ocr, failed, config)})
         return
     _emit({"type": "done"})
+
+
+def _nothing_read_message(file_name: str, use_ocr: bool, failed: list[PageReadError], config: dict[str, Any]) -> str:
+    if any(exc.out_of_memory for exc in failed):
+        return (f"Reading {file_name} needed more than the {config['max_memory_mb']} MB of memory allowed, so "
+                "it was stopped. The file may be damaged or built to expand enormously when read "
+                "(a 'decompression bomb').")
+    if failed:
+        return (f"{file_name} could not be read: its pages are damaged (it may be corrupt). "
+                "Try exporting or printing it to PDF again.")
+    return no_text_message(file_name, use_ocr)
 
 
 def main() -> None:

@@ -45,3 +45,30 @@ def textless_pdf() -> bytes:
     data = doc.tobytes()
     doc.close()
     return bytes(data)
+
+
+def bomb_pdf(megabytes: int, one_string: bool = False) -> bytes:
+    """A small PDF whose one page's content stream inflates to ``megabytes`` MB: no-op operators, or
+    (``one_string``) a single giant string the reader must hold in memory at once."""
+    import zlib
+
+    compressor = zlib.compressobj(9)
+    parts = [compressor.compress(b"BT (" if one_string else b"")]
+    block = (b"A" if one_string else b"q Q ") * (1 << 18)
+    for _ in range(megabytes * 4 if one_string else megabytes):
+        parts.append(compressor.compress(block))
+    parts += [compressor.compress(b") Tj ET" if one_string else b""), compressor.flush()]
+    stream = b"".join(parts)
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
+               b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream"]
+    out = b"%PDF-1.7\n"
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return out
