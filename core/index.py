@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from core.documents import Chunk, DocumentInfo, Hit
+
+if TYPE_CHECKING:
+    from core.hybrid import LexicalIndex
 
 
 @dataclass
@@ -16,6 +19,25 @@ class ScopeIndex:
 
     chunks: list[Chunk]
     vectors: np.ndarray  # (n_chunks, dim) float32, unit length
+    _lexical: LexicalIndex | None = field(default=None, init=False, repr=False, compare=False)
+
+    def lexical(self) -> LexicalIndex:
+        """The BM25 index over the same chunks, built on first use and kept with this index."""
+        if self._lexical is None:
+            from core.hybrid import LexicalIndex
+
+            self._lexical = LexicalIndex([c.text for c in self.chunks])
+        return self._lexical
+
+    def hybrid_search(self, query_vector: np.ndarray, query: str, k: int, mode: str = "hybrid") -> list[Hit]:
+        """Top-``k`` chunks by dense cosine and BM25 fused (see :mod:`core.hybrid`); exact on both sides."""
+        from core.hybrid import hybrid_search
+
+        if not self.chunks:
+            return []
+        dense = self.vectors @ query_vector  # (n_chunks,)
+        lexical = self.lexical() if mode != "dense" else None
+        return hybrid_search(self.chunks, dense, lexical, query, k, mode)
 
     def search(self, query: np.ndarray, k: int) -> list[Hit]:
         """Top-``k`` chunks by cosine similarity. Exact: a matrix-vector product over the scope."""

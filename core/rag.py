@@ -29,25 +29,47 @@ class Answer:
     grounded: bool  # False when the scope had no documents or nothing relevant
 
 
+MERGED_CACHE_SIZE = 64  # thread+channel indexes kept merged
+
+
 class RagEngine:
     """Answers questions in a scope from its documents. Holds no model; generators are passed in."""
 
-    def __init__(self, embedder: Embedder, store: DocumentStore, top_k: int = 5, min_relevance: float = 0.0):
+    def __init__(self, embedder: Embedder, store: DocumentStore, top_k: int = 5, min_relevance: float = 0.0,
+                 mode: str = "hybrid"):
         self.embedder = embedder
         self.store = store
         self.top_k = top_k
         self.min_relevance = min_relevance
+        self.mode = mode  # "hybrid" (dense + BM25), "dense" or "lexical"
+        # A thread searches its own and its channel's index; the merged one (and its BM25) is kept
+        # while both parts are unchanged, so questions don't rebuild it.
+        self._merged: dict[tuple[str, ...], tuple[list[ScopeIndex], ScopeIndex]] = {}
+        self._lock = threading.Lock()
 
     def index_for(self, scope: Scope) -> ScopeIndex:
-        return ScopeIndex.merge([self.store.load_index(key, self.embedder.dim) for key in scope.search_keys()],
-                                self.embedder.dim)
+        keys = tuple(scope.search_keys())
+        parts = [self.store.load_index(key, self.embedder.dim) for key in keys]
+        if len(parts) == 1:
+            return parts[0]
+        with self._lock:
+            cached = self._merged.get(keys)
+            if cached and all(a is b for a, b in zip(cached[0], parts, strict=True)):
+                return cached[1]
+        merged = ScopeIndex.merge(parts, self.embedder.dim)
+        with self._lock:
+            if len(self._merged) >= MERGED_CACHE_SIZE:
+                self._merged.pop(next(iter(self._merged)))
+            self._merged[keys] = (parts, merged)
+        return merged
 
     def retrieve(self, question: str, scope: Scope, k: int | None = None) -> list[Hit]:
+        """The top chunks for ``question``: dense and BM25 rankings fused. ``Hit.score`` is the cosine."""
         index = self.index_for(scope)
         if not index.chunks:
             return []
         query = self.embedder.embed([question])[0]
-        return index.search(query, k or self.top_k)
+        return index.hybrid_search(query, question, k or self.top_k, self.mode)
 
     def answer(self, question: str, scope: Scope, generator: Generator, params: GenerationParams,
                on_delta: Callable[[str], None], history: Sequence[ChatMessage] = (),

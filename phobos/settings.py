@@ -54,6 +54,16 @@ class Settings(BaseSettings):
     # --- limits ---
     max_upload_mb: float = Field(50.0, validation_alias=_env("PHOBOS_MAX_UPLOAD_MB"))
     max_pages: int = Field(5000, validation_alias=_env("PHOBOS_MAX_PAGES"))
+    # Wall time allowed to read one PDF in its disposable child process.
+    parse_timeout_s: float = Field(600.0, validation_alias=_env("PHOBOS_PARSE_TIMEOUT_S"))
+    # Address space (RLIMIT_AS) of the child process that reads one PDF.
+    parse_memory_mb: int = Field(1024, validation_alias=_env("PHOBOS_PARSE_MEMORY_MB"))
+    # Extracted text allowed from one file, all pages together.
+    max_text_chars: int = Field(50_000_000, validation_alias=_env("PHOBOS_MAX_TEXT_CHARS"))
+    # OCR pages without a text layer when Tesseract is installed.
+    ocr: bool = Field(True, validation_alias=_env("PHOBOS_OCR"))
+    # Pages read, chunked and embedded per step of an ingest; bounds memory and the wait between steps.
+    ingest_slice_pages: int = Field(32, validation_alias=_env("PHOBOS_INGEST_SLICE_PAGES"))
     # How long `phobos ask` and the console wait for a final answer.
     answer_timeout_s: float = Field(600.0, validation_alias=_env("PHOBOS_ANSWER_TIMEOUT_S"))
     # A worker that misses heartbeats for this long is considered gone.

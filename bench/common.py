@@ -1,0 +1,110 @@
+"""Shared by the benches: paths, an in-memory DocumentStore, the tutorial's pipeline as a baseline."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core.documents import Chunk, DocumentInfo  # noqa: E402
+from core.index import ScopeIndex  # noqa: E402
+
+MANUALS = ROOT / ".cache" / "r-manuals"
+EVAL = ROOT.parent / "shared" / "eval"  # ../shared/eval from the repository root
+if not EVAL.exists():
+    EVAL = Path("/work/shared/eval")
+
+
+def manual(name: str) -> Path:
+    for folder in (MANUALS, Path("/work/main/.cache/r-manuals")):
+        if (folder / name).exists():
+            return folder / name
+    raise SystemExit(f"{name} not found; run: bash ../shared/eval/get-r-manuals.sh {MANUALS}")
+
+
+class MemoryStore:
+    """A DocumentStore in process memory, so benches measure the engine and not Redis."""
+
+    def __init__(self) -> None:
+        self.docs: dict[tuple[str, str], tuple[DocumentInfo, list[Chunk], np.ndarray]] = {}
+        self._indexes: dict[str, ScopeIndex] = {}
+
+    def get_document(self, scope_key: str, doc_id: str) -> DocumentInfo | None:
+        found = self.docs.get((scope_key, doc_id))
+        return found[0] if found else None
+
+    def add_document(self, info: DocumentInfo, chunks: list[Chunk], vectors: np.ndarray) -> None:
+        self.docs[(info.scope_key, info.doc_id)] = (info, chunks, vectors)
+        self._indexes.pop(info.scope_key, None)
+
+    def list_documents(self, scope_keys: list[str]) -> list[DocumentInfo]:
+        return [info for (scope, _), (info, _, _) in self.docs.items() if scope in scope_keys]
+
+    def forget(self, scope_key: str, doc_id: str) -> bool:
+        self._indexes.pop(scope_key, None)
+        return self.docs.pop((scope_key, doc_id), None) is not None
+
+    def load_index(self, scope_key: str, dim: int) -> ScopeIndex:
+        if scope_key not in self._indexes:
+            parts = [(c, v) for (scope, _), (_, c, v) in self.docs.items() if scope == scope_key]
+            chunks = [chunk for c, _ in parts for chunk in c]
+            vectors = np.vstack([v for _, v in parts]) if parts else np.zeros((0, dim), np.float32)
+            self._indexes[scope_key] = ScopeIndex(chunks, vectors)
+        return self._indexes[scope_key]
+
+
+@dataclass
+class TutorialIndex:
+    """The tutorial's pipeline: page text with newlines replaced, spaCy sentencizer, 10 sentences per
+    chunk within a page, chunks of <= 30 estimated tokens dropped, one-at-a-time embedding, dot score."""
+
+    texts: list[str] = field(default_factory=list)
+    pages: list[int] = field(default_factory=list)
+    vectors: np.ndarray | None = None
+    embed_s: float = 0.0  # time inside the embedder
+
+
+SENTENCES_PER_CHUNK = 10
+MIN_TOKENS = 30
+
+
+def tutorial_ingest(path: Path, model, max_pages: int | None = None) -> TutorialIndex:  # type: ignore[no-untyped-def]
+    import pymupdf
+    from spacy.lang.en import English
+
+    nlp = English()
+    nlp.add_pipe("sentencizer")
+    index = TutorialIndex()
+    vectors = []
+    with pymupdf.open(path) as document:
+        for number, page in enumerate(document, start=1):
+            if max_pages is not None and number > max_pages:
+                break
+            text = page.get_text().replace("\n", " ").strip()
+            sentences = [str(s) for s in nlp(text).sents]
+            for i in range(0, len(sentences), SENTENCES_PER_CHUNK):
+                chunk = "".join(sentences[i:i + SENTENCES_PER_CHUNK]).replace("  ", " ").strip()
+                chunk = re.sub(r"\.([A-Z])", r". \1", chunk)
+                if len(chunk) / 4 <= MIN_TOKENS:
+                    continue
+                started = time.perf_counter()
+                vectors.append(model.encode(chunk, convert_to_numpy=True))
+                index.embed_s += time.perf_counter() - started
+                index.texts.append(chunk)
+                index.pages.append(number)
+    index.vectors = np.vstack(vectors).astype(np.float32)
+    return index
+
+
+def tutorial_search(index: TutorialIndex, model, question: str, k: int = 5) -> list[int]:  # type: ignore[no-untyped-def]
+    """Pages of the top-``k`` chunks by dot score."""
+    assert index.vectors is not None
+    scores = index.vectors @ model.encode(question, convert_to_numpy=True)
+    return [index.pages[i] for i in np.argsort(-scores)[:k]]

@@ -1,0 +1,83 @@
+"""Recall@5 and MRR on ../shared/eval/dev.jsonl (questions over R-lang.pdf), Phobos vs the tutorial, as JSON.
+
+    .venv/bin/python bench/retrieval_quality.py [--mode hybrid|dense|lexical] [--show-misses]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from common import EVAL, MemoryStore, manual, tutorial_ingest, tutorial_search
+
+from core.ingest import ingest_pdf
+from core.rag import RagEngine
+from core.scope import Scope
+from phobos.runtime import ingest_limits, load_embedder
+from phobos.settings import Settings
+
+K = 5
+MRR_DEPTH = 10
+
+
+def score(ranked_pages: list[tuple[int, ...]], gold: set[int]) -> tuple[bool, float]:
+    """(hit in top K, reciprocal rank of the first hit within MRR_DEPTH)."""
+    for rank, pages in enumerate(ranked_pages[:MRR_DEPTH], start=1):
+        if gold & set(pages):
+            return rank <= K, 1.0 / rank
+    return False, 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", default="hybrid", choices=["hybrid", "dense", "lexical"])
+    parser.add_argument("--show-misses", action="store_true")
+    parser.add_argument("--no-tutorial", action="store_true")
+    args = parser.parse_args()
+    questions = [json.loads(line) for line in (EVAL / "dev.jsonl").read_text().splitlines() if line.strip()]
+    settings = Settings()
+    embedder = load_embedder(settings)
+    results: dict[str, object] = {"questions": len(questions), "embedder": settings.embedder, "k": K,
+                                  "mrr_depth": MRR_DEPTH}
+
+    store = MemoryStore()
+    scope = Scope("bench", "w", "c")
+    docs = {}
+    for name in sorted({q["doc"] for q in questions}):
+        started = time.perf_counter()
+        result = ingest_pdf(manual(name).read_bytes(), name, scope.key, embedder, store, ingest_limits(settings))
+        docs[name] = {"pages": result.info.pages, "chunks": result.info.chunks,
+                      "ingest_s": round(time.perf_counter() - started, 2)}
+    engine = RagEngine(embedder, store, top_k=K, mode=args.mode)
+    hits, rr, misses = 0, 0.0, []
+    for q in questions:
+        ranked = [(h.chunk.pages if h.chunk.file_name == q["doc"] else ()) for h in
+                  engine.retrieve(q["question"], scope, k=MRR_DEPTH)]
+        found, reciprocal = score(ranked, set(q["pages"]))
+        hits += found
+        rr += reciprocal
+        if not found:
+            misses.append({"id": q["id"], "gold": q["pages"], "got": [list(p) for p in ranked[:K]]})
+    results["phobos"] = {"mode": args.mode, "recall_at_5": round(hits / len(questions), 3),
+                         "mrr": round(rr / len(questions), 3), "found": hits, "documents": docs,
+                         "chunk_tokens": settings.chunk_tokens, "overlap_tokens": settings.chunk_overlap_tokens}
+    if args.show_misses:
+        results["phobos_misses"] = misses
+
+    if not args.no_tutorial:
+        model = embedder._model  # the same embedder, used the tutorial's way
+        hits, rr = 0, 0.0
+        indexes = {name: tutorial_ingest(manual(name), model) for name in docs}
+        for q in questions:
+            ranked = [(p,) for p in tutorial_search(indexes[q["doc"]], model, q["question"], k=MRR_DEPTH)]
+            found, reciprocal = score(ranked, set(q["pages"]))
+            hits += found
+            rr += reciprocal
+        results["tutorial"] = {"recall_at_5": round(hits / len(questions), 3), "mrr": round(rr / len(questions), 3),
+                               "found": hits, "chunks": sum(len(i.texts) for i in indexes.values())}
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
