@@ -42,7 +42,7 @@ class LexicalIndex:
         return np.asarray(self._bm25.get_scores(words), dtype=np.float32)
 
 
-def _stemmer():  # type: ignore[no-untyped-def]
+def _stemmer():
     try:
         import Stemmer
 

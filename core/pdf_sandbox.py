@@ -15,6 +15,7 @@ Child -> parent lines:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -65,7 +66,7 @@ class SandboxedPdf:
 
     def __post_init__(self) -> None:
         self._timed_out = threading.Event()
-        self._stderr: IO[bytes] = tempfile.TemporaryFile()
+        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
         config = json.dumps({"file_name": self.file_name, "max_pages": self.limits.max_pages,
                              "max_memory_mb": self.limits.max_memory_mb, "timeout_s": self.limits.timeout_s,
@@ -131,10 +132,8 @@ class SandboxedPdf:
         self._kill()
 
     def _kill(self) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def _next(self) -> dict[str, Any]:
         stdout = self._process.stdout
