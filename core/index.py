@@ -20,6 +20,13 @@ class ScopeIndex:
     chunks: list[Chunk]
     vectors: np.ndarray  # (n_chunks, dim) float32, unit length
     _lexical: LexicalIndex | None = field(default=None, init=False, repr=False, compare=False)
+    _rows: dict[tuple[str, int], int] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def row_of(self, doc_id: str, ordinal: int) -> int | None:
+        """The row of a document's ``ordinal``-th chunk, or None when there is none."""
+        if self._rows is None:
+            self._rows = {(c.doc_id, c.ordinal): row for row, c in enumerate(self.chunks)}
+        return self._rows.get((doc_id, ordinal))
 
     def lexical(self) -> LexicalIndex:
         """The BM25 index over the same chunks, built on first use and kept with this index."""

@@ -6,6 +6,9 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
+from core.context import assemble_context
 from core.documents import Citation, Hit
 from core.embedding import Embedder
 from core.generation import ChatMessage, GenerationParams, Generator
@@ -36,12 +39,13 @@ class RagEngine:
     """Answers questions in a scope from its documents. Holds no model; generators are passed in."""
 
     def __init__(self, embedder: Embedder, store: DocumentStore, top_k: int = 5, min_relevance: float = 0.0,
-                 mode: str = "hybrid"):
+                 mode: str = "hybrid", context_tokens: int = 1500):
         self.embedder = embedder
         self.store = store
         self.top_k = top_k
         self.min_relevance = min_relevance
         self.mode = mode  # "hybrid" (dense + BM25), "dense" or "lexical"
+        self.context_tokens = context_tokens  # sources shown to the model, in embedder tokens
         # A thread searches its own and its channel's index; the merged one (and its BM25) is kept
         # while both parts are unchanged, so questions don't rebuild it.
         self._merged: dict[tuple[str, ...], tuple[list[ScopeIndex], ScopeIndex]] = {}
@@ -65,11 +69,22 @@ class RagEngine:
 
     def retrieve(self, question: str, scope: Scope, k: int | None = None) -> list[Hit]:
         """The top chunks for ``question``: dense and BM25 rankings fused. ``Hit.score`` is the cosine."""
+        return self._search(question, scope, k)[2]
+
+    def context(self, question: str, scope: Scope) -> list[Hit]:
+        """The passages to show the model: relevant hits, overlaps joined, neighbours added, in budget."""
+        index, query, hits = self._search(question, scope, None)
+        hits = [hit for hit in hits if hit.score >= self.min_relevance]
+        if not hits:
+            return []
+        return assemble_context(hits, index, query, self.embedder.count_tokens, self.context_tokens)
+
+    def _search(self, question: str, scope: Scope, k: int | None) -> tuple[ScopeIndex, np.ndarray, list[Hit]]:
         index = self.index_for(scope)
         if not index.chunks:
-            return []
+            return index, np.zeros(self.embedder.dim, dtype=np.float32), []
         query = self.embedder.embed([question])[0]
-        return index.hybrid_search(query, question, k or self.top_k, self.mode)
+        return index, query, index.hybrid_search(query, question, k or self.top_k, self.mode)
 
     def answer(self, question: str, scope: Scope, generator: Generator, params: GenerationParams,
                on_delta: Callable[[str], None], history: Sequence[ChatMessage] = (),
@@ -81,7 +96,7 @@ class RagEngine:
             body = _collect(generator, plain_messages(question, history), params, on_delta, cancel)
             return Answer(NO_DOCUMENTS_NOTE + body, (), (), grounded=False)
 
-        hits = [hit for hit in self.retrieve(question, scope) if hit.score >= self.min_relevance]
+        hits = self.context(question, scope)
         if not hits:
             files = ", ".join(sorted({d.file_name for d in documents}))
             text = NOT_COVERED_REPLY.format(files=files)

@@ -1,0 +1,89 @@
+"""Retrieval latency p50/p99 for one question at 10k, 100k and 1M chunks in one scope, as JSON.
+
+The scope is synthetic: random unit vectors (the embedder's dimension) and chunk texts drawn from the
+words of R-lang.pdf, so both the dense and the BM25 side do real work. "search" is the hybrid search
+over the scope (exact dense matrix-vector product, BM25, fusion); "with_query_embedding" adds
+embedding the question with the real embedder.
+
+    .venv/bin/python bench/retrieval_latency.py [--sizes 10000,100000,1000000] [--queries 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import time
+
+import numpy as np
+from common import manual
+
+from core.documents import Chunk
+from core.index import ScopeIndex
+
+WORDS_PER_CHUNK = 40
+SEED = 1
+
+
+def vocabulary() -> list[str]:
+    import pymupdf
+
+    with pymupdf.open(manual("R-lang.pdf")) as document:
+        text = " ".join(page.get_text() for page in document)
+    return re.findall(r"[A-Za-z][A-Za-z.]{2,}", text)  # with repeats: a natural word distribution
+
+
+def percentile(values: list[float], q: float) -> float:
+    return round(float(np.percentile(np.asarray(values) * 1000, q)), 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--queries", type=int, default=200)
+    args = parser.parse_args()
+    from phobos.runtime import load_embedder
+    from phobos.settings import Settings
+
+    embedder = load_embedder(Settings())
+    words = vocabulary()
+    rng = random.Random(SEED)
+    questions = [" ".join(rng.choices(words, k=rng.randint(5, 12))) + "?" for _ in range(args.queries)]
+    query_vectors = embedder.embed(questions)
+    embed_times = []
+    for question in questions[:50]:
+        started = time.perf_counter()
+        embedder.embed([question])
+        embed_times.append(time.perf_counter() - started)
+    results: dict[str, object] = {"dim": embedder.dim, "queries": args.queries,
+                                  "query_embedding_ms": {"p50": percentile(embed_times, 50),
+                                                         "p99": percentile(embed_times, 99)}}
+    generator = np.random.default_rng(SEED)
+    for size in (int(s) for s in args.sizes.split(",")):
+        vectors = generator.standard_normal((size, embedder.dim), dtype=np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        chunks = [Chunk("d", "f.pdf", " ".join(rng.choices(words, k=WORDS_PER_CHUNK)), i // 4 + 1, i // 4 + 1, i)
+                  for i in range(size)]
+        index = ScopeIndex(chunks, vectors)
+        started = time.perf_counter()
+        index.lexical()
+        build_s = time.perf_counter() - started
+        row: dict[str, object] = {"bm25_build_s": round(build_s, 1)}
+        for mode in ("dense", "hybrid"):
+            times = []
+            for question, vector in zip(questions, query_vectors, strict=True):
+                started = time.perf_counter()
+                index.hybrid_search(vector, question, 10, mode)
+                times.append(time.perf_counter() - started)
+            row[f"{mode}_search_ms"] = {"p50": percentile(times, 50), "p99": percentile(times, 99)}
+        hybrid = row["hybrid_search_ms"]
+        assert isinstance(hybrid, dict)
+        row["hybrid_with_query_embedding_ms_p50"] = round(hybrid["p50"] + results["query_embedding_ms"]["p50"], 2)  # type: ignore[index]
+        results[f"{size}_chunks"] = row
+        del index, chunks, vectors
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
