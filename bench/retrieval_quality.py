@@ -19,6 +19,11 @@ from phobos.settings import Settings
 
 K = 5
 MRR_DEPTH = 10
+# Questions no R manual answers, to see where the relevance floor (PHOBOS_MIN_RELEVANCE) should sit.
+OFF_TOPIC = ["How long should sourdough bread rise before baking?", "Who won the football world cup in 2018?",
+             "What is the capital city of Australia?", "How do I reset the password of my wifi router?",
+             "When is the best time of year to plant tomatoes?", "What are the side effects of ibuprofen?",
+             "How many moons does Jupiter have?", "Which train goes from Vienna to Salzburg at night?"]
 
 
 def score(ranked_pages: list[tuple[int, ...]], gold: set[int]) -> tuple[bool, float]:
@@ -49,7 +54,7 @@ def main() -> None:
         result = ingest_pdf(manual(name).read_bytes(), name, scope.key, embedder, store, ingest_limits(settings))
         docs[name] = {"pages": result.info.pages, "chunks": result.info.chunks,
                       "ingest_s": round(time.perf_counter() - started, 2)}
-    engine = RagEngine(embedder, store, top_k=K, mode=args.mode)
+    engine = RagEngine(embedder, store, top_k=K, min_relevance=settings.min_relevance, mode=args.mode)
     hits, rr, misses = 0, 0.0, []
     for q in questions:
         ranked = [(h.chunk.pages if h.chunk.file_name == q["doc"] else ()) for h in
@@ -59,6 +64,16 @@ def main() -> None:
         rr += reciprocal
         if not found:
             misses.append({"id": q["id"], "gold": q["pages"], "got": [list(p) for p in ranked[:K]]})
+    best = {q["id"]: max(h.score for h in engine.retrieve(q["question"], scope, k=K)) for q in questions}
+    off = [max(h.score for h in engine.retrieve(question, scope, k=K)) for question in OFF_TOPIC]
+    covered = [c for c in (engine.context(question, scope) for question in OFF_TOPIC) if c]
+    results["relevance_floor"] = {
+        "min_relevance": settings.min_relevance,
+        "dev_best_cosine_min": round(min(best.values()), 3),
+        "off_topic_best_cosine_max": round(max(off), 3),
+        "off_topic_answered_not_covered": f"{len(OFF_TOPIC) - len(covered)}/{len(OFF_TOPIC)}",
+        "dev_questions_under_floor": sum(score < settings.min_relevance for score in best.values()),
+    }
     results["phobos"] = {"mode": args.mode, "recall_at_5": round(hits / len(questions), 3),
                          "mrr": round(rr / len(questions), 3), "found": hits, "documents": docs,
                          "chunk_tokens": settings.chunk_tokens, "overlap_tokens": settings.chunk_overlap_tokens}
