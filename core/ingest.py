@@ -1,4 +1,12 @@
-"""One shared file -> an indexed document in a scope."""
+"""One shared file -> an indexed document in a scope.
+
+The file is read page by page in a disposable child process (core/pdf_sandbox.py) and handled in
+slices of ``IngestLimits.slice_pages`` pages: chunk, embed, report progress, then call
+``between_slices``. Memory holds one slice of page text plus the document's chunks and vectors (which
+are stored at the end, in one transaction, so a reader never sees half a document). The slice
+boundary is where a worker can answer questions that arrived meanwhile, so a 3,500-page ingest does
+not hold them up for longer than one slice takes to embed.
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -107,7 +108,7 @@ def test_fuzzed_files_through_ingestion_each_get_an_outcome_a_person_understands
     for name, data in bad + mutations(seed=7, count=FUZZ_CASES):
         try:
             result = ingest_pdf(data, name, "test:w:fuzz", embedder, store,
-                                IngestLimits(**{**LIMITS.__dict__, "parse_timeout_s": 5}))
+                                replace(LIMITS, parse_timeout_s=5))
         except DocumentError as exc:
             message = str(exc)
             assert name in message, message
@@ -135,6 +136,6 @@ def test_unreadable_pages_are_named(redis_client, embedder) -> None:
     doc = pymupdf.open(stream=pdf_with_pages(FACT_PAGES[:2]), filetype="pdf")
     doc.insert_pdf(pymupdf.open(stream=textless_pdf(), filetype="pdf"), from_page=0, to_page=0)
     data = doc.tobytes()
-    limits = IngestLimits(**{**LIMITS.__dict__, "ocr": False})
+    limits = replace(LIMITS, ocr=False)
     result = ingest_pdf(data, "mixed.pdf", "test:w:mixed", embedder, RedisDocumentStore(redis_client), limits)
     assert "No text could be read from page 3" in result.summary()
