@@ -71,6 +71,8 @@ def main() -> None:
         "min_relevance": settings.min_relevance,
         "dev_best_cosine_min": round(min(best.values()), 3),
         "off_topic_best_cosine_max": round(max(off), 3),
+        "off_topic_best_cosines": sorted(round(score, 3) for score in off),
+        "dev_best_cosines_lowest_5": sorted(round(score, 3) for score in best.values())[:5],
         "off_topic_answered_not_covered": f"{len(OFF_TOPIC) - len(covered)}/{len(OFF_TOPIC)}",
         "dev_questions_under_floor": sum(score < settings.min_relevance for score in best.values()),
     }

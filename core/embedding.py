@@ -34,7 +34,7 @@ class Embedder(Protocol):
 class SentenceTransformerEmbedder:
     """Batched sentence-transformers encoding; normalised so a dot product is the cosine similarity."""
 
-    def __init__(self, location: str, device: str | None = None, batch_size: int = 64):
+    def __init__(self, location: str, device: str | None = None, batch_size: int = 16):
         from sentence_transformers import SentenceTransformer
 
         path = package_files.resolve(location)

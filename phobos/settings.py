@@ -44,12 +44,13 @@ class Settings(BaseSettings):
 
     # --- retrieval ---
     top_k: int = Field(5, validation_alias=_env("PHOBOS_TOP_K"))
-    # Cosine similarity under which a passage is not shown to the model as a source.
-    min_relevance: float = Field(0.05, validation_alias=_env("PHOBOS_MIN_RELEVANCE"))
+    # Cosine similarity under which a passage is not shown to the model as a source (tuned for
+    # all-MiniLM-L6-v2: see bench/retrieval_quality.py's relevance_floor; other embedders need their own).
+    min_relevance: float = Field(0.25, validation_alias=_env("PHOBOS_MIN_RELEVANCE"))
     # Largest chunk in embedder tokens (the embedder's own limit caps it).
-    chunk_tokens: int = Field(200, validation_alias=_env("PHOBOS_CHUNK_TOKENS"))
+    chunk_tokens: int = Field(250, validation_alias=_env("PHOBOS_CHUNK_TOKENS"))
     # Tokens repeated between neighbouring chunks, so a sentence cut at a boundary is found whole.
-    chunk_overlap_tokens: int = Field(40, validation_alias=_env("PHOBOS_CHUNK_OVERLAP_TOKENS"))
+    chunk_overlap_tokens: int = Field(30, validation_alias=_env("PHOBOS_CHUNK_OVERLAP_TOKENS"))
 
     # --- limits ---
     max_upload_mb: float = Field(50.0, validation_alias=_env("PHOBOS_MAX_UPLOAD_MB"))
