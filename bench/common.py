@@ -29,6 +29,15 @@ def manual(name: str) -> Path:
     raise SystemExit(f"{name} not found; run: bash ../shared/eval/get-r-manuals.sh {MANUALS}")
 
 
+def concrete_embedder(settings):  # type: ignore[no-untyped-def]
+    """The sentence-transformers embedder itself (never the lazy wrapper): benches reach inside it."""
+    from core.embedding import SentenceTransformerEmbedder
+    from phobos.runtime import quiet_offline_libraries
+
+    quiet_offline_libraries()
+    return SentenceTransformerEmbedder(settings.embedder, bf16=settings.embed_bf16)
+
+
 class MemoryStore:
     """A DocumentStore in process memory, so benches measure the engine and not Redis."""
 

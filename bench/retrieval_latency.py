@@ -17,7 +17,7 @@ import re
 import time
 
 import numpy as np
-from common import manual
+from common import concrete_embedder, manual
 
 from core.documents import Chunk
 from core.index import ScopeIndex
@@ -43,10 +43,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--queries", type=int, default=200)
     args = parser.parse_args()
-    from phobos.runtime import load_embedder
     from phobos.settings import Settings
 
-    embedder = load_embedder(Settings())
+    embedder = concrete_embedder(Settings())
     words = vocabulary()
     rng = random.Random(SEED)
     questions = [" ".join(rng.choices(words, k=rng.randint(5, 12))) + "?" for _ in range(args.queries)]

@@ -9,12 +9,12 @@ import argparse
 import json
 import time
 
-from common import EVAL, MemoryStore, manual, tutorial_ingest, tutorial_search
+from common import EVAL, MemoryStore, concrete_embedder, manual, tutorial_ingest, tutorial_search
 
 from core.ingest import ingest_pdf
 from core.rag import RagEngine
 from core.scope import Scope
-from phobos.runtime import ingest_limits, load_embedder
+from phobos.runtime import ingest_limits
 from phobos.settings import Settings
 
 K = 5
@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     questions = [json.loads(line) for line in (EVAL / "dev.jsonl").read_text().splitlines() if line.strip()]
     settings = Settings()
-    embedder = load_embedder(settings)
+    embedder = concrete_embedder(settings)
     results: dict[str, object] = {"questions": len(questions), "embedder": settings.embedder, "k": K,
                                   "mrr_depth": MRR_DEPTH}
 

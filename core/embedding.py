@@ -34,13 +34,16 @@ class Embedder(Protocol):
 class SentenceTransformerEmbedder:
     """Batched sentence-transformers encoding; normalised so a dot product is the cosine similarity."""
 
-    def __init__(self, location: str, device: str | None = None, batch_size: int = 16):
+    def __init__(self, location: str, device: str | None = None, batch_size: int = 16, bf16: bool = False):
         from sentence_transformers import SentenceTransformer
 
         path = package_files.resolve(location)
         self.name = location
         self._model: SentenceTransformer = SentenceTransformer(path, device=device)
         self.batch_size = batch_size
+        # bfloat16 matmuls on a CPU that has them natively: about 1.3-1.5x faster on 2 cores, vectors
+        # within 1e-4 cosine of float32 (bench/ingest_throughput.py). Elsewhere it would be slower.
+        self.uses_bf16 = bf16 and str(self._model.device) == "cpu" and cpu_has_native_bf16()
         dim = self._model.get_embedding_dimension() if hasattr(self._model, "get_embedding_dimension") \
             else self._model.get_sentence_embedding_dimension()
         self.dim = int(dim or 0)
@@ -57,7 +60,20 @@ class SentenceTransformerEmbedder:
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        import torch
+
         # encode() sorts by length internally, which cuts padding inside each batch.
-        vectors = self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                     convert_to_numpy=True, show_progress_bar=False)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.uses_bf16):
+            vectors = self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                         convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
+
+
+def cpu_has_native_bf16() -> bool:
+    """The CPU computes bfloat16 in hardware (AVX512-BF16 or AMX); Linux only, False elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = cpuinfo.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

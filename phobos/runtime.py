@@ -57,22 +57,23 @@ def load_embedder(settings: Settings) -> Embedder:
     quiet_offline_libraries()
     if settings.lazy_embedder:
         # Its read-only properties stand in for the protocol's plain attributes.
-        return cast(Embedder, LazyEmbedder(settings.embedder))
-    return SentenceTransformerEmbedder(settings.embedder)
+        return cast(Embedder, LazyEmbedder(settings.embedder, bf16=settings.embed_bf16))
+    return SentenceTransformerEmbedder(settings.embedder, bf16=settings.embed_bf16)
 
 
 class LazyEmbedder:
     """Loads the sentence-transformers model at first use: a worker that never embeds starts at once."""
 
-    def __init__(self, location: str):
+    def __init__(self, location: str, bf16: bool = False):
         self.name = location
+        self.bf16 = bf16
         self._loaded: SentenceTransformerEmbedder | None = None
         self._lock = threading.Lock()
 
     def _model(self) -> SentenceTransformerEmbedder:
         with self._lock:
             if self._loaded is None:
-                self._loaded = SentenceTransformerEmbedder(self.name)
+                self._loaded = SentenceTransformerEmbedder(self.name, bf16=self.bf16)
             return self._loaded
 
     @property

