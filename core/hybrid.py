@@ -27,6 +27,8 @@ class LexicalIndex:
         import bm25s
         from bm25s.tokenization import Tokenizer
 
+        # bm25s sets its own logger to DEBUG, which would print a line per index build in every CLI run.
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
         self._tokenizer = Tokenizer(stopwords="en", stemmer=_stemmer())
         tokens = self._tokenizer.tokenize(list(texts), return_as="tuple", show_progress=False)
         self._bm25 = bm25s.BM25()

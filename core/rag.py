@@ -13,6 +13,7 @@ from core.documents import Citation, Hit
 from core.embedding import Embedder
 from core.generation import ChatMessage, GenerationParams, Generator
 from core.index import DocumentStore, ScopeIndex
+from core.intent import OPENING_CHUNKS_PER_DOCUMENT, is_overview_question
 from core.prompt import cited_numbers, plain_messages, rag_messages
 from core.scope import Scope
 
@@ -74,7 +75,10 @@ class RagEngine:
     def context(self, question: str, scope: Scope) -> list[Hit]:
         """The passages to show the model: relevant hits, overlaps joined, neighbours added, in budget."""
         index, query, hits = self._search(question, scope, None)
-        hits = [hit for hit in hits if hit.score >= self.min_relevance]
+        if is_overview_question(question):
+            hits = _opening_passages(index, query)  # the floor would refuse these; see core/intent.py
+        else:
+            hits = [hit for hit in hits if hit.score >= self.min_relevance]
         if not hits:
             return []
         return assemble_context(hits, index, query, self.embedder.count_tokens, self.context_tokens)
@@ -109,6 +113,12 @@ class RagEngine:
             body = EMPTY_ANSWER_REPLY
             on_delta(body)
         return Answer(body, citations_for(body, hits), tuple(hits), grounded=True)
+
+
+def _opening_passages(index: ScopeIndex, query: np.ndarray) -> list[Hit]:
+    """The first passages of each document in the index, in document order, scored by cosine."""
+    opening = [row for row, chunk in enumerate(index.chunks) if chunk.ordinal < OPENING_CHUNKS_PER_DOCUMENT]
+    return [Hit(index.chunks[row], float(index.vectors[row] @ query)) for row in opening]
 
 
 def fit_sources(question: str, hits: list[Hit], history: Sequence[ChatMessage], generator: Generator,

@@ -146,3 +146,35 @@ def test_phobos_ask_goes_through_the_queue(redis_server, redis_client, start_wor
     result = json.loads(asked.stdout)
     assert result["type"] == "final" and "twelve hives" in result["text"]
     assert any(c["file"] == "facts.pdf" and 2 in c["pages"] for c in result["citations"])
+
+
+def test_a_question_is_answered_while_a_long_ingest_runs(redis_server, start_worker, tmp_path) -> None:
+    start_worker("extractive", PHOBOS_DEFAULT_MODEL="extractive", PHOBOS_INGEST_SLICE_PAGES="4")
+    facts = Conversation(redis_server.url, "quick")
+    facts("/upload " + write(tmp_path / "facts.pdf", pdf_with_pages(FACT_PAGES)))
+    long_pages = [f"Chapter {n}. " + " ".join(f"Paragraph {n}.{i} describes item {n * i} of the catalogue."
+                                              for i in range(12)) for n in range(500)]
+    big = write(tmp_path / "catalogue.pdf", pdf_with_pages(long_pages))
+    second = write(tmp_path / "more.pdf", pdf_with_pages(FACT_PAGES[::-1] + ["An appendix."]))
+
+    async def scenario() -> list[str]:
+        finished: list[str] = []
+
+        async def run(talk: Conversation, line: str, label: str, delay_s: float = 0.0) -> None:
+            await asyncio.sleep(delay_s)
+            event = await talk.say(line)
+            assert event is not None and event.type is ReplyType.FINAL, (label, event)
+            finished.append(label)
+
+        library = Conversation(redis_server.url, "library")
+        await asyncio.gather(
+            run(library, "/upload " + big, "big ingest"),
+            run(Conversation(redis_server.url, "library2"), "/upload " + second, "second ingest", 0.5),
+            run(facts, "Who made the lighthouse lens?", "question", 2.0),
+        )
+        return finished
+
+    finished = asyncio.run(scenario())
+    # The question overtook the long ingest; the ingest that arrived meanwhile was handed back, not lost.
+    assert finished.index("question") < finished.index("big ingest")
+    assert set(finished) == {"big ingest", "second ingest", "question"}

@@ -66,3 +66,11 @@ def test_nothing_relevant_says_the_documents_do_not_cover_it(redis_client, embed
     answer = engine.answer("What colour is the crater lake?", scope, generator, GenerationParams(), lambda t: None)
     assert answer.text == NOT_COVERED_REPLY.format(files="facts.pdf")
     assert not answer.grounded and not generator.prompts
+
+
+def test_an_overview_question_uses_the_opening_passages_despite_the_floor(redis_client, embedder) -> None:
+    engine, scope = engine_with_facts(redis_client, embedder, min_relevance=0.99)
+    generator = ScriptedGenerator("A fact sheet about several places [1].")
+    answer = engine.answer("What is this document about?", scope, generator, GenerationParams(), lambda t: None)
+    assert answer.grounded and generator.prompts
+    assert answer.citations[0].pages[0] == 1  # the document's opening passage

@@ -142,7 +142,11 @@ class JobQueue:
             log.info("reclaimed job entry %s (delivery %d)", delivery.entry_id, delivery.times_delivered)
         return delivery
 
-    def _read_new(self, block_ms: int) -> Delivery | None:
+    def take_new_nowait(self) -> Delivery | None:
+        """A new entry if one is waiting, without blocking (used between the slices of a long ingest)."""
+        return self._read_new(None)
+
+    def _read_new(self, block_ms: int | None) -> Delivery | None:
         reply: Any = self.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=1,
                                            block=block_ms)
         if not reply:

@@ -36,6 +36,7 @@ from workers.store import RedisDocumentStore
 log = logging.getLogger(__name__)
 
 READ_BLOCK_MS = 1000
+MAX_JOBS_BETWEEN_SLICES = 8  # bounds how long an ingest pauses to serve others
 TRIM_EVERY_S = 30.0
 RECONNECT_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)  # waits after consecutive Redis failures; last repeats
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError)
@@ -247,9 +248,33 @@ class Worker:
                             "please share it again.")
             return
         result = ingest_pdf(data, file_name, job.scope.key, self.embedder, self.store,  # type: ignore[arg-type]
-                            self.config.ingest_limits, user=job.user, progress=publisher.progress)
+                            self.config.ingest_limits, user=job.user, progress=publisher.progress,
+                            between_slices=self._serve_waiting_jobs)
         self.redis.delete(job.blob_key)  # type: ignore[arg-type]
         publisher.final(result.summary())
+
+    def _serve_waiting_jobs(self) -> None:
+        """Between the slices of an ingest: run the jobs that arrived meanwhile, so a 3,000-page file does
+        not hold up questions for minutes. Another ingest is handed back, to be taken by a free worker
+        (or by this one once the current ingest is done): ingests are never nested."""
+        for _ in range(MAX_JOBS_BETWEEN_SLICES):
+            if self._stopping.is_set():
+                return
+            delivery = self.queue.take_new_nowait()
+            if delivery is None:
+                return
+            try:
+                is_ingest = delivery.job().kind is JobKind.INGEST
+            except (KeyError, ValueError, TypeError):
+                is_ingest = False  # unreadable: _process drops it with a log line
+            if is_ingest:
+                self.queue.hand_back(delivery)
+                return
+            outer_cancel = self._cancel
+            try:
+                self._process(delivery)
+            finally:
+                self._cancel = outer_cancel
 
     def _docs(self, job: Job, publisher: ReplyPublisher) -> None:
         documents = self.store.list_documents(job.scope.search_keys())
