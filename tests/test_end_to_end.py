@@ -155,7 +155,7 @@ def test_a_question_is_answered_while_a_long_ingest_runs(redis_server, start_wor
     long_pages = [f"Chapter {n}. " + " ".join(f"Paragraph {n}.{i} describes item {n * i} of the catalogue."
                                               for i in range(12)) for n in range(500)]
     big = write(tmp_path / "catalogue.pdf", pdf_with_pages(long_pages))
-    second = write(tmp_path / "more.pdf", pdf_with_pages(FACT_PAGES[::-1] + ["An appendix."]))
+    second = write(tmp_path / "more.pdf", pdf_with_pages([*FACT_PAGES[::-1], "An appendix."]))
 
     async def scenario() -> list[str]:
         finished: list[str] = []
