@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
+import redis
 import redis.asyncio as aioredis
 
 from bot.console import ConsoleAdapter
 from bot.job_client import JobClient
 from core.scope import Scope
-from tests.conftest import ROOT, phobos_env
+from tests.conftest import ROOT, WorkerProcess, phobos_env
 from tests.pdfs import FACT_PAGES, encrypted_pdf, pdf_with_pages, textless_pdf
+from workers import keys
 from workers.protocol import Job, JobKind, ReplyEvent, ReplyType
 
 
@@ -178,3 +183,56 @@ def test_a_question_is_answered_while_a_long_ingest_runs(redis_server, start_wor
     # The question overtook the long ingest; the ingest that arrived meanwhile was handed back, not lost.
     assert finished.index("question") < finished.index("big ingest")
     assert set(finished) == {"big ingest", "second ingest", "question"}
+
+
+def ask_while_paused(talk: Conversation, question: str, paused: WorkerProcess, client: redis.Redis,
+                     model: str) -> ReplyEvent | None:
+    """Ask while only the other worker reads the general stream, so it must forward the ask to ``model``'s
+    stream; the paused worker resumes once the forwarded entry is there, and answers it."""
+    forwarded_before = client.xlen(keys.model_stream(model))
+    paused.process.send_signal(signal.SIGSTOP)
+    time.sleep(1.5)  # its blocking read (at most 1 s) has ended: it cannot be handed the new entry
+
+    def resume_once_forwarded() -> None:
+        deadline = time.monotonic() + 120
+        while client.xlen(keys.model_stream(model)) == forwarded_before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        paused.process.send_signal(signal.SIGCONT)
+
+    resumer = threading.Thread(target=resume_once_forwarded)
+    resumer.start()
+    try:
+        return talk(question)
+    finally:
+        resumer.join()
+        paused.process.send_signal(signal.SIGCONT)
+
+
+def test_asks_go_to_the_worker_serving_the_conversations_model(redis_server, redis_client, start_worker,
+                                                               tmp_path) -> None:
+    quoting = start_worker("extractive", PHOBOS_DEFAULT_MODEL="extractive", PHOBOS_CHUNK_TOKENS="60")
+    echoing = start_worker("echo", PHOBOS_DEFAULT_MODEL="echo", PHOBOS_CHUNK_TOKENS="60")
+    talk = Conversation(redis_server.url, "routing")
+    talk("/upload " + write(tmp_path / "facts.pdf", pdf_with_pages(FACT_PAGES)))
+    question = "Where does the night train to Hallstatt leave from?"
+
+    def is_echoed(event: ReplyEvent | None) -> bool:  # echo repeats its prompt; extractive quotes sources
+        assert event is not None and event.type is ReplyType.FINAL, event
+        return "Question: " + question in event.text
+
+    assert talk("/model echo") is not None
+    assert is_echoed(ask_while_paused(talk, question, echoing, redis_client, "echo"))
+    assert all(is_echoed(talk(question)) for _ in range(3))
+
+    assert talk("/model extractive") is not None
+    quoted = ask_while_paused(talk, question, quoting, redis_client, "extractive")
+    assert not is_echoed(quoted) and quoted is not None and "platform nine" in quoted.text
+    assert not any(is_echoed(talk(question)) for _ in range(3))
+    logs = quoting.log_path.read_text() + echoing.log_path.read_text()
+    assert "forwarded to the workers serving echo" in logs and "forwarded to the workers serving extractive" in logs
+
+    talk("/model smollm2-135m")  # known, but no worker serves it
+    refused = talk(question)
+    assert refused is not None and refused.type is ReplyType.ERROR
+    assert "No worker serves the model 'smollm2-135m'" in refused.text and "echo, extractive" in refused.text
+    assert quoting.is_alive() and echoing.is_alive()

@@ -16,6 +16,7 @@ from core.scope import Scope
 from workers import deadletter, keys
 from workers.admission import AdmissionLimits
 from workers.delivery import JobQueue
+from workers.heartbeat import WorkerInfo, announce
 from workers.protocol import Job, JobKind, ReplyEvent, ReplyType
 from workers.worker import Worker, WorkerConfig
 
@@ -171,3 +172,64 @@ def test_a_retried_answer_replaces_the_streamed_text() -> None:
 
     assert asyncio.run(run()) == "the whole answer"
     assert shown[-1] == "the whole answer"
+
+
+def echo_worker(client: redis.Redis, worker_id: str, *models: str) -> Worker:
+    """An in-process worker serving ``models``, each on the echo backend (the first is its default)."""
+    specs = {name: ModelSpec(name=name, backend="echo") for name in ("echo-a", "echo-b", "echo-c")}
+    config = WorkerConfig(default_model=models[0], ingest_limits=IngestLimits(1, 1, 10, 0), worker_id=worker_id)
+    worker = Worker(client, NoEmbedder(), {m: EchoGenerator(specs[m]) for m in models},  # type: ignore[arg-type]
+                    ModelRegistry(specs), config)
+    worker.ensure_group()
+    return worker
+
+
+def test_a_queue_reads_several_streams_each_with_its_guarantees(redis_client) -> None:
+    streams = [keys.model_stream("m"), keys.JOBS_STREAM]
+    queue = JobQueue(redis_client, "w", reclaim_idle_s=0.05, streams=streams)
+    queue.ensure_group()
+    general = redis_client.xadd(keys.JOBS_STREAM, {"job": job(1).to_json()})
+    forwarded = redis_client.xadd(keys.model_stream("m"), {"job": job(2).to_json()})
+    first = queue.take(100)  # one read returns an entry from each stream: the other is handed back
+    assert first is not None and first.stream == keys.model_stream("m") and first.entry_id == forwarded.decode()
+    second = queue.take(100)
+    assert second is not None and second.stream == keys.JOBS_STREAM and second.entry_id == general.decode()
+    assert second.times_delivered == 1  # handing back did not count a delivery
+    assert queue.renew(first) and queue.renew(second)
+
+    time.sleep(0.1)  # both leases lapse: another worker reading both streams takes them over
+    other = JobQueue(redis_client, "other", reclaim_idle_s=0.05, streams=streams)
+    other.drain_own = False
+    taken = [other.take(100), other.take(100)]
+    assert {(d.stream, d.times_delivered) for d in taken if d} == {(s, 2) for s in streams}
+    assert not queue.finish(first, "u", keys.reply_stream("qa"), "{}")
+    assert all(d and other.finish(d, "u", keys.reply_stream("qa"), "{}") for d in taken)
+    later = [redis_client.xadd(stream, {"job": job(3).to_json()}) for stream in streams]
+    again = [other.take(100), other.take(100)]
+    assert all(d and other.finish(d, "u", None) for d in again)
+    assert other.trim() == 2  # each stream keeps entries from its last-delivered one on
+    assert [redis_client.xrange(stream)[0][0] for stream in streams] == later
+
+
+def test_an_ask_for_a_model_served_elsewhere_is_forwarded_not_answered(redis_client) -> None:
+    serves_a = echo_worker(redis_client, "wa", "echo-a")
+    serves_b = echo_worker(redis_client, "wb", "echo-b")
+    announce(redis_client, WorkerInfo("wb", "h", 1, ["echo-b"], time.time()), ttl_s=30)
+    submit_all(f"unix://{redis_client.connection_pool.connection_kwargs['path']}",
+               [job(1, model="echo-b"), job(2), job(3, model="echo-c")])
+    serves_a.run(burst=True)
+    finals = {e.job_id: e for e in replies(redis_client) if e.is_terminal}
+    assert set(finals) == {"q:2", "q:3"}  # q:1 is still on its way
+    assert "question 2" in finals["q:2"].text
+    assert finals["q:3"].type is ReplyType.ERROR and "No worker serves the model 'echo-c'" in finals["q:3"].text
+    assert "Live models: echo-a, echo-b." in finals["q:3"].text
+    (entry,) = redis_client.xrange(keys.model_stream("echo-b"))
+    assert Job.from_json(entry[1][b"job"]) == job(1, model="echo-b")
+    assert redis_client.xpending(keys.JOBS_STREAM, keys.WORKER_GROUP)["pending"] == 0
+    assert redis_client.get(keys.QUEUE_DEPTH_KEY) == b"1"  # the forwarded job still counts as queued
+
+    serves_b.run(burst=True)
+    answered = [e for e in replies(redis_client) if e.job_id == "q:1" and e.is_terminal]
+    assert len(answered) == 1 and answered[0].type is ReplyType.FINAL and "question 1" in answered[0].text
+    assert redis_client.get(keys.QUEUE_DEPTH_KEY) == b"0" and redis_client.get(keys.USER_QUEUED_PREFIX + "u") == b"0"
+    assert redis_client.xpending(keys.model_stream("echo-b"), keys.WORKER_GROUP)["pending"] == 0

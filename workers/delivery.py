@@ -1,20 +1,24 @@
-"""Taking jobs off the stream and giving them back: at-least-once delivery on a Redis consumer group.
+"""Taking jobs off the streams and giving them back: at-least-once delivery on a Redis consumer group.
 
-A worker takes one entry at a time (no prefetch): first the entries it already held under its name
-(a restart with a stable ``worker_id``), then entries other workers held and stopped renewing
-(XAUTOCLAIM after ``reclaim_idle_s``), then new ones. While a job runs, a :class:`Lease` thread keeps
+A worker reads the general jobs stream and the streams of the models it serves (``keys.model_stream``),
+all through one consumer group; everything below holds on each of them. It takes one entry at a time
+(no prefetch): first the entries it already held under its name (a restart with a stable
+``worker_id``), then entries other workers held and stopped renewing (XAUTOCLAIM after
+``reclaim_idle_s``), then new ones. While a job runs, a :class:`Lease` thread keeps
 the entry's idle time near zero; a dead worker stops renewing, so its job is reclaimed.
 
 Ending a job is one Lua script: post the terminal reply event, XACK, release the depth counters,
 only if the entry is still pending to this worker. So a job taken over by another worker can never
-be answered twice, and an acknowledged job always has exactly one answer on its reply stream.
+be answered twice, and an acknowledged job always has exactly one answer on its reply stream. The one
+exception is forwarding (another Lua script): an ask moved to its model's stream is acknowledged on
+the general stream without an answer, because its forwarded entry will be answered and finished.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +31,7 @@ log = logging.getLogger(__name__)
 
 Fields = dict[bytes, bytes]
 
-# KEYS: jobs stream; ARGV: group, consumer, entry id
+# KEYS: the entry's jobs stream; ARGV: group, consumer, entry id
 RENEW_LUA = """
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
@@ -64,6 +68,16 @@ end
 return 1
 """
 
+# Move a held entry to another stream: add it there, acknowledge it here; only if still this worker's.
+# KEYS: from stream, to stream; ARGV: group, consumer, entry id, job json
+FORWARD_LUA = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
+redis.call('XADD', KEYS[2], '*', 'job', ARGV[4])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+
 HAND_BACK_IDLE_MS = 10 * 24 * 3600 * 1000  # longer than any reclaim idle time
 
 
@@ -74,6 +88,7 @@ class Delivery:
     entry_id: str
     fields: Fields
     times_delivered: int
+    stream: str  # the stream it came from: renewing and acknowledging act there
 
     def job(self) -> Job:
         """The entry's job; raises ValueError (or KeyError, TypeError) for an unreadable entry."""
@@ -90,26 +105,34 @@ def _stream_id(value: str) -> tuple[int, int]:
 
 
 class JobQueue:
-    """The worker's side of the jobs stream, for one consumer name."""
+    """The worker's side of the job streams it reads (the general one, and its models'), for one consumer name.
+
+    Every guarantee holds per stream: a delivery remembers its stream, and renewing, handing back,
+    forwarding and finishing act on that stream's entry.
+    """
 
     def __init__(self, client: redis.Redis, consumer: str, reclaim_idle_s: float,
-                 stream: str = keys.JOBS_STREAM, group: str = keys.WORKER_GROUP):
+                 streams: Sequence[str] = (keys.JOBS_STREAM,), group: str = keys.WORKER_GROUP):
+        if not streams:
+            raise ValueError("a JobQueue reads at least one stream")
         self.redis = client
         self.consumer = consumer
         self.reclaim_idle_ms = max(1, int(reclaim_idle_s * 1000))
-        self.stream = stream
+        self.streams = list(dict.fromkeys(streams))  # in order of preference when several have entries
         self.group = group
         self.drain_own = True  # a (re)started worker first takes back what it held under its name
         self._renew = client.register_script(RENEW_LUA)
         self._hand_back = client.register_script(HAND_BACK_LUA)
+        self._forward = client.register_script(FORWARD_LUA)
         self._finish = client.register_script(FINISH_LUA)
 
     def ensure_group(self) -> None:
-        try:
-            self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        for stream in self.streams:
+            try:
+                self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
     # --- taking ---
 
@@ -123,56 +146,84 @@ class JobQueue:
         return self._reclaim() or self._read_new(block_ms)
 
     def _take_own(self) -> Delivery | None:
-        held = self.redis.xpending_range(self.stream, self.group, min="-", max="+", count=1,
-                                         consumername=self.consumer)
-        if not held:
-            return None
-        first: Any = held[0]
-        entry_id = _text(first["message_id"])
-        # Claiming it again counts a delivery and resets its idle time, as a fresh read would.
-        claimed: Any = self.redis.xclaim(self.stream, self.group, self.consumer, 0, [entry_id])
-        return self._delivery(claimed)
+        for stream in self.streams:
+            held = self.redis.xpending_range(stream, self.group, min="-", max="+", count=1,
+                                             consumername=self.consumer)
+            if not held:
+                continue
+            first: Any = held[0]
+            entry_id = _text(first["message_id"])
+            # Claiming it again counts a delivery and resets its idle time, as a fresh read would.
+            claimed: Any = self.redis.xclaim(stream, self.group, self.consumer, 0, [entry_id])
+            delivery = self._delivery(stream, claimed)
+            if delivery is not None:
+                return delivery
+        return None
 
     def _reclaim(self) -> Delivery | None:
-        reply: Any = self.redis.xautoclaim(self.stream, self.group, self.consumer, self.reclaim_idle_ms,
-                                           start_id="0-0", count=1)
-        claimed = reply[1] if reply and len(reply) > 1 else []
-        delivery = self._delivery(claimed)
-        if delivery is not None:
-            log.info("reclaimed job entry %s (delivery %d)", delivery.entry_id, delivery.times_delivered)
-        return delivery
+        for stream in self.streams:
+            reply: Any = self.redis.xautoclaim(stream, self.group, self.consumer, self.reclaim_idle_ms,
+                                               start_id="0-0", count=1)
+            claimed = reply[1] if reply and len(reply) > 1 else []
+            delivery = self._delivery(stream, claimed)
+            if delivery is not None:
+                log.info("reclaimed job entry %s on %s (delivery %d)", delivery.entry_id, stream,
+                         delivery.times_delivered)
+                return delivery
+        return None
 
     def take_new_nowait(self) -> Delivery | None:
         """A new entry if one is waiting, without blocking (used between the slices of a long ingest)."""
         return self._read_new(None)
 
     def _read_new(self, block_ms: int | None) -> Delivery | None:
-        reply: Any = self.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=1,
+        reply: Any = self.redis.xreadgroup(self.group, self.consumer, {s: ">" for s in self.streams}, count=1,
                                            block=block_ms)
         if not reply:
             return None
-        return self._delivery(reply[0][1])
+        # COUNT is per stream: several streams may each have handed over an entry. Keep the first in
+        # order of preference; hand the others straight back, so no entry waits here without a lease.
+        read = {_text(stream): entries for stream, entries in reply}
+        taken: Delivery | None = None
+        for stream in self.streams:
+            delivery = self._delivery(stream, read.get(stream))
+            if delivery is None:
+                continue
+            if taken is None:
+                taken = delivery
+            else:
+                self.hand_back(delivery)
+        return taken
 
-    def _delivery(self, entries: Any) -> Delivery | None:
+    def _delivery(self, stream: str, entries: Any) -> Delivery | None:
         entries = [e for e in entries or [] if e and e[1] is not None]  # skip entries deleted while pending
         if not entries:
             return None
         entry_id, fields = entries[0]
         entry_id = _text(entry_id)
-        info: Any = self.redis.xpending_range(self.stream, self.group, min=entry_id, max=entry_id, count=1)
+        info: Any = self.redis.xpending_range(stream, self.group, min=entry_id, max=entry_id, count=1)
         times = int(info[0]["times_delivered"]) if info else 1
-        return Delivery(entry_id, fields, times)
+        return Delivery(entry_id, fields, times, stream)
 
     # --- holding and ending ---
 
     def renew(self, delivery: Delivery) -> bool:
         """Reset the entry's idle time; False when it is no longer this worker's (it was taken over)."""
-        return bool(self._renew(keys=[self.stream], args=[self.group, self.consumer, delivery.entry_id]))
+        return bool(self._renew(keys=[delivery.stream], args=[self.group, self.consumer, delivery.entry_id]))
 
     def hand_back(self, delivery: Delivery) -> bool:
         """Let another worker take the entry now, without counting this delivery against the job."""
-        return bool(self._hand_back(keys=[self.stream],
+        return bool(self._hand_back(keys=[delivery.stream],
                                     args=[self.group, self.consumer, delivery.entry_id, HAND_BACK_IDLE_MS]))
+
+    def forward(self, delivery: Delivery, stream: str, job_json: str) -> bool:
+        """Move the entry to ``stream`` as ``job_json`` and acknowledge it here, in one step.
+
+        No reply event and no counter change: the job is still queued, and the forwarded entry's
+        finish releases the counters. False, with nothing done, when the entry is no longer this worker's.
+        """
+        return bool(self._forward(keys=[delivery.stream, stream],
+                                  args=[self.group, self.consumer, delivery.entry_id, job_json]))
 
     def finish(self, delivery: Delivery, user: str | None, reply_to: str | None, event_json: str = "",
                dead_record: str = "") -> bool:
@@ -180,7 +231,7 @@ class JobQueue:
 
         False, with nothing done, when the entry is no longer pending to this worker.
         """
-        stream_keys = [self.stream, reply_to or keys.reply_stream("nobody"), keys.QUEUE_DEPTH_KEY,
+        stream_keys = [delivery.stream, reply_to or keys.reply_stream("nobody"), keys.QUEUE_DEPTH_KEY,
                        keys.USER_QUEUED_PREFIX + (user or ""), keys.DEAD_STREAM]
         args: list[str | int] = [self.group, self.consumer, delivery.entry_id, event_json, keys.REPLY_STREAM_MAXLEN,
                 dead_record, keys.DEAD_STREAM_MAXLEN]
@@ -189,16 +240,19 @@ class JobQueue:
     # --- housekeeping ---
 
     def trim(self) -> int:
-        """Drop acknowledged entries older than anything still pending or not yet delivered."""
-        groups = [g for g in self.redis.xinfo_groups(self.stream) if _text(g["name"]) == self.group]
+        """Drop acknowledged entries older than anything still pending or not yet delivered, on every stream."""
+        return sum(self._trim(stream) for stream in self.streams)
+
+    def _trim(self, stream: str) -> int:
+        groups = [g for g in self.redis.xinfo_groups(stream) if _text(g["name"]) == self.group]
         if not groups:
             return 0
         keep_from = _text(groups[0]["last-delivered-id"])
-        summary = self.redis.xpending(self.stream, self.group)
+        summary = self.redis.xpending(stream, self.group)
         if summary and summary.get("pending") and summary.get("min"):
             oldest_pending = _text(summary["min"])
             keep_from = min(keep_from, oldest_pending, key=_stream_id)
-        return int(self.redis.xtrim(self.stream, minid=keep_from, approximate=False))
+        return int(self.redis.xtrim(stream, minid=keep_from, approximate=False))
 
 
 class Lease(threading.Thread):

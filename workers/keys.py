@@ -1,6 +1,7 @@
 """Every Redis key and stream name Phobos uses, in one place."""
 
-JOBS_STREAM = "phobos:jobs"  # all jobs; workers read it through WORKER_GROUP
+JOBS_STREAM = "phobos:jobs"  # all jobs as submitted; every worker reads it through WORKER_GROUP
+MODEL_JOBS_PREFIX = "phobos:jobs:model:"  # + model name: asks forwarded to the workers serving that model
 WORKER_GROUP = "workers"
 REPLY_STREAM_PREFIX = "phobos:replies:"  # + adapter id: reply events for that adapter
 JOB_SEEN_PREFIX = "phobos:job:seen:"  # + job id: set once, so a redelivered event makes one job
@@ -11,6 +12,7 @@ DOC_CHUNKS_PREFIX = "phobos:chunks:"  # + scope key + ":" + doc id: chunk texts 
 DOC_VECTORS_PREFIX = "phobos:vectors:"  # + scope key + ":" + doc id: float32 matrix bytes
 SCOPE_DOCS_PREFIX = "phobos:scope:docs:"  # + scope key: set of doc ids
 CONVERSATION_PREFIX = "phobos:conv:"  # + scope key: hash with the conversation's model, ...
+MEMORY_PREFIX = "phobos:memory:"  # + scope key: list of the conversation's recent turns (JSON), oldest first
 DEAD_STREAM = "phobos:dead"  # jobs that failed MAX_DELIVERIES times, for `phobos dlq`
 QUEUE_DEPTH_KEY = "phobos:queue:depth"  # jobs queued or running (incremented on submit, decremented on ack)
 USER_QUEUED_PREFIX = "phobos:queue:user:"  # + user: that user's jobs queued or running
@@ -27,3 +29,8 @@ POSTED_TTL_S = 7 * 24 * 3600
 
 def reply_stream(adapter_id: str) -> str:
     return REPLY_STREAM_PREFIX + adapter_id
+
+
+def model_stream(model: str) -> str:
+    """The stream only the workers serving ``model`` read, in the same WORKER_GROUP."""
+    return MODEL_JOBS_PREFIX + model

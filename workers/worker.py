@@ -6,6 +6,7 @@ acknowledging) lives in :mod:`workers.delivery`; this module orchestrates.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -66,7 +67,9 @@ class Worker:
         self.store = RedisDocumentStore(client)
         self.conversations = ConversationStore(client)
         self.engine = RagEngine(embedder, self.store, top_k=top_k, min_relevance=min_relevance)
-        self.queue = JobQueue(client, self.worker_id, config.reclaim_idle_s)
+        # Forwarded asks have waited once already, so a worker reads its models' streams first.
+        streams = [keys.model_stream(name) for name in sorted(generators)] + [keys.JOBS_STREAM]
+        self.queue = JobQueue(client, self.worker_id, config.reclaim_idle_s, streams)
         self._stopping = threading.Event()
         self._cancel = threading.Event()  # the current job's: set on timeout, lost lease, or shutdown
         self._is_handing_back = False
@@ -170,6 +173,8 @@ class Worker:
             publisher.error("This request waited past its deadline before a worker was free, so it was "
                             "dropped rather than answered late. Please ask again.")
             return
+        if self._forward_if_served_elsewhere(delivery, job):
+            return
         with Lease(self.queue, delivery, on_lost=self._cancel.set) as lease:
             self.handle(job, publisher)
         if self._is_handing_back and not lease.is_lost:
@@ -178,6 +183,24 @@ class Worker:
             return
         self.jobs_done += 1
         log.info("job %s (%s) done in %.2f s", job.id, job.kind, time.monotonic() - started)
+
+    def _forward_if_served_elsewhere(self, delivery: Delivery, job: Job) -> bool:
+        """An ask for a model this worker does not serve but a live worker does goes to that model's stream.
+
+        The model is fixed on the forwarded job, so the worker that takes it does not resolve it again
+        (its default may differ). Forwarding is not finishing: no reply, the counters stay until then.
+        """
+        if job.kind is not JobKind.ASK or delivery.stream != keys.JOBS_STREAM:
+            return False
+        model = self._model_for(job)
+        if model in self.generators or model not in live_models(self.redis):
+            return False  # served here, or by nobody: _ask answers (with the error naming the live models)
+        forwarded = dataclasses.replace(job, model=model)
+        if self.queue.forward(delivery, keys.model_stream(model), forwarded.to_json()):
+            log.info("job %s forwarded to the workers serving %s", job.id, model)
+        else:
+            log.warning("job %s was taken over by another worker before it was forwarded", job.id)
+        return True
 
     def _finish(self, delivery: Delivery, job: Job, event: ReplyEvent) -> bool:
         if self._is_handing_back:
@@ -211,8 +234,11 @@ class Worker:
             publisher.error(f"Something went wrong while working on this ({job.kind}). The worker log has "
                             f"the details under job id {job.id}; please try again.")
 
+    def _model_for(self, job: Job) -> str:
+        return job.model or self._conversation_model(job.scope) or self.config.default_model
+
     def _ask(self, job: Job, publisher: ReplyPublisher) -> None:
-        model = job.model or self._conversation_model(job.scope) or self.config.default_model
+        model = self._model_for(job)
         spec = self.registry.get(model)
         generator = self.generators.get(model)
         if generator is None:
