@@ -1,6 +1,7 @@
 """The console adapter: a terminal conversation that behaves like one chat channel.
 
-Plain lines are questions; /upload PATH, /docs, /forget [NAME], /model NAME, /models, /status, /help.
+Plain lines are questions; /upload PATH, /docs, /forget [NAME], /model NAME, /models, /reset, /status,
+/help.
 When stdin is not a terminal, it answers each line in turn and exits at the end of input.
 """
 
@@ -24,10 +25,11 @@ HELP = """Type a question, or one of:
   /forget [NAME]  forget one document (or all)
   /model NAME     choose this conversation's model
   /models         list models (* = served by a live worker)
+  /reset          forget this conversation's earlier questions (documents stay)
   /status         workers and queue
   /quit           leave"""
 COMMANDS = {"/docs": JobKind.DOCS, "/forget": JobKind.FORGET, "/model": JobKind.SET_MODEL,
-            "/models": JobKind.MODELS, "/status": JobKind.STATUS}
+            "/models": JobKind.MODELS, "/status": JobKind.STATUS, "/reset": JobKind.RESET}
 
 
 class ConsoleAdapter:

@@ -40,13 +40,14 @@ class RagEngine:
     """Answers questions in a scope from its documents. Holds no model; generators are passed in."""
 
     def __init__(self, embedder: Embedder, store: DocumentStore, top_k: int = 5, min_relevance: float = 0.0,
-                 mode: str = "hybrid", context_tokens: int = 1500):
+                 mode: str = "hybrid", context_tokens: int = 1500, history_tokens: int = 512):
         self.embedder = embedder
         self.store = store
         self.top_k = top_k
         self.min_relevance = min_relevance
         self.mode = mode  # "hybrid" (dense + BM25), "dense" or "lexical"
         self.context_tokens = context_tokens  # sources shown to the model, in embedder tokens
+        self.history_tokens = history_tokens  # earlier turns shown to the model, in the generator's tokens
         # A thread searches its own and its channel's index; the merged one (and its BM25) is kept
         # while both parts are unchanged, so questions don't rebuild it.
         self._merged: dict[tuple[str, ...], tuple[list[ScopeIndex], ScopeIndex]] = {}
@@ -93,10 +94,17 @@ class RagEngine:
     def answer(self, question: str, scope: Scope, generator: Generator, params: GenerationParams,
                on_delta: Callable[[str], None], history: Sequence[ChatMessage] = (),
                cancel: threading.Event | None = None) -> Answer:
-        """Stream an answer through ``on_delta`` and return it whole with its citations."""
+        """Stream an answer through ``on_delta`` and return it whole with its citations.
+
+        ``history`` is the conversation's earlier turns, oldest first; the oldest are left out beyond
+        ``history_tokens``, and before any source when the prompt would not fit the model's window.
+        """
+        history = fit_history(history, generator, self.history_tokens)
         documents = self.store.list_documents(scope.search_keys())
         if not documents:
             on_delta(NO_DOCUMENTS_NOTE)
+            history = _drop_oldest_turns(lambda kept: plain_messages(question, kept), history, generator,
+                                         generator.context_tokens - params.max_new_tokens)
             body = _collect(generator, plain_messages(question, history), params, on_delta, cancel)
             return Answer(NO_DOCUMENTS_NOTE + body, (), (), grounded=False)
 
@@ -107,6 +115,8 @@ class RagEngine:
             on_delta(text)
             return Answer(text, (), (), grounded=False)
 
+        history = _drop_oldest_turns(lambda kept: rag_messages(question, hits, kept), history, generator,
+                                     generator.context_tokens - params.max_new_tokens)
         hits = fit_sources(question, hits, history, generator, params.max_new_tokens)
         body = _collect(generator, rag_messages(question, hits, history), params, on_delta, cancel)
         if not body:  # small models sometimes stop at once; never leave the user with an empty message
@@ -128,6 +138,23 @@ def fit_sources(question: str, hits: list[Hit], history: Sequence[ChatMessage], 
     kept = list(hits)
     while len(kept) > 1 and generator.count_tokens(rag_messages(question, kept, history)) > budget:
         kept.pop()
+    return kept
+
+
+def fit_history(history: Sequence[ChatMessage], generator: Generator, budget_tokens: int) -> list[ChatMessage]:
+    """The most recent turns of ``history`` that take at most ``budget_tokens``; the oldest go first."""
+    return _drop_oldest_turns(lambda kept: kept, history, generator, budget_tokens)
+
+
+def _drop_oldest_turns(prompt: Callable[[list[ChatMessage]], list[ChatMessage]], history: Sequence[ChatMessage],
+                       generator: Generator, budget_tokens: int) -> list[ChatMessage]:
+    """Drop whole turns (a user message and the replies after it), oldest first, until ``prompt(kept)``
+    fits ``budget_tokens``."""
+    kept = list(history)
+    while kept and generator.count_tokens(prompt(kept)) > budget_tokens:
+        kept = kept[1:]
+        while kept and kept[0].role != "user":
+            kept = kept[1:]
     return kept
 
 

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     # handbook's scale-out passage scores 0.23 for a question it answers); 5 of 8 off-topic probes are
     # still refused.
     min_relevance: float = Field(0.2, validation_alias=_env("PHOBOS_MIN_RELEVANCE"))
+    # Question-and-answer turns each conversation remembers for its next prompts; 0 turns memory off.
+    memory_turns: int = Field(5, validation_alias=_env("PHOBOS_MEMORY_TURNS"))
+    # Most tokens (the answering model's) of those turns in one prompt; the oldest turns are left out first.
+    memory_tokens: int = Field(512, validation_alias=_env("PHOBOS_MEMORY_TOKENS"))
+    # A conversation quiet for this long forgets its turns.
+    memory_ttl_s: int = Field(7 * 24 * 3600, validation_alias=_env("PHOBOS_MEMORY_TTL_S"))
     # Largest chunk in embedder tokens (the embedder's own limit caps it).
     chunk_tokens: int = Field(250, validation_alias=_env("PHOBOS_CHUNK_TOKENS"))
     # Tokens repeated between neighbouring chunks, so a sentence cut at a boundary is found whole.

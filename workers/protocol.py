@@ -25,6 +25,7 @@ class JobKind(StrEnum):
     SET_MODEL = "set_model"  # choose the conversation's model
     MODELS = "models"  # list known models and whether a worker serves them
     STATUS = "status"  # workers, queue depth, models
+    RESET = "reset"  # forget the conversation's recent turns (its memory); documents and model stay
 
 
 class ReplyType(StrEnum):

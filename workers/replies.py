@@ -32,17 +32,17 @@ class ReplyPublisher:
         self._pending_text = ""
         self._last_flush = time.monotonic()
 
-    def _send(self, event_type: ReplyType, **fields: object) -> None:
+    def _send(self, event_type: ReplyType, **fields: object) -> bool:
         self._seq += 1
         event = ReplyEvent(job_id=self.job.id, type=event_type, seq=self._seq, meta=self.job.meta,
                            attempt=self.attempt, **fields)  # type: ignore[arg-type]
         if event.is_terminal:
             self.is_finished = True
             if self.finish is not None:
-                self.finish(event)
-                return
+                return self.finish(event)
         self.redis.xadd(self.job.reply_to, {"event": event.to_json()}, maxlen=keys.REPLY_STREAM_MAXLEN,
                         approximate=True)
+        return True
 
     def delta(self, text: str) -> None:
         self._pending_text += text
@@ -58,9 +58,10 @@ class ReplyPublisher:
     def progress(self, done: int, total: int, text: str) -> None:
         self._send(ReplyType.PROGRESS, done=done, total=total, text=text)
 
-    def final(self, text: str, citations: tuple[Citation, ...] = ()) -> None:
+    def final(self, text: str, citations: tuple[Citation, ...] = ()) -> bool:
+        """Send the answer; False when it was not posted (another worker had taken the job over)."""
         self.flush()
-        self._send(ReplyType.FINAL, text=text, citations=citations)
+        return self._send(ReplyType.FINAL, text=text, citations=citations)
 
     def error(self, text: str) -> None:
         self.flush()

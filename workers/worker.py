@@ -22,7 +22,7 @@ from core.embedding import Embedder
 from core.generation import GenerationParams, Generator
 from core.ingest import IngestLimits, ingest_pdf
 from core.pdf import DocumentError
-from core.rag import RagEngine
+from core.rag import NO_DOCUMENTS_NOTE, RagEngine
 from core.registry import ModelRegistry, UnknownModelError
 from core.scope import Scope
 from workers import deadletter, keys
@@ -30,6 +30,7 @@ from workers.conversations import ConversationStore
 from workers.deadlines import STUCK_EXIT_CODE, STUCK_GRACE_S, Watchdog, seconds_left
 from workers.delivery import Delivery, JobQueue, Lease
 from workers.heartbeat import HeartbeatThread, WorkerInfo, live_models, live_workers
+from workers.memory import ConversationMemory
 from workers.protocol import Job, JobKind, ReplyEvent
 from workers.replies import ReplyPublisher
 from workers.store import RedisDocumentStore
@@ -53,6 +54,9 @@ class WorkerConfig:
     max_deliveries: int = 3
     generation_timeout_s: float = 300.0
     shutdown_grace_s: float = 30.0
+    memory_turns: int = 5  # recent turns remembered per conversation; 0 turns memory off
+    memory_tokens: int = 512  # at most this many of them (generator tokens) go into a prompt
+    memory_ttl_s: int = 7 * 24 * 3600  # a conversation quiet this long forgets its turns
 
 
 class Worker:
@@ -66,7 +70,9 @@ class Worker:
         self.worker_id = config.worker_id or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self.store = RedisDocumentStore(client)
         self.conversations = ConversationStore(client)
-        self.engine = RagEngine(embedder, self.store, top_k=top_k, min_relevance=min_relevance)
+        self.memory = ConversationMemory(client, config.memory_turns, config.memory_ttl_s)
+        self.engine = RagEngine(embedder, self.store, top_k=top_k, min_relevance=min_relevance,
+                                history_tokens=config.memory_tokens)
         # Forwarded asks have waited once already, so a worker reads its models' streams first.
         streams = [keys.model_stream(name) for name in sorted(generators)] + [keys.JOBS_STREAM]
         self.queue = JobQueue(client, self.worker_id, config.reclaim_idle_s, streams)
@@ -222,6 +228,7 @@ class Worker:
             JobKind.SET_MODEL: self._set_model,
             JobKind.MODELS: self._models,
             JobKind.STATUS: self._status,
+            JobKind.RESET: self._reset,
         }
         try:
             handlers[job.kind](job, publisher)
@@ -250,12 +257,13 @@ class Worker:
         limit_s = seconds_left(job.deadline_at, self.config.generation_timeout_s)
         with Watchdog(self._cancel, limit_s) as watchdog:
             answer = self.engine.answer(job.text, job.scope, generator, params, on_delta=publisher.delta,
-                                        cancel=self._cancel)
+                                        history=self.memory.turns(job.scope.key), cancel=self._cancel)
         if watchdog.fired:
             publisher.error(f"The answer took too long and was stopped after {max(0.0, limit_s):.0f} s. "
                             "Try a shorter question, or a faster model (/models).")
             return
-        publisher.final(answer.text, answer.citations)
+        if publisher.final(answer.text, answer.citations):  # remembered once, by the worker that posted it
+            self.memory.remember(job.scope.key, job.text, answer.text.removeprefix(NO_DOCUMENTS_NOTE))
 
     def _conversation_model(self, scope: Scope) -> str | None:
         """The thread's choice, else its channel's: a thread opened for an answer inherits the channel's model."""
@@ -342,6 +350,11 @@ class Worker:
             mark = ("*" if spec.name in live else " ") + (">" if spec.name == current else " ")
             lines.append(f"{mark} {spec.name} [{spec.backend}] {spec.description}")
         publisher.final("\n".join(lines))
+
+    def _reset(self, job: Job, publisher: ReplyPublisher) -> None:
+        had_turns = self.memory.clear(job.scope.key)
+        publisher.final("Forgot this conversation's earlier questions and answers; its documents and model "
+                        "stay." if had_turns else "This conversation had no earlier questions to forget.")
 
     def _status(self, job: Job, publisher: ReplyPublisher) -> None:
         workers = live_workers(self.redis)
