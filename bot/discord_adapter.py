@@ -303,6 +303,10 @@ class DiscordAdapter(discord.Client):
         async def status(interaction: discord.Interaction) -> None:
             await self._command(interaction, JobKind.STATUS)
 
+        @tree.command(name="reset", description="Forget this conversation's earlier questions and answers")
+        async def reset(interaction: discord.Interaction) -> None:
+            await self._command(interaction, JobKind.RESET)
+
     async def _command(self, interaction: discord.Interaction, kind: JobKind, text: str = "") -> None:
         received_at = time.monotonic()
         if not self._admits(interaction.guild, interaction.channel, interaction.user):

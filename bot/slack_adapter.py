@@ -43,6 +43,7 @@ SUBCOMMANDS: dict[str, tuple[JobKind, bool]] = {
     "docs": (JobKind.DOCS, False),
     "forget": (JobKind.FORGET, True),
     "status": (JobKind.STATUS, False),
+    "reset": (JobKind.RESET, True),
 }
 USAGE = (
     "*/phobos* answers from the PDFs shared in this channel.\n"
@@ -51,6 +52,7 @@ USAGE = (
     "• `/phobos docs`: the documents I would search here\n"
     "• `/phobos forget FILE` or `/phobos forget all`\n"
     "• `/phobos status`: workers and queue\n"
+    "• `/phobos reset`: forget this conversation's earlier questions and answers\n"
     "Or mention me with a question; share a PDF where I am a member and I index it."
 )
 # Message subtypes that carry something a person said or shared; edits, deletions, joins, bot posts

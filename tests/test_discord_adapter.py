@@ -111,7 +111,7 @@ def test_start_prints_the_invite_syncs_commands_and_asks_for_message_content(
         async with running_bot(worker_url) as (fake, _adapter):
             path = f"/applications/{fake_discord.APPLICATION_ID}/guilds/{fake.guild_id}/commands"
             assert {c["name"] for c in fake.synced_commands[path]} == {
-                "ask", "model", "models", "docs", "forget", "status"}
+                "ask", "model", "models", "docs", "forget", "status", "reset"}
             assert fake.identify_payload["intents"] & (1 << 15), "the message content intent"
     run(scenario())
     printed = capsys.readouterr().out
@@ -250,6 +250,15 @@ def test_an_expired_interaction_token_falls_back_to_a_channel_message(worker_url
                                                    if m is not interaction.original])
             assert "shared in this conversation" in message[0].content
             assert interaction.original is not None and interaction.original.history == [""]
+    run(scenario())
+
+
+def test_reset_forgets_the_conversations_earlier_turns(worker_url: str) -> None:
+    async def scenario() -> None:
+        async with running_bot(worker_url) as (fake, _adapter):
+            await fake.slash_command("reset")
+            message = await fake.wait_for(lambda: finals(fake, fake.channel_id, "no earlier questions"))
+            assert "to forget" in message[0].content
     run(scenario())
 
 

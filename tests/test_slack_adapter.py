@@ -312,26 +312,28 @@ def test_slash_model_switches_the_channel_model(redis_url: str, worker: None) ->
     asyncio.run(scenario())
 
 
-def test_slash_docs_forget_status_models_answer_through_response_url(redis_url: str, worker: None) -> None:
+def test_slash_docs_forget_status_models_reset_answer_through_response_url(redis_url: str, worker: None) -> None:
     async def scenario() -> None:
         async with harness(redis_url) as h:
             await share_pdf(h, ts="1700000012.000100", name="facts.pdf")
-            urls = {command: h.fake.response_url() for command in ("docs", "status", "models")}
+            urls = {command: h.fake.response_url() for command in ("docs", "status", "models", "reset")}
             for command, url in urls.items():
                 await h.slash(command, url)
-            await h.fake.wait_for(lambda: len(h.fake.responses) == 3)
+            await h.fake.wait_for(lambda: len(h.fake.responses) == 4)
             forget_url = h.fake.response_url()
             await h.slash("forget facts.pdf", forget_url)  # after docs has answered, so docs still lists it
-            await h.fake.wait_for(lambda: len(h.fake.responses) == 4)
+            await h.fake.wait_for(lambda: len(h.fake.responses) == 5)
             by_command = {command: next(r for r in h.fake.responses if url.endswith(r["response_url_id"]))
                           for command, url in {**urls, "forget": forget_url}.items()}
             assert "facts.pdf (4 pages" in by_command["docs"]["text"]
             assert "worker(s) live" in by_command["status"]["text"]
             assert "extractive" in by_command["models"]["text"]
             assert "Forgot facts.pdf" in by_command["forget"]["text"]
+            assert "no earlier questions to forget" in by_command["reset"]["text"]
             # What changes the channel is shown to the channel; lookups only to the one who asked.
             assert {c: r["response_type"] for c, r in by_command.items()} == {
-                "docs": "ephemeral", "status": "ephemeral", "models": "ephemeral", "forget": "in_channel"}
+                "docs": "ephemeral", "status": "ephemeral", "models": "ephemeral", "forget": "in_channel",
+                "reset": "in_channel"}
 
     asyncio.run(scenario())
 
