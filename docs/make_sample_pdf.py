@@ -16,6 +16,7 @@ SOURCE = ROOT / "docs" / "handbook.md"
 TARGET = ROOT / "phobos" / "samples" / "phobos-handbook.pdf"
 PAGE = pymupdf.paper_rect("a6")  # small pages, so the handbook spans several and citations vary
 MARGIN = 24
+CONTENT = pymupdf.Rect(PAGE.x0 + MARGIN, PAGE.y0 + MARGIN, PAGE.x1 - MARGIN, PAGE.y1 - MARGIN)
 
 
 def markdown_to_html(text: str) -> str:
@@ -38,7 +39,7 @@ def main() -> None:
     more = True
     while more:
         device = writer.begin_page(PAGE)
-        more, _ = story.place((*PAGE, MARGIN, MARGIN, -MARGIN, -MARGIN))
+        more, _ = story.place(CONTENT)
         story.draw(device)
         writer.end_page()
     writer.close()
