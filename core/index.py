@@ -46,16 +46,6 @@ class ScopeIndex:
         lexical = self.lexical() if mode != "dense" else None
         return hybrid_search(self.chunks, dense, lexical, query, k, mode)
 
-    def search(self, query: np.ndarray, k: int) -> list[Hit]:
-        """Top-``k`` chunks by cosine similarity. Exact: a matrix-vector product over the scope."""
-        if not self.chunks:
-            return []
-        scores = self.vectors @ query  # (n_chunks,)
-        k = min(k, len(self.chunks))
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top])]
-        return [Hit(self.chunks[i], float(scores[i])) for i in top]
-
     @staticmethod
     def merge(indexes: list[ScopeIndex], dim: int) -> ScopeIndex:
         chunks = [c for index in indexes for c in index.chunks]

@@ -53,7 +53,7 @@ class IngestResult:
         info = self.info
         if self.already_indexed:
             return (f"{info.file_name} is already indexed here ({info.pages} pages, {info.chunks} passages); "
-                    "reusing the stored index.")
+                    "reusing the stored index, nothing re-embedded.")
         text = f"Indexed {info.file_name}: {info.pages} pages, {info.chunks} passages."
         return " ".join([text, *self.notes])
 

@@ -218,7 +218,7 @@ async def _console(url: str, settings: Settings) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from core.ingest import ingest_pdf
+    from core.ingest import IngestResult, document_id, ingest_pdf
     from core.pdf import DocumentError
     from workers.store import RedisDocumentStore
 
@@ -229,10 +229,9 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         embedder = None
         for path in args.files:
             data = path.read_bytes()
-            known = store.get_document(scope.key, _doc_id(data))
+            known = store.get_document(scope.key, document_id(data))
             if known is not None:  # skip loading the embedder when there is nothing to embed
-                print(f"{path.name} is already indexed in {scope.key} ({known.pages} pages, {known.chunks} "
-                      "passages); reusing the stored index, nothing re-embedded.")
+                print(IngestResult(known, already_indexed=True).summary())
                 continue
             if embedder is None:
                 print("Loading the embedding model...", file=sys.stderr, flush=True)
@@ -246,12 +245,6 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
                 continue
             print(result.summary())
     return 1 if failures else 0
-
-
-def _doc_id(data: bytes) -> str:
-    from core.ingest import document_id
-
-    return document_id(data)
 
 
 def _print_progress(done: int, total: int, what: str) -> None:
