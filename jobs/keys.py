@@ -3,6 +3,7 @@
 JOBS_STREAM = "phobos:jobs"  # all jobs as submitted; every worker reads it through WORKER_GROUP
 MODEL_JOBS_PREFIX = "phobos:jobs:model:"  # + model name: asks forwarded to the workers serving that model
 WORKER_GROUP = "workers"
+FENCE_PREFIX = "phobos:fence:"  # + jobs stream: hash entry id -> fencing token of its latest take
 REPLY_STREAM_PREFIX = "phobos:replies:"  # + adapter id: reply events for that adapter
 JOB_SEEN_PREFIX = "phobos:job:seen:"  # + job id: set once, so a redelivered event makes one job
 BLOB_PREFIX = "phobos:blob:"  # + job id: an uploaded file's bytes, until the worker has read them

@@ -173,9 +173,10 @@ class Worker:
             log.error("job %s dead-lettered after %d deliveries", job.id, delivery.times_delivered - 1)
             return
         started = time.monotonic()
-        self._cancel = threading.Event()
+        cancel = self._cancel = threading.Event()
         publisher = ReplyPublisher(self.redis, job, attempt=delivery.times_delivered,
-                                   finish=lambda event: self._finish(delivery, job, event))
+                                   finish=lambda event: self._finish(delivery, job, event),
+                                   post=lambda event: self._post(delivery, job, event, cancel))
         if job.deadline_at is not None and time.time() > job.deadline_at:
             publisher.error("This request waited past its deadline before a worker was free, so it was "
                             "dropped rather than answered late. Please ask again.")
@@ -208,6 +209,13 @@ class Worker:
         else:
             log.warning("job %s was taken over by another worker before it was forwarded", job.id)
         return True
+
+    def _post(self, delivery: Delivery, job: Job, event: ReplyEvent, cancel: threading.Event) -> bool:
+        if self.queue.post(delivery, job.reply_to, event.to_json()):
+            return True
+        log.warning("job %s was taken over by another worker; stopping its work here", job.id)
+        cancel.set()
+        return False
 
     def _finish(self, delivery: Delivery, job: Job, event: ReplyEvent) -> bool:
         if self._is_handing_back:
