@@ -132,3 +132,25 @@ def test_after_a_takeover_the_stalled_workers_text_stops(redis_server, redis_cli
     streamed = "".join(e.text for e in replies(redis_client))
     assert 0 < len(streamed.split()) < 400
     assert other.finish(taken, "u", keys.reply_stream("qa"), "")
+
+
+def test_heartbeats_are_read_without_scanning_the_keyspace(redis_client) -> None:
+    from workers.heartbeat import WorkerInfo, announce, live_models, live_workers, withdraw
+
+    with redis_client.pipeline(transaction=False) as pipe:
+        for n in range(5000):
+            pipe.set(f"phobos:doc:unrelated:{n}", "x")
+        pipe.execute()
+    announce(redis_client, WorkerInfo("old", "h", 1, ["a"], 1.0), ttl_s=30)
+    announce(redis_client, WorkerInfo("new", "h", 2, ["b"], 2.0, state="loading"), ttl_s=30)
+    announce(redis_client, WorkerInfo("gone", "h", 3, ["c"], 0.5), ttl_s=30)
+    redis_client.zadd(keys.WORKERS_LIVE_KEY, {"gone": 1})  # its heartbeat expired long ago
+    redis_client.config_resetstat()
+
+    assert [w.worker_id for w in live_workers(redis_client)] == ["old", "new"]
+    assert live_models(redis_client) == {"a"}  # a loading worker serves nothing yet
+    commands = redis_client.info("commandstats")
+    assert not any(name.startswith("cmdstat_scan") or name == "cmdstat_keys" for name in commands)
+    assert not redis_client.hexists(keys.WORKERS_INFO_KEY, "gone")  # a reader drops expired heartbeats
+    withdraw(redis_client, "old")
+    assert [w.worker_id for w in live_workers(redis_client)] == ["new"]
