@@ -43,4 +43,4 @@ HEARTBEAT_KEYS = [keys.WORKERS_LIVE_KEY, keys.WORKERS_INFO_KEY]
 
 async def live_heartbeats(client: aioredis.Redis) -> list[bytes]:
     """The heartbeat JSON of every live worker (for adapters, on the asyncio client)."""
-    return list(await client.eval(LIVE_LUA, 2, *HEARTBEAT_KEYS))  # type: ignore[misc]
+    return list(await client.eval(LIVE_LUA, 2, *HEARTBEAT_KEYS))

@@ -42,7 +42,7 @@ def withdraw(client: redis.Redis, worker_id: str) -> None:
 
 def live_workers(client: redis.Redis) -> list[WorkerInfo]:
     """Workers whose heartbeat has not expired, oldest first; O(workers)."""
-    raw: list[bytes] = client.eval(LIVE_LUA, 2, *HEARTBEAT_KEYS)  # type: ignore[assignment]
+    raw: list[bytes] = client.eval(LIVE_LUA, 2, *HEARTBEAT_KEYS)
     return sorted((WorkerInfo(**json.loads(r)) for r in raw), key=lambda w: w.started_at)
 
 
