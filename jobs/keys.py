@@ -7,6 +7,7 @@ FENCE_PREFIX = "phobos:fence:"  # + jobs stream: hash entry id -> fencing token 
 REPLY_STREAM_PREFIX = "phobos:replies:"  # + adapter id: reply events for that adapter
 JOB_SEEN_PREFIX = "phobos:job:seen:"  # + job id: set once, so a redelivered event makes one job
 BLOB_PREFIX = "phobos:blob:"  # + job id: an uploaded file's bytes, until the worker has read them
+INGEST_PROGRESS_PREFIX = "phobos:ingest:"  # + scope key:doc id + :state|:chunks|:vectors: an ingest's saved slices
 WORKERS_LIVE_KEY = "phobos:workers:live"  # sorted set: worker id -> when its heartbeat expires (unix ms)
 WORKERS_INFO_KEY = "phobos:workers:info"  # hash: worker id -> its heartbeat (JSON: models served, ...)
 DOC_PREFIX = "phobos:doc:"  # + scope key + ":" + doc id: a document's metadata hash

@@ -239,11 +239,16 @@ class JobQueue:
         return Delivery(entry_id, fields, times, stream, token)
 
     def _holds(self, delivery: Delivery) -> list[str]:
-        """The keys and arguments every fenced script starts with."""
-        return [delivery.stream, keys.FENCE_PREFIX + delivery.stream]
+        return self.fence(delivery)[0]
 
     def _holder_args(self, delivery: Delivery) -> list[str | int]:
-        return [self.group, self.consumer, delivery.entry_id, delivery.token]
+        return self.fence(delivery)[1]
+
+    def fence(self, delivery: Delivery) -> tuple[list[str], list[str | int]]:
+        """The first keys and arguments of a script that starts with :data:`HOLDS_LUA` for this take:
+        other modules fence their writes on the delivery with it (an ingest's saved progress)."""
+        return ([delivery.stream, keys.FENCE_PREFIX + delivery.stream],
+                [self.group, self.consumer, delivery.entry_id, delivery.token])
 
     # --- holding and ending ---
 
