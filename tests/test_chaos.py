@@ -234,12 +234,12 @@ def test_200_questions_survive_20_worker_kills(cluster_factory) -> None:
     mid_job = 0
     for killed_at, log_path in kills:
         text = log_path.read_text(errors="replace")
-        held = [m.group(1) for m in STARTED_LINE.finditer(text)]
+        held = [(m.group(1), int(m.group(3))) for m in STARTED_LINE.finditer(text)]
         done = {m.group(1) for m in DONE_LINE.finditer(text)}
-        if not held or held[-1] in done:
-            continue  # the worker was between jobs
+        if not held or held[-1][0] in done or finals[held[-1][0]].attempt == held[-1][1]:
+            continue  # the worker was between jobs (or had just answered and not yet logged it)
         mid_job += 1
-        later = [at for job_id, _n, at, _log in starts if job_id == held[-1] and at > killed_at]
+        later = [at for job_id, _n, at, _log in starts if job_id == held[-1][0] and at > killed_at]
         if later:
             recoveries.append(min(later) - killed_at)
     report = {"questions": questions, "workers": 2, "kills": len(kills), "restarts": cluster.restarts,
