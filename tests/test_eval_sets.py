@@ -1,0 +1,95 @@
+"""The retrieval evaluation sets in bench/eval: schema, split by document, and evidence on the cited pages."""
+
+import json
+import re
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EVAL = ROOT / "bench" / "eval"
+DOCS = ROOT / ".cache" / "eval-docs"  # where `bench/eval/get-documents.sh .cache/eval-docs` puts them
+SPLITS = ("dev", "heldout")
+KINDS = {"paraphrase", "direct"}
+FIELDS = {"id", "question", "doc", "pages", "answer", "evidence", "kind"}
+KEPT_ASIDE = {"R-intro.pdf", "R-data.pdf", "R-FAQ.pdf"}  # reserved for an independent check
+
+
+def load(name: str) -> list[dict]:
+    path = EVAL / name
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def questions() -> dict[str, list[dict]]:
+    return {split: load(f"{split}.jsonl") for split in SPLITS}
+
+
+def normalise(text: str) -> str:
+    """Folds ligatures (NFKC), collapses whitespace and case, as a reader would compare text."""
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip().lower()
+
+
+def test_question_schema() -> None:
+    rows = [row for split in questions().values() for row in split]
+    assert rows, "bench/eval/dev.jsonl is missing or empty"
+    for row in rows:
+        assert set(row) == FIELDS, row.get("id")
+        for key in ("id", "question", "doc", "answer", "evidence"):
+            assert isinstance(row[key], str) and row[key].strip(), (row["id"], key)
+        assert row["kind"] in KINDS, row["id"]
+        assert row["pages"] and all(isinstance(p, int) and p >= 1 for p in row["pages"]), row["id"]
+        assert row["doc"].endswith(".pdf"), row["id"]
+
+
+def test_ids_are_unique_across_splits() -> None:
+    ids = [row["id"] for split in questions().values() for row in split]
+    ids += [row["id"] for row in load("offtopic.jsonl")]
+    assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})
+
+
+def test_split_is_by_document() -> None:
+    docs = {split: {row["doc"] for row in rows} for split, rows in questions().items()}
+    assert not docs["dev"] & docs["heldout"], "a document appears in both splits"
+
+
+def test_documents_kept_aside_are_unused() -> None:
+    used = {row["doc"] for rows in questions().values() for row in rows}
+    assert not used & KEPT_ASIDE
+
+
+def test_every_document_is_fetched_by_the_script() -> None:
+    script = (EVAL / "get-documents.sh").read_text(encoding="utf-8")
+    for doc in {row["doc"] for rows in questions().values() for row in rows}:
+        assert re.search(rf"[/ ]{re.escape(doc)}\b", script), f"{doc} is not in get-documents.sh"
+
+
+def test_offtopic_schema() -> None:
+    rows = load("offtopic.jsonl")
+    assert rows
+    for row in rows:
+        assert set(row) == {"id", "question", "split"}, row
+        assert row["split"] in SPLITS and row["question"].strip(), row
+
+
+def documents() -> list[str]:
+    return sorted({row["doc"] for rows in questions().values() for row in rows})
+
+
+@pytest.mark.parametrize("doc", documents())
+def test_evidence_is_on_a_cited_page(doc: str) -> None:
+    path = DOCS / doc
+    if not path.exists():
+        pytest.skip(f"{path} absent: run bench/eval/get-documents.sh .cache/eval-docs")
+    import pymupdf
+
+    with pymupdf.open(path) as pdf:
+        pages = [normalise(page.get_text()) for page in pdf]
+    misses = []
+    for row in (r for rows in questions().values() for r in rows if r["doc"] == doc):
+        assert max(row["pages"]) <= len(pages), row["id"]
+        if not any(normalise(row["evidence"]) in pages[p - 1] for p in row["pages"]):
+            misses.append(row["id"])
+    assert not misses, f"evidence not found on the cited pages: {misses}"
