@@ -55,6 +55,21 @@ def test_split_is_by_document() -> None:
     assert not docs["dev"] & docs["heldout"], "a document appears in both splits"
 
 
+def test_minimum_counts() -> None:
+    split = questions()
+    rows = split["dev"] + split["heldout"]
+    assert len(rows) >= 150
+    assert len({row["doc"] for row in rows}) >= 6
+    assert 0.4 <= sum(row["kind"] == "paraphrase" for row in rows) / len(rows) <= 0.65
+    for name, part in split.items():
+        assert len(part) >= 0.4 * len(rows), f"{name} holds too few of the questions"
+        assert len({row["doc"] for row in part}) >= 3, name
+        assert {row["kind"] for row in part} == KINDS, name
+    probes = load("offtopic.jsonl")
+    assert len(probes) >= 30
+    assert all(sum(p["split"] == name for p in probes) >= 10 for name in SPLITS)
+
+
 def test_documents_kept_aside_are_unused() -> None:
     used = {row["doc"] for rows in questions().values() for row in rows}
     assert not used & KEPT_ASIDE

@@ -19,10 +19,15 @@ packaged=(
   "r-doc-pdf=4.2.2.20221110-2 usr/share/R/doc/manual/R-lang.pdf"
   "r-cran-rcpp=1.0.10-1 usr/lib/R/site-library/Rcpp/doc/Rcpp-FAQ.pdf"
   "r-cran-sandwich=3.0-2-1 usr/lib/R/site-library/sandwich/doc/sandwich.pdf"
+  "r-doc-pdf=4.2.2.20221110-2 usr/share/R/doc/manual/R-admin.pdf"
+  "texlive-lang-english=2022.20230122-1 usr/share/doc/texlive-doc/latex/lshort-english/lshort.pdf"
+  "r-cran-zoo=1.8-11-1 usr/lib/R/site-library/zoo/doc/zoo-faq.pdf"
+  "r-cran-zoo=1.8-11-1 usr/lib/R/site-library/zoo/doc/zoo.pdf"
 )
 # outline in bench/eval/slides/  output name
 built=(
   "cluster-onboarding.md cluster-onboarding-slides.pdf"
+  "security-awareness.md security-awareness-slides.pdf"
 )
 
 work=$(mktemp -d)
