@@ -2,7 +2,9 @@
 
 import json
 import re
+import statistics
 import unicodedata
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -93,18 +95,134 @@ def documents() -> list[str]:
     return sorted({row["doc"] for rows in questions().values() for row in rows})
 
 
-@pytest.mark.parametrize("doc", documents())
-def test_evidence_is_on_a_cited_page(doc: str) -> None:
+@cache
+def page_texts(doc: str) -> list[str] | None:
+    """The document's pages, normalised; None when it has not been fetched."""
     path = DOCS / doc
     if not path.exists():
-        pytest.skip(f"{path} absent: run bench/eval/get-documents.sh .cache/eval-docs")
+        return None
     import pymupdf
 
     with pymupdf.open(path) as pdf:
-        pages = [normalise(page.get_text()) for page in pdf]
+        return [normalise(page.get_text()) for page in pdf]
+
+
+@pytest.mark.parametrize("doc", documents())
+def test_evidence_is_on_a_cited_page(doc: str) -> None:
+    pages = page_texts(doc)
+    if pages is None:
+        pytest.skip(f"{DOCS / doc} absent: run bench/eval/get-documents.sh .cache/eval-docs")
     misses = []
     for row in (r for rows in questions().values() for r in rows if r["doc"] == doc):
         assert max(row["pages"]) <= len(pages), row["id"]
         if not any(normalise(row["evidence"]) in pages[p - 1] for p in row["pages"]):
             misses.append(row["id"])
     assert not misses, f"evidence not found on the cited pages: {misses}"
+
+
+STOPWORDS = set(
+    [
+        "the",
+        "and",
+        "for",
+        "are",
+        "you",
+        "how",
+        "what",
+        "why",
+        "can",
+        "does",
+        "with",
+        "from",
+        "that",
+        "this",
+        "into",
+        "when",
+        "which",
+        "have",
+        "has",
+        "not",
+        "but",
+        "your",
+        "its",
+        "their",
+        "there",
+        "will",
+        "should",
+        "would",
+        "could",
+        "get",
+        "any",
+        "all",
+        "one",
+        "out",
+        "use",
+        "using",
+        "like",
+        "did",
+        "was",
+        "were",
+        "been",
+        "about",
+        "than",
+        "then",
+        "them",
+        "they",
+        "these",
+        "those",
+        "some",
+        "such",
+        "just",
+        "only",
+        "also",
+        "more",
+        "most",
+        "very",
+        "our",
+        "over",
+        "under",
+        "after",
+        "before",
+        "each",
+        "other",
+        "same",
+        "own",
+        "still",
+        "where",
+        "who",
+        "while",
+        "again",
+        "here",
+        "off",
+        "too",
+        "yet",
+        "both",
+        "few",
+        "many",
+        "much",
+        "must",
+        "may",
+        "might",
+    ]
+)
+
+
+def content_words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z][a-z0-9_.]+", normalise(text)) if len(w) >= 3 and w not in STOPWORDS}
+
+
+def test_paraphrases_share_few_words_with_their_pages() -> None:
+    """The `kind` labels hold: paraphrases reuse far fewer of the page's words than direct questions."""
+    rows = [r for rows in questions().values() for r in rows]
+    missing = sorted({r["doc"] for r in rows if page_texts(r["doc"]) is None})
+    if missing:
+        pytest.skip(f"documents absent from {DOCS}: {missing}")
+    shares: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    for row in rows:
+        pages = page_texts(row["doc"])
+        assert pages is not None
+        on_page = content_words(" ".join(pages[p - 1] for p in row["pages"]))
+        asked = content_words(row["question"])
+        shares[row["kind"]].append(len(asked & on_page) / max(1, len(asked)))
+    paraphrase, direct = statistics.mean(shares["paraphrase"]), statistics.mean(shares["direct"])
+    assert paraphrase <= 0.4 and paraphrase < direct - 0.2, (paraphrase, direct)
