@@ -110,7 +110,8 @@ def ingest_pdf(data: bytes, file_name: str, scope_key: str, embedder: Embedder, 
     if not chunks:
         raise DocumentError(f"{file_name} gave no text to index.")
     info = DocumentInfo(doc_id=doc_id, file_name=file_name, scope_key=scope_key, pages=total,
-                        chunks=len(chunks), added_at=time.time(), added_by=user)
+                        chunks=len(chunks), added_at=time.time(), added_by=user, embedder=embedder.name,
+                        dim=embedder.dim)
     store.add_document(info, chunks, np.vstack(vectors))
     report(total, total, "done")
     return IngestResult(info, already_indexed=False, notes=notes)

@@ -92,6 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="Redis, workers, queue depth")
     status.set_defaults(func=cmd_status)
 
+    reindex = sub.add_parser("reindex", help="re-embed stored documents with the configured embedder")
+    which = reindex.add_mutually_exclusive_group(required=True)
+    which.add_argument("--scope", help="one scope, e.g. slack:T1:C1 (a thread has its own)")
+    which.add_argument("--all", action="store_true", help="every scope holding documents")
+    reindex.set_defaults(func=cmd_reindex)
+
     dlq = sub.add_parser("dlq", help="jobs that failed too often: list, retry or drop them")
     dlq.add_argument("action", choices=["list", "retry", "drop"])
     dlq.add_argument("ids", nargs="*", help="dead-letter entry ids (retry, drop); 'all' for every one")
@@ -118,7 +124,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                               generation_timeout_s=settings.generation_timeout_s,
                               shutdown_grace_s=settings.shutdown_grace_s,
                               memory_turns=settings.memory_turns, memory_tokens=settings.memory_tokens,
-                              memory_ttl_s=settings.memory_ttl_s)
+                              memory_ttl_s=settings.memory_ttl_s,
+                              index_cache_max_bytes=settings.index_cache_max_bytes)
         worker = Worker(client, embedder, generators, registry, config, top_k=settings.top_k,
                         min_relevance=settings.min_relevance)
         worker.install_signal_handlers()
@@ -252,6 +259,7 @@ def _print_progress(done: int, total: int, what: str) -> None:
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    from core.index import EmbedderMismatchError
     from core.rag import RagEngine
     from workers.store import RedisDocumentStore
 
@@ -263,7 +271,11 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         for question in questions:
             if not question:
                 continue
-            hits = engine.retrieve(question, scope, k=args.k)
+            try:
+                hits = engine.retrieve(question, scope, k=args.k)
+            except EmbedderMismatchError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
             if args.json:
                 print(json.dumps({"question": question, "hits": [
                     {"file": h.chunk.file_name, "pages": list(h.chunk.pages), "score": round(h.score, 4),
@@ -275,6 +287,20 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
             for rank, hit in enumerate(hits, 1):
                 where = Citation(hit.chunk.file_name, hit.chunk.pages).label()
                 print(f"  {rank}. {where}  score={hit.score:.3f}  {hit.chunk.text[:160]}")
+    return 0
+
+
+def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.reindex import reindex_scope
+    from workers.store import RedisDocumentStore
+
+    with runtime.redis_url(settings) as url:
+        store = RedisDocumentStore(runtime.connect(url))
+        scopes = store.scope_keys() if args.all else [Scope.parse(args.scope).key]
+        embedder = runtime.load_embedder(settings)
+        done = sum(reindex_scope(store, scope, embedder, report=print) for scope in scopes)
+    print(f"Re-embedded {done} document(s) in {len(scopes)} scope(s) with {embedder.name} "
+          f"({embedder.dim} dimensions).")
     return 0
 
 

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     # handbook's scale-out passage scores 0.23 for a question it answers); 5 of 8 off-topic probes are
     # still refused.
     min_relevance: float = Field(0.2, validation_alias=_env("PHOBOS_MIN_RELEVANCE"))
+    # Memory a worker keeps for scope indexes (vectors, texts, BM25); the least recently asked go first.
+    index_cache_max_bytes: int = Field(256 * 1024 * 1024, validation_alias=_env("PHOBOS_INDEX_CACHE_MAX_BYTES"))
     # Question-and-answer turns each conversation remembers for its next prompts; 0 turns memory off.
     memory_turns: int = Field(5, validation_alias=_env("PHOBOS_MEMORY_TURNS"))
     # Most tokens (the answering model's) of those turns in one prompt; the oldest turns are left out first.

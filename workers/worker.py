@@ -20,6 +20,7 @@ import redis
 
 from core.embedding import Embedder
 from core.generation import GenerationParams, Generator
+from core.index import EmbedderMismatchError
 from core.ingest import IngestLimits, ingest_pdf
 from core.pdf import DocumentError
 from core.rag import NO_DOCUMENTS_NOTE, RagEngine
@@ -34,7 +35,7 @@ from workers.delivery import Delivery, JobQueue, Lease
 from workers.heartbeat import HeartbeatThread, WorkerInfo, live_models, live_workers
 from workers.memory import ConversationMemory
 from workers.replies import ReplyPublisher
-from workers.store import RedisDocumentStore
+from workers.store import DEFAULT_CACHE_MAX_BYTES, RedisDocumentStore
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class WorkerConfig:
     memory_turns: int = 5  # recent turns remembered per conversation; 0 turns memory off
     memory_tokens: int = 512  # at most this many of them (generator tokens) go into a prompt
     memory_ttl_s: int = 7 * 24 * 3600  # a conversation quiet this long forgets its turns
+    index_cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES  # scope indexes kept in memory
 
 
 class Worker:
@@ -69,7 +71,7 @@ class Worker:
         self.registry = registry
         self.config = config
         self.worker_id = config.worker_id or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
-        self.store = RedisDocumentStore(client)
+        self.store = RedisDocumentStore(client, config.index_cache_max_bytes)
         self.conversations = ConversationStore(client)
         self.memory = ConversationMemory(client, config.memory_turns, config.memory_ttl_s)
         self.engine = RagEngine(embedder, self.store, top_k=top_k, min_relevance=min_relevance,
@@ -233,7 +235,7 @@ class Worker:
         }
         try:
             handlers[job.kind](job, publisher)
-        except (DocumentError, UnknownModelError) as exc:
+        except (DocumentError, UnknownModelError, EmbedderMismatchError) as exc:
             publisher.error(str(exc))
         except REDIS_DOWN:
             raise  # the job stays pending; the loop reconnects and takes it back
