@@ -166,8 +166,9 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"Starting the {platform} adapter.", file=sys.stderr, flush=True)
                 children.append(subprocess.Popen([sys.executable, "-m", "phobos", platform], env=env,
                                                  preexec_fn=_die_with_parent))
-            print(f"Phobos is ready in {time.monotonic() - started:.1f} s "
-                  f"(Redis: {'embedded' if not settings.redis_url else url}).", file=sys.stderr, flush=True)
+            where = runtime.masked_url(url) if settings.redis_url else "embedded"
+            print(f"Phobos is ready in {time.monotonic() - started:.1f} s (Redis: {where}).", file=sys.stderr,
+                  flush=True)
             if args.no_console:
                 worker.wait()
                 return worker.returncode
@@ -370,7 +371,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         client = runtime.connect(url)
         workers = live_workers(client)
         depth = client.xlen(keys.JOBS_STREAM) if client.exists(keys.JOBS_STREAM) else 0
-    print(f"Redis: {url}")
+    print(f"Redis: {runtime.masked_url(url)}")
     print(f"Workers live: {len(workers)}")
     for w in workers:
         print(f"  {w.worker_id} on {w.host} (pid {w.pid}): {', '.join(w.models)}")

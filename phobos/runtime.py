@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from typing import cast
 
@@ -36,7 +37,7 @@ def redis_url(settings: Settings) -> Iterator[str]:
     """REDIS_URL when set; else the embedded server, started here if no Phobos process runs it yet
     (and then stopped on the way out)."""
     if settings.redis_url:
-        yield settings.redis_url
+        yield settings.redis_url.get_secret_value()
         return
     embedded = EmbeddedRedis(settings.state_path)
     started = embedded.ensure_running()
@@ -47,6 +48,20 @@ def redis_url(settings: Settings) -> Iterator[str]:
     finally:
         if started:
             embedded.stop()
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password (in the authority or a ``password=`` query parameter) replaced by ***."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    if parts.password is None and not any(name == "password" for name, _ in query):
+        return url
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:***@{host}"
+    masked = urllib.parse.urlencode([(k, "***" if k == "password" else v) for k, v in query], safe="*")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=masked))
 
 
 def connect(url: str) -> redis.Redis:
@@ -97,7 +112,8 @@ def load_registry(settings: Settings) -> ModelRegistry:
 
 def load_generators(settings: Settings, registry: ModelRegistry, names: list[str]) -> dict[str, Generator]:
     quiet_offline_libraries()
-    credentials = BackendCredentials(hf_token=settings.hf_token, openai_api_key=settings.openai_api_key,
+    credentials = BackendCredentials(hf_token=settings.hf_token.get_secret_value(),
+                                     openai_api_key=settings.openai_api_key.get_secret_value(),
                                      openai_base_url=settings.openai_base_url, llm_threads=settings.llm_threads)
     generators = {}
     for name in names:

@@ -1,6 +1,8 @@
 """Every setting Phobos reads, with its default. Environment variables and a ``.env`` file set them.
 
-Everything else receives a :class:`Settings` object; nothing else reads the environment.
+Everything else receives a :class:`Settings` object; nothing else reads the environment. Tokens,
+passwords and REDIS_URL (which may hold one) are ``SecretStr``: reprs and logs show ``**********``, and
+code that needs the value calls ``get_secret_value()`` where it hands it over.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,7 +25,7 @@ class Settings(BaseSettings):
     # --- where things live ---
     state_dir: Path = Field(Path(".phobos"), validation_alias=_env("PHOBOS_STATE_DIR"))
     # Redis server URL; empty: start (or reuse) an embedded redis-server with its data in state_dir.
-    redis_url: str = Field("", validation_alias=_env("REDIS_URL"))
+    redis_url: SecretStr = Field(SecretStr(""), validation_alias=_env("REDIS_URL"))
 
     # --- models ---
     # Sentence-transformers model: a folder, a hub id, or package:MODULE/FOLDER inside a Python package.
@@ -39,9 +41,9 @@ class Settings(BaseSettings):
     # CPU threads for llama.cpp; 0 means one per core.
     llm_threads: int = Field(0, validation_alias=_env("PHOBOS_LLM_THREADS"))
     # Hugging Face token for gated models (Gemma, Llama 3).
-    hf_token: str = Field("", validation_alias=_env("HF_TOKEN"))
+    hf_token: SecretStr = Field(SecretStr(""), validation_alias=_env("HF_TOKEN"))
     # OpenAI API key and an optional base URL for an OpenAI-compatible server.
-    openai_api_key: str = Field("", validation_alias=_env("OPENAI_API_KEY"))
+    openai_api_key: SecretStr = Field(SecretStr(""), validation_alias=_env("OPENAI_API_KEY"))
     openai_base_url: str = Field("", validation_alias=_env("OPENAI_BASE_URL"))
 
     # --- retrieval ---
@@ -84,7 +86,7 @@ class Settings(BaseSettings):
     heartbeat_ttl_s: int = Field(15, validation_alias=_env("PHOBOS_HEARTBEAT_TTL_S"))
 
     # --- Discord (docs/discord.md); the adapter runs when DISCORD_TOKEN is set ---
-    discord_token: str = Field("", validation_alias=_env("DISCORD_TOKEN"))
+    discord_token: SecretStr = Field(SecretStr(""), validation_alias=_env("DISCORD_TOKEN"))
     # Application id for the invite URL; empty: learned from Discord at login.
     discord_application_id: str = Field("", validation_alias=_env("PHOBOS_DISCORD_APPLICATION_ID"))
     # Sync slash commands to this guild only (instant, for development); empty: globally.
@@ -103,11 +105,11 @@ class Settings(BaseSettings):
     discord_sync_commands: bool = Field(True, validation_alias=_env("PHOBOS_DISCORD_SYNC_COMMANDS"))
 
     # --- Slack (docs/slack.md); the adapter runs when SLACK_BOT_TOKEN is set ---
-    slack_bot_token: str = Field("", validation_alias=_env("SLACK_BOT_TOKEN"))
+    slack_bot_token: SecretStr = Field(SecretStr(""), validation_alias=_env("SLACK_BOT_TOKEN"))
     # App-level token (xapp-..., scope connections:write): Socket Mode only.
-    slack_app_token: str = Field("", validation_alias=_env("SLACK_APP_TOKEN"))
+    slack_app_token: SecretStr = Field(SecretStr(""), validation_alias=_env("SLACK_APP_TOKEN"))
     # HTTP mode only: verifies that requests come from Slack.
-    slack_signing_secret: str = Field("", validation_alias=_env("SLACK_SIGNING_SECRET"))
+    slack_signing_secret: SecretStr = Field(SecretStr(""), validation_alias=_env("SLACK_SIGNING_SECRET"))
     slack_mode: str = Field("socket", validation_alias=_env("PHOBOS_SLACK_MODE"))  # socket | http
     slack_http_host: str = Field("0.0.0.0", validation_alias=_env("PHOBOS_SLACK_HTTP_HOST"))
     slack_http_port: int = Field(3000, validation_alias=_env("PHOBOS_SLACK_HTTP_PORT"))
