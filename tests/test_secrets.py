@@ -102,7 +102,7 @@ def test_a_dead_letter_keeps_no_response_url_but_the_user_is_still_told(redis_cl
     held = queue.take(100)
     assert held is not None
     record = deadletter.dead_record(held.fields[b"job"].decode(), held.entry_id, 4, "max deliveries")
-    assert queue.finish(held, dead.user, dead.reply_to, deadletter.failure_event(dead, 4).to_json(), record)
+    assert queue.finish(held, dead.sender_key, dead.reply_to, deadletter.failure_event(dead, 4).to_json(), record)
     stored = b"".join(value for _, fields in redis_client.xrange(keys.DEAD_STREAM) for value in fields.values())
     assert b"hooks.slack.test" not in stored
     (entry,) = deadletter.list_dead(redis_client)

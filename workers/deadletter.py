@@ -89,8 +89,8 @@ def retry(client: redis.Redis, dead_id: str) -> str | None:
     pipe = client.pipeline(transaction=True)
     pipe.xadd(keys.JOBS_STREAM, {"job": retried.to_json()})
     pipe.incr(keys.QUEUE_DEPTH_KEY)
-    pipe.incr(keys.USER_QUEUED_PREFIX + job.user)
-    pipe.expire(keys.USER_QUEUED_PREFIX + job.user, keys.USER_QUEUED_TTL_S)
+    pipe.incr(keys.USER_QUEUED_PREFIX + job.sender_key)
+    pipe.expire(keys.USER_QUEUED_PREFIX + job.sender_key, keys.USER_QUEUED_TTL_S)
     pipe.xdel(keys.DEAD_STREAM, dead_id)
     pipe.execute()
     return new_id

@@ -171,7 +171,7 @@ class Worker:
             event = deadletter.failure_event(job, delivery.times_delivered)
             record = deadletter.dead_record(delivery.fields[b"job"].decode(), delivery.entry_id,
                                             delivery.times_delivered, "max deliveries")
-            self.queue.finish(delivery, job.user, job.reply_to, event.to_json(), record)
+            self.queue.finish(delivery, job.sender_key, job.reply_to, event.to_json(), record)
             log.error("job %s dead-lettered after %d deliveries", job.id, delivery.times_delivered - 1)
             return
         started = time.monotonic()
@@ -214,7 +214,7 @@ class Worker:
     def _finish(self, delivery: Delivery, job: Job, event: ReplyEvent) -> bool:
         if self._is_handing_back:
             return False  # the job goes back to the queue instead; hand_back follows
-        is_posted = self.queue.finish(delivery, job.user, job.reply_to, event.to_json())
+        is_posted = self.queue.finish(delivery, job.sender_key, job.reply_to, event.to_json())
         if not is_posted:
             log.warning("job %s was taken over by another worker; its result here is discarded", job.id)
         return is_posted
