@@ -365,4 +365,7 @@ class Worker:
         dead = self.redis.xlen(keys.DEAD_STREAM)
         lines = [f"{len(workers)} worker(s) live; {depth} job(s) queued or running; {dead} dead-lettered."]
         lines += [f"- {w.worker_id} on {w.host}: {', '.join(w.models)}" for w in workers]
+        cache = self.store.cache
+        lines.append(f"This worker ({self.worker_id}) holds {len(cache)} scope index(es) in "
+                     f"{cache.nbytes:,} of {cache.max_bytes:,} bytes.")
         publisher.final("\n".join(lines))
