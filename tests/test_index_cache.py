@@ -2,14 +2,19 @@
 
 import numpy as np
 
+from core.backends.echo import EchoGenerator
 from core.index import ScopeIndex
 from core.ingest import IngestLimits, ingest_pdf
 from core.joined import JoinedIndex
 from core.rag import RagEngine
+from core.registry import ModelRegistry, ModelSpec
 from core.scope import Scope
+from jobs import keys
+from jobs.protocol import Job, JobKind
 from tests.pdfs import FACT_PAGES, pdf_with_pages
 from workers.index_cache import IndexCache
 from workers.store import RedisDocumentStore
+from workers.worker import Worker, WorkerConfig
 
 LIMITS = IngestLimits(max_bytes=10_000_000, max_pages=100, chunk_tokens=60, overlap_tokens=10)
 THREAD_PAGES = [
@@ -123,3 +128,21 @@ def test_cache_alone_evicts_least_recently_used() -> None:
     cache.put("c", 1, ScopeIndex([], np.zeros((3, 384), dtype=np.float32)))
     assert cache.get("b", 1) is None and cache.get("a", 1) is index and cache.get("c", 1) is not None
     assert cache.get("a", 2) is None and len(cache) == 1  # another version: the stale one is dropped
+
+def test_status_tells_what_the_workers_index_cache_holds(redis_client) -> None:
+    spec = ModelSpec(name="echo", backend="echo")
+    config = WorkerConfig(default_model="echo", ingest_limits=IngestLimits(1, 1, 10, 0), worker_id="w",
+                          index_cache_max_bytes=1000)
+    worker = Worker(redis_client, NoEmbedder(), {"echo": EchoGenerator(spec)},  # type: ignore[arg-type]
+                    ModelRegistry({"echo": spec}), config)
+    status = Job(id="status:1", kind=JobKind.STATUS, scope=Scope("slack", "T1", "C1"), user="U1",
+                 reply_to=keys.reply_stream("cache"))
+    worker.ensure_group()
+    redis_client.xadd(keys.JOBS_STREAM, {"job": status.to_json()})
+    worker.run(burst=True)
+    (_, fields), = redis_client.xrange(keys.reply_stream("cache"))
+    assert "This worker (w) holds 0 scope index(es) in 0 of 1,000 bytes." in fields[b"event"].decode()
+
+
+class NoEmbedder:
+    name, dim, max_tokens = "none", 4, 10

@@ -75,3 +75,4 @@ def test_the_worker_releases_the_per_sender_count_it_was_admitted_under(redis_se
 
 class NoEmbedder:
     name, dim, max_tokens = "none", 4, 10
+
