@@ -118,7 +118,7 @@ def prepare(url: str, pages: int) -> dict[str, object]:
     data = doc.tobytes()
     settings = Settings(lazy_embedder=False)
     embedder = load_embedder(settings)
-    result = ingest_pdf(data, "synthetic.pdf", SOURCE_SCOPE, embedder, RedisDocumentStore(connect(url)),
+    result = ingest_pdf(data, "synthetic.pdf", SOURCE_SCOPE, embedder, RedisDocumentStore(connect(url, settings)),
                         ingest_limits(settings))
     return {"pages": result.info.pages, "chunks_per_scope": result.info.chunks, "embedder": embedder.name}
 

@@ -3,10 +3,13 @@
 JOBS_STREAM = "phobos:jobs"  # all jobs as submitted; every worker reads it through WORKER_GROUP
 MODEL_JOBS_PREFIX = "phobos:jobs:model:"  # + model name: asks forwarded to the workers serving that model
 WORKER_GROUP = "workers"
+FENCE_PREFIX = "phobos:fence:"  # + jobs stream: hash entry id -> fencing token of its latest take
 REPLY_STREAM_PREFIX = "phobos:replies:"  # + adapter id: reply events for that adapter
 JOB_SEEN_PREFIX = "phobos:job:seen:"  # + job id: set once, so a redelivered event makes one job
 BLOB_PREFIX = "phobos:blob:"  # + job id: an uploaded file's bytes, until the worker has read them
-WORKER_PREFIX = "phobos:worker:"  # + worker id: heartbeat (JSON: models served), expires
+INGEST_PROGRESS_PREFIX = "phobos:ingest:"  # + scope key:doc id + :state|:chunks|:vectors: an ingest's saved slices
+WORKERS_LIVE_KEY = "phobos:workers:live"  # sorted set: worker id -> when its heartbeat expires (unix ms)
+WORKERS_INFO_KEY = "phobos:workers:info"  # hash: worker id -> its heartbeat (JSON: models served, ...)
 DOC_PREFIX = "phobos:doc:"  # + scope key + ":" + doc id: a document's metadata hash
 DOC_CHUNKS_PREFIX = "phobos:chunks:"  # + scope key + ":" + doc id: chunk texts (JSON list)
 DOC_VECTORS_PREFIX = "phobos:vectors:"  # + scope key + ":" + doc id: float32 matrix bytes

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-import redis.asyncio as aioredis
-
 from jobs.client import JobClient
 from phobos import runtime
 from phobos.settings import Settings
@@ -81,7 +79,7 @@ def _serve_adapter(serve: Callable[[JobClient], Awaitable[None]], adapter_id: st
     """Run one platform adapter with a job client that applies the queue's admission limits."""
 
     async def main() -> None:
-        client = aioredis.Redis.from_url(redis_url)
+        client = runtime.connect_async(redis_url, settings)
         try:
             jobs = JobClient(client, adapter_id, limits=runtime.admission_limits(settings),
                              job_deadline_s=settings.job_deadline_s)

@@ -17,7 +17,6 @@ import uuid
 from pathlib import Path
 
 import redis
-import redis.asyncio as aioredis
 
 from bot.console import CONSOLE_SCOPE, ConsoleAdapter
 from bot.render import format_sources
@@ -121,7 +120,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     requested = [n.strip() for n in args.models.split(",")] if args.models else settings.served_models()
     with runtime.redis_url(settings) as url:
-        client = runtime.connect(url)
+        client = runtime.connect(url, settings)
         registry = runtime.load_registry(settings)
         embedder = runtime.load_embedder(settings)
         names, default_model = runtime.resolve_auto(settings, registry, requested)
@@ -170,7 +169,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
                                   preexec_fn=_die_with_parent)
         children = [worker]
         try:
-            client = runtime.connect(url)
+            client = runtime.connect(url, settings)
             if not _wait_for_worker(client, worker, started):
                 return 1
             for platform in configured_adapters(settings):
@@ -225,7 +224,7 @@ def _wait_for_worker(client: redis.Redis, worker: subprocess.Popen[bytes], start
 
 
 async def _console(url: str, settings: Settings) -> None:
-    client = aioredis.Redis.from_url(url)
+    client = runtime.connect_async(url, settings)
     try:
         jobs = JobClient(client, adapter_id=f"console-{uuid.uuid4().hex[:8]}",
                          limits=runtime.admission_limits(settings), job_deadline_s=settings.job_deadline_s)
@@ -244,7 +243,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     scope = Scope.parse(args.scope)
     failures = 0
     with runtime.redis_url(settings) as url:
-        store = RedisDocumentStore(runtime.connect(url))
+        store = RedisDocumentStore(runtime.connect(url, settings))
         embedder = None
         for path in args.files:
             data = path.read_bytes()
@@ -278,7 +277,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     scope = Scope.parse(args.scope)
     questions = [args.question] if args.question else (line.strip() for line in sys.stdin)
     with runtime.redis_url(settings) as url:
-        store = RedisDocumentStore(runtime.connect(url))
+        store = RedisDocumentStore(runtime.connect(url, settings))
         engine = RagEngine(runtime.load_embedder(settings), store, top_k=settings.top_k)
         for question in questions:
             if not question:
@@ -307,7 +306,7 @@ def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
     from workers.store import RedisDocumentStore
 
     with runtime.redis_url(settings) as url:
-        store = RedisDocumentStore(runtime.connect(url))
+        store = RedisDocumentStore(runtime.connect(url, settings))
         scopes = store.scope_keys() if args.all else [Scope.parse(args.scope).key]
         embedder = runtime.load_embedder(settings)
         done = sum(reindex_scope(store, scope, embedder, report=print) for scope in scopes)
@@ -319,7 +318,7 @@ def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     scope = Scope.parse(args.scope)
     with runtime.redis_url(settings) as url:
-        if not live_workers(runtime.connect(url)):
+        if not live_workers(runtime.connect(url, settings)):
             print("No worker is running, so nobody can answer. Start one with `phobos worker` "
                   "(or `phobos up`).", file=sys.stderr)
             return 2
@@ -327,7 +326,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _ask(url: str, scope: Scope, args: argparse.Namespace, settings: Settings) -> int:
-    client = aioredis.Redis.from_url(url)
+    client = runtime.connect_async(url, settings)
     jobs = JobClient(client, adapter_id=f"cli-{uuid.uuid4().hex[:8]}", limits=runtime.admission_limits(settings),
                      job_deadline_s=settings.job_deadline_s)
     job = Job(id=f"cli:{uuid.uuid4().hex}", kind=JobKind.ASK, scope=scope, user="cli",
@@ -366,7 +365,7 @@ async def _ask(url: str, scope: Scope, args: argparse.Namespace, settings: Setti
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     registry = runtime.load_registry(settings)
     with runtime.redis_url(settings) as url:
-        live = live_models(runtime.connect(url))
+        live = live_models(runtime.connect(url, settings))
     for spec in registry.specs():
         mark = "*" if spec.name in live else " "
         default = " (default)" if spec.name == settings.default_model else ""
@@ -379,7 +378,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from jobs import keys
 
     with runtime.redis_url(settings) as url:
-        client = runtime.connect(url)
+        client = runtime.connect(url, settings)
         workers = live_workers(client)
         depth = client.xlen(keys.JOBS_STREAM) if client.exists(keys.JOBS_STREAM) else 0
     print(f"Redis: {runtime.masked_url(url)}")
@@ -394,7 +393,7 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     from workers import deadletter
 
     with runtime.redis_url(settings) as url:
-        client = runtime.connect(url)
+        client = runtime.connect(url, settings)
         dead = deadletter.list_dead(client, count=10_000)
         if args.action == "list":
             for entry in dead:
@@ -424,7 +423,7 @@ def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.interactions import InteractionLog, export_rated, rating_stats
 
     with runtime.redis_url(settings) as url:
-        rated = InteractionLog(runtime.connect(url)).rated_answers()
+        rated = InteractionLog(runtime.connect(url, settings)).rated_answers()
     if args.action == "stats":
         rows = rating_stats(rated)
         print(f"{'week':<10} {'model':<24} {'good':>5} {'bad':>5} {'good share':>10}")

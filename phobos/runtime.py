@@ -12,6 +12,7 @@ from typing import cast
 
 import numpy as np
 import redis
+import redis.asyncio as aioredis
 
 from core.backends import BackendCredentials, load_generator
 from core.embedding import Embedder, SentenceTransformerEmbedder
@@ -19,6 +20,7 @@ from core.generation import Generator
 from core.ingest import IngestLimits
 from core.registry import ModelRegistry
 from jobs.admission import AdmissionLimits
+from jobs.connection import RedisOptions, async_redis_client, redis_client
 from phobos.redis_server import EmbeddedRedis
 from phobos.settings import Settings
 
@@ -64,8 +66,22 @@ def masked_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=masked))
 
 
-def connect(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, health_check_interval=30)
+def redis_options(settings: Settings) -> RedisOptions:
+    return RedisOptions(socket_timeout_s=settings.redis_socket_timeout_s,
+                        connect_timeout_s=settings.redis_connect_timeout_s,
+                        keepalive_idle_s=settings.redis_keepalive_idle_s,
+                        keepalive_interval_s=settings.redis_keepalive_interval_s,
+                        health_check_interval_s=settings.redis_health_check_interval_s)
+
+
+def connect(url: str, settings: Settings) -> redis.Redis:
+    """A Redis client with the timeouts and keepalive the settings ask for (workers, the CLI)."""
+    return redis_client(url, redis_options(settings))
+
+
+def connect_async(url: str, settings: Settings) -> aioredis.Redis:
+    """The asyncio counterpart of :func:`connect`, for adapters."""
+    return async_redis_client(url, redis_options(settings))
 
 
 def load_embedder(settings: Settings) -> Embedder:

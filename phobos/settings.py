@@ -26,6 +26,15 @@ class Settings(BaseSettings):
     state_dir: Path = Field(Path(".phobos"), validation_alias=_env("PHOBOS_STATE_DIR"))
     # Redis server URL; empty: start (or reuse) an embedded redis-server with its data in state_dir.
     redis_url: SecretStr = Field(SecretStr(""), validation_alias=_env("REDIS_URL"))
+    # A Redis reply slower than this means a dead connection: it is dropped and reopened. Must exceed
+    # the longest blocking read (a few seconds).
+    redis_socket_timeout_s: float = Field(10.0, validation_alias=_env("PHOBOS_REDIS_SOCKET_TIMEOUT_S"))
+    redis_connect_timeout_s: float = Field(5.0, validation_alias=_env("PHOBOS_REDIS_CONNECT_TIMEOUT_S"))
+    # TCP keepalive on Redis connections: idle time before the first probe, and between probes (3 probes).
+    redis_keepalive_idle_s: int = Field(30, validation_alias=_env("PHOBOS_REDIS_KEEPALIVE_IDLE_S"))
+    redis_keepalive_interval_s: int = Field(5, validation_alias=_env("PHOBOS_REDIS_KEEPALIVE_INTERVAL_S"))
+    # A pooled Redis connection unused for this long is PINGed before it is used again.
+    redis_health_check_interval_s: int = Field(5, validation_alias=_env("PHOBOS_REDIS_HEALTH_CHECK_INTERVAL_S"))
 
     # --- models ---
     # Sentence-transformers model: a folder, a hub id, or package:MODULE/FOLDER inside a Python package.

@@ -21,7 +21,7 @@ import redis
 from core.embedding import Embedder
 from core.generation import GenerationParams, Generator
 from core.index import EmbedderMismatchError
-from core.ingest import IngestLimits, ingest_pdf
+from core.ingest import IngestInterrupted, IngestLimits, ingest_pdf
 from core.pdf import DocumentError
 from core.rag import NO_DOCUMENTS_NOTE, RagEngine
 from core.registry import ModelRegistry, UnknownModelError
@@ -34,6 +34,7 @@ from workers.conversations import ConversationStore
 from workers.deadlines import STUCK_EXIT_CODE, STUCK_GRACE_S, Watchdog, seconds_left
 from workers.delivery import Delivery, JobQueue, Lease
 from workers.heartbeat import HeartbeatThread, WorkerInfo, live_models, live_workers
+from workers.ingest_progress import RedisProgressStore
 from workers.memory import ConversationMemory
 from workers.replies import ReplyPublisher
 from workers.store import DEFAULT_CACHE_MAX_BYTES, RedisDocumentStore
@@ -89,6 +90,7 @@ class Worker:
         self._stopping = threading.Event()
         self._cancel = threading.Event()  # the current job's: set on timeout, lost lease, or shutdown
         self._is_handing_back = False
+        self._held: Delivery | None = None  # the delivery of the job in hand
         self._enqueued_at_s = time.time()  # the current job's submit time, from its stream entry id
         self.jobs_done = 0
 
@@ -184,15 +186,17 @@ class Worker:
             return
         started = time.monotonic()
         self._enqueued_at_s = _entry_time_s(delivery.entry_id)
-        self._cancel = threading.Event()
+        cancel = self._cancel = threading.Event()
         publisher = ReplyPublisher(self.redis, job, attempt=delivery.times_delivered,
-                                   finish=lambda event: self._finish(delivery, job, event))
+                                   finish=lambda event: self._finish(delivery, job, event),
+                                   post=lambda event: self._post(delivery, job, event, cancel))
         if job.deadline_at is not None and time.time() > job.deadline_at:
             publisher.error("This request waited past its deadline before a worker was free, so it was "
                             "dropped rather than answered late. Please ask again.")
             return
         if self._forward_if_served_elsewhere(delivery, job):
             return
+        self._held = delivery
         with Lease(self.queue, delivery, on_lost=self._cancel.set) as lease:
             self.handle(job, publisher)
         if self._is_handing_back and not lease.is_lost:
@@ -219,6 +223,13 @@ class Worker:
         else:
             log.warning("job %s was taken over by another worker before it was forwarded", job.id)
         return True
+
+    def _post(self, delivery: Delivery, job: Job, event: ReplyEvent, cancel: threading.Event) -> bool:
+        if self.queue.post(delivery, job.reply_to, event.to_json()):
+            return True
+        log.warning("job %s was taken over by another worker; stopping its work here", job.id)
+        cancel.set()
+        return False
 
     def _finish(self, delivery: Delivery, job: Job, event: ReplyEvent) -> bool:
         if self._is_handing_back:
@@ -307,9 +318,25 @@ class Worker:
             publisher.error(f"The contents of {file_name} never reached the worker or expired; "
                             "please share it again.")
             return
-        result = ingest_pdf(data, file_name, job.scope.key, self.embedder, self.store,  # type: ignore[arg-type]
-                            self.config.ingest_limits, user=job.user, progress=publisher.progress,
-                            between_slices=self._serve_waiting_jobs)
+        cancel, held = self._cancel, self._held
+        saved = RedisProgressStore(self.redis, self.queue.fence(held), file_name) if held is not None else None
+        try:
+            result = ingest_pdf(data, file_name, job.scope.key, self.embedder, self.store,  # type: ignore[arg-type]
+                                self.config.ingest_limits, user=job.user, progress=publisher.progress,
+                                between_slices=self._serve_waiting_jobs, saved=saved,
+                                should_stop=lambda: cancel.is_set() or self._stopping.is_set())
+        except IngestInterrupted as stopped:
+            if self._stopping.is_set():
+                # Shutting down: the slices done so far are saved; the next worker goes on from there.
+                self._is_handing_back = True
+                log.info("ingest of %s stopped after page %d of %d; handing it back with its progress",
+                         file_name, stopped.pages_done, stopped.total)
+            else:
+                log.warning("ingest of %s stopped after page %d of %d: another worker holds it now",
+                            file_name, stopped.pages_done, stopped.total)
+            return
+        log.info("ingest of %s: %d passages embedded here, %d taken from an earlier run's saved slices",
+                 file_name, result.embedded, result.resumed)
         self.redis.delete(job.blob_key)  # type: ignore[arg-type]
         publisher.final(result.summary())
 
@@ -330,11 +357,11 @@ class Worker:
             if is_ingest:
                 self.queue.hand_back(delivery)
                 return
-            outer_cancel = self._cancel
+            outer_cancel, outer_held = self._cancel, self._held
             try:
                 self._process(delivery)
             finally:
-                self._cancel = outer_cancel
+                self._cancel, self._held = outer_cancel, outer_held
 
     def _docs(self, job: Job, publisher: ReplyPublisher) -> None:
         documents = self.store.list_documents(job.scope.search_keys())
