@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from core.documents import Chunk, PageText
+from core.documents import Chunk, PageText, span_label
 
 # A sentence ends at . ! or ? followed by space and an upper-case letter, digit or opening bracket/quote.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
@@ -17,6 +17,7 @@ class _Sentence:
     text: str
     page: int
     tokens: int
+    label: str = ""
 
 
 def split_sentences(text: str) -> list[str]:
@@ -85,23 +86,23 @@ class Chunker:
 def _sentences(pages: Sequence[PageText], count_tokens: Callable[[list[str]], list[int]],
                max_tokens: int) -> list[_Sentence]:
     texts: list[str] = []
-    page_of: list[int] = []
+    page_of: list[PageText] = []
     for page in pages:
         for sentence in split_sentences(page.text):
             texts.append(sentence)
-            page_of.append(page.number)
+            page_of.append(page)
     counts = count_tokens(texts) if texts else []
     result: list[_Sentence] = []
-    for text, page_number, tokens in zip(texts, page_of, counts, strict=True):
+    for text, page, tokens in zip(texts, page_of, counts, strict=True):
         if tokens <= max_tokens:
-            result.append(_Sentence(text, page_number, tokens))
+            result.append(_Sentence(text, page.number, tokens, page.label))
         else:
-            result.extend(_split_long(text, page_number, tokens, max_tokens, count_tokens))
+            result.extend(_split_long(text, page.number, tokens, max_tokens, count_tokens, page.label))
     return result
 
 
 def _split_long(text: str, page: int, tokens: int, max_tokens: int,
-                count_tokens: Callable[[list[str]], list[int]]) -> list[_Sentence]:
+                count_tokens: Callable[[list[str]], list[int]], label: str = "") -> list[_Sentence]:
     """Cut an over-long 'sentence' (a table, a run-on list) into word windows that fit."""
     words = text.split()
     parts = max(2, -(-tokens // max_tokens) + 1)
@@ -110,7 +111,7 @@ def _split_long(text: str, page: int, tokens: int, max_tokens: int,
         windows = [" ".join(words[i:i + size]) for i in range(0, len(words), size)]
         counts = count_tokens(windows)
         if max(counts) <= max_tokens or size == 1:
-            return [_Sentence(w, page, c) for w, c in zip(windows, counts, strict=True)]
+            return [_Sentence(w, page, c, label) for w, c in zip(windows, counts, strict=True)]
         parts *= 2
 
 
@@ -133,4 +134,5 @@ def _make_chunk(sentences: list[_Sentence], doc_id: str, file_name: str, ordinal
         page_start=min(s.page for s in sentences),
         page_end=max(s.page for s in sentences),
         ordinal=ordinal,
+        location=span_label(sentences[0].label, sentences[-1].label),
     )

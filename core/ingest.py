@@ -1,6 +1,6 @@
-"""One shared file -> an indexed document in a scope.
+"""One shared file (PDF, Word, PowerPoint, Markdown, text, HTML) -> an indexed document in a scope.
 
-The file is read page by page in a disposable child process (core/pdf_sandbox.py) and handled in
+The file is read page by page (other formats: part by part) in a disposable child process (core/pdf_sandbox.py) and handled in
 slices of ``IngestLimits.slice_pages`` pages: chunk, embed, report progress, then call
 ``between_slices``. Memory holds one slice of page text plus the document's chunks and vectors (which
 are stored at the end, in one transaction, so a reader never sees half a document). The slice
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from core.chunking import Chunker
 from core.documents import Chunk, DocumentInfo, PageText
 from core.embedding import Embedder
+from core.formats import detect_kind
 from core.index import DocumentStore
 from core.pdf import DocumentError
 from core.pdf_sandbox import ParseLimits, SandboxedPdf
@@ -33,14 +34,17 @@ class IngestLimits:
     chunk_tokens: int
     overlap_tokens: int
     parse_timeout_s: float = 600.0
-    parse_memory_mb: int = 1024
+    parse_memory_mb: int = 2048
     max_text_chars: int = 50_000_000
     ocr: bool = True
+    ocr_engine: str = "rapidocr"
+    max_unpacked_bytes: int = 200_000_000
     slice_pages: int = 32  # pages read, chunked and embedded per step; bounds memory and the pause gap
 
     def parse_limits(self) -> ParseLimits:
         return ParseLimits(max_pages=self.max_pages, timeout_s=self.parse_timeout_s,
-                           max_memory_mb=self.parse_memory_mb, max_text_chars=self.max_text_chars, ocr=self.ocr)
+                           max_memory_mb=self.parse_memory_mb, max_text_chars=self.max_text_chars, ocr=self.ocr,
+                           ocr_engine=self.ocr_engine, max_unpacked_bytes=self.max_unpacked_bytes)
 
 
 @dataclass(frozen=True)
@@ -51,10 +55,11 @@ class IngestResult:
 
     def summary(self) -> str:
         info = self.info
+        parts = f"{info.pages} {info.unit}{'' if info.pages == 1 else 's'}"
         if self.already_indexed:
-            return (f"{info.file_name} is already indexed here ({info.pages} pages, {info.chunks} passages); "
+            return (f"{info.file_name} is already indexed here ({parts}, {info.chunks} passages); "
                     "reusing the stored index, nothing re-embedded.")
-        text = f"Indexed {info.file_name}: {info.pages} pages, {info.chunks} passages."
+        text = f"Indexed {info.file_name}: {parts}, {info.chunks} passages."
         return " ".join([text, *self.notes])
 
 
@@ -62,12 +67,15 @@ def document_id(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def ingest_pdf(data: bytes, file_name: str, scope_key: str, embedder: Embedder, store: DocumentStore,
-               limits: IngestLimits, user: str = "", progress: Progress | None = None,
-               between_slices: Callable[[], None] | None = None) -> IngestResult:
+def ingest_document(data: bytes, file_name: str, scope_key: str, embedder: Embedder, store: DocumentStore,
+                    limits: IngestLimits, user: str = "", progress: Progress | None = None,
+                    between_slices: Callable[[], None] | None = None, kind: str | None = None,
+                    source_url: str = "") -> IngestResult:
     """Parse, chunk, embed and store ``data``; a file already indexed in the scope is not redone.
 
-    The PDF is read in a disposable child process (:mod:`core.pdf_sandbox`) and handled
+    ``kind`` (a key of :data:`core.formats.KINDS`) is detected from the name and bytes when not given;
+    ``source_url`` marks a page fetched from a link: its title names it and its URL is cited.
+    The file is read in a disposable child process (:mod:`core.pdf_sandbox`) and handled
     ``limits.slice_pages`` pages at a time, so memory stays flat however long the file is.
     ``between_slices`` runs after each slice: a worker can answer waiting questions there.
     """
@@ -75,6 +83,9 @@ def ingest_pdf(data: bytes, file_name: str, scope_key: str, embedder: Embedder, 
     if len(data) > limits.max_bytes:
         raise DocumentError(f"{file_name} is {len(data) / 1e6:.1f} MB; the limit is "
                             f"{limits.max_bytes / 1e6:.0f} MB.")
+    if not data:
+        raise DocumentError(f"{file_name} is empty (0 bytes).")
+    kind = kind or detect_kind(data, file_name)
     doc_id = document_id(data)
     known = store.get_document(scope_key, doc_id)
     if known is not None:
@@ -83,8 +94,6 @@ def ingest_pdf(data: bytes, file_name: str, scope_key: str, embedder: Embedder, 
     import numpy as np
 
     max_tokens = min(limits.chunk_tokens, embedder.max_tokens)
-    chunker = Chunker(doc_id, file_name, embedder.count_tokens, max_tokens,
-                      min(limits.overlap_tokens, max_tokens // 2))
     chunks: list[Chunk] = []
     vectors: list[np.ndarray] = []
 
@@ -93,15 +102,21 @@ def ingest_pdf(data: bytes, file_name: str, scope_key: str, embedder: Embedder, 
             chunks.extend(new)
             vectors.append(embedder.embed([c.text for c in new]))
 
-    with SandboxedPdf(data, file_name, limits.parse_limits()) as pdf:
+    with SandboxedPdf(data, file_name, limits.parse_limits(), kind=kind, source_url=source_url) as pdf:
         total = pdf.page_count
-        report(0, total, "reading pages")
+        if source_url:  # a linked page is named by its title and URL (a web page's parts cite the URL)
+            file_name = f"{pdf.title or file_name} ({source_url})" if kind == "pdf" else pdf.title or source_url
+        chunker = Chunker(doc_id, file_name, embedder.count_tokens, max_tokens,
+                          min(limits.overlap_tokens, max_tokens // 2))
+        report(0, total, f"reading {pdf.unit}s")
         batch: list[PageText] = []
         for page in pdf.pages():
             batch.append(page)
+            if pdf.ocr_pages[-1:] == [page.number]:  # recognising a page takes seconds: show each one
+                report(page.number, total, "recognising scanned pages (OCR)")
             if len(batch) >= limits.slice_pages:
                 embed(chunker.add(batch))
-                report(page.number, total, "reading and indexing pages")
+                report(page.number, total, f"reading and indexing {pdf.unit}s")
                 batch = []
                 if between_slices is not None:
                     between_slices()
@@ -110,7 +125,8 @@ def ingest_pdf(data: bytes, file_name: str, scope_key: str, embedder: Embedder, 
     if not chunks:
         raise DocumentError(f"{file_name} gave no text to index.")
     info = DocumentInfo(doc_id=doc_id, file_name=file_name, scope_key=scope_key, pages=total,
-                        chunks=len(chunks), added_at=time.time(), added_by=user)
+                        chunks=len(chunks), added_at=time.time(), added_by=user, unit=pdf.unit,
+                        source_url=source_url)
     store.add_document(info, chunks, np.vstack(vectors))
     report(total, total, "done")
     return IngestResult(info, already_indexed=False, notes=notes)
@@ -121,7 +137,8 @@ def _notes(pdf: SandboxedPdf) -> tuple[str, ...]:
     if pdf.is_repaired:
         notes.append("The file was damaged and has been repaired while reading; some text may be missing.")
     if pdf.ocr_pages:
-        notes.append(f"Read by text recognition (OCR): {_page_list(pdf.ocr_pages)}.")
+        notes.append(f"{len(pdf.ocr_pages)} scanned {'page was' if len(pdf.ocr_pages) == 1 else 'pages were'} "
+                     f"read by text recognition (OCR): {_page_list(pdf.ocr_pages)}.")
     if pdf.unreadable_pages:
         why = "" if pdf.has_ocr else " (scanned images; OCR is not installed here)"
         notes.append(f"No text could be read from {_page_list(pdf.unreadable_pages)}{why}.")

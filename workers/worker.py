@@ -20,7 +20,7 @@ import redis
 
 from core.embedding import Embedder
 from core.generation import GenerationParams, Generator
-from core.ingest import IngestLimits, ingest_pdf
+from core.ingest import IngestLimits, ingest_document
 from core.pdf import DocumentError
 from core.rag import NO_DOCUMENTS_NOTE, RagEngine
 from core.registry import ModelRegistry, UnknownModelError
@@ -281,7 +281,7 @@ class Worker:
             publisher.error(f"The contents of {file_name} never reached the worker or expired; "
                             "please share it again.")
             return
-        result = ingest_pdf(data, file_name, job.scope.key, self.embedder, self.store,  # type: ignore[arg-type]
+        result = ingest_document(data, file_name, job.scope.key, self.embedder, self.store,  # type: ignore[arg-type]
                             self.config.ingest_limits, user=job.user, progress=publisher.progress,
                             between_slices=self._serve_waiting_jobs)
         self.redis.delete(job.blob_key)  # type: ignore[arg-type]
