@@ -47,8 +47,9 @@ class Chunker:
     call :meth:`finish`. The chunks are the same as one call over all pages gives."""
 
     def __init__(self, doc_id: str, file_name: str, count_tokens: Callable[[list[str]], list[int]],
-                 max_tokens: int, overlap_tokens: int):
+                 max_tokens: int, overlap_tokens: int, break_at_parts: bool = False):
         self.doc_id = doc_id
+        self.break_at_parts = break_at_parts  # sections and slides: a chunk never runs into the next one
         self.file_name = file_name
         self.count_tokens = count_tokens
         self.max_tokens = max_tokens
@@ -61,6 +62,9 @@ class Chunker:
         """Chunks completed by these pages; the last, still open chunk waits for the next slice."""
         chunks: list[Chunk] = []
         for sentence in _sentences(pages, self.count_tokens, self.max_tokens):
+            if self._current and self.break_at_parts and sentence.page != self._current[-1].page:
+                chunks.append(self._emit())
+                self._current, self._current_tokens = [], 0
             if self._current and self._current_tokens + sentence.tokens > self.max_tokens:
                 chunks.append(self._emit())
                 self._current = _overlap_tail(self._current, self.overlap_tokens,

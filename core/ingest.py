@@ -107,7 +107,7 @@ def ingest_document(data: bytes, file_name: str, scope_key: str, embedder: Embed
         if source_url:  # a linked page is named by its title and URL (a web page's parts cite the URL)
             file_name = f"{pdf.title or file_name} ({source_url})" if kind == "pdf" else pdf.title or source_url
         chunker = Chunker(doc_id, file_name, embedder.count_tokens, max_tokens,
-                          min(limits.overlap_tokens, max_tokens // 2))
+                          min(limits.overlap_tokens, max_tokens // 2), break_at_parts=pdf.unit in ("section", "slide"))
         report(0, total, f"reading {pdf.unit}s")
         batch: list[PageText] = []
         for page in pdf.pages():

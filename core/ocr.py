@@ -20,12 +20,10 @@ MIN_GOOD_SHARE = 0.6  # share of a text layer's visible characters that must be 
 
 def available(engine: str) -> bool:
     """The engine can run here: the package imports (RapidOCR) or the binary and its data exist (Tesseract)."""
-    if engine == "rapidocr":
-        try:
-            import rapidocr_onnxruntime  # noqa: F401
-        except Exception:
-            return False
-        return True
+    if engine == "rapidocr":  # found, not imported: its import alone needs more memory than a text PDF
+        import importlib.util
+
+        return importlib.util.find_spec("rapidocr_onnxruntime") is not None
     if engine == "tesseract":
         if shutil.which("tesseract") is None:
             return False
