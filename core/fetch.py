@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import http.client
 import ipaddress
-import re
 import socket
 import ssl
 import time
@@ -110,7 +109,7 @@ class GuardedFetcher:
                 if redirects:  # name the link the person posted, then where it led
                     raise FetchRefused(exc.reason, f"{url} redirects to {exc}") from exc
                 raise
-            except (TimeoutError, socket.timeout) as exc:
+            except TimeoutError as exc:
                 raise self._too_slow(url) from exc
             except ssl.SSLError as exc:
                 raise FetchRefused("network", f"{current} could not be fetched: its TLS certificate or "
@@ -135,7 +134,7 @@ class GuardedFetcher:
                 kind, content_type = self._kind(current, response)
                 data = self._body(current, response, connection, deadline)
                 return Fetched(current, data, kind, content_type, redirects)
-            except (TimeoutError, socket.timeout) as exc:
+            except TimeoutError as exc:
                 raise self._too_slow(url) from exc
             finally:
                 connection.close()
@@ -277,10 +276,3 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
         except BaseException:
             sock.close()
             raise
-
-
-def links_in(text: str, most: int) -> tuple[list[str], list[str]]:
-    """The links in a message, in order, without repeats: (the first ``most``, the rest)."""
-    found = [match.rstrip(".,;:!?)]}'\"") for match in re.findall(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s<>|\"']+", text)]
-    unique = list(dict.fromkeys(found))
-    return unique[:most], unique[most:]

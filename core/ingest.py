@@ -1,9 +1,9 @@
 """One shared file (PDF, Word, PowerPoint, Markdown, text, HTML) -> an indexed document in a scope.
 
-The file is read page by page (other formats: part by part) in a disposable child process (core/pdf_sandbox.py) and handled in
-slices of ``IngestLimits.slice_pages`` pages: chunk, embed, report progress, then call
-``between_slices``. Memory holds one slice of page text plus the document's chunks and vectors (which
-are stored at the end, in one transaction, so a reader never sees half a document). The slice
+The file is read page by page (other formats: part by part) in a disposable child process
+(core/pdf_sandbox.py) and handled in slices of ``IngestLimits.slice_pages`` pages: chunk, embed, report
+progress, then call ``between_slices``. Memory holds one slice of page text plus the document's chunks and
+vectors (which are stored at the end, in one transaction, so a reader never sees half a document). The slice
 boundary is where a worker can answer questions that arrived meanwhile, so a 3,500-page ingest does
 not hold them up for longer than one slice takes to embed.
 """
@@ -55,12 +55,16 @@ class IngestResult:
 
     def summary(self) -> str:
         info = self.info
-        parts = f"{info.pages} {info.unit}{'' if info.pages == 1 else 's'}"
+        parts = f"{_count(info.pages, info.unit)}, {_count(info.chunks, 'passage')}"
         if self.already_indexed:
-            return (f"{info.file_name} is already indexed here ({parts}, {info.chunks} passages); "
+            return (f"{info.file_name} is already indexed here ({parts}); "
                     "reusing the stored index, nothing re-embedded.")
-        text = f"Indexed {info.file_name}: {parts}, {info.chunks} passages."
+        text = f"Indexed {info.file_name}: {parts}."
         return " ".join([text, *self.notes])
+
+
+def _count(number: int, word: str) -> str:
+    return f"{number} {word}{'' if number == 1 else 's'}"
 
 
 def document_id(data: bytes) -> str:

@@ -223,7 +223,6 @@ def _child(config: dict[str, Any]) -> None:
 def _read_other(config: dict[str, Any], kind: str, data: bytes) -> None:
     """Formats without pages: all parts are read first (their text is bounded by the limits), then sent."""
     from core import office, textfiles
-    from core.documents import PageText
 
     file_name = str(config["file_name"])
     title = ""
@@ -281,7 +280,7 @@ def _read_pdf(config: dict[str, Any], data: bytes) -> None:
 
     def recognised(index: int, lines: list[str]) -> list[str]:
         """OCR for a page with no text layer that looks scanned, or with a garbage text layer."""
-        if recognizer is None or failed[-1:] and failed[-1].number == index + 1:
+        if recognizer is None or (failed[-1:] and failed[-1].number == index + 1):
             return lines
         empty = not any(line.strip() for line in lines)
         if not (empty or is_garbage(lines)):

@@ -118,7 +118,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                               generation_timeout_s=settings.generation_timeout_s,
                               shutdown_grace_s=settings.shutdown_grace_s,
                               memory_turns=settings.memory_turns, memory_tokens=settings.memory_tokens,
-                              memory_ttl_s=settings.memory_ttl_s)
+                              memory_ttl_s=settings.memory_ttl_s, links=settings.links,
+                              fetch_limits=runtime.fetch_limits(settings), fetch_max_links=settings.fetch_max_links)
         worker = Worker(client, embedder, generators, registry, config, top_k=settings.top_k,
                         min_relevance=settings.min_relevance)
         worker.install_signal_handlers()

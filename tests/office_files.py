@@ -65,10 +65,10 @@ def zip_bomb_docx(megabytes: int = 20, incompressible: bool = False) -> bytes:
     """A .docx whose media part unpacks to ``megabytes`` MB of zeros (a thousandth of that packed), or
     (``incompressible``) of random bytes: a big file rather than a bomb."""
     out = io.BytesIO(docx_with_sections())
-    with zipfile.ZipFile(out, "a", zipfile.ZIP_DEFLATED) as package:
-        with package.open("word/media/padding.bin", "w", force_zip64=True) as part:
-            for _ in range(megabytes):
-                part.write(os.urandom(1 << 20) if incompressible else b"\0" * (1 << 20))
+    with zipfile.ZipFile(out, "a", zipfile.ZIP_DEFLATED) as package, \
+            package.open("word/media/padding.bin", "w", force_zip64=True) as part:
+        for _ in range(megabytes):
+            part.write(os.urandom(1 << 20) if incompressible else b"\0" * (1 << 20))
     return out.getvalue()
 
 

@@ -10,7 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from core.fetch import FetchLimits, FetchRefused, GuardedFetcher, is_public, links_in
+from core.fetch import FetchLimits, FetchRefused, GuardedFetcher, is_public
+from core.links import links_in, without_links
 from tests.pdfs import FACT_PAGES, pdf_with_pages
 
 SERVER_IP = "127.0.0.2"  # allowed by the tests' allow-list; 127.0.0.1 is not
@@ -30,7 +31,7 @@ class LinkServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 server.hosts.append(self.headers.get("Host", ""))
                 route = ROUTES.get(self.path.split("?")[0])
                 if route is None:
@@ -208,3 +209,4 @@ def test_links_are_found_in_chat_text() -> None:
     first, rest = links_in(text, most=3)
     assert first == ["https://example.com/a", "https://example.com/b", "http://x.org/c"]
     assert rest == ["ftp://f.example/z"]
+    assert without_links(text) == "See the article, and ( again and"

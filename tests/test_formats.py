@@ -113,8 +113,8 @@ def test_an_entity_in_an_office_file_is_never_expanded() -> None:
 def test_a_package_that_unpacks_past_the_limit_is_refused(redis_client, embedder) -> None:
     store = RedisDocumentStore(redis_client)
     with pytest.raises(DocumentError, match="decompression bomb"):
-        ingest_document(zip_bomb_docx(megabytes=3, incompressible=True), "big.docx", "test:formats:limit", embedder, store,
-                        replace(LIMITS, max_unpacked_bytes=2_000_000))
+        ingest_document(zip_bomb_docx(megabytes=3, incompressible=True), "big.docx", "test:formats:limit",
+                        embedder, store, replace(LIMITS, max_unpacked_bytes=2_000_000))
 
 
 def test_span_labels_join_numbered_parts_into_ranges() -> None:

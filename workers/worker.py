@@ -19,8 +19,10 @@ from dataclasses import dataclass
 import redis
 
 from core.embedding import Embedder
+from core.fetch import FetchLimits, GuardedFetcher
 from core.generation import GenerationParams, Generator
 from core.ingest import IngestLimits, ingest_document
+from core.links import index_links, links_in, without_links
 from core.pdf import DocumentError
 from core.rag import NO_DOCUMENTS_NOTE, RagEngine
 from core.registry import ModelRegistry, UnknownModelError
@@ -57,6 +59,9 @@ class WorkerConfig:
     memory_turns: int = 5  # recent turns remembered per conversation; 0 turns memory off
     memory_tokens: int = 512  # at most this many of them (generator tokens) go into a prompt
     memory_ttl_s: int = 7 * 24 * 3600  # a conversation quiet this long forgets its turns
+    links: bool = True  # index the pages behind links in a question before answering it
+    fetch_limits: FetchLimits = dataclasses.field(default_factory=FetchLimits)
+    fetch_max_links: int = 3
 
 
 class Worker:
@@ -80,6 +85,10 @@ class Worker:
         self._cancel = threading.Event()  # the current job's: set on timeout, lost lease, or shutdown
         self._is_handing_back = False
         self.jobs_done = 0
+        # Links are fetched here, not in the adapters: no platform token is needed, the fetch is one more
+        # piece of untrusted input next to the files this process already reads in its sandbox, and a
+        # slow site holds up one job rather than an adapter's event loop.
+        self.fetcher = GuardedFetcher(config.fetch_limits)
 
     # --- lifecycle ---
 
@@ -245,6 +254,11 @@ class Worker:
         return job.model or self._conversation_model(job.scope) or self.config.default_model
 
     def _ask(self, job: Job, publisher: ReplyPublisher) -> None:
+        notes = self._index_links(job, publisher)
+        question = without_links(job.text) if notes else job.text
+        if notes and not question:  # only links: the reply says what was indexed
+            publisher.final("\n".join(notes))
+            return
         model = self._model_for(job)
         spec = self.registry.get(model)
         generator = self.generators.get(model)
@@ -256,14 +270,24 @@ class Worker:
         params = GenerationParams(max_new_tokens=spec.max_new_tokens, temperature=spec.temperature)
         limit_s = seconds_left(job.deadline_at, self.config.generation_timeout_s)
         with Watchdog(self._cancel, limit_s) as watchdog:
-            answer = self.engine.answer(job.text, job.scope, generator, params, on_delta=publisher.delta,
+            answer = self.engine.answer(question, job.scope, generator, params, on_delta=publisher.delta,
                                         history=self.memory.turns(job.scope.key), cancel=self._cancel)
         if watchdog.fired:
             publisher.error(f"The answer took too long and was stopped after {max(0.0, limit_s):.0f} s. "
                             "Try a shorter question, or a faster model (/models).")
             return
-        if publisher.final(answer.text, answer.citations):  # remembered once, by the worker that posted it
-            self.memory.remember(job.scope.key, job.text, answer.text.removeprefix(NO_DOCUMENTS_NOTE))
+        text = "\n".join([*notes, "", answer.text]) if notes else answer.text
+        if publisher.final(text, answer.citations):  # remembered once, by the worker that posted it
+            self.memory.remember(job.scope.key, question, answer.text.removeprefix(NO_DOCUMENTS_NOTE))
+
+    def _index_links(self, job: Job, publisher: ReplyPublisher) -> list[str]:
+        """Index the pages behind the question's links into its conversation; a line per link for the reply."""
+        if not self.config.links or not links_in(job.text, 1)[0]:
+            return []
+        notes = index_links(job.text, job.scope.key, self.fetcher, self.embedder, self.store,
+                            self.config.ingest_limits, self.config.fetch_max_links, user=job.user,
+                            progress=publisher.progress)
+        return notes or ["The linked pages are already indexed here."]
 
     def _conversation_model(self, scope: Scope) -> str | None:
         """The thread's choice, else its channel's: a thread opened for an answer inherits the channel's model."""
