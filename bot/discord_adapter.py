@@ -44,6 +44,7 @@ from bot.discord_replies import (
 from bot.discord_settings import MESSAGE_LIMIT, DiscordSettings, intents, invite_url
 from bot.job_client import JobClient
 from bot.render import format_sources, split_message
+from core.formats import ACCEPTED
 from core.scope import Scope
 from workers import keys
 from workers.protocol import Job, JobKind, ReplyEvent, ReplyType
@@ -210,7 +211,7 @@ class DiscordAdapter(discord.Client):
         scope = await self._scope_of(message)
         board = IngestBoard(ChannelSurface(message.channel, reference=message), self.settings.edit_interval_s)
         for attachment in others:
-            board.fail(attachment.filename, "is not a PDF; I can only read PDF files.")
+            board.fail(attachment.filename, f"is not a format I read; I index {ACCEPTED}.")
         limit_mb = self.settings.max_attachment_mb
         for attachment in pdfs:
             if attachment.size > self.settings.max_attachment_bytes:
