@@ -42,8 +42,7 @@ def is_garbage(lines: list[str]) -> bool:
     visible = [c for line in lines for c in line if not c.isspace()]
     if len(visible) < 20:
         return False
-    ordinary = sum(1 for c in visible if unicodedata.category(c)[0] in "LNP" and unicodedata.category(c) != "Co"
-                   and c != "\ufffd")
+    ordinary = sum(1 for c in visible if unicodedata.category(c)[0] in "LNPS" and c != "\ufffd")
     return ordinary / len(visible) < MIN_GOOD_SHARE
 
 

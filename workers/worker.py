@@ -342,7 +342,7 @@ class Worker:
         lines = [f"Documents a question here searches ({len(documents)}):"]
         for doc in documents:
             where = "this thread" if doc.scope_key == job.scope.key and job.scope.thread else "this channel"
-            lines.append(f"- {doc.file_name} ({doc.pages} pages, {doc.chunks} passages; {where})")
+            lines.append(f"- {doc.file_name} ({doc.pages} {doc.unit}s, {doc.chunks} passages; {where})")
         publisher.final("\n".join(lines))
 
     def _forget(self, job: Job, publisher: ReplyPublisher) -> None:
