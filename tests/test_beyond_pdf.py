@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from jobs.protocol import ReplyType
 from tests.office_files import docx_with_sections, pptx_with_slides
 from tests.pdfs import FACT_PAGES, scanned_pdf
 from tests.test_end_to_end import Conversation, write
 from tests.test_fetch import SERVER_IP, LinkServer
-from workers.protocol import ReplyType
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import discord
 
 from core.formats import accepted_name
 from core.scope import Scope
-from workers import keys
-from workers.protocol import Job, JobKind
+from jobs import keys
+from jobs.protocol import Job, JobKind
 
 PLATFORM = "discord"
 DM_WORKSPACE = "dm"  # the scope's workspace for direct messages, which have no guild
