@@ -210,3 +210,17 @@ def test_links_are_found_in_chat_text() -> None:
     assert first == ["https://example.com/a", "https://example.com/b", "http://x.org/c"]
     assert rest == ["ftp://f.example/z"]
     assert without_links(text) == "See the article, and ( again and"
+
+
+def test_the_connected_socket_is_checked_whatever_the_name_resolved_to(site: LinkServer) -> None:
+    """The last guard against DNS rebinding: the peer address of the socket itself must pass."""
+    from core.fetch import _PinnedHTTP
+
+    def refuse(peer: str) -> None:
+        raise FetchRefused("address", f"peer {peer} refused")
+
+    connection = _PinnedHTTP("docs.example.test", site.port, SERVER_IP, refuse, timeout=10)
+    with pytest.raises(FetchRefused, match=f"peer {SERVER_IP} refused"):
+        connection.request("GET", "/article")
+    connection.close()
+    assert site.hosts == []  # nothing was sent
