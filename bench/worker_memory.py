@@ -107,7 +107,7 @@ def prepare(url: str, pages: int) -> dict[str, object]:
     """Ingest the synthetic PDF once into SOURCE_SCOPE; returns what it holds."""
     import pymupdf
 
-    from core.ingest import ingest_pdf
+    from core.ingest import ingest_document
     from phobos.runtime import connect, ingest_limits, load_embedder
     from phobos.settings import Settings
     from workers.store import RedisDocumentStore
@@ -118,7 +118,7 @@ def prepare(url: str, pages: int) -> dict[str, object]:
     data = doc.tobytes()
     settings = Settings(lazy_embedder=False)
     embedder = load_embedder(settings)
-    result = ingest_pdf(data, "synthetic.pdf", SOURCE_SCOPE, embedder, RedisDocumentStore(connect(url, settings)),
+    result = ingest_document(data, "synthetic.pdf", SOURCE_SCOPE, embedder, RedisDocumentStore(connect(url, settings)),
                         ingest_limits(settings))
     return {"pages": result.info.pages, "chunks_per_scope": result.info.chunks, "embedder": embedder.name}
 

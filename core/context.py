@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from core.documents import Chunk, Hit
+from core.documents import Chunk, Hit, span_label
 from core.index import SearchIndex
 
 NEIGHBOUR_MIN_SHARE = 0.85  # a neighbour joins when its cosine is at least this share of the hit's
@@ -73,7 +73,8 @@ def _passage(run: list[Hit], rank: dict[int, int]) -> tuple[int, Hit]:
         text = join_overlapping(text, hit.chunk.text)
     first = run[0].chunk
     chunk = Chunk(first.doc_id, first.file_name, text, min(h.chunk.page_start for h in run),
-                  max(h.chunk.page_end for h in run), first.ordinal)
+                  max(h.chunk.page_end for h in run), first.ordinal,
+                  span_label(first.location, run[-1].chunk.location))
     return min(rank[id(h)] for h in run), Hit(chunk, max(h.score for h in run))
 
 

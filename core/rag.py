@@ -147,7 +147,7 @@ def citations_for(answer: str, hits: Sequence[Hit]) -> tuple[Citation, ...]:
     citations: list[Citation] = []
     for number in numbers:
         chunk = hits[number - 1].chunk
-        citation = Citation(chunk.file_name, chunk.pages)
+        citation = Citation.of(chunk)
         if citation not in citations:
             citations.append(citation)
     return tuple(citations)

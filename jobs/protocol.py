@@ -97,7 +97,8 @@ class ReplyEvent:
 
     def to_json(self) -> str:
         data: dict[str, Any] = asdict(self)
-        data["citations"] = [{"file_name": c.file_name, "pages": list(c.pages)} for c in self.citations]
+        data["citations"] = [{"file_name": c.file_name, "pages": list(c.pages), "location": c.location}
+                             for c in self.citations]
         data["v"] = PROTOCOL_VERSION
         return json.dumps(data)
 
@@ -108,5 +109,6 @@ class ReplyEvent:
         if version != PROTOCOL_VERSION:
             raise ValueError(f"reply protocol version {version!r} is not {PROTOCOL_VERSION}")
         data["type"] = ReplyType(data["type"])
-        data["citations"] = tuple(Citation(c["file_name"], tuple(c["pages"])) for c in data["citations"])
+        data["citations"] = tuple(Citation(c["file_name"], tuple(c["pages"]), c.get("location", ""))
+                                  for c in data["citations"])
         return cls(**data)

@@ -135,7 +135,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                               memory_ttl_s=settings.memory_ttl_s, log_text=settings.log_text,
                               interaction_retention_days=settings.interaction_retention_days,
                               interaction_max_entries=settings.interaction_max_entries,
-                              index_cache_max_bytes=settings.index_cache_max_bytes)
+                              index_cache_max_bytes=settings.index_cache_max_bytes, links=settings.links,
+                              fetch_limits=runtime.fetch_limits(settings), fetch_max_links=settings.fetch_max_links)
         worker = Worker(client, embedder, generators, registry, config, top_k=settings.top_k,
                         min_relevance=settings.min_relevance)
         worker.install_signal_handlers()
@@ -236,7 +237,7 @@ async def _console(url: str, settings: Settings) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from core.ingest import IngestResult, document_id, ingest_pdf
+    from core.ingest import IngestResult, document_id, ingest_document
     from core.pdf import DocumentError
     from workers.store import RedisDocumentStore
 
@@ -255,7 +256,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
                 print("Loading the embedding model...", file=sys.stderr, flush=True)
                 embedder = runtime.load_embedder(settings)
             try:
-                result = ingest_pdf(data, path.name, scope.key, embedder, store, runtime.ingest_limits(settings),
+                result = ingest_document(data, path.name, scope.key, embedder, store, runtime.ingest_limits(settings),
                                     user="cli", progress=_print_progress)
             except DocumentError as exc:
                 print(f"error: {exc}", file=sys.stderr)
@@ -296,7 +297,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
             if not hits:
                 print("  (no documents in this scope)")
             for rank, hit in enumerate(hits, 1):
-                where = Citation(hit.chunk.file_name, hit.chunk.pages).label()
+                where = Citation.of(hit.chunk).label()
                 print(f"  {rank}. {where}  score={hit.score:.3f}  {hit.chunk.text[:160]}")
     return 0
 

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 from core.backends import BackendCredentials, load_generator
 from core.embedding import Embedder, SentenceTransformerEmbedder
+from core.fetch import FetchLimits
 from core.generation import Generator
 from core.ingest import IngestLimits
 from core.registry import ModelRegistry
@@ -149,8 +150,15 @@ def ingest_limits(settings: Settings) -> IngestLimits:
     return IngestLimits(max_bytes=int(settings.max_upload_mb * 1_000_000), max_pages=settings.max_pages,
                         chunk_tokens=settings.chunk_tokens, overlap_tokens=settings.chunk_overlap_tokens,
                         parse_timeout_s=settings.parse_timeout_s, parse_memory_mb=settings.parse_memory_mb,
-                        max_text_chars=settings.max_text_chars, ocr=settings.ocr,
+                        max_text_chars=settings.max_text_chars, ocr=settings.ocr, ocr_engine=settings.ocr_engine,
+                        max_unpacked_bytes=settings.max_unpacked_mb * 1_000_000,
                         slice_pages=settings.ingest_slice_pages)
+
+
+def fetch_limits(settings: Settings) -> FetchLimits:
+    return FetchLimits(max_bytes=int(settings.fetch_max_mb * 1_000_000), timeout_s=settings.fetch_timeout_s,
+                       max_redirects=settings.fetch_max_redirects,
+                       allow_nets=FetchLimits.parse_nets(settings.fetch_allow_nets))
 
 
 AUTO = "auto"

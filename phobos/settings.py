@@ -81,12 +81,30 @@ class Settings(BaseSettings):
     max_pages: int = Field(5000, validation_alias=_env("PHOBOS_MAX_PAGES"))
     # Wall time allowed to read one PDF in its disposable child process.
     parse_timeout_s: float = Field(600.0, validation_alias=_env("PHOBOS_PARSE_TIMEOUT_S"))
-    # Address space (RLIMIT_AS) of the child process that reads one PDF.
-    parse_memory_mb: int = Field(1024, validation_alias=_env("PHOBOS_PARSE_MEMORY_MB"))
+    # Address space (RLIMIT_AS) of the child process that reads one file; OCR's models need about 1.4 GB of it.
+    parse_memory_mb: int = Field(2048, validation_alias=_env("PHOBOS_PARSE_MEMORY_MB"))
     # Extracted text allowed from one file, all pages together.
     max_text_chars: int = Field(50_000_000, validation_alias=_env("PHOBOS_MAX_TEXT_CHARS"))
-    # OCR pages without a text layer when Tesseract is installed.
+    # Recognise scanned PDF pages (no text layer, or a garbage one) by OCR; false: report them unreadable.
     ocr: bool = Field(True, validation_alias=_env("PHOBOS_OCR"))
+    # OCR engine: rapidocr (models inside its wheel) or tesseract (where its binary and data are installed).
+    ocr_engine: str = Field("rapidocr", validation_alias=_env("PHOBOS_OCR_ENGINE"))
+    # Unpacked size allowed for an Office file's ZIP package, all parts together (zip-bomb guard).
+    max_unpacked_mb: int = Field(200, validation_alias=_env("PHOBOS_MAX_UNPACKED_MB"))
+
+    # --- links in messages ---
+    # Index the web page or PDF behind each http(s) link in a question, for that conversation.
+    links: bool = Field(True, validation_alias=_env("PHOBOS_LINKS"))
+    # Links followed per message; more are named in the reply and skipped.
+    fetch_max_links: int = Field(3, validation_alias=_env("PHOBOS_FETCH_MAX_LINKS"))
+    # Largest response body fetched for one link.
+    fetch_max_mb: float = Field(20.0, validation_alias=_env("PHOBOS_FETCH_MAX_MB"))
+    # Wall time for fetching one link, redirects included.
+    fetch_timeout_s: float = Field(20.0, validation_alias=_env("PHOBOS_FETCH_TIMEOUT_S"))
+    # Redirects followed for one link.
+    fetch_max_redirects: int = Field(5, validation_alias=_env("PHOBOS_FETCH_MAX_REDIRECTS"))
+    # Comma-separated networks fetched although not public (tests: 127.0.0.2/32); empty in production.
+    fetch_allow_nets: str = Field("", validation_alias=_env("PHOBOS_FETCH_ALLOW_NETS"))
     # Pages read, chunked and embedded per step of an ingest; bounds memory and the wait between steps.
     ingest_slice_pages: int = Field(32, validation_alias=_env("PHOBOS_INGEST_SLICE_PAGES"))
     # How long `phobos ask` and the console wait for a final answer.

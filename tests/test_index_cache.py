@@ -4,7 +4,7 @@ import numpy as np
 
 from core.backends.echo import EchoGenerator
 from core.index import ScopeIndex
-from core.ingest import IngestLimits, ingest_pdf
+from core.ingest import IngestLimits, ingest_document
 from core.joined import JoinedIndex
 from core.rag import RagEngine
 from core.registry import ModelRegistry, ModelSpec
@@ -31,8 +31,8 @@ THREAD_QUESTIONS = {"When was the cider press rebuilt?": 1, "Which quay do the f
 def _thread_and_channel(redis_client, embedder) -> tuple[RedisDocumentStore, Scope]:
     store = RedisDocumentStore(redis_client)
     thread = Scope("test", "w", "c", "thread-1")
-    ingest_pdf(pdf_with_pages(FACT_PAGES), "facts.pdf", thread.channel_scope.key, embedder, store, LIMITS)
-    ingest_pdf(pdf_with_pages(THREAD_PAGES), "thread.pdf", thread.key, embedder, store, LIMITS)
+    ingest_document(pdf_with_pages(FACT_PAGES), "facts.pdf", thread.channel_scope.key, embedder, store, LIMITS)
+    ingest_document(pdf_with_pages(THREAD_PAGES), "thread.pdf", thread.key, embedder, store, LIMITS)
     return store, thread
 
 
@@ -78,7 +78,7 @@ def test_the_cache_keeps_the_most_recent_scopes_within_its_bytes(redis_client, e
     data = pdf_with_pages(FACT_PAGES)
     scopes = [f"test:w:c{i}" for i in range(4)]
     for scope in scopes:
-        ingest_pdf(data, "facts.pdf", scope, embedder, ingest, LIMITS)
+        ingest_document(data, "facts.pdf", scope, embedder, ingest, LIMITS)
     one = ingest.load_index(scopes[0], embedder.dim, embedder.name).nbytes()
     store = RedisDocumentStore(redis_client, cache_max_bytes=int(2.5 * one))
     for scope in scopes:
@@ -92,10 +92,10 @@ def test_the_cache_keeps_the_most_recent_scopes_within_its_bytes(redis_client, e
 
 def test_a_changed_scope_drops_its_stale_index(redis_client, embedder) -> None:
     store = RedisDocumentStore(redis_client)
-    ingest_pdf(pdf_with_pages(FACT_PAGES), "facts.pdf", "test:w:v", embedder, store, LIMITS)
+    ingest_document(pdf_with_pages(FACT_PAGES), "facts.pdf", "test:w:v", embedder, store, LIMITS)
     before = store.load_index("test:w:v", embedder.dim, embedder.name)
     held = store.cache.nbytes
-    ingest_pdf(pdf_with_pages(THREAD_PAGES), "thread.pdf", "test:w:v", embedder, store, LIMITS)
+    ingest_document(pdf_with_pages(THREAD_PAGES), "thread.pdf", "test:w:v", embedder, store, LIMITS)
     after = store.load_index("test:w:v", embedder.dim, embedder.name)
     assert after is not before and {c.file_name for c in after.chunks} == {"facts.pdf", "thread.pdf"}
     assert len(store.cache) == 1 and store.cache.nbytes == after.nbytes() > held
@@ -103,7 +103,7 @@ def test_a_changed_scope_drops_its_stale_index(redis_client, embedder) -> None:
 
 def test_an_index_is_measured_again_once_its_bm25_is_built(redis_client, embedder) -> None:
     store = RedisDocumentStore(redis_client)
-    ingest_pdf(pdf_with_pages(FACT_PAGES), "facts.pdf", "test:w:b", embedder, store, LIMITS)
+    ingest_document(pdf_with_pages(FACT_PAGES), "facts.pdf", "test:w:b", embedder, store, LIMITS)
     index = store.load_index("test:w:b", embedder.dim, embedder.name)
     estimated = store.cache.nbytes
     assert estimated > index.vectors.nbytes + sum(len(c.text) for c in index.chunks)
@@ -114,7 +114,7 @@ def test_an_index_is_measured_again_once_its_bm25_is_built(redis_client, embedde
 
 def test_an_index_bigger_than_the_whole_budget_is_served_but_not_kept(redis_client, embedder) -> None:
     store = RedisDocumentStore(redis_client, cache_max_bytes=1000)
-    ingest_pdf(pdf_with_pages(FACT_PAGES), "facts.pdf", "test:w:big", embedder, store, LIMITS)
+    ingest_document(pdf_with_pages(FACT_PAGES), "facts.pdf", "test:w:big", embedder, store, LIMITS)
     assert store.load_index("test:w:big", embedder.dim, embedder.name).chunks
     assert len(store.cache) == 0 and store.cache.nbytes == 0
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from core.index import EmbedderMismatchError
-from core.ingest import IngestLimits, ingest_pdf
+from core.ingest import IngestLimits, ingest_document
 from core.package_files import resolve
 from phobos.settings import Settings
 from tests.conftest import ROOT, phobos_env
@@ -21,7 +21,7 @@ CLI = [sys.executable, "-m", "phobos"]
 
 def test_vectors_of_another_dimension_are_refused_with_the_command_that_fixes_it(redis_client, embedder) -> None:
     store = RedisDocumentStore(redis_client)
-    ingest_pdf(pdf_with_pages(FACT_PAGES), "facts.pdf", "test:w:dim", embedder, store, LIMITS)
+    ingest_document(pdf_with_pages(FACT_PAGES), "facts.pdf", "test:w:dim", embedder, store, LIMITS)
     info = store.list_documents(["test:w:dim"])[0]
     assert (info.embedder, info.dim) == (embedder.name, embedder.dim)
     with pytest.raises(EmbedderMismatchError, match=r"phobos reindex --scope test:w:dim"):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import redis
 
-from core.ingest import IngestLimits, ingest_pdf
+from core.ingest import IngestLimits, ingest_document
 from core.package_files import resolve
 from jobs import keys
 from phobos.settings import Settings
@@ -96,7 +96,7 @@ print(json.dumps({"warm_rss": warm_rss, "rss": rss_bytes(), "most_cached": most_
 def test_a_thousand_scopes_stay_within_the_cache_bound(redis_server, redis_client, embedder) -> None:
     store = RedisDocumentStore(redis_client)
     limits = IngestLimits(max_bytes=10_000_000, max_pages=100, chunk_tokens=250, overlap_tokens=30)
-    ingest_pdf(pdf_with_pages(prose_pages(10)), "prose.pdf", SOURCE, embedder, store, limits)
+    ingest_document(pdf_with_pages(prose_pages(10)), "prose.pdf", SOURCE, embedder, store, limits)
     one_scope = store.load_index(SOURCE, embedder.dim, embedder.name)
     one_scope.lexical()
     unbounded_bytes = SCOPES * one_scope.nbytes()  # what keeping every scope would hold

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import asdict
+from typing import Any
 
 import numpy as np
 import redis
@@ -39,7 +40,7 @@ class RedisDocumentStore:
         if len(chunks) != vectors.shape[0]:
             raise ValueError("one vector per chunk")
         scope, doc = info.scope_key, info.doc_id
-        chunk_rows = [[c.text, c.page_start, c.page_end, c.ordinal] for c in chunks]
+        chunk_rows = [[c.text, c.page_start, c.page_end, c.ordinal, c.location] for c in chunks]
         # One transaction: a reader never sees a document without its chunks or vectors.
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(keys.DOC_CHUNKS_PREFIX + f"{scope}:{doc}", json.dumps(chunk_rows))
@@ -81,8 +82,7 @@ class RedisDocumentStore:
     def chunks_of(self, info: DocumentInfo) -> list[Chunk]:
         """The document's chunks as stored (texts and pages), in order."""
         rows_raw = self.redis.get(keys.DOC_CHUNKS_PREFIX + f"{info.scope_key}:{info.doc_id}")
-        rows = json.loads(rows_raw) if rows_raw else []
-        return [Chunk(info.doc_id, info.file_name, text, start, end, ordinal) for text, start, end, ordinal in rows]
+        return _chunks(info, json.loads(rows_raw) if rows_raw else [])
 
     def replace_vectors(self, info: DocumentInfo, vectors: np.ndarray, embedder_name: str) -> DocumentInfo:
         """Store new vectors for a document's chunks, made by ``embedder_name`` (re-indexing)."""
@@ -116,11 +116,16 @@ class RedisDocumentStore:
             if len(vectors_raw) != len(rows) * dim * 4:
                 raise EmbedderMismatchError(scope_key, info.embedder_identity, f"{embedder_name} ({dim} dimensions)")
             matrix = np.frombuffer(vectors_raw, dtype=np.float32).reshape(len(rows), dim)  # type: ignore[arg-type]
-            chunks.extend(Chunk(info.doc_id, info.file_name, text, start, end, ordinal)
-                          for text, start, end, ordinal in rows)
+            chunks.extend(_chunks(info, rows))
             matrices.append(matrix)
         vectors = np.vstack(matrices) if matrices else np.zeros((0, dim), dtype=np.float32)
         return ScopeIndex(chunks, vectors)
+
+
+def _chunks(info: DocumentInfo, rows: list[list[Any]]) -> list[Chunk]:
+    # Rows stored before locations existed have four fields; *location is then empty.
+    return [Chunk(info.doc_id, info.file_name, text, start, end, ordinal, *location)
+            for text, start, end, ordinal, *location in rows]
 
 
 def _doc_key(scope_key: str, doc_id: str) -> str:
