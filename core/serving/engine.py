@@ -228,7 +228,7 @@ class BatchEngine:
         import torch
 
         vocab = self._seen.shape[1]
-        ids = [(7 * i + 3) % vocab for i in range(12)]
+        ids = [(7 * i + 3) % vocab for i in range(min(12, self.max_len))]
         try:
             with torch.inference_mode():
                 plain = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=False)

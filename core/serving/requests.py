@@ -71,7 +71,14 @@ class Handle:
         return self._done.wait(timeout_s)
 
     def __iter__(self) -> Iterator[TokenEvent]:
+        return self.events()
+
+    def events(self, cancel: threading.Event | None = None) -> Iterator[TokenEvent]:
+        """The request's events as they come; ``cancel`` (the caller's own flag) cancels it and ends them."""
         while True:
+            if cancel is not None and cancel.is_set():
+                self.cancel()
+                return
             try:
                 item = self._events.get(timeout=WAIT_POLL_S)
             except queue.Empty:
