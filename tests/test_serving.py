@@ -6,6 +6,7 @@ CPU, static per-slot cache, no graphs: the engine must give every request exactl
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 import time
 from collections.abc import Iterator
@@ -336,3 +337,75 @@ def test_backend_prompt_too_long_is_refused_before_the_engine(tiny_spec_small: M
 @pytest.fixture
 def tiny_spec_small(tiny: TransformersGenerator) -> ModelSpec:
     return replace(tiny.spec, context_tokens=8)
+
+
+# --- GPU: graphs, 16-bit and 4-bit through the engine ----------------------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.fixture(scope="module")
+def cuda_spec(tmp_path_factory: pytest.TempPathFactory) -> ModelSpec:
+    # Same tokenizer as `tiny`; hidden 256 gives bitsandbytes several 64-wide blocks per row.
+    folder = build_tiny_llama(tmp_path_factory.mktemp("tiny-llama-cuda"), hidden=256)
+    return ModelSpec(name="tiny-cuda", backend="transformers", weights=str(folder), context_tokens=256)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("graph_mode", ["cuda-graph", "compile"])
+def test_cuda_graphs_give_the_tokens_of_separate_generate_calls(
+    cuda_spec: ModelSpec, prompts: list[list[int]], graph_mode: str
+) -> None:
+    # float32 so that batching cannot change a greedy choice through rounding
+    gen = TransformersGenerator(replace(cuda_spec, dtype="float32"), device="cuda", batched=False)
+    try:
+        expected_ids = [reference(gen, p, NEW_TOKENS) for p in prompts]
+        engine = BatchEngine(
+            gen.model, eos_ids=gen._eos_ids, max_batch=4, max_len=256, pad_id=gen._pad_id, graph_mode=graph_mode,
+        ).start()
+        try:
+            assert engine.graph_mode == graph_mode  # captured, not fallen back to eager
+            got = [h.token_ids for h in finished([engine.submit(p, GREEDY) for p in prompts])]
+        finally:
+            engine.close()
+    finally:
+        gen.close()
+    assert got == expected_ids
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("quantization", ["none", "bnb-4bit"])
+def test_gpu_default_serves_concurrent_streams_through_the_engine(cuda_spec: ModelSpec, quantization: str) -> None:
+    if quantization != "none":
+        pytest.importorskip("bitsandbytes")
+    gen = TransformersGenerator(replace(cuda_spec, quantization=quantization), device="cuda")
+    try:
+        assert gen.engine is not None and gen.max_concurrency > 1
+        assert gen.engine.graph_mode == "cuda-graph"
+        answers: dict[int, str] = {}
+
+        def ask(i: int) -> None:
+            answers[i] = "".join(gen.stream(QUESTIONS[i], ANSWER))
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(QUESTIONS))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(DONE_S)
+        assert sorted(answers) == list(range(len(QUESTIONS)))
+    finally:
+        gen.close()
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="needs bitsandbytes")
+def test_bnb_8bit_stays_on_the_plain_path(cuda_spec: ModelSpec) -> None:
+    gen = TransformersGenerator(replace(cuda_spec, quantization="bnb-8bit"), device="cuda")
+    try:
+        assert gen.engine is None and gen.max_concurrency == 1
+        assert "".join(gen.stream(QUESTIONS[0], ANSWER)) is not None
+    finally:
+        gen.close()

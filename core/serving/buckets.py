@@ -32,12 +32,12 @@ def kv_buckets(max_len: int) -> tuple[int, ...]:
 
 def prompt_buckets(max_len: int) -> tuple[int, ...]:
     """Prefill lengths: powers of two and the midpoints between them (padding wastes at most a third)."""
-    sizes = set()
+    sizes: set[int] = set()
     size = SMALLEST_PROMPT_BUCKET
     while size < max_len:
         sizes.update((size, size + size // 2))
         size *= 2
-    return tuple(sorted(s for s in sizes if s < max_len)) + (max_len,)
+    return (*sorted(s for s in sizes if s < max_len), max_len)
 
 
 def bucket_for(n: int, buckets: tuple[int, ...]) -> int:

@@ -10,12 +10,12 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 WAIT_POLL_S = 0.1  # how long the reader waits for an event before looking at its own cancel again
 
 
-class FinishReason(str, Enum):
+class FinishReason(StrEnum):
     EOS = "eos"
     STOP = "stop"  # one of the request's stop strings appeared
     LENGTH = "length"  # max_new_tokens, or the end of the cache
