@@ -398,15 +398,20 @@ class BatchEngine:
         for r in busy:
             r.length += 1
         rows = [r.slot for r in busy]
-        self._choose_and_accept(logits[rows], busy)
+        # Slots are compact after every step, so the busy rows are usually exactly 0..len(busy)-1.
+        is_prefix = rows == list(range(len(rows)))
+        self._choose_and_accept(logits[: len(rows)] if is_prefix else logits[rows], busy)
 
     def _choose_and_accept(self, logits: Any, requests: list[_Request]) -> None:
         import torch
 
-        rows = torch.tensor([r.slot for r in requests], device=self.device)
+        slots = [r.slot for r in requests]
+        rows = torch.tensor(slots, device=self.device)
+        is_any_penalized = any(r.params.repetition_penalty != 1.0 for r in requests)
         tokens = choose_tokens(
-            logits, self._seen[rows], self._penalty[rows], self._temperature[rows], self._top_p[rows],
-            self._top_k, is_any_sampled=any(r.params.temperature > 0 for r in requests),
+            logits, self._seen[rows] if is_any_penalized else None, self._penalty[rows], self._temperature[rows],
+            self._top_p[rows], self._top_k, is_any_sampled=any(r.params.temperature > 0 for r in requests),
+            is_any_penalized=is_any_penalized,
         )
         self._seen[rows, tokens] = True
         for request, token in zip(requests, tokens.tolist(), strict=True):

@@ -18,13 +18,15 @@ def choose_tokens(
     top_p: Any,  # (n, 1) float32
     top_k: int,  # 0 = off
     is_any_sampled: bool,
+    is_any_penalized: bool = True,
 ) -> Any:
     """(n,) token ids."""
     import torch
 
     scores = logits.float()
-    penalized = torch.where(scores < 0, scores * penalty, scores / penalty)
-    scores = torch.where(seen, penalized, scores)
+    if is_any_penalized:  # a penalty of 1.0 changes nothing; skipping it saves passes over (n, vocab)
+        penalized = torch.where(scores < 0, scores * penalty, scores / penalty)
+        scores = torch.where(seen, penalized, scores)
     greedy = scores.argmax(dim=-1)
     if not is_any_sampled:
         return greedy
