@@ -4,7 +4,8 @@ Protocol. ``submit`` queues a request and returns its ``Handle`` at once. The en
 1. drop requests whose handle was cancelled (finish CANCELLED, slot freed);
 2. admit waiting requests into free cache slots (``admission="step"``: at every step; ``"batch"``: only
    when no request is active) and prefill them, a few prompts per forward, left-padded to a length bucket;
-   each gets its first token from its prefill;
+   each gets its first token from its prefill. While answers are decoding, one prefill forward per step,
+   so they pause for at most one; with none decoding, every free slot fills at once;
 3. one decode step over rows 0..n-1 (n the batch bucket above the highest busy slot), each row at its
    own position, replayed from a CUDA graph where one was captured;
 4. each row's token goes to its own handle; a row leaves on EOS, a stop string, its token limit, its cancel.
@@ -282,6 +283,7 @@ class BatchEngine:
             return
         import torch
 
+        is_decoding = any(self._slots)
         while True:
             free = [i for i in range(self.cap) if self._slots[i] is None]
             with self._cond:
@@ -300,6 +302,8 @@ class BatchEngine:
             if fresh:
                 rows = [group.index(r) for r in fresh]
                 self._choose_and_accept(logits[rows], fresh)
+            if is_decoding:  # one prefill forward per step: answers in flight pause for one, not for a burst
+                return
 
     def _take_group(self, free: int) -> list[_Request]:
         """The next prompts for one prefill forward: FIFO, at most ``free`` and the row and token budgets."""
