@@ -6,8 +6,9 @@ learned), in bf16 and bitsandbytes 4-bit, 512-token prompts, 256 new tokens (eos
   each as a share of the bandwidth a device-to-device copy measures here (weights read once per step);
 - closed-loop load through the engine at 1, 8, 32 and 64 concurrent requests (each client submits its
   next request when its last one ends): aggregate tokens/s, time to first token p50/p99, per-request
-  decode tokens/s, inter-token gap p50/p99; with admission at every step and, for the cost of that
-  choice, at batch boundaries only;
+  decode tokens/s, inter-token gap p50/p99 (admission at every step);
+- the cost of that choice: at 8 and 32 concurrent, answers of mixed lengths, admission at every step
+  against admission at batch boundaries only (same figures);
 - the same closed loop served the way today's worker does it (one generate after another), at 1 and 8.
 Prints one JSON document to stdout, progress lines to stderr. ``--tiny`` runs a small config, on CPU
 where there is no GPU: a dry run whose figures only show that the script works.
@@ -51,6 +52,7 @@ from core.serving.requests import Handle, RequestParams  # noqa: E402
 
 TIME_BUDGET_S = 330  # what is left past this is skipped, so the JSON always gets printed within 6 minutes
 PLAIN_LOADS = (1, 8)  # today's path answers one at a time: higher loads only multiply the wait
+ADMISSION_LOADS = (8, 32)  # where step and batch-boundary admission are compared
 ROUNDS = 2  # requests per client in a closed loop
 
 
@@ -112,9 +114,15 @@ def random_prompts(count: int, length: int, vocab: int, seed: int) -> list[list[
     return torch.randint(3, vocab, (count, length), generator=generator).tolist()
 
 
+def mixed_lengths(count: int, longest: int) -> list[int]:
+    """Answer lengths spread evenly over [longest/8, longest], in a fixed shuffled order: answers that end
+    at different steps, as real ones do (ending on eos), which is what batch-boundary admission pays for."""
+    shortest = max(1, longest // 8)
+    return [shortest + (longest - shortest) * ((i * 37) % count) // max(1, count - 1) for i in range(count)]
+
+
 def engine_closed_loop(engine: BatchEngine, prompts: list[list[int]], concurrency: int,
-                       new_tokens: int) -> dict[str, Any]:
-    params = RequestParams(max_new_tokens=new_tokens)
+                       new_tokens: int, lengths: list[int] | None = None) -> dict[str, Any]:
     total = concurrency * ROUNDS
     timelines: list[Timeline] = []
     lock = threading.Lock()
@@ -126,6 +134,7 @@ def engine_closed_loop(engine: BatchEngine, prompts: list[list[int]], concurrenc
                 i = next(next_index, None)
             if i is None:
                 return
+            params = RequestParams(max_new_tokens=lengths[i % len(lengths)] if lengths else new_tokens)
             timeline = Timeline(time.perf_counter())
             timeline.read(engine.submit(prompts[i % len(prompts)], params))
             with lock:
@@ -200,15 +209,27 @@ def measure_format(model: Any, config: Any, args: argparse.Namespace, device: to
                                 **shares(weight_bytes, single.decode_tokens_per_s, bandwidth)}
         log(engine_batch1=out["engine_batch1"])
         out["engine_closed_loop"] = []
-        for admission in args.admissions:
-            engine.admission = admission  # safe while idle: read at each admission
-            for concurrency in args.loads:
+        for concurrency in args.loads:
+            if time.perf_counter() > deadline:
+                out["skipped"].append(f"engine x{concurrency}: time budget spent")
+                continue
+            row = engine_closed_loop(engine, prompts, concurrency, args.new_tokens)
+            out["engine_closed_loop"].append(row)
+            log(**row)
+        # What admitting at every step costs and buys against admitting at batch boundaries only.
+        out["admission"] = []
+        for concurrency in ADMISSION_LOADS:
+            lengths = mixed_lengths(concurrency * ROUNDS, args.new_tokens)
+            for admission in args.admissions:
                 if time.perf_counter() > deadline:
-                    out["skipped"].append(f"engine {admission} x{concurrency}: time budget spent")
+                    out["skipped"].append(f"admission {admission} x{concurrency}: time budget spent")
                     continue
-                row = {"admission": admission, **engine_closed_loop(engine, prompts, concurrency, args.new_tokens)}
-                out["engine_closed_loop"].append(row)
+                engine.admission = admission  # safe while idle: read at each admission
+                row = {"admission": admission, "answer_tokens": "mixed",
+                       **engine_closed_loop(engine, prompts, concurrency, args.new_tokens, lengths)}
+                out["admission"].append(row)
                 log(**row)
+            engine.admission = "step"
     finally:
         engine.close()
     out["plain_closed_loop"] = []

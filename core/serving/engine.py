@@ -156,6 +156,9 @@ class BatchEngine:
     def submit(self, prompt_ids: list[int], params: RequestParams) -> Handle:
         """Queue a request; thread-safe. The handle streams its tokens; a bad request fails on its own."""
         handle = Handle(next(self._ids_counter))
+        if params.max_new_tokens < 1:
+            handle._finish(FinishReason.ERROR, f"max_new_tokens is {params.max_new_tokens}; it must be at least 1")
+            return handle
         room = self.max_len - len(prompt_ids)
         if not prompt_ids or room <= 0:
             handle._finish(FinishReason.ERROR, f"The prompt takes {len(prompt_ids)} tokens; {self.name} "
@@ -293,15 +296,14 @@ class BatchEngine:
             for request, slot in zip(group, free, strict=False):
                 request.slot = slot
                 self._slots[slot] = request
+            fresh = [r for r in group if not r.generated]  # resumed requests already have their next input
             try:
                 logits = self._prefill_forward(group)
+                tokens = self._choose(logits[[group.index(r) for r in fresh]], fresh) if fresh else []
             except torch.OutOfMemoryError:
                 self._prefill_out_of_memory(group)
                 return
-            fresh = [r for r in group if not r.generated]
-            if fresh:
-                rows = [group.index(r) for r in fresh]
-                self._choose_and_accept(logits[rows], fresh)
+            self._accept_all(fresh, tokens)
             if is_decoding:  # one prefill forward per step: answers in flight pause for one, not for a burst
                 return
 
@@ -391,22 +393,24 @@ class BatchEngine:
             positions[r.slot] = r.length
         self._ids[:n, 0].copy_(torch.tensor(ids), non_blocking=True)
         self._pos[:n].copy_(torch.tensor(positions), non_blocking=True)
+        rows = [r.slot for r in busy]
+        # Slots are compact after every step, so the busy rows are usually exactly 0..len(busy)-1.
+        is_prefix = rows == list(range(len(rows)))
         try:
             if self._fault_hook is not None:
                 self._fault_hook("decode", len(busy))
             logits = self._runner.run(n, kv_len)
-            self.steps += 1
-        except torch.OutOfMemoryError:
+            tokens = self._choose(logits[: len(rows)] if is_prefix else logits[rows], busy)
+        except torch.OutOfMemoryError:  # nothing accepted yet: the step's cache writes get overwritten
             self._decode_out_of_memory(busy)
             return
+        self.steps += 1
         for r in busy:
             r.length += 1
-        rows = [r.slot for r in busy]
-        # Slots are compact after every step, so the busy rows are usually exactly 0..len(busy)-1.
-        is_prefix = rows == list(range(len(rows)))
-        self._choose_and_accept(logits[: len(rows)] if is_prefix else logits[rows], busy)
+        self._accept_all(busy, tokens)
 
-    def _choose_and_accept(self, logits: Any, requests: list[_Request]) -> None:
+    def _choose(self, logits: Any, requests: list[_Request]) -> list[int]:
+        """Each request's next token from its row of ``logits``; marks it seen for the repetition penalty."""
         import torch
 
         slots = [r.slot for r in requests]
@@ -418,7 +422,11 @@ class BatchEngine:
             is_any_penalized=is_any_penalized,
         )
         self._seen[rows, tokens] = True
-        for request, token in zip(requests, tokens.tolist(), strict=True):
+        chosen: list[int] = tokens.tolist()
+        return chosen
+
+    def _accept_all(self, requests: list[_Request], tokens: list[int]) -> None:
+        for request, token in zip(requests, tokens, strict=True):
             self._accept(request, token)
         self._compact()
 
