@@ -18,6 +18,7 @@ where there is no GPU: a dry run whose figures only show that the script works.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import importlib.util
 import json
@@ -140,13 +141,21 @@ def engine_closed_loop(engine: BatchEngine, prompts: list[list[int]], concurrenc
             with lock:
                 timelines.append(timeline)
 
+    before = dataclasses.replace(engine.stats)
     started = time.perf_counter()
     clients = [threading.Thread(target=client) for _ in range(concurrency)]
     for c in clients:
         c.start()
     for c in clients:
         c.join()
-    return summarize(timelines, time.perf_counter() - started, concurrency)
+    row = summarize(timelines, time.perf_counter() - started, concurrency)
+    after = engine.stats
+    forwards, steps = after.prefill_forwards - before.prefill_forwards, after.decode_steps - before.decode_steps
+    # With admission at every step, each prefill forward is a pause for every answer decoding beside it.
+    row["prefill_forward_ms_mean"] = ms((after.prefill_s - before.prefill_s) / max(1, forwards))
+    row["decode_step_ms_mean"] = ms((after.decode_s - before.decode_s) / max(1, steps))
+    row["decode_batch_mean"] = round((after.decode_rows - before.decode_rows) / max(1, steps), 1)
+    return row
 
 
 def plain_closed_loop(model: Any, prompts: list[list[int]], concurrency: int, new_tokens: int,

@@ -46,6 +46,17 @@ PROBE_MIN_COSINE = 0.99  # engine logits vs a plain forward's at start; below: t
 FaultHook = Callable[[str, int], None]  # (phase "prefill" | "decode", rows): may raise, for tests
 
 
+@dataclass
+class EngineStats:
+    """Where the engine thread's time goes (seconds, up to the sync at each step's token readout)."""
+
+    prefill_forwards: int = 0
+    prefill_s: float = 0.0
+    decode_steps: int = 0
+    decode_s: float = 0.0
+    decode_rows: int = 0  # answers advanced, summed over steps: / decode_steps = mean batch
+
+
 class EngineUnavailable(RuntimeError):
     """The model cannot be served by the batched engine (architecture, attention); use the plain path."""
 
@@ -131,8 +142,8 @@ class BatchEngine:
         self._ids_counter = itertools.count(1)
         self._closed = False
         self._thread: threading.Thread | None = None
-        self.steps = 0
         self.oom_events = 0
+        self.stats = EngineStats()
 
     # --- public -----------------------------------------------------------------------------------
 
@@ -297,12 +308,15 @@ class BatchEngine:
                 request.slot = slot
                 self._slots[slot] = request
             fresh = [r for r in group if not r.generated]  # resumed requests already have their next input
+            started = time.perf_counter()
             try:
                 logits = self._prefill_forward(group)
                 tokens = self._choose(logits[[group.index(r) for r in fresh]], fresh) if fresh else []
             except torch.OutOfMemoryError:
                 self._prefill_out_of_memory(group)
                 return
+            self.stats.prefill_forwards += 1
+            self.stats.prefill_s += time.perf_counter() - started
             self._accept_all(fresh, tokens)
             if is_decoding:  # one prefill forward per step: answers in flight pause for one, not for a burst
                 return
@@ -396,6 +410,7 @@ class BatchEngine:
         rows = [r.slot for r in busy]
         # Slots are compact after every step, so the busy rows are usually exactly 0..len(busy)-1.
         is_prefix = rows == list(range(len(rows)))
+        started = time.perf_counter()
         try:
             if self._fault_hook is not None:
                 self._fault_hook("decode", len(busy))
@@ -404,7 +419,9 @@ class BatchEngine:
         except torch.OutOfMemoryError:  # nothing accepted yet: the step's cache writes get overwritten
             self._decode_out_of_memory(busy)
             return
-        self.steps += 1
+        self.stats.decode_steps += 1
+        self.stats.decode_s += time.perf_counter() - started
+        self.stats.decode_rows += len(busy)
         for r in busy:
             r.length += 1
         self._accept_all(busy, tokens)
