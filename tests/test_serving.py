@@ -180,6 +180,31 @@ def test_a_prompt_too_long_fails_alone_with_a_clear_error(
     assert [good.token_ids, other.token_ids] == [expected[0], expected[1]]
 
 
+def test_a_failure_turning_one_answer_into_text_ends_only_that_answer(
+    tiny: TransformersGenerator, prompts: list[list[int]], expected: list[list[int]]
+) -> None:
+    others = set(expected[1]) | set(expected[6])
+    poison = next(t for t in expected[0][2:] if t not in others)  # a token only the first answer has
+
+    def decode(ids: list[int]) -> str:  # the real tokenizer, failing on one token: a fault injected
+        if poison in ids:
+            raise ValueError(f"cannot decode token {poison}")
+        return tiny.tokenizer.decode(ids, skip_special_tokens=True)
+
+    engine = BatchEngine(tiny.model, eos_ids=tiny._eos_ids, decode=decode, max_batch=4, max_len=256,
+                         pad_id=tiny._pad_id, name="tiny").start()
+    try:
+        failing = engine.submit(prompts[0], replace(GREEDY, stop=("never said",)))
+        fine = [engine.submit(prompts[i], GREEDY) for i in (1, 6)]
+        with pytest.raises(RequestFailed, match=f"could not turn the answer into text: cannot decode token {poison}"):
+            list(failing)
+        finished(fine)
+    finally:
+        engine.close()
+    assert failing.token_ids == expected[0][: expected[0].index(poison)]  # streamed up to the failure
+    assert [h.token_ids for h in fine] == [expected[1], expected[6]]
+
+
 def test_greedy_rows_stay_exact_beside_a_sampled_row(
     tiny: TransformersGenerator, prompts: list[list[int]], expected: list[list[int]]
 ) -> None:
