@@ -431,14 +431,19 @@ class BatchEngine:
         import torch
 
         slots = [r.slot for r in requests]
-        rows = torch.tensor(slots, device=self.device)
+        # Rows 0..k-1 (the usual case: slots are compact) are views; anything else is gathered.
+        is_prefix = slots == list(range(len(slots)))
+        rows: Any = slice(0, len(slots)) if is_prefix else torch.tensor(slots, device=self.device)
         is_any_penalized = any(r.params.repetition_penalty != 1.0 for r in requests)
         tokens = choose_tokens(
             logits, self._seen[rows] if is_any_penalized else None, self._penalty[rows], self._temperature[rows],
             self._top_p[rows], self._top_k, is_any_sampled=any(r.params.temperature > 0 for r in requests),
             is_any_penalized=is_any_penalized,
         )
-        self._seen[rows, tokens] = True
+        if isinstance(rows, slice):
+            self._seen[rows].scatter_(1, tokens[:, None], True)
+        else:
+            self._seen[rows, tokens] = True
         chosen: list[int] = tokens.tolist()
         return chosen
 
