@@ -11,7 +11,7 @@ import time
 
 from common import EVAL, MemoryStore, concrete_embedder, manual, tutorial_ingest, tutorial_search
 
-from core.ingest import ingest_pdf
+from core.ingest import ingest_document
 from core.rag import RagEngine
 from core.scope import Scope
 from phobos.runtime import ingest_limits
@@ -51,7 +51,7 @@ def main() -> None:
     docs = {}
     for name in sorted({q["doc"] for q in questions}):
         started = time.perf_counter()
-        result = ingest_pdf(manual(name).read_bytes(), name, scope.key, embedder, store, ingest_limits(settings))
+        result = ingest_document(manual(name).read_bytes(), name, scope.key, embedder, store, ingest_limits(settings))
         docs[name] = {"pages": result.info.pages, "chunks": result.info.chunks,
                       "ingest_s": round(time.perf_counter() - started, 2)}
     engine = RagEngine(embedder, store, top_k=K, min_relevance=settings.min_relevance, mode=args.mode)

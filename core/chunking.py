@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from core.documents import Chunk, PageText
+from core.documents import Chunk, PageText, span_label
 
 # A sentence ends at . ! or ? followed by space and an upper-case letter, digit or opening bracket/quote.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
@@ -17,6 +17,7 @@ class _Sentence:
     text: str
     page: int
     tokens: int
+    label: str = ""
 
 
 def split_sentences(text: str) -> list[str]:
@@ -46,8 +47,9 @@ class Chunker:
     call :meth:`finish`. The chunks are the same as one call over all pages gives."""
 
     def __init__(self, doc_id: str, file_name: str, count_tokens: Callable[[list[str]], list[int]],
-                 max_tokens: int, overlap_tokens: int):
+                 max_tokens: int, overlap_tokens: int, break_at_parts: bool = False):
         self.doc_id = doc_id
+        self.break_at_parts = break_at_parts  # sections and slides: a chunk never runs into the next one
         self.file_name = file_name
         self.count_tokens = count_tokens
         self.max_tokens = max_tokens
@@ -60,6 +62,9 @@ class Chunker:
         """Chunks completed by these pages; the last, still open chunk waits for the next slice."""
         chunks: list[Chunk] = []
         for sentence in _sentences(pages, self.count_tokens, self.max_tokens):
+            if self._current and self.break_at_parts and sentence.page != self._current[-1].page:
+                chunks.append(self._emit())
+                self._current, self._current_tokens = [], 0
             if self._current and self._current_tokens + sentence.tokens > self.max_tokens:
                 chunks.append(self._emit())
                 self._current = _overlap_tail(self._current, self.overlap_tokens,
@@ -95,23 +100,23 @@ class Chunker:
 def _sentences(pages: Sequence[PageText], count_tokens: Callable[[list[str]], list[int]],
                max_tokens: int) -> list[_Sentence]:
     texts: list[str] = []
-    page_of: list[int] = []
+    page_of: list[PageText] = []
     for page in pages:
         for sentence in split_sentences(page.text):
             texts.append(sentence)
-            page_of.append(page.number)
+            page_of.append(page)
     counts = count_tokens(texts) if texts else []
     result: list[_Sentence] = []
-    for text, page_number, tokens in zip(texts, page_of, counts, strict=True):
+    for text, page, tokens in zip(texts, page_of, counts, strict=True):
         if tokens <= max_tokens:
-            result.append(_Sentence(text, page_number, tokens))
+            result.append(_Sentence(text, page.number, tokens, page.label))
         else:
-            result.extend(_split_long(text, page_number, tokens, max_tokens, count_tokens))
+            result.extend(_split_long(text, page.number, tokens, max_tokens, count_tokens, page.label))
     return result
 
 
 def _split_long(text: str, page: int, tokens: int, max_tokens: int,
-                count_tokens: Callable[[list[str]], list[int]]) -> list[_Sentence]:
+                count_tokens: Callable[[list[str]], list[int]], label: str = "") -> list[_Sentence]:
     """Cut an over-long 'sentence' (a table, a run-on list) into word windows that fit."""
     words = text.split()
     parts = max(2, -(-tokens // max_tokens) + 1)
@@ -120,7 +125,7 @@ def _split_long(text: str, page: int, tokens: int, max_tokens: int,
         windows = [" ".join(words[i:i + size]) for i in range(0, len(words), size)]
         counts = count_tokens(windows)
         if max(counts) <= max_tokens or size == 1:
-            return [_Sentence(w, page, c) for w, c in zip(windows, counts, strict=True)]
+            return [_Sentence(w, page, c, label) for w, c in zip(windows, counts, strict=True)]
         parts *= 2
 
 
@@ -143,4 +148,5 @@ def _make_chunk(sentences: list[_Sentence], doc_id: str, file_name: str, ordinal
         page_start=min(s.page for s in sentences),
         page_end=max(s.page for s in sentences),
         ordinal=ordinal,
+        location=span_label(sentences[0].label, sentences[-1].label),
     )

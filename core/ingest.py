@@ -1,9 +1,9 @@
-"""One shared file -> an indexed document in a scope.
+"""One shared file (PDF, Word, PowerPoint, Markdown, text, HTML) -> an indexed document in a scope.
 
-The file is read page by page in a disposable child process (core/pdf_sandbox.py) and handled in
-slices of ``IngestLimits.slice_pages`` pages: chunk, embed, report progress, then call
-``between_slices``. Memory holds one slice of page text plus the document's chunks and vectors (which
-are stored at the end, in one transaction, so a reader never sees half a document). The slice
+The file is read page by page (other formats: part by part) in a disposable child process
+(core/pdf_sandbox.py) and handled in slices of ``IngestLimits.slice_pages`` pages: chunk, embed, report
+progress, then call ``between_slices``. Memory holds one slice of page text plus the document's chunks and
+vectors (which are stored at the end, in one transaction, so a reader never sees half a document). The slice
 boundary is where a worker can answer questions that arrived meanwhile, so a 3,500-page ingest does
 not hold them up for longer than one slice takes to embed.
 
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from core.chunking import Chunker
 from core.documents import Chunk, DocumentInfo, PageText
 from core.embedding import Embedder
+from core.formats import detect_kind
 from core.index import DocumentStore
 from core.pdf import DocumentError
 from core.pdf_sandbox import ParseLimits, SandboxedPdf
@@ -75,14 +76,17 @@ class IngestLimits:
     chunk_tokens: int
     overlap_tokens: int
     parse_timeout_s: float = 600.0
-    parse_memory_mb: int = 1024
+    parse_memory_mb: int = 2048
     max_text_chars: int = 50_000_000
     ocr: bool = True
+    ocr_engine: str = "rapidocr"
+    max_unpacked_bytes: int = 200_000_000
     slice_pages: int = 32  # pages read, chunked and embedded per step; bounds memory and the pause gap
 
     def parse_limits(self) -> ParseLimits:
         return ParseLimits(max_pages=self.max_pages, timeout_s=self.parse_timeout_s,
-                           max_memory_mb=self.parse_memory_mb, max_text_chars=self.max_text_chars, ocr=self.ocr)
+                           max_memory_mb=self.parse_memory_mb, max_text_chars=self.max_text_chars, ocr=self.ocr,
+                           ocr_engine=self.ocr_engine, max_unpacked_bytes=self.max_unpacked_bytes)
 
 
 @dataclass(frozen=True)
@@ -95,24 +99,32 @@ class IngestResult:
 
     def summary(self) -> str:
         info = self.info
+        parts = f"{_count(info.pages, info.unit)}, {_count(info.chunks, 'passage')}"
         if self.already_indexed:
-            return (f"{info.file_name} is already indexed here ({info.pages} pages, {info.chunks} passages); "
+            return (f"{info.file_name} is already indexed here ({parts}); "
                     "reusing the stored index, nothing re-embedded.")
-        text = f"Indexed {info.file_name}: {info.pages} pages, {info.chunks} passages."
+        text = f"Indexed {info.file_name}: {parts}."
         return " ".join([text, *self.notes])
+
+
+def _count(number: int, word: str) -> str:
+    return f"{number} {word}{'' if number == 1 else 's'}"
 
 
 def document_id(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def ingest_pdf(data: bytes, file_name: str, scope_key: str, embedder: Embedder, store: DocumentStore,
-               limits: IngestLimits, user: str = "", progress: Progress | None = None,
-               between_slices: Callable[[], None] | None = None, saved: ProgressStore | None = None,
-               should_stop: Callable[[], bool] | None = None) -> IngestResult:
+def ingest_document(data: bytes, file_name: str, scope_key: str, embedder: Embedder, store: DocumentStore,
+                    limits: IngestLimits, user: str = "", progress: Progress | None = None,
+                    between_slices: Callable[[], None] | None = None, kind: str | None = None,
+                    source_url: str = "", saved: ProgressStore | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> IngestResult:
     """Parse, chunk, embed and store ``data``; a file already indexed in the scope is not redone.
 
-    The PDF is read in a disposable child process (:mod:`core.pdf_sandbox`) and handled
+    ``kind`` (a key of :data:`core.formats.KINDS`) is detected from the name and bytes when not given;
+    ``source_url`` marks a page fetched from a link: its title names it and its URL is cited.
+    The file is read in a disposable child process (:mod:`core.pdf_sandbox`) and handled
     ``limits.slice_pages`` pages at a time, so memory stays flat however long the file is.
     ``between_slices`` runs after each slice: a worker can answer waiting questions there. With
     ``saved``, each slice's work is kept there and an earlier run's is picked up; ``should_stop``,
@@ -122,6 +134,9 @@ def ingest_pdf(data: bytes, file_name: str, scope_key: str, embedder: Embedder, 
     if len(data) > limits.max_bytes:
         raise DocumentError(f"{file_name} is {len(data) / 1e6:.1f} MB; the limit is "
                             f"{limits.max_bytes / 1e6:.0f} MB.")
+    if not data:
+        raise DocumentError(f"{file_name} is empty (0 bytes).")
+    kind = kind or detect_kind(data, file_name)
     doc_id = document_id(data)
     known = store.get_document(scope_key, doc_id)
     if known is not None:
@@ -132,15 +147,12 @@ def ingest_pdf(data: bytes, file_name: str, scope_key: str, embedder: Embedder, 
     import numpy as np
 
     max_tokens = min(limits.chunk_tokens, embedder.max_tokens)
-    chunker = Chunker(doc_id, file_name, embedder.count_tokens, max_tokens,
-                      min(limits.overlap_tokens, max_tokens // 2))
     resumed = saved.load(scope_key, doc_id) if saved is not None else None
     pages_done = 0
     chunks: list[Chunk] = []
     vectors: list[np.ndarray] = []
     if resumed is not None:
         pages_done, chunks, vectors = resumed.pages_done, list(resumed.chunks), list(resumed.vectors)
-        chunker.restore(resumed.chunker)
 
     embedded = 0
 
@@ -154,18 +166,27 @@ def ingest_pdf(data: bytes, file_name: str, scope_key: str, embedder: Embedder, 
         if matrix is not None:
             vectors.append(matrix)
 
-    with SandboxedPdf(data, file_name, limits.parse_limits()) as pdf:
+    with SandboxedPdf(data, file_name, limits.parse_limits(), kind=kind, source_url=source_url) as pdf:
         total = pdf.page_count
-        report(pages_done, total, "reading pages" if not pages_done else "resuming after the pages already read")
+        if source_url:  # a linked page is named by its title and URL (a web page's parts cite the URL)
+            file_name = f"{pdf.title or file_name} ({source_url})" if kind == "pdf" else pdf.title or source_url
+        chunker = Chunker(doc_id, file_name, embedder.count_tokens, max_tokens,
+                          min(limits.overlap_tokens, max_tokens // 2), break_at_parts=pdf.unit in ("section", "slide"))
+        if resumed is not None:
+            chunker.restore(resumed.chunker)
+        report(pages_done, total,
+               f"resuming after the {pdf.unit}s already read" if pages_done else f"reading {pdf.unit}s")
         batch: list[PageText] = []
         for page in pdf.pages():
             if page.number <= pages_done:
                 continue  # read and embedded by an earlier run; its chunks are in ``saved``
             batch.append(page)
+            if pdf.ocr_pages[-1:] == [page.number]:  # recognising a page takes seconds: show each one
+                report(page.number, total, "recognising scanned pages (OCR)")
             if len(batch) >= limits.slice_pages:
                 embed(chunker.add(batch), page.number)
                 pages_done = page.number
-                report(page.number, total, "reading and indexing pages")
+                report(page.number, total, f"reading and indexing {pdf.unit}s")
                 batch = []
                 if between_slices is not None:
                     between_slices()
@@ -180,7 +201,8 @@ def ingest_pdf(data: bytes, file_name: str, scope_key: str, embedder: Embedder, 
     if not chunks:
         raise DocumentError(f"{file_name} gave no text to index.")
     info = DocumentInfo(doc_id=doc_id, file_name=file_name, scope_key=scope_key, pages=total,
-                        chunks=len(chunks), added_at=time.time(), added_by=user)
+                        chunks=len(chunks), added_at=time.time(), added_by=user, embedder=embedder.name,
+                        dim=embedder.dim, unit=pdf.unit, source_url=source_url)
     store.add_document(info, chunks, np.vstack(vectors))
     if saved is not None:
         saved.clear(scope_key, doc_id)
@@ -194,7 +216,8 @@ def _notes(pdf: SandboxedPdf) -> tuple[str, ...]:
     if pdf.is_repaired:
         notes.append("The file was damaged and has been repaired while reading; some text may be missing.")
     if pdf.ocr_pages:
-        notes.append(f"Read by text recognition (OCR): {_page_list(pdf.ocr_pages)}.")
+        notes.append(f"{len(pdf.ocr_pages)} scanned {'page was' if len(pdf.ocr_pages) == 1 else 'pages were'} "
+                     f"read by text recognition (OCR): {_page_list(pdf.ocr_pages)}.")
     if pdf.unreadable_pages:
         why = "" if pdf.has_ocr else " (scanned images; OCR is not installed here)"
         notes.append(f"No text could be read from {_page_list(pdf.unreadable_pages)}{why}.")

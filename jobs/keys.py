@@ -18,8 +18,8 @@ CONVERSATION_PREFIX = "phobos:conv:"  # + scope key: hash with the conversation'
 MEMORY_PREFIX = "phobos:memory:"  # + scope key: list of the conversation's recent turns (JSON), oldest first
 DEAD_STREAM = "phobos:dead"  # jobs that failed MAX_DELIVERIES times, for `phobos dlq`
 QUEUE_DEPTH_KEY = "phobos:queue:depth"  # jobs queued or running (incremented on submit, decremented on ack)
-USER_QUEUED_PREFIX = "phobos:queue:user:"  # + user: that user's jobs queued or running
-RATE_PREFIX = "phobos:rate:"  # + user: token bucket hash (tokens, at_ms)
+USER_QUEUED_PREFIX = "phobos:queue:user:"  # + Job.sender_key: that sender's jobs queued or running
+RATE_PREFIX = "phobos:rate:"  # + Job.sender_key: token bucket hash (tokens, at_ms)
 POSTED_PREFIX = "phobos:posted:"  # + job id: set by the adapter side once the job's answer was passed on
 INTERACTIONS_STREAM = "phobos:interactions"  # answered questions and their ratings (jobs/interactions.py)
 

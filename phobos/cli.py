@@ -91,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="Redis, workers, queue depth")
     status.set_defaults(func=cmd_status)
 
+    reindex = sub.add_parser("reindex", help="re-embed stored documents with the configured embedder")
+    which = reindex.add_mutually_exclusive_group(required=True)
+    which.add_argument("--scope", help="one scope, e.g. slack:T1:C1 (a thread has its own)")
+    which.add_argument("--all", action="store_true", help="every scope holding documents")
+    reindex.set_defaults(func=cmd_reindex)
+
     dlq = sub.add_parser("dlq", help="jobs that failed too often: list, retry or drop them")
     dlq.add_argument("action", choices=["list", "retry", "drop"])
     dlq.add_argument("ids", nargs="*", help="dead-letter entry ids (retry, drop); 'all' for every one")
@@ -128,7 +134,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                               memory_turns=settings.memory_turns, memory_tokens=settings.memory_tokens,
                               memory_ttl_s=settings.memory_ttl_s, log_text=settings.log_text,
                               interaction_retention_days=settings.interaction_retention_days,
-                              interaction_max_entries=settings.interaction_max_entries)
+                              interaction_max_entries=settings.interaction_max_entries,
+                              index_cache_max_bytes=settings.index_cache_max_bytes, links=settings.links,
+                              fetch_limits=runtime.fetch_limits(settings), fetch_max_links=settings.fetch_max_links)
         worker = Worker(client, embedder, generators, registry, config, top_k=settings.top_k,
                         min_relevance=settings.min_relevance)
         worker.install_signal_handlers()
@@ -169,8 +177,9 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"Starting the {platform} adapter.", file=sys.stderr, flush=True)
                 children.append(subprocess.Popen([sys.executable, "-m", "phobos", platform], env=env,
                                                  preexec_fn=_die_with_parent))
-            print(f"Phobos is ready in {time.monotonic() - started:.1f} s "
-                  f"(Redis: {'embedded' if not settings.redis_url else url}).", file=sys.stderr, flush=True)
+            where = runtime.masked_url(url) if settings.redis_url else "embedded"
+            print(f"Phobos is ready in {time.monotonic() - started:.1f} s (Redis: {where}).", file=sys.stderr,
+                  flush=True)
             if args.no_console:
                 worker.wait()
                 return worker.returncode
@@ -228,7 +237,7 @@ async def _console(url: str, settings: Settings) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from core.ingest import IngestResult, document_id, ingest_pdf
+    from core.ingest import IngestResult, document_id, ingest_document
     from core.pdf import DocumentError
     from workers.store import RedisDocumentStore
 
@@ -247,7 +256,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
                 print("Loading the embedding model...", file=sys.stderr, flush=True)
                 embedder = runtime.load_embedder(settings)
             try:
-                result = ingest_pdf(data, path.name, scope.key, embedder, store, runtime.ingest_limits(settings),
+                result = ingest_document(data, path.name, scope.key, embedder, store, runtime.ingest_limits(settings),
                                     user="cli", progress=_print_progress)
             except DocumentError as exc:
                 print(f"error: {exc}", file=sys.stderr)
@@ -262,6 +271,7 @@ def _print_progress(done: int, total: int, what: str) -> None:
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    from core.index import EmbedderMismatchError
     from core.rag import RagEngine
     from workers.store import RedisDocumentStore
 
@@ -273,7 +283,11 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         for question in questions:
             if not question:
                 continue
-            hits = engine.retrieve(question, scope, k=args.k)
+            try:
+                hits = engine.retrieve(question, scope, k=args.k)
+            except EmbedderMismatchError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
             if args.json:
                 print(json.dumps({"question": question, "hits": [
                     {"file": h.chunk.file_name, "pages": list(h.chunk.pages), "score": round(h.score, 4),
@@ -283,8 +297,22 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
             if not hits:
                 print("  (no documents in this scope)")
             for rank, hit in enumerate(hits, 1):
-                where = Citation(hit.chunk.file_name, hit.chunk.pages).label()
+                where = Citation.of(hit.chunk).label()
                 print(f"  {rank}. {where}  score={hit.score:.3f}  {hit.chunk.text[:160]}")
+    return 0
+
+
+def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.reindex import reindex_scope
+    from workers.store import RedisDocumentStore
+
+    with runtime.redis_url(settings) as url:
+        store = RedisDocumentStore(runtime.connect(url, settings))
+        scopes = store.scope_keys() if args.all else [Scope.parse(args.scope).key]
+        embedder = runtime.load_embedder(settings)
+        done = sum(reindex_scope(store, scope, embedder, report=print) for scope in scopes)
+    print(f"Re-embedded {done} document(s) in {len(scopes)} scope(s) with {embedder.name} "
+          f"({embedder.dim} dimensions).")
     return 0
 
 
@@ -354,7 +382,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         client = runtime.connect(url, settings)
         workers = live_workers(client)
         depth = client.xlen(keys.JOBS_STREAM) if client.exists(keys.JOBS_STREAM) else 0
-    print(f"Redis: {url}")
+    print(f"Redis: {runtime.masked_url(url)}")
     print(f"Workers live: {len(workers)}")
     for w in workers:
         print(f"  {w.worker_id} on {w.host} (pid {w.pid}): {', '.join(w.models)}")

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from typing import cast
 
@@ -15,6 +16,7 @@ import redis.asyncio as aioredis
 
 from core.backends import BackendCredentials, load_generator
 from core.embedding import Embedder, SentenceTransformerEmbedder
+from core.fetch import FetchLimits
 from core.generation import Generator
 from core.ingest import IngestLimits
 from core.registry import ModelRegistry
@@ -38,7 +40,7 @@ def redis_url(settings: Settings) -> Iterator[str]:
     """REDIS_URL when set; else the embedded server, started here if no Phobos process runs it yet
     (and then stopped on the way out)."""
     if settings.redis_url:
-        yield settings.redis_url
+        yield settings.redis_url.get_secret_value()
         return
     embedded = EmbeddedRedis(settings.state_path)
     started = embedded.ensure_running()
@@ -49,6 +51,20 @@ def redis_url(settings: Settings) -> Iterator[str]:
     finally:
         if started:
             embedded.stop()
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password (in the authority or a ``password=`` query parameter) replaced by ***."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    if parts.password is None and not any(name == "password" for name, _ in query):
+        return url
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:***@{host}"
+    masked = urllib.parse.urlencode([(k, "***" if k == "password" else v) for k, v in query], safe="*")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=masked))
 
 
 def redis_options(settings: Settings) -> RedisOptions:
@@ -113,7 +129,8 @@ def load_registry(settings: Settings) -> ModelRegistry:
 
 def load_generators(settings: Settings, registry: ModelRegistry, names: list[str]) -> dict[str, Generator]:
     quiet_offline_libraries()
-    credentials = BackendCredentials(hf_token=settings.hf_token, openai_api_key=settings.openai_api_key,
+    credentials = BackendCredentials(hf_token=settings.hf_token.get_secret_value(),
+                                     openai_api_key=settings.openai_api_key.get_secret_value(),
                                      openai_base_url=settings.openai_base_url, llm_threads=settings.llm_threads)
     generators = {}
     for name in names:
@@ -133,8 +150,15 @@ def ingest_limits(settings: Settings) -> IngestLimits:
     return IngestLimits(max_bytes=int(settings.max_upload_mb * 1_000_000), max_pages=settings.max_pages,
                         chunk_tokens=settings.chunk_tokens, overlap_tokens=settings.chunk_overlap_tokens,
                         parse_timeout_s=settings.parse_timeout_s, parse_memory_mb=settings.parse_memory_mb,
-                        max_text_chars=settings.max_text_chars, ocr=settings.ocr,
+                        max_text_chars=settings.max_text_chars, ocr=settings.ocr, ocr_engine=settings.ocr_engine,
+                        max_unpacked_bytes=settings.max_unpacked_mb * 1_000_000,
                         slice_pages=settings.ingest_slice_pages)
+
+
+def fetch_limits(settings: Settings) -> FetchLimits:
+    return FetchLimits(max_bytes=int(settings.fetch_max_mb * 1_000_000), timeout_s=settings.fetch_timeout_s,
+                       max_redirects=settings.fetch_max_redirects,
+                       allow_nets=FetchLimits.parse_nets(settings.fetch_allow_nets))
 
 
 AUTO = "auto"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from core.ingest import IngestInterrupted, IngestLimits, ingest_pdf
+from core.ingest import IngestInterrupted, IngestLimits, ingest_document
 from core.scope import Scope
 from jobs import keys
 from jobs.client import JobClient
@@ -48,7 +48,7 @@ def taken(client, consumer: str) -> tuple[JobQueue, object]:  # type: ignore[no-
 def test_an_interrupted_ingest_resumes_after_its_saved_slices(redis_client, embedder) -> None:
     limits = IngestLimits(max_bytes=10_000_000, max_pages=100, chunk_tokens=120, overlap_tokens=20, slice_pages=4)
     data = pdf_with_pages([page_text(n) for n in range(12)])
-    whole = ingest_pdf(data, "whole.pdf", "test:w:whole", embedder, RedisDocumentStore(redis_client), limits)
+    whole = ingest_document(data, "whole.pdf", "test:w:whole", embedder, RedisDocumentStore(redis_client), limits)
 
     JobQueue(redis_client, "any", 30).ensure_group()
     redis_client.xadd(keys.JOBS_STREAM, {"job": "{}"})
@@ -56,7 +56,7 @@ def test_an_interrupted_ingest_resumes_after_its_saved_slices(redis_client, embe
     store = RedisDocumentStore(redis_client)
     slices = []
     with pytest.raises(IngestInterrupted) as stopped:
-        ingest_pdf(data, "part.pdf", "test:w:part", embedder, store, limits,
+        ingest_document(data, "part.pdf", "test:w:part", embedder, store, limits,
                    saved=RedisProgressStore(redis_client, first_queue.fence(first), "part.pdf"),  # type: ignore[arg-type]
                    between_slices=lambda: slices.append(1), should_stop=lambda: len(slices) >= 2)
     assert stopped.value.pages_done == 8 and not stopped.value.lost
@@ -66,10 +66,10 @@ def test_an_interrupted_ingest_resumes_after_its_saved_slices(redis_client, embe
     second_queue, second = taken(redis_client, "second")
     stale = RedisProgressStore(redis_client, first_queue.fence(first), "part.pdf")  # type: ignore[arg-type]
     with pytest.raises(IngestInterrupted) as refused:  # the first worker may no longer write
-        ingest_pdf(data, "part.pdf", "test:w:part", embedder, store, limits, saved=stale)
+        ingest_document(data, "part.pdf", "test:w:part", embedder, store, limits, saved=stale)
     assert refused.value.lost
 
-    resumed = ingest_pdf(data, "part.pdf", "test:w:part", embedder, store, limits,
+    resumed = ingest_document(data, "part.pdf", "test:w:part", embedder, store, limits,
                          saved=RedisProgressStore(redis_client, second_queue.fence(second), "part.pdf"))  # type: ignore[arg-type]
     assert resumed.resumed > 0 and resumed.embedded + resumed.resumed == whole.info.chunks
     assert resumed.embedded < whole.info.chunks  # the saved slices were not embedded again

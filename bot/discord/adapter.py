@@ -43,6 +43,7 @@ from bot.discord.replies import (
 )
 from bot.discord.settings import MESSAGE_LIMIT, DiscordSettings, intents, invite_url
 from bot.render import format_sources, split_message
+from core.formats import ACCEPTED
 from core.scope import Scope
 from jobs.client import JobClient
 from jobs.heartbeats import live_heartbeats
@@ -210,7 +211,7 @@ class DiscordAdapter(discord.Client):
         scope = await self._scope_of(message)
         board = IngestBoard(ChannelSurface(message.channel, reference=message), self.settings.edit_interval_s)
         for attachment in others:
-            board.fail(attachment.filename, "is not a PDF; I can only read PDF files.")
+            board.fail(attachment.filename, f"is not a format I read; I index {ACCEPTED}.")
         limit_mb = self.settings.max_attachment_mb
         for attachment in pdfs:
             if attachment.size > self.settings.max_attachment_bytes:
