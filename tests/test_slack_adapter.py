@@ -23,7 +23,7 @@ import yaml
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack.adapter import SLASH_COMMAND, SlackAdapter
+from bot.slack.adapter import SLASH_COMMAND, SlackAdapter, web_client
 from bot.slack.permalinks import PermalinkStore
 from bot.slack.replies import VIA_CHAT, Route, SlackReply
 from bot.slack.settings import SlackSettings
@@ -31,7 +31,7 @@ from jobs import keys
 from jobs.client import JobClient
 from jobs.protocol import Job, ReplyEvent, ReplyType
 from tests.conftest import RedisServer, WorkerProcess
-from tests.fakes.fake_slack import BOT_ID, BOT_USER_ID, TEAM_ID, FakeSlack
+from tests.fakes.fake_slack import BOT_ID, BOT_USER_ID, TEAM_ID, FakeSlack, SlackLimits
 from tests.pdfs import FACT_PAGES, pdf_with_pages
 
 pytestmark = pytest.mark.slack
@@ -419,11 +419,11 @@ def test_socket_mode_mention_is_acknowledged_and_answered(redis_url: str, worker
 
 def test_long_answer_is_split_at_slack_limit_without_breaking_code_blocks(redis_url: str) -> None:
     async def scenario() -> None:
-        fake = FakeSlack()
+        fake = FakeSlack(limits=SlackLimits(text_chars=1000, post_burst=20))  # refuses longer text
         await fake.start()
         redis = aioredis.from_url(redis_url)
         try:
-            client = AsyncWebClient(token=BOT_TOKEN, base_url=fake.url)
+            client = web_client(SlackSettings(bot_token=BOT_TOKEN, app_token="xapp-test", api_url=fake.url))
             route = Route(VIA_CHAT, CHANNEL, f"slack:{TEAM_ID}:{CHANNEL}", thread_ts="1700000009.000100")
             lines = "\n".join(f"x_{i} = {i}  # a line of generated code" for i in range(200))
             code = "```python\n" + lines + "\n```"
@@ -437,6 +437,7 @@ def test_long_answer_is_split_at_slack_limit_without_breaking_code_blocks(redis_
             assert len(pieces) > 1 and all(len(p) <= 1000 for p in pieces)
             assert all(p.count("```") % 2 == 0 for p in pieces), "every piece renders its code on its own"
             assert pieces[0].startswith("Here is the code:") and pieces[-1].endswith("That is all.")
+            assert not [c for c in fake.refused if c.method.startswith("chat.")], "split, never refused"
         finally:
             await redis.aclose()
             await fake.close()
