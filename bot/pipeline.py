@@ -72,6 +72,7 @@ class ReplyRouter:
         self._inboxes: dict[int, asyncio.Queue[Delivery]] = {}  # by id(reply)
         self._tasks: set[asyncio.Task[None]] = set()
         self._ended: dict[str, asyncio.Event] = {}  # by job id, for those someone waits on
+        self._held: set[int] = set()  # ids of replies whose events wait for release()
 
     def ended(self, job_id: str) -> asyncio.Event:
         """Set once ``job_id``'s terminal event has been shown (or given up on): e.g. an ingest a question waits for."""
@@ -86,21 +87,30 @@ class ReplyRouter:
         for job_id in job_ids:
             self._ended.pop(job_id, None)
 
-    def expect(self, job_id: str, reply: Reply) -> bool:
+    def expect(self, job_id: str, reply: Reply, hold: bool = False) -> bool:
         """Send ``job_id``'s events to ``reply``; call before submitting (replies can be quick).
 
+        With ``hold``, events wait until :meth:`release` (the reply first has to post its placeholder).
         False when another reply already has this job (the same platform event delivered twice).
         """
         if job_id in self._replies:
             return False
         self._replies[job_id] = reply
-        self._start(reply)
+        self._start(reply, run=not hold)
         return True
+
+    def release(self, reply: Reply) -> None:
+        """Start showing events to a reply expected with ``hold``."""
+        inbox = self._inboxes.get(id(reply))
+        if inbox is not None and id(reply) in self._held:
+            self._held.discard(id(reply))
+            self._spawn(self._follow(reply, inbox))
 
     def forget(self, job_id: str) -> None:
         """Undo :meth:`expect` for a job that was not submitted after all."""
         reply = self._replies.pop(job_id, None)
         if reply is not None and not any(r is reply for r in self._replies.values()):
+            self._held.discard(id(reply))
             inbox = self._inboxes.pop(id(reply), None)
             if inbox is not None:
                 inbox.put_nowait(_STOP)
@@ -127,12 +137,15 @@ class ReplyRouter:
             self._start(reply)
         self._inboxes[id(reply)].put_nowait(delivery)
 
-    def _start(self, reply: Reply) -> None:
+    def _start(self, reply: Reply, run: bool = True) -> None:
         if id(reply) in self._inboxes:
             return
         inbox: asyncio.Queue[Delivery] = asyncio.Queue()
         self._inboxes[id(reply)] = inbox
-        self._spawn(self._follow(reply, inbox))
+        if run:
+            self._spawn(self._follow(reply, inbox))
+        else:
+            self._held.add(id(reply))
 
     def _spawn(self, coroutine: object) -> None:
         task = asyncio.ensure_future(coroutine)  # type: ignore[call-overload]

@@ -126,7 +126,7 @@ class JobClient:
                     yield delivery
 
     async def _decode(self, entry_id: str, fields: dict[Any, Any]) -> Delivery | None:
-        raw = fields.get(b"event") or fields.get("event")
+        raw = fields.get(b"event") or fields.get("event") or ""
         try:
             event = ReplyEvent.from_json(raw)
         except (ValueError, KeyError, TypeError):

@@ -16,7 +16,6 @@ from collections.abc import Coroutine
 from typing import Any
 
 import discord
-import redis
 from discord import app_commands
 
 from bot.discord.links import SourceLinks
@@ -41,12 +40,12 @@ from bot.discord.replies import (
     InteractionSurface,
     ReplyView,
 )
-from bot.discord.settings import MESSAGE_LIMIT, DiscordSettings, intents, invite_url
-from bot.render import format_sources, split_message
+from bot.discord.settings import DiscordSettings, intents, invite_url, point_at
+from bot.pipeline import ReplyRouter
 from core.scope import Scope
 from jobs import keys
 from jobs.client import JobClient
-from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
+from jobs.protocol import Job, JobKind, ReplyEvent
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,6 @@ HELP_TEXT = "Ask me a question after the mention, e.g. “@Phobos what does the 
 MODELS_CACHE_S = 10.0  # autocomplete runs on every keystroke; the worker heartbeats change slowly
 AUTOCOMPLETE_LIMIT = 25  # Discord shows at most 25 choices
 INGEST_WAIT_S = 10 * 60  # a question sent with PDFs waits this long for them to be indexed
-RETRY_DELAY_S = 1.0
 
 
 class DiscordAdapter(discord.Client):
@@ -71,7 +69,7 @@ class DiscordAdapter(discord.Client):
                          settings.allow_dms)
         self.tree = app_commands.CommandTree(self)
         self._add_commands()
-        self._views: dict[str, ReplyView] = {}  # by job id
+        self.router = ReplyRouter(jobs, self._late_reply, answer_timeout_s=settings.answer_timeout_s)
         self._tasks: set[asyncio.Task[None]] = set()
         self._models_cache: tuple[float, list[str]] = (0.0, [])
 
@@ -79,7 +77,7 @@ class DiscordAdapter(discord.Client):
 
     async def setup_hook(self) -> None:
         await self.jobs.start_listening()
-        self._spawn(self._pump_replies())
+        self._spawn(self.router.run())
         if self.application_id is not None:
             log.info("invite Phobos with %s", invite_url(self.application_id))
             print(f"Invite Phobos to a server: {invite_url(self.application_id)}", flush=True)
@@ -109,64 +107,31 @@ class DiscordAdapter(discord.Client):
 
     # ---- replies -------------------------------------------------------------------------------
 
-    async def _pump_replies(self) -> None:
-        while True:
-            try:
-                async for event in self.jobs.replies():
-                    self._route(event)
-            except redis.RedisError as exc:
-                # replies() resumes after the last event it yielded, so nothing is lost by starting over.
-                log.warning("reading replies failed (%s); retrying", exc)
-                await asyncio.sleep(RETRY_DELAY_S)
+    def _late_reply(self, event: ReplyEvent) -> AnswerView | None:
+        """A reply for a job from before a restart: its answer still belongs in the channel it came from."""
+        if not event.meta.get("channel_id"):
+            return None
+        channel_id = int(event.meta["channel_id"])
 
-    def _route(self, event: ReplyEvent) -> None:
-        view = self._views.get(event.job_id)
-        if view is not None:
-            view.events.put_nowait(event)
-        elif event.is_terminal and event.meta.get("channel_id"):
-            # A job from before a restart: its view is gone, but the answer still belongs somewhere.
-            self._spawn(self._post_orphan(event))
+        async def find_channel() -> discord.abc.Messageable:
+            channel = self.get_channel(channel_id) or await self.fetch_channel(channel_id)
+            if not isinstance(channel, discord.abc.Messageable):
+                raise RuntimeError(f"channel {channel_id} cannot take messages")
+            return channel
 
-    def _watch(self, job_id: str, view: ReplyView) -> bool:
-        """Route ``job_id``'s replies to ``view``; call before submitting, replies can be quick.
-
-        False when another view already has this job: the same event delivered twice, concurrently.
-        """
-        if job_id in self._views:
-            return False
-        self._views[job_id] = view
-        return True
+        return AnswerView(ChannelSurface(None, resolve=find_channel), self.settings.edit_interval_s)
 
     async def _submit(self, job: Job, view: ReplyView, blob: bytes | None = None) -> bool:
-        """Submit ``job`` with its replies going to ``view``; False (and nothing to show) for a duplicate."""
-        if not self._watch(job.id, view):
-            return False
+        """Submit ``job`` with its replies going to ``view`` (held until ``router.release(view)``).
+
+        False (and nothing to show) for a duplicate.
+        """
+        if not self.router.expect(job.id, view, hold=True):
+            return False  # the same event, delivered twice at once
         if await self.jobs.submit(job, blob=blob):
             return True
-        del self._views[job.id]  # submitted before (a redelivered event): that delivery shows the reply
+        self.router.forget(job.id)  # submitted before (a redelivered event): that delivery shows the reply
         return False
-
-    def _run_view(self, view: ReplyView) -> None:
-        async def run() -> None:
-            try:
-                await view.run(self.settings.answer_timeout_s)
-            finally:
-                for job_id in [j for j, v in self._views.items() if v is view]:
-                    del self._views[job_id]
-        self._spawn(run())
-
-    async def _post_orphan(self, event: ReplyEvent) -> None:
-        channel_id = int(event.meta["channel_id"])
-        try:
-            channel = self.get_channel(channel_id) or await self.fetch_channel(channel_id)
-        except discord.HTTPException as exc:
-            log.warning("cannot post a late reply to channel %s: %s", channel_id, exc)
-            return
-        if not isinstance(channel, discord.abc.Messageable):
-            return
-        text = f"⚠️ {event.text}" if event.type is ReplyType.ERROR else event.text
-        sources = format_sources(event.citations)
-        await ChannelSurface(channel).show(split_message(f"{text}\n\n{sources}".strip(), MESSAGE_LIMIT))
 
     # ---- messages ------------------------------------------------------------------------------
 
@@ -233,7 +198,7 @@ class DiscordAdapter(discord.Client):
         if not board.has_lines:
             return None
         await board.show_now()
-        self._run_view(board)
+        self.router.release(board)
         return board
 
     async def _ask(self, message: discord.Message, question: str, after: IngestBoard | None) -> None:
@@ -262,7 +227,7 @@ class DiscordAdapter(discord.Client):
             except discord.HTTPException as exc:
                 log.info("no thread for message %s (%s); answering in the channel", message.id, exc)
         await view.show_placeholder()
-        self._run_view(view)
+        self.router.release(view)
 
     # ---- slash commands ------------------------------------------------------------------------
 
@@ -324,9 +289,8 @@ class DiscordAdapter(discord.Client):
                        self.jobs.reply_stream, text=text, channel_id=interaction.channel_id or 0)
         surface = InteractionSurface(interaction, deadline=deadline)
         view = AnswerView(surface, self.settings.edit_interval_s, links=lambda: self.links.resolver(scope))
-        if not await self._submit(job, view):
-            return
-        self._run_view(view)
+        if await self._submit(job, view):
+            self.router.release(view)
 
     async def live_models(self) -> list[str]:
         """Model names that running workers announce in their heartbeats (cached for a few seconds)."""
@@ -362,6 +326,7 @@ def adapter_id() -> str:
 
 async def serve(settings: DiscordSettings, jobs: JobClient, **client_options: Any) -> None:
     """Run the adapter until it is closed; prints the invite URL once Discord says who we are."""
+    point_at(settings)
     adapter = DiscordAdapter(settings, jobs, **client_options)
     try:
         async with adapter:
