@@ -1,7 +1,7 @@
 """The console adapter: a terminal conversation that behaves like one chat channel.
 
-Plain lines are questions; /upload PATH, /docs, /forget [NAME], /model NAME, /models, /reset, /status,
-/help.
+Plain lines are questions; /upload PATH, the commands of bot/commands.py (/ask, /docs, /forget, /model,
+/models, /reset, /status), /help.
 When stdin is not a terminal, it answers each line in turn and exits at the end of input.
 """
 
@@ -13,23 +13,17 @@ import uuid
 from pathlib import Path
 from typing import TextIO
 
+from bot.commands import COMMANDS as TABLE
+from bot.commands import usage_lines
 from bot.render import format_sources
 from core.scope import Scope
 from jobs.client import JobClient, run_job
 from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
 
 CONSOLE_SCOPE = Scope("console", "local", "console")
-HELP = """Type a question, or one of:
-  /upload PATH    share a PDF in this conversation
-  /docs           list the documents shared here
-  /forget [NAME]  forget one document (or all)
-  /model NAME     choose this conversation's model
-  /models         list models (* = served by a live worker)
-  /reset          forget this conversation's earlier questions (documents stay)
-  /status         workers and queue
-  /quit           leave"""
-COMMANDS = {"/docs": JobKind.DOCS, "/forget": JobKind.FORGET, "/model": JobKind.SET_MODEL,
-            "/models": JobKind.MODELS, "/status": JobKind.STATUS, "/reset": JobKind.RESET}
+HELP = "\n".join(["Type a question, or one of:", "  /upload PATH: share a PDF in this conversation",
+                  *("  " + line for line in usage_lines("/")), "  /quit: leave"])
+COMMANDS = {f"/{c.name}": c.kind for c in TABLE}
 
 
 class ConsoleAdapter:
@@ -77,8 +71,8 @@ class ConsoleAdapter:
             blob = path.read_bytes()
             job = self._job(JobKind.INGEST, file_name=path.name)
         elif command in COMMANDS:
-            if command == "/model" and not argument:
-                self._print("Usage: /model NAME (see /models)")
+            if command in ("/model", "/ask") and not argument:
+                self._print(f"Usage: {command} {'NAME (see /models)' if command == '/model' else 'QUESTION'}")
                 return None
             job = self._job(COMMANDS[command], text=argument)
         elif command.startswith("/"):

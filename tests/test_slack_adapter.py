@@ -149,15 +149,21 @@ def slack_file(fake: FakeSlack, file_id: str, name: str, url: str | None = None,
             "permalink": f"https://test.slack.com/files/{USER}/{file_id}/{name}"}
 
 
+def adapter_settings(fake: FakeSlack, mode: str = "http", **overrides: Any) -> SlackSettings:
+    """The adapter's settings for a test against ``fake``: local hosts, fast updates."""
+    return SlackSettings(**{"bot_token": BOT_TOKEN, "signing_secret": SIGNING_SECRET, "app_token": "xapp-test",
+                            "mode": mode, "http_host": "127.0.0.1", "http_port": 0, "api_url": fake.url,
+                            "file_hosts": ("127.0.0.1",), "file_url_schemes": ("http",),
+                            "update_interval_s": 0.2, **overrides})
+
+
 @contextlib.asynccontextmanager
-async def harness(redis_url: str, mode: str = "http", **overrides: Any) -> AsyncIterator[Harness]:
-    fake = FakeSlack()
+async def harness(redis_url: str, mode: str = "http", limits: SlackLimits | None = None,
+                  **overrides: Any) -> AsyncIterator[Harness]:
+    fake = FakeSlack(limits=limits or SlackLimits())
     await fake.start()
     redis = aioredis.from_url(redis_url)
-    settings = SlackSettings(bot_token=BOT_TOKEN, signing_secret=SIGNING_SECRET, app_token="xapp-test",
-                             mode=mode, http_host="127.0.0.1", http_port=0, api_url=fake.url,
-                             file_hosts=("127.0.0.1",), file_url_schemes=("http",),
-                             update_interval_s=0.2, **overrides)
+    settings = adapter_settings(fake, mode, **overrides)
     number = next(_harness_numbers)
     adapter = SlackAdapter(settings, JobClient(redis, f"slack-test-{number}"))
     await adapter.start()

@@ -18,6 +18,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
+from bot.commands import COMMANDS, Command
 from bot.discord.links import SourceLinks
 from bot.discord.payloads import (
     Gate,
@@ -111,13 +112,18 @@ class DiscordAdapter(discord.Client):
         """A reply for a job from before a restart: its answer still belongs in the channel it came from."""
         if not event.meta.get("channel_id"):
             return None
-        channel_id = int(event.meta["channel_id"])
+        # The thread the question opened (Discord gives it the question's id), else the channel.
+        candidates = [int(event.meta[k]) for k in ("thread_id", "channel_id") if event.meta.get(k)]
 
         async def find_channel() -> discord.abc.Messageable:
-            channel = self.get_channel(channel_id) or await self.fetch_channel(channel_id)
-            if not isinstance(channel, discord.abc.Messageable):
-                raise RuntimeError(f"channel {channel_id} cannot take messages")
-            return channel
+            for channel_id in candidates:
+                try:
+                    channel = self.get_channel(channel_id) or await self.fetch_channel(channel_id)
+                except discord.NotFound:
+                    continue  # the thread was never opened
+                if isinstance(channel, discord.abc.Messageable):
+                    return channel
+            raise RuntimeError(f"no channel of {candidates} takes messages")
 
         return AnswerView(ChannelSurface(None, resolve=find_channel), self.settings.edit_interval_s)
 
@@ -215,7 +221,7 @@ class DiscordAdapter(discord.Client):
             scope = thread_scope_for(message.id, scope)
         job = make_job(message_job_id(message.id), JobKind.ASK, scope, message.author.id,
                        self.jobs.reply_stream, text=question, channel_id=message.channel.id,
-                       message_id=message.id)
+                       message_id=message.id, thread_id=message.id if opens_thread else None)
         surface = ChannelSurface(message.channel, reference=message)
         view = AnswerView(surface, self.settings.edit_interval_s, links=lambda: self.links.resolver(scope))
         if not await self._submit(job, view):
@@ -232,45 +238,32 @@ class DiscordAdapter(discord.Client):
     # ---- slash commands ------------------------------------------------------------------------
 
     def _add_commands(self) -> None:
-        tree = self.tree
-
-        @tree.command(name="ask", description="Ask a question about the PDFs shared in this conversation")
-        @app_commands.describe(question="What you want to know")
-        async def ask(interaction: discord.Interaction, question: str) -> None:
-            await self._command(interaction, JobKind.ASK, question)
-
-        @tree.command(name="model", description="Choose the model that answers in this conversation")
-        @app_commands.describe(name="A model name; start typing to see the models workers serve")
-        async def model(interaction: discord.Interaction, name: str) -> None:
-            await self._command(interaction, JobKind.SET_MODEL, name)
-
-        @model.autocomplete("name")
-        async def model_names(interaction: discord.Interaction,
-                              current: str) -> list[app_commands.Choice[str]]:
+        """One slash command per entry of the shared command table (bot/commands.py)."""
+        async def model_choices(interaction: discord.Interaction,
+                                current: str) -> list[app_commands.Choice[str]]:
             names = await self.live_models()
             matching = [n for n in names if current.lower() in n.lower()][:AUTOCOMPLETE_LIMIT]
             return [app_commands.Choice(name=n, value=n) for n in matching]
 
-        @tree.command(name="models", description="List the models and whether a worker serves them")
-        async def models(interaction: discord.Interaction) -> None:
-            await self._command(interaction, JobKind.MODELS)
+        for spec in COMMANDS:
+            command = self._slash_command(spec)
+            if spec.kind is JobKind.SET_MODEL:
+                command.autocomplete("text")(model_choices)
+            self.tree.add_command(command)
 
-        @tree.command(name="docs", description="List the documents a question here would search")
-        async def docs(interaction: discord.Interaction) -> None:
-            await self._command(interaction, JobKind.DOCS)
-
-        @tree.command(name="forget", description="Remove a document from this conversation")
-        @app_commands.describe(document="The file name, as /docs lists it")
-        async def forget(interaction: discord.Interaction, document: str) -> None:
-            await self._command(interaction, JobKind.FORGET, document)
-
-        @tree.command(name="status", description="Workers, queue depth and models")
-        async def status(interaction: discord.Interaction) -> None:
-            await self._command(interaction, JobKind.STATUS)
-
-        @tree.command(name="reset", description="Forget this conversation's earlier questions and answers")
-        async def reset(interaction: discord.Interaction) -> None:
-            await self._command(interaction, JobKind.RESET)
+    def _slash_command(self, spec: Command) -> app_commands.Command[Any, Any, None]:
+        kind = spec.kind
+        if spec.argument:
+            @app_commands.rename(text=spec.argument)
+            @app_commands.describe(text=spec.argument_help)
+            async def with_text(interaction: discord.Interaction, text: str) -> None:
+                await self._command(interaction, kind, text)
+            callback: Any = with_text
+        else:
+            async def without_text(interaction: discord.Interaction) -> None:
+                await self._command(interaction, kind)
+            callback = without_text
+        return app_commands.Command(name=spec.name, description=spec.description, callback=callback)
 
     async def _command(self, interaction: discord.Interaction, kind: JobKind, text: str = "") -> None:
         received_at = time.monotonic()

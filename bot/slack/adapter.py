@@ -27,6 +27,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.budget import Budgets
+from bot.commands import COMMANDS, usage_lines
 from bot.pipeline import ReplyRouter
 from bot.slack.files import FileRejected, SharedFile, download, too_large
 from bot.slack.permalinks import PermalinkStore
@@ -42,25 +43,13 @@ log = logging.getLogger(__name__)
 PLATFORM = "slack"
 SLASH_COMMAND = "/phobos"
 # Subcommands of /phobos -> job kind, and whether the reply is shown to the whole channel.
-SUBCOMMANDS: dict[str, tuple[JobKind, bool]] = {
-    "ask": (JobKind.ASK, True),
-    "model": (JobKind.SET_MODEL, True),
-    "models": (JobKind.MODELS, False),
-    "docs": (JobKind.DOCS, False),
-    "forget": (JobKind.FORGET, True),
-    "status": (JobKind.STATUS, False),
-    "reset": (JobKind.RESET, True),
-}
-USAGE = (
-    "*/phobos* answers from the PDFs shared in this channel.\n"
-    "• `/phobos ask QUESTION` (or just `/phobos QUESTION`)\n"
-    "• `/phobos model NAME`: the model this channel uses; `/phobos models` lists them\n"
-    "• `/phobos docs`: the documents I would search here\n"
-    "• `/phobos forget FILE` or `/phobos forget all`\n"
-    "• `/phobos status`: workers and queue\n"
-    "• `/phobos reset`: forget this conversation's earlier questions and answers\n"
-    "Or mention me with a question; share a PDF where I am a member and I index it."
-)
+SUBCOMMANDS: dict[str, tuple[JobKind, bool]] = {c.name: (c.kind, c.is_public) for c in COMMANDS}
+USAGE = "\n".join([
+    "*/phobos* answers from the PDFs shared in this channel.",
+    *(f"• `{line.split(': ', 1)[0]}`: {line.split(': ', 1)[1]}" for line in usage_lines("/phobos ")),
+    "Just `/phobos QUESTION` asks too. Or mention me with a question; share a PDF where I am a member "
+    "and I index it.",
+])
 RATE_LIMIT_RETRIES = 2  # the SDK waits Retry-After and tries again this often before the call fails
 INGEST_WAIT_S = 10 * 60  # a question sent with PDFs waits this long for them to be indexed
 # Message subtypes that carry something a person said or shared; edits, deletions, joins, bot posts

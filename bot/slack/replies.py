@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -17,6 +18,7 @@ from bot.slack.permalinks import PermalinkStore
 from bot.streaming import StreamedAnswer
 from core.documents import Citation
 from core.scope import Scope
+from jobs import keys
 from jobs.protocol import ReplyEvent, ReplyType
 
 log = logging.getLogger(__name__)
@@ -73,8 +75,10 @@ class SlackReply:
 
     def __init__(self, route: Route, client: AsyncWebClient, http: aiohttp.ClientSession,
                  permalinks: PermalinkStore, budget: EditBudget | None = None, *, limit: int = SLACK_TEXT_LIMIT,
-                 update_interval_s: float = UPDATE_INTERVAL_S):
+                 update_interval_s: float = UPDATE_INTERVAL_S, job_id: str = ""):
         self.route = route
+        self.job_id = job_id  # given: the posted messages are kept in Redis, so a restarted adapter edits them
+        self._is_loaded = not job_id
         self.client = client
         self.http = http
         self.permalinks = permalinks
@@ -172,6 +176,28 @@ class SlackReply:
         raise instead. None when the bot may not post here and the reply switched to the command's
         response_url.
         """
+        await self._load_posted()
+        before = list(self.posted)
+        try:
+            return await self._sync(pieces, is_final)
+        finally:
+            if self.posted != before:
+                await self._save_posted()
+
+    async def _load_posted(self) -> None:
+        if self._is_loaded:
+            return
+        self._is_loaded = True
+        raw = await self.permalinks.redis.get(keys.REPLY_MESSAGES_PREFIX + self.job_id)
+        if raw and not self.posted:
+            self.posted = [(str(ts), str(text)) for ts, text in json.loads(raw)]
+
+    async def _save_posted(self) -> None:
+        if self.job_id:
+            await self.permalinks.redis.set(keys.REPLY_MESSAGES_PREFIX + self.job_id, json.dumps(self.posted),
+                                            ex=keys.REPLY_MESSAGES_TTL_S)
+
+    async def _sync(self, pieces: list[str], is_final: bool) -> bool | None:
         edits = sum(1 for i, piece in enumerate(pieces) if i < len(self.posted) and self.posted[i][1] != piece)
         edits += max(0, len(self.posted) - len(pieces))
         if not is_final and not all(self.budget.try_spend() for _ in range(edits)):
@@ -248,6 +274,6 @@ def make_reply_factory(client: AsyncWebClient, http: aiohttp.ClientSession, perm
             return None
         workspace = Scope.parse(route.scope).workspace if route.scope else ""
         return SlackReply(route, client, http, permalinks, budgets.of(workspace), limit=limit,
-                          update_interval_s=update_interval_s)
+                          update_interval_s=update_interval_s, job_id=event.job_id)
 
     return make
