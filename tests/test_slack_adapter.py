@@ -220,6 +220,21 @@ def test_pdf_upload_then_mention_streams_an_answer_citing_it_in_the_thread(redis
     asyncio.run(scenario())
 
 
+def test_a_question_sent_with_its_pdf_waits_for_the_pdf_to_be_indexed(redis_url: str, worker: None) -> None:
+    async def scenario() -> None:
+        async with harness(redis_url) as h:
+            ts = "1700000013.000100"
+            h.fake.files["F0BOTH/both.pdf"] = pdf_with_pages(FACT_PAGES)
+            event = h.mention("When does the night train to Hallstatt leave?", ts)
+            event["files"] = [slack_file(h.fake, "F0BOTH", "both.pdf")]
+            await h.send_event(event)
+            await h.fake.wait_for(lambda: any("Sources:" in t for t in h.thread_messages(ts)))
+            answer = next(t for t in h.thread_messages(ts) if "Sources:" in t)
+            assert "platform nine" in answer and "both.pdf, p. 4" in answer
+
+    asyncio.run(scenario())
+
+
 def test_mention_in_a_thread_asks_in_that_thread(redis_url: str, worker: None) -> None:
     async def scenario() -> None:
         async with harness(redis_url) as h:
@@ -285,6 +300,9 @@ def test_file_url_off_slack_hosts_never_receives_the_token(redis_url: str) -> No
             on_slack, off_slack = h.fake.downloads
             assert on_slack.host.startswith("127.0.0.1") and on_slack.authorization == f"Bearer {BOT_TOKEN}"
             assert off_slack.host.startswith("localhost") and off_slack.authorization is None
+            # Without the token, the file host serves a sign-in page (200, text/html): said so, not indexed.
+            await h.fake.wait_for(lambda: h.shows("1700000004.000200", "files:read"))
+            assert await h.jobs_submitted() == 0
 
     asyncio.run(scenario())
 
