@@ -358,6 +358,7 @@ def test_slash_docs_forget_status_models_reset_answer_through_response_url(redis
             assert {c: r["response_type"] for c, r in by_command.items()} == {
                 "docs": "ephemeral", "status": "ephemeral", "models": "ephemeral", "forget": "in_channel",
                 "reset": "in_channel"}
+            assert h.fake.refused_responses == 0, "each response_url within its 5 uses"
 
     asyncio.run(scenario())
 

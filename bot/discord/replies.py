@@ -17,6 +17,7 @@ from typing import Protocol
 import discord
 
 from bot.discord.settings import MESSAGE_LIMIT
+from bot.messages import PostedMessages
 from bot.render import format_sources, split_message
 from bot.streaming import StreamedAnswer
 from core.documents import Citation
@@ -57,48 +58,49 @@ class ChannelSurface:
         self.channel = channel
         self.reference = reference
         self.resolve = resolve  # finds the channel on first use (a reply to a job from before a restart)
-        self.messages: list[discord.Message] = []
-        self._shown: list[str] = []
+        self.messages: PostedMessages[discord.Message] = PostedMessages(self)
 
     def start_afresh(self) -> None:
-        self.messages, self._shown, self.reference = [], [], None
+        self.messages.start_afresh()
+        self.reference = None
 
     async def show(self, pieces: list[str]) -> None:
+        await self.messages.sync(pieces)
+
+    # ---- MessageSurface
+
+    async def post(self, text: str, index: int) -> discord.Message:
         if self.channel is None:
             assert self.resolve is not None, "a ChannelSurface needs a channel or a way to find it"
             self.channel = await self.resolve()
-        for index, piece in enumerate(pieces):
-            if index < len(self.messages):
-                if self._shown[index] != piece:
-                    self.messages[index] = await self.messages[index].edit(content=piece,
-                                                                           allowed_mentions=NO_MENTIONS)
-                    self._shown[index] = piece
-                continue
-            reference = None
-            if index == 0 and self.reference is not None:
-                reference = self.reference.to_reference(fail_if_not_exists=False)
-            sent = await self.channel.send(piece, reference=reference, mention_author=False,  # type: ignore[arg-type]
-                                           allowed_mentions=NO_MENTIONS)
-            self.messages.append(sent)
-            self._shown.append(piece)
-        # The final text can be shorter than the streamed one (an error after partial text, say).
-        while len(self.messages) > len(pieces):
-            await self.messages.pop().delete()
-            self._shown.pop()
+        reference = None
+        if index == 0 and self.reference is not None:
+            reference = self.reference.to_reference(fail_if_not_exists=False)
+        return await self.channel.send(text, reference=reference, mention_author=False,  # type: ignore[arg-type]
+                                       allowed_mentions=NO_MENTIONS)
+
+    async def edit(self, ref: discord.Message, text: str) -> discord.Message:
+        return await ref.edit(content=text, allowed_mentions=NO_MENTIONS)
+
+    async def delete(self, ref: discord.Message) -> None:
+        await ref.delete()
+
+
+ORIGINAL = None  # the interaction's own response message, edited through its token
 
 
 class InteractionSurface:
     """A slash command's deferred response, then follow-ups; a channel message once the token expires.
 
     Discord's interaction token lives 15 minutes. Past ``deadline`` (monotonic seconds), or if Discord
-    already refuses the token, the rest of the reply goes to the channel as ordinary messages.
+    already refuses the token (expired: 401 / 50027), the rest of the reply goes to the channel as
+    ordinary messages.
     """
 
     def __init__(self, interaction: discord.Interaction, deadline: float):
         self.interaction = interaction
         self.deadline = deadline
-        self._followups: list[discord.WebhookMessage] = []
-        self._shown: list[str] = []
+        self.messages: PostedMessages[discord.WebhookMessage | None] = PostedMessages(self)
         self._fallback: ChannelSurface | None = None
 
     async def show(self, pieces: list[str]) -> None:
@@ -106,7 +108,7 @@ class InteractionSurface:
             self._start_fallback()
         if self._fallback is None:
             try:
-                await self._show_via_token(pieces)
+                await self.messages.sync(pieces)
                 return
             except discord.HTTPException as exc:
                 if not token_is_dead(exc):
@@ -129,21 +131,25 @@ class InteractionSurface:
             raise RuntimeError(f"interaction {self.interaction.id} has no channel to fall back to")
         self._fallback = ChannelSurface(channel)
 
-    async def _show_via_token(self, pieces: list[str]) -> None:
-        for index, piece in enumerate(pieces):
-            if index < len(self._shown) and self._shown[index] == piece:
-                continue
-            if index == 0:
-                await self.interaction.edit_original_response(content=piece, allowed_mentions=NO_MENTIONS)
-            elif index - 1 < len(self._followups):
-                await self._followups[index - 1].edit(content=piece, allowed_mentions=NO_MENTIONS)
-            else:
-                sent = await self.interaction.followup.send(piece, wait=True, allowed_mentions=NO_MENTIONS)
-                self._followups.append(sent)
-            if index < len(self._shown):
-                self._shown[index] = piece
-            else:
-                self._shown.append(piece)
+    # ---- MessageSurface: the deferred response is the first message, follow-ups the rest
+
+    async def post(self, text: str, index: int) -> discord.WebhookMessage | None:
+        if index == 0:
+            await self.interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+            return ORIGINAL
+        return await self.interaction.followup.send(text, wait=True, allowed_mentions=NO_MENTIONS)
+
+    async def edit(self, ref: discord.WebhookMessage | None, text: str) -> discord.WebhookMessage | None:
+        if ref is ORIGINAL:
+            await self.interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+            return ORIGINAL
+        return await ref.edit(content=text, allowed_mentions=NO_MENTIONS)
+
+    async def delete(self, ref: discord.WebhookMessage | None) -> None:
+        if ref is ORIGINAL:
+            await self.interaction.edit_original_response(content="…", allowed_mentions=NO_MENTIONS)
+        else:
+            await ref.delete()
 
 
 class ReplyView:

@@ -13,6 +13,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.budget import Budgets, EditBudget
+from bot.messages import PostedMessages
 from bot.render import format_sources, split_message
 from bot.slack.permalinks import PermalinkStore
 from bot.streaming import StreamedAnswer
@@ -86,7 +87,8 @@ class SlackReply:
         self.update_interval_s = update_interval_s
         self.budget = budget or EditBudget(UNLIMITED_EDITS_PER_MIN, update_interval_s)
         self.answer = StreamedAnswer(self._render, min_interval_s=self.interval_s)
-        self.posted: list[tuple[str, str]] = []  # (ts, text) of each message shown, in order
+        self.messages: PostedMessages[str] = PostedMessages(self)  # by ts
+        self._is_final_sync = False
         self.is_done = False
         self._status_shown_at = float("-inf")
         self._answer_id = f"{route.channel}:{route.thread_ts}:{id(self)}"
@@ -109,9 +111,9 @@ class SlackReply:
     async def finish(self, event: ReplyEvent, attempt: int) -> None:
         """Show the answer with its sources (or the error); raises if Slack did not take it."""
         self.answer.final = event
-        if attempt >= FRESH_MESSAGES_FROM_ATTEMPT and self.posted:
+        if attempt >= FRESH_MESSAGES_FROM_ATTEMPT and self.messages.posted:
             log.info("editing the answer failed %d times; posting it anew in the thread", attempt - 1)
-            self.posted = []
+            self.messages.start_afresh()
         await self._render(event.text, is_final=True)
         self.is_done = True
         self.budget.leave(self._answer_id)
@@ -177,11 +179,11 @@ class SlackReply:
         response_url.
         """
         await self._load_posted()
-        before = list(self.posted)
+        before = list(self.messages.posted)
         try:
             return await self._sync(pieces, is_final)
         finally:
-            if self.posted != before:
+            if self.messages.posted != before:
                 await self._save_posted()
 
     async def _load_posted(self) -> None:
@@ -189,43 +191,26 @@ class SlackReply:
             return
         self._is_loaded = True
         raw = await self.permalinks.redis.get(keys.REPLY_MESSAGES_PREFIX + self.job_id)
-        if raw and not self.posted:
-            self.posted = [(str(ts), str(text)) for ts, text in json.loads(raw)]
+        if raw and not self.messages.posted:
+            self.messages.posted = [(str(ts), str(text)) for ts, text in json.loads(raw)]
 
     async def _save_posted(self) -> None:
         if self.job_id:
-            await self.permalinks.redis.set(keys.REPLY_MESSAGES_PREFIX + self.job_id, json.dumps(self.posted),
-                                            ex=keys.REPLY_MESSAGES_TTL_S)
+            await self.permalinks.redis.set(keys.REPLY_MESSAGES_PREFIX + self.job_id,
+                                            json.dumps(self.messages.posted), ex=keys.REPLY_MESSAGES_TTL_S)
 
     async def _sync(self, pieces: list[str], is_final: bool) -> bool | None:
-        edits = sum(1 for i, piece in enumerate(pieces) if i < len(self.posted) and self.posted[i][1] != piece)
-        edits += max(0, len(self.posted) - len(pieces))
+        edits = self.messages.edits_needed(pieces)
         if not is_final and not all(self.budget.try_spend() for _ in range(edits)):
             return False
+        self._is_final_sync = is_final
         try:
-            for index, piece in enumerate(pieces):
-                if index < len(self.posted):
-                    ts, shown = self.posted[index]
-                    if shown != piece:
-                        if is_final:
-                            await self.budget.spend()
-                        await self._update(ts, piece)
-                        self.posted[index] = (ts, piece)
-                else:
-                    resp = await self.client.chat_postMessage(
-                        channel=self.route.channel, text=piece, thread_ts=self.route.thread_ts or None,
-                        unfurl_links=False, unfurl_media=False)
-                    self.posted.append((str(resp["ts"]), piece))
-            while len(self.posted) > len(pieces):
-                if is_final:
-                    await self.budget.spend()
-                await self.client.chat_delete(channel=self.route.channel, ts=self.posted[-1][0])
-                self.posted.pop()
+            await self.messages.sync(pieces)
             return True
         except SlackApiError as exc:
             error = exc.response.get("error")
             # e.g. not_in_channel after /phobos in a channel the bot was never invited to.
-            if self.route.response_url and not self.posted and error in NOT_ALLOWED_HERE:
+            if self.route.response_url and not self.messages.posted and error in NOT_ALLOWED_HERE:
                 log.info("cannot post in %s (%s); answering through response_url", self.route.channel, error)
                 self.route = Route(**{**self.route.to_meta(), "via": VIA_RESPONSE_URL})
                 return None
@@ -239,17 +224,30 @@ class SlackReply:
             log.info("skipped an update in %s: %s", self.route.channel, exc)
             return False
 
-    async def _update(self, ts: str, piece: str) -> None:
+    # ---- MessageSurface: Slack messages by ts; final edits wait for the workspace's budget
+
+    async def post(self, text: str, index: int) -> str:
+        resp = await self.client.chat_postMessage(channel=self.route.channel, text=text,
+                                                  thread_ts=self.route.thread_ts or None,
+                                                  unfurl_links=False, unfurl_media=False)
+        return str(resp["ts"])
+
+    async def edit(self, ref: str, text: str) -> str:
+        if self._is_final_sync:
+            await self.budget.spend()
         try:
-            await self.client.chat_update(channel=self.route.channel, ts=ts, text=piece)
+            await self.client.chat_update(channel=self.route.channel, ts=ref, text=text)
+            return ref
         except SlackApiError as exc:
             if exc.response.get("error") not in MESSAGE_GONE:
                 raise
             # Someone deleted our message: post a new one in its place, at the end of the thread.
-            resp = await self.client.chat_postMessage(channel=self.route.channel, text=piece,
-                                                      thread_ts=self.route.thread_ts or None,
-                                                      unfurl_links=False, unfurl_media=False)
-            self.posted = [(str(resp["ts"]), piece) if t == ts else (t, p) for t, p in self.posted]
+            return await self.post(text, index=-1)
+
+    async def delete(self, ref: str) -> None:
+        if self._is_final_sync:
+            await self.budget.spend()
+        await self.client.chat_delete(channel=self.route.channel, ts=ref)
 
     async def _respond(self, pieces: list[str]) -> None:
         for piece in pieces:
