@@ -20,6 +20,7 @@ USER_QUEUED_PREFIX = "phobos:queue:user:"  # + user: that user's jobs queued or 
 RATE_PREFIX = "phobos:rate:"  # + user: token bucket hash (tokens, at_ms)
 POSTED_PREFIX = "phobos:posted:"  # + job id: set by the adapter once the job's answer is shown to the user
 REPLY_MESSAGES_PREFIX = "phobos:reply:messages:"  # + job id: JSON of the platform messages showing its reply
+INTERACTIONS_STREAM = "phobos:interactions"  # answered questions and their ratings (jobs/interactions.py)
 
 REPLY_STREAM_MAXLEN = 10_000  # reply streams are read live; old events are history only
 JOB_SEEN_TTL_S = 7 * 24 * 3600

@@ -150,6 +150,14 @@ class Settings(BaseSettings):
     # --- logging ---
     # Empty: INFO for long-running commands (up, worker), WARNING for one-shot ones (ingest, search, ...).
     log_level: str = Field("", validation_alias=_env("PHOBOS_LOG_LEVEL"))
+    # Store question and answer text in logs and in the interaction log; off keeps only ids, scores, timings.
+    log_text: bool = Field(False, validation_alias=_env("PHOBOS_LOG_TEXT"))
+
+    # --- the interaction log (answers and their 👍/👎; `phobos feedback`) ---
+    # Entries older than this are trimmed.
+    interaction_retention_days: float = Field(90.0, validation_alias=_env("PHOBOS_INTERACTION_RETENTION_DAYS"))
+    # The log never holds more entries than this (answers and ratings together).
+    interaction_max_entries: int = Field(100_000, validation_alias=_env("PHOBOS_INTERACTION_MAX_ENTRIES"))
 
     @cached_property
     def state_path(self) -> Path:
