@@ -216,8 +216,23 @@ def test_pdf_upload_then_mention_streams_an_answer_citing_it_in_the_thread(redis
             assert "platform nine" in final
             assert "[1] facts.pdf, p. 4 <https://test.slack.com/files/U0USER/F0PDF/facts.pdf>" in final
             assert all(c.token == BOT_TOKEN for c in h.fake.calls)
+            # The top-level mention's conversation is the thread its answer opened; the PDF stays the channel's.
+            entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await h.redis.xrange(keys.JOBS_STREAM))
+            jobs = {job.kind: job for job in (Job.from_json(f[b"job"]) for _id, f in entries)
+                    if job.scope.channel == h.channel}
+            assert jobs["ask"].scope.thread == ask_ts and jobs["ingest"].scope.thread is None
 
     asyncio.run(scenario())
+
+
+def test_http_mode_logs_the_port_it_bound(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> int | None:
+        async with harness(redis_url) as h:
+            return h.adapter.http_port
+
+    with caplog.at_level("INFO", logger="bot.slack.adapter"):
+        port = asyncio.run(scenario())
+    assert port and f"listening on http://127.0.0.1:{port}/slack/events" in caplog.text
 
 
 def test_a_question_sent_with_its_pdf_waits_for_the_pdf_to_be_indexed(redis_url: str, worker: None) -> None:
