@@ -104,6 +104,7 @@ class JobClient:
                     block=None if cursor == "0" else block_ms, count=REPLY_BATCH)
                 failures = 0
             except REDIS_DOWN as exc:
+                _raise_if_cancelling()
                 wait_s = RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)]
                 failures += 1
                 log.warning("reply stream read failed (%s); retrying in %.1f s", exc, wait_s)
@@ -160,6 +161,7 @@ class JobClient:
             try:
                 return await call()
             except REDIS_DOWN:
+                _raise_if_cancelling()
                 await asyncio.sleep(RECONNECT_BACKOFF_S[attempt])
         return None
 
@@ -176,6 +178,13 @@ class Delivery:
 
     entry_id: str
     event: ReplyEvent
+
+
+def _raise_if_cancelling() -> None:
+    """redis-py turns a cancellation during connect into a ConnectionError; the cancel must still win."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _text(value: bytes | str) -> str:

@@ -225,16 +225,6 @@ def test_pdf_upload_then_mention_streams_an_answer_citing_it_in_the_thread(redis
     asyncio.run(scenario())
 
 
-def test_http_mode_logs_the_port_it_bound(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
-    async def scenario() -> int | None:
-        async with harness(redis_url) as h:
-            return h.adapter.http_port
-
-    with caplog.at_level("INFO", logger="bot.slack.adapter"):
-        port = asyncio.run(scenario())
-    assert port and f"listening on http://127.0.0.1:{port}/slack/events" in caplog.text
-
-
 def test_a_question_sent_with_its_pdf_waits_for_the_pdf_to_be_indexed(redis_url: str, worker: None) -> None:
     async def scenario() -> None:
         async with harness(redis_url) as h:
