@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     # At most one edit per message per this many seconds while an answer streams.
     discord_edit_interval_s: float = Field(1.0, validation_alias=_env("PHOBOS_DISCORD_EDIT_INTERVAL_S"))
     discord_sync_commands: bool = Field(True, validation_alias=_env("PHOBOS_DISCORD_SYNC_COMMANDS"))
+    # Discord's REST API base (a proxy, or a local fake); empty: discord.py's default.
+    discord_api_url: str = Field("", validation_alias=_env("PHOBOS_DISCORD_API_URL"))
+    # Discord's gateway websocket URL; empty: the one discord.py asks Discord for.
+    discord_gateway_url: str = Field("", validation_alias=_env("PHOBOS_DISCORD_GATEWAY_URL"))
 
     # --- Slack (docs/slack.md); the adapter runs when SLACK_BOT_TOKEN is set ---
     slack_bot_token: SecretStr = Field(SecretStr(""), validation_alias=_env("SLACK_BOT_TOKEN"))
@@ -146,6 +150,10 @@ class Settings(BaseSettings):
     slack_file_hosts: str = Field("files.slack.com", validation_alias=_env("PHOBOS_SLACK_FILE_HOSTS"))
     # At most one chat.update per answer per this many seconds while it streams.
     slack_update_interval_s: float = Field(1.0, validation_alias=_env("PHOBOS_SLACK_UPDATE_INTERVAL_S"))
+    # chat.update/chat.delete calls per minute per workspace, shared by all streaming answers (Tier 3: ~50).
+    slack_edits_per_min: float = Field(45.0, validation_alias=_env("PHOBOS_SLACK_EDITS_PER_MIN"))
+    # Slack Web API base URL (GovSlack: https://slack-gov.com/api/, or a proxy).
+    slack_api_url: str = Field("https://slack.com/api/", validation_alias=_env("PHOBOS_SLACK_API_URL"))
 
     # --- the job queue ---
     # This worker's consumer name; empty: host-pid-random. A stable name lets a restarted worker take
