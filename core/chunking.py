@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from core.documents import Chunk, PageText
+from core.headings import section_at
 
 # A sentence ends at . ! or ? followed by space and an upper-case letter, digit or opening bracket/quote.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
@@ -17,6 +19,7 @@ class _Sentence:
     text: str
     page: int
     tokens: int
+    section: str = ""
 
 
 def split_sentences(text: str) -> list[str]:
@@ -86,22 +89,27 @@ def _sentences(pages: Sequence[PageText], count_tokens: Callable[[list[str]], li
                max_tokens: int) -> list[_Sentence]:
     texts: list[str] = []
     page_of: list[int] = []
+    section_of: list[str] = []
     for page in pages:
+        position = 0
         for sentence in split_sentences(page.text):
+            found = page.text.find(sentence, position)
+            position = found if found >= 0 else position
             texts.append(sentence)
             page_of.append(page.number)
+            section_of.append(section_at(page.sections, position))
     counts = count_tokens(texts) if texts else []
     result: list[_Sentence] = []
-    for text, page_number, tokens in zip(texts, page_of, counts, strict=True):
+    for text, page_number, section, tokens in zip(texts, page_of, section_of, counts, strict=True):
         if tokens <= max_tokens:
-            result.append(_Sentence(text, page_number, tokens))
+            result.append(_Sentence(text, page_number, tokens, section))
         else:
-            result.extend(_split_long(text, page_number, tokens, max_tokens, count_tokens))
+            result.extend(_split_long(text, page_number, tokens, max_tokens, count_tokens, section))
     return result
 
 
 def _split_long(text: str, page: int, tokens: int, max_tokens: int,
-                count_tokens: Callable[[list[str]], list[int]]) -> list[_Sentence]:
+                count_tokens: Callable[[list[str]], list[int]], section: str) -> list[_Sentence]:
     """Cut an over-long 'sentence' (a table, a run-on list) into word windows that fit."""
     words = text.split()
     parts = max(2, -(-tokens // max_tokens) + 1)
@@ -110,7 +118,7 @@ def _split_long(text: str, page: int, tokens: int, max_tokens: int,
         windows = [" ".join(words[i:i + size]) for i in range(0, len(words), size)]
         counts = count_tokens(windows)
         if max(counts) <= max_tokens or size == 1:
-            return [_Sentence(w, page, c) for w, c in zip(windows, counts, strict=True)]
+            return [_Sentence(w, page, c, section) for w, c in zip(windows, counts, strict=True)]
         parts *= 2
 
 
@@ -126,6 +134,10 @@ def _overlap_tail(sentences: list[_Sentence], overlap_tokens: int, room: int) ->
 
 
 def _make_chunk(sentences: list[_Sentence], doc_id: str, file_name: str, ordinal: int) -> Chunk:
+    # A chunk across a heading takes the section that holds most of its tokens.
+    weights: Counter[str] = Counter()
+    for s in sentences:
+        weights[s.section] += s.tokens
     return Chunk(
         doc_id=doc_id,
         file_name=file_name,
@@ -133,4 +145,5 @@ def _make_chunk(sentences: list[_Sentence], doc_id: str, file_name: str, ordinal
         page_start=min(s.page for s in sentences),
         page_end=max(s.page for s in sentences),
         ordinal=ordinal,
+        section=weights.most_common(1)[0][0],
     )

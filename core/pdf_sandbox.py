@@ -7,8 +7,9 @@ parent kills it at the wall-time limit. Whatever happens to the child, the paren
 :class:`~core.pdf.DocumentError` with a message for the person who shared the file.
 
 Child -> parent lines:
-    {"type": "open", "pages": 120, "repaired": false, "ocr": true}
-    {"type": "page", "number": 1, "text": "...", "ocr": false}   (one per page, in order)
+    {"type": "open", "pages": 120, "repaired": false, "ocr": true, "title": "..."}
+    {"type": "page", "number": 1, "text": "...", "ocr": false, "sections": [[0, "Title > 1 Intro"], ...]}
+                                                                  (one per page, in order)
     {"type": "done"}
     {"type": "error", "message": "..."}
 """
@@ -63,6 +64,7 @@ class SandboxedPdf:
     has_ocr: bool = False
     ocr_pages: list[int] = field(default_factory=list)
     unreadable_pages: list[int] = field(default_factory=list)  # no text layer and no OCR result
+    title: str = ""  # the document's title (see core.headings.document_title)
 
     def __post_init__(self) -> None:
         self._timed_out = threading.Event()
@@ -87,6 +89,7 @@ class SandboxedPdf:
         self.page_count = int(header["pages"])
         self.is_repaired = bool(header["repaired"])
         self.has_ocr = bool(header["ocr"])
+        self.title = str(header.get("title", ""))
 
     def __enter__(self) -> SandboxedPdf:
         return self
@@ -106,7 +109,8 @@ class SandboxedPdf:
                 self.ocr_pages.append(number)
             if not text:
                 self.unreadable_pages.append(number)
-            yield PageText(number, text)
+            sections = tuple((int(offset), str(path)) for offset, path in message.get("sections", ()))
+            yield PageText(number, text, sections)
 
     def close(self) -> None:
         self._timer.cancel()
@@ -224,6 +228,7 @@ def _child(config: dict[str, Any]) -> None:
     sys.modules["pymupdf.layout"] = None  # type: ignore[assignment]
     _set_limits(int(config["max_memory_mb"]), float(config["timeout_s"]))
     from core.cleaning import RawPage, strip_running_lines
+    from core.headings import SectionTracker, body_font_size, document_title, font_headings, outline_by_page
     from core.pdf import clean_text, open_document, page_lines
 
     file_name = str(config["file_name"])
@@ -231,8 +236,13 @@ def _child(config: dict[str, Any]) -> None:
     document = open_document(data, file_name, int(config["max_pages"]))
     del data
     use_ocr = bool(config["ocr"]) and ocr_available()
+    title = document_title(document.metadata, file_name)
     _emit({"type": "open", "pages": document.page_count, "repaired": bool(document.is_repaired),
-           "ocr": use_ocr})
+           "ocr": use_ocr, "title": title})
+    # Headings from the outline when the file has one, else from font sizes (core/headings.py).
+    outline = outline_by_page(document)
+    body_size = 0.0 if outline else body_font_size(document)
+    tracker = SectionTracker(title)
     ocr_pages: set[int] = set()
     failed: list[PageReadError] = []
 
@@ -260,7 +270,9 @@ def _child(config: dict[str, Any]) -> None:
                    "allowed for one file; please share a smaller document."})
             return
         any_text = any_text or bool(text)
-        _emit({"type": "page", "number": page.number, "text": text, "ocr": page.number in ocr_pages})
+        headings = outline.get(page.number, []) if outline else font_headings(document, page.number - 1, body_size)
+        _emit({"type": "page", "number": page.number, "text": text, "ocr": page.number in ocr_pages,
+               "sections": tracker.page(text, headings)})
     if not any_text:
         _emit({"type": "error", "message": _nothing_read_message(file_name, use_ocr, failed, config)})
         return
