@@ -20,15 +20,15 @@ import redis
 import redis.asyncio as aioredis
 
 from bot.console import CONSOLE_SCOPE, ConsoleAdapter
-from bot.job_client import JobClient, run_job
 from bot.render import format_sources
 from core.documents import Citation
 from core.scope import Scope
+from jobs.client import JobClient, run_job
+from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
 from phobos import runtime
 from phobos.adapters import configured_adapters
 from phobos.settings import Settings
 from workers.heartbeat import live_models, live_workers
-from workers.protocol import Job, JobKind, ReplyEvent, ReplyType
 
 log = logging.getLogger("phobos")
 WORKER_READY_TIMEOUT_S = 300.0
@@ -338,7 +338,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from workers import keys
+    from jobs import keys
 
     with runtime.redis_url(settings) as url:
         client = runtime.connect(url)

@@ -25,13 +25,14 @@ from core.pdf import DocumentError
 from core.rag import NO_DOCUMENTS_NOTE, RagEngine
 from core.registry import ModelRegistry, UnknownModelError
 from core.scope import Scope
-from workers import deadletter, keys
+from jobs import keys
+from jobs.protocol import Job, JobKind, ReplyEvent
+from workers import deadletter
 from workers.conversations import ConversationStore
 from workers.deadlines import STUCK_EXIT_CODE, STUCK_GRACE_S, Watchdog, seconds_left
 from workers.delivery import Delivery, JobQueue, Lease
 from workers.heartbeat import HeartbeatThread, WorkerInfo, live_models, live_workers
 from workers.memory import ConversationMemory
-from workers.protocol import Job, JobKind, ReplyEvent
 from workers.replies import ReplyPublisher
 from workers.store import RedisDocumentStore
 
