@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from common import ROOT, tutorial_ingest
 
-from core.chunking import chunk_pages
+from core.chunking import SECTION_RESERVE_TOKENS, chunk_pages
 from core.documents import Chunk, Hit, PageText
 from core.embedders import choose_embedder, model_location
 from core.embedding import SentenceTransformerEmbedder
@@ -42,7 +42,6 @@ EVAL_DIR = ROOT / "bench" / "eval"
 DOC_DIRS = [ROOT / ".cache" / "eval-docs", ROOT / ".cache" / "r-manuals"]
 CACHE = ROOT / ".cache" / "retrieval-bench"
 CHUNK_TOKENS, OVERLAP_TOKENS = 250, 30
-SECTION_RESERVE_TOKENS = 40  # room left in the embedder's window for the section path
 
 
 def load_split(name: str) -> list[dict]:
@@ -229,17 +228,21 @@ def main() -> None:
     parser.add_argument("--embedders", default="minilm,mpnet")
     parser.add_argument("--expansion", action="store_true", help="also measure +E with SmolLM2-135M")
     parser.add_argument("--show-misses", action="store_true")
+    parser.add_argument("--pipelines", default="", help="comma-separated subset, e.g. hybrid,+S (default: all)")
     args = parser.parse_args()
     splits = {name: load_split(name) for name in ("dev", "heldout")}
     splits = {name: qs for name, qs in splits.items() if qs}
-    off_topic = [q["question"] for q in load_split("offtopic")]
+    probes = load_split("offtopic")
+    off_topic = {split: [q["question"] for q in probes if q.get("split", "heldout") == split] for split in splits}
     docs = {name: {d: read_pages(d) for d in sorted({q["doc"] for q in qs})} for name, qs in splits.items()}
     hyde = hypothetical_answers([q for qs in splits.values() for q in qs]) if args.expansion else {}
     pipelines = [("hybrid", False, False, False), ("+S", True, False, False), ("+U", False, True, False),
                  ("+R", False, True, True), ("+S+U", True, True, False), ("+S+R", True, True, True),
                  ("+S+U+R", True, True, True)]
+    if args.pipelines:
+        pipelines = [p for p in pipelines if p[0] in args.pipelines.split(",")]
     out: dict = {"k": K, "mrr_depth": MRR_DEPTH, "rerank_candidates": RERANK_CANDIDATES,
-                 "questions": {n: len(qs) for n, qs in splits.items()}, "off_topic_probes": len(off_topic),
+                 "questions": {n: len(qs) for n, qs in splits.items()}, "off_topic_probes": {n: len(p) for n, p in off_topic.items()},
                  "documents": {n: sorted(d) for n, d in docs.items()}, "embedders": {}}
     for name in args.embedders.split(","):
         embedder = CachedEmbedder(name)
@@ -287,24 +290,24 @@ def _tutorial_rank(indexes: dict, embedder: CachedEmbedder, question: str) -> li
     return [(name, (page,)) for _, name, page in scored[:MRR_DEPTH]]
 
 
-def _floors(floors: dict, splits: dict, off_topic: list[str], embedder: CachedEmbedder) -> dict:
-    """Per pipeline: the floor calibrated on dev, and at it the off-topic refusal and the false refusal."""
+def _floors(floors: dict, splits: dict, off_topic: dict[str, list[str]], embedder: CachedEmbedder) -> dict:
+    """Per pipeline: the floor calibrated on dev questions, and at it each split's off-topic refusal
+    rate and on-topic false-refusal rate."""
     if "dev" not in splits:
         return {}
-    probes = embedder.embed(off_topic) if off_topic else np.zeros((0, embedder.dim), np.float32)
     result = {}
     for label in sorted({label for _, label in floors}):
-        best = {}
+        best, off = {}, {}
         for split, questions in splits.items():
             scope, units, _ = floors[(split, label)]
-            vectors = embedder.embed([q["question"] for q in questions])
-            best[split] = [_best_cosine(scope, v, units) for v in vectors]
-        off = [_best_cosine(floors[("heldout" if "heldout" in splits else "dev", label)][0], v,
-                            floors[("dev", label)][1]) for v in probes]
-        floor = calibrate_floor(best["dev"], off)
-        entry = {"floor": floor, "off_topic_refused": round(float(np.mean([s < floor for s in off])), 3) if off else None}
-        for split, scores in best.items():
-            entry[f"{split}_false_refusal"] = round(float(np.mean([s < floor for s in scores])), 3)
+            best[split] = [_best_cosine(scope, v, units) for v in embedder.embed([q["question"] for q in questions])]
+            off[split] = [_best_cosine(scope, v, units) for v in embedder.embed(off_topic.get(split, []))]
+        floor = calibrate_floor(best["dev"], off["dev"])
+        entry: dict = {"floor": floor}
+        for split in splits:
+            entry[f"{split}_off_topic_refused"] = round(float(np.mean([s < floor for s in off[split]])), 3) \
+                if off[split] else None
+            entry[f"{split}_false_refusal"] = round(float(np.mean([s < floor for s in best[split]])), 3)
         result[label] = entry
     return result
 

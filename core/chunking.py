@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from core.documents import Chunk, PageText
 from core.headings import section_at
 
+SECTION_RESERVE_TOKENS = 40  # room left in the embedder's window for the section path embedded with a chunk
+
 # A sentence ends at . ! or ? followed by space and an upper-case letter, digit or opening bracket/quote.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from core.chunking import Chunker
+from core.chunking import SECTION_RESERVE_TOKENS, Chunker
 from core.documents import Chunk, DocumentInfo, PageText
 from core.embedding import Embedder
 from core.index import DocumentStore
@@ -82,7 +82,8 @@ def ingest_pdf(data: bytes, file_name: str, scope_key: str, embedder: Embedder, 
 
     import numpy as np
 
-    max_tokens = min(limits.chunk_tokens, embedder.max_tokens)
+    # The section path is embedded with each chunk (core/headings.py); leave it room in the window.
+    max_tokens = min(limits.chunk_tokens, embedder.max_tokens - SECTION_RESERVE_TOKENS)
     chunker = Chunker(doc_id, file_name, embedder.count_tokens, max_tokens,
                       min(limits.overlap_tokens, max_tokens // 2))
     chunks: list[Chunk] = []
@@ -91,7 +92,7 @@ def ingest_pdf(data: bytes, file_name: str, scope_key: str, embedder: Embedder, 
     def embed(new: list[Chunk]) -> None:
         if new:
             chunks.extend(new)
-            vectors.append(embedder.embed([c.text for c in new]))
+            vectors.append(embedder.embed([c.indexed_text() for c in new]))
 
     with SandboxedPdf(data, file_name, limits.parse_limits()) as pdf:
         total = pdf.page_count

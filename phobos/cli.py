@@ -120,7 +120,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                               memory_turns=settings.memory_turns, memory_tokens=settings.memory_tokens,
                               memory_ttl_s=settings.memory_ttl_s)
         worker = Worker(client, embedder, generators, registry, config, top_k=settings.top_k,
-                        min_relevance=settings.min_relevance)
+                        min_relevance=runtime.relevance_floor(settings))
         worker.install_signal_handlers()
         worker.run(burst=args.burst)
     return 0

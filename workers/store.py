@@ -34,7 +34,7 @@ class RedisDocumentStore:
         if len(chunks) != vectors.shape[0]:
             raise ValueError("one vector per chunk")
         scope, doc = info.scope_key, info.doc_id
-        chunk_rows = [[c.text, c.page_start, c.page_end, c.ordinal] for c in chunks]
+        chunk_rows = [[c.text, c.page_start, c.page_end, c.ordinal, c.section] for c in chunks]
         # One transaction: a reader never sees a document without its chunks or vectors.
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(keys.DOC_CHUNKS_PREFIX + f"{scope}:{doc}", json.dumps(chunk_rows))
@@ -85,8 +85,9 @@ class RedisDocumentStore:
                 continue
             rows = json.loads(rows_raw)
             matrix = np.frombuffer(vectors_raw, dtype=np.float32).reshape(len(rows), dim)  # type: ignore[arg-type]
-            chunks.extend(Chunk(info.doc_id, info.file_name, text, start, end, ordinal)
-                          for text, start, end, ordinal in rows)
+            # Rows stored before section context have four fields; they load with no section.
+            chunks.extend(Chunk(info.doc_id, info.file_name, text, start, end, ordinal, *section)
+                          for text, start, end, ordinal, *section in rows)
             matrices.append(matrix)
         vectors = np.vstack(matrices) if matrices else np.zeros((0, dim), dtype=np.float32)
         return ScopeIndex(chunks, vectors)
