@@ -229,8 +229,10 @@ def main() -> None:
     parser.add_argument("--expansion", action="store_true", help="also measure +E with SmolLM2-135M")
     parser.add_argument("--show-misses", action="store_true")
     parser.add_argument("--pipelines", default="", help="comma-separated subset, e.g. hybrid,+S (default: all)")
+    parser.add_argument("--splits", default="dev,heldout")
+    parser.add_argument("--no-tutorial", action="store_true")
     args = parser.parse_args()
-    splits = {name: load_split(name) for name in ("dev", "heldout")}
+    splits = {name: load_split(name) for name in args.splits.split(",")}
     splits = {name: qs for name, qs in splits.items() if qs}
     probes = load_split("offtopic")
     off_topic = {split: [q["question"] for q in probes if q.get("split", "heldout") == split] for split in splits}
@@ -242,7 +244,8 @@ def main() -> None:
     if args.pipelines:
         pipelines = [p for p in pipelines if p[0] in args.pipelines.split(",")]
     out: dict = {"k": K, "mrr_depth": MRR_DEPTH, "rerank_candidates": RERANK_CANDIDATES,
-                 "questions": {n: len(qs) for n, qs in splits.items()}, "off_topic_probes": {n: len(p) for n, p in off_topic.items()},
+                 "questions": {n: len(qs) for n, qs in splits.items()},
+                 "off_topic_probes": {n: len(p) for n, p in off_topic.items()},
                  "documents": {n: sorted(d) for n, d in docs.items()}, "embedders": {}}
     for name in args.embedders.split(","):
         embedder = CachedEmbedder(name)
@@ -251,8 +254,11 @@ def main() -> None:
         for split, questions in splits.items():
             vectors = embedder.embed([q["question"] for q in questions])
             qvec = {q["id"]: v for q, v in zip(questions, vectors, strict=True)}
-            tutorial = {d: tutorial_ingest(document(d), embedder) for d in docs[split]}
-            row = {"tutorial": evaluate(questions, lambda q, t=tutorial: _tutorial_rank(t, embedder, q["question"]))}
+            row = {}
+            if not args.no_tutorial:
+                tutorial = {d: tutorial_ingest(document(d), embedder) for d in docs[split]}
+                row["tutorial"] = evaluate(
+                questions, lambda q, t=tutorial, e=embedder: _tutorial_rank(t, e, q["question"]))
             scopes: dict[tuple[bool, bool], Scope] = {}
             for label, sections, units, rerank in pipelines:
                 key = (sections, units or rerank)
@@ -263,7 +269,7 @@ def main() -> None:
                 use_units = units and label != "+S+R" and label != "+R"
 
                 def rank(q: dict, scope: Scope = scope, use_units: bool = use_units, rerank: bool = rerank,
-                         extra: tuple = ()) -> list[tuple[str, tuple[int, ...]]]:
+                         extra: tuple = (), qvec: dict = qvec) -> list[tuple[str, tuple[int, ...]]]:
                     hits = search(scope, q["question"], [qvec[q["id"]], *extra], use_units, rerank)
                     return [(h.chunk.file_name, h.chunk.pages) for h in hits]
 
@@ -271,7 +277,7 @@ def main() -> None:
                 if args.expansion and label in ("hybrid", "+S+U"):
                     answers = embedder.embed([hyde[q["question"]] for q in questions])
                     avec = {q["id"]: v for q, v in zip(questions, answers, strict=True)}
-                    row[label + "+E"] = evaluate(questions, lambda q, r=rank: r(q, extra=(avec[q["id"]],)))
+                    row[label + "+E"] = evaluate(questions, lambda q, r=rank, a=avec: r(q, extra=(a[q["id"]],)))
                 floors[(split, label)] = (scope, use_units, rerank)
             table[split] = row
             embedder.save()

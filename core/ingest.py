@@ -37,6 +37,7 @@ class IngestLimits:
     max_text_chars: int = 50_000_000
     ocr: bool = True
     slice_pages: int = 32  # pages read, chunked and embedded per step; bounds memory and the pause gap
+    section_context: bool = False  # embed and index each chunk with its title and heading path
 
     def parse_limits(self) -> ParseLimits:
         return ParseLimits(max_pages=self.max_pages, timeout_s=self.parse_timeout_s,
@@ -83,7 +84,8 @@ def ingest_pdf(data: bytes, file_name: str, scope_key: str, embedder: Embedder, 
     import numpy as np
 
     # The section path is embedded with each chunk (core/headings.py); leave it room in the window.
-    max_tokens = min(limits.chunk_tokens, embedder.max_tokens - SECTION_RESERVE_TOKENS)
+    reserve = SECTION_RESERVE_TOKENS if limits.section_context else 0
+    max_tokens = min(limits.chunk_tokens, embedder.max_tokens - reserve)
     chunker = Chunker(doc_id, file_name, embedder.count_tokens, max_tokens,
                       min(limits.overlap_tokens, max_tokens // 2))
     chunks: list[Chunk] = []
@@ -99,7 +101,7 @@ def ingest_pdf(data: bytes, file_name: str, scope_key: str, embedder: Embedder, 
         report(0, total, "reading pages")
         batch: list[PageText] = []
         for page in pdf.pages():
-            batch.append(page)
+            batch.append(page if limits.section_context else PageText(page.number, page.text))
             if len(batch) >= limits.slice_pages:
                 embed(chunker.add(batch))
                 report(page.number, total, "reading and indexing pages")

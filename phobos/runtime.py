@@ -133,7 +133,7 @@ def ingest_limits(settings: Settings) -> IngestLimits:
                         chunk_tokens=settings.chunk_tokens, overlap_tokens=settings.chunk_overlap_tokens,
                         parse_timeout_s=settings.parse_timeout_s, parse_memory_mb=settings.parse_memory_mb,
                         max_text_chars=settings.max_text_chars, ocr=settings.ocr,
-                        slice_pages=settings.ingest_slice_pages)
+                        slice_pages=settings.ingest_slice_pages, section_context=settings.section_context)
 
 
 AUTO = "auto"

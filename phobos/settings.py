@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(250, validation_alias=_env("PHOBOS_CHUNK_TOKENS"))
     # Tokens repeated between neighbouring chunks, so a sentence cut at a boundary is found whole.
     chunk_overlap_tokens: int = Field(30, validation_alias=_env("PHOBOS_CHUNK_OVERLAP_TOKENS"))
+    # Embed and index each chunk with the document title and heading path above it (see
+    # bench/retrieval_quality.py, pipeline +S); the stored text stays clean either way.
+    section_context: bool = Field(False, validation_alias=_env("PHOBOS_SECTION_CONTEXT"))
 
     # --- limits ---
     max_upload_mb: float = Field(50.0, validation_alias=_env("PHOBOS_MAX_UPLOAD_MB"))
