@@ -31,7 +31,7 @@ def peak_rss_mb() -> dict[str, float]:
 def run_phobos(name: str, max_pages: int | None, bf16: bool = True) -> dict[str, object]:
     import pymupdf
 
-    from core.ingest import ingest_pdf
+    from core.ingest import ingest_document
     from phobos.runtime import ingest_limits
     from phobos.settings import Settings
 
@@ -56,7 +56,7 @@ def run_phobos(name: str, max_pages: int | None, bf16: bool = True) -> dict[str,
     embedder.embed = timed_embed  # type: ignore[method-assign]
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
-    result = ingest_pdf(data, name, "bench:w:c", embedder, MemoryStore(), ingest_limits(settings))
+    result = ingest_document(data, name, "bench:w:c", embedder, MemoryStore(), ingest_limits(settings))
     elapsed = time.perf_counter() - started
     return {"bf16": embedder.uses_bf16, "pages": result.info.pages, "chunks": result.info.chunks,
             "seconds": round(elapsed, 1),

@@ -20,7 +20,7 @@ from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
 
 CONSOLE_SCOPE = Scope("console", "local", "console")
 HELP = """Type a question, or one of:
-  /upload PATH    share a PDF in this conversation
+  /upload PATH    share a document here (.pdf, .docx, .pptx, .md, .txt, .html)
   /docs           list the documents shared here
   /forget [NAME]  forget one document (or all)
   /model NAME     choose this conversation's model

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from core.documents import Chunk, PageText
+from core.documents import Chunk, PageText, span_label
 from core.headings import section_at
 
 SECTION_RESERVE_TOKENS = 40  # room left in the embedder's window for the section path embedded with a chunk
@@ -21,6 +21,7 @@ class _Sentence:
     text: str
     page: int
     tokens: int
+    label: str = ""
     section: str = ""
 
 
@@ -51,8 +52,9 @@ class Chunker:
     call :meth:`finish`. The chunks are the same as one call over all pages gives."""
 
     def __init__(self, doc_id: str, file_name: str, count_tokens: Callable[[list[str]], list[int]],
-                 max_tokens: int, overlap_tokens: int):
+                 max_tokens: int, overlap_tokens: int, break_at_parts: bool = False):
         self.doc_id = doc_id
+        self.break_at_parts = break_at_parts  # sections and slides: a chunk never runs into the next one
         self.file_name = file_name
         self.count_tokens = count_tokens
         self.max_tokens = max_tokens
@@ -65,6 +67,9 @@ class Chunker:
         """Chunks completed by these pages; the last, still open chunk waits for the next slice."""
         chunks: list[Chunk] = []
         for sentence in _sentences(pages, self.count_tokens, self.max_tokens):
+            if self._current and self.break_at_parts and sentence.page != self._current[-1].page:
+                chunks.append(self._emit())
+                self._current, self._current_tokens = [], 0
             if self._current and self._current_tokens + sentence.tokens > self.max_tokens:
                 chunks.append(self._emit())
                 self._current = _overlap_tail(self._current, self.overlap_tokens,
@@ -73,6 +78,16 @@ class Chunker:
             self._current.append(sentence)
             self._current_tokens += sentence.tokens
         return chunks
+
+    def state(self) -> dict[str, object]:
+        """What :meth:`restore` needs to go on where this chunker stands (JSON-ready): an ingest
+        interrupted between slices resumes with the same chunks it would have made."""
+        return {"produced": self.produced, "open": [[s.text, s.page, s.tokens] for s in self._current]}
+
+    def restore(self, state: dict[str, object]) -> None:
+        self.produced = int(state["produced"])  # type: ignore[call-overload]
+        self._current = [_Sentence(text, page, tokens) for text, page, tokens in state["open"]]  # type: ignore[attr-defined]
+        self._current_tokens = sum(s.tokens for s in self._current)
 
     def finish(self) -> list[Chunk]:
         if not self._current:
@@ -90,7 +105,7 @@ class Chunker:
 def _sentences(pages: Sequence[PageText], count_tokens: Callable[[list[str]], list[int]],
                max_tokens: int) -> list[_Sentence]:
     texts: list[str] = []
-    page_of: list[int] = []
+    page_of: list[PageText] = []
     section_of: list[str] = []
     for page in pages:
         position = 0
@@ -98,20 +113,21 @@ def _sentences(pages: Sequence[PageText], count_tokens: Callable[[list[str]], li
             found = page.text.find(sentence, position)
             position = found if found >= 0 else position
             texts.append(sentence)
-            page_of.append(page.number)
+            page_of.append(page)
             section_of.append(section_at(page.sections, position))
     counts = count_tokens(texts) if texts else []
     result: list[_Sentence] = []
-    for text, page_number, section, tokens in zip(texts, page_of, section_of, counts, strict=True):
+    for text, page, section, tokens in zip(texts, page_of, section_of, counts, strict=True):
         if tokens <= max_tokens:
-            result.append(_Sentence(text, page_number, tokens, section))
+            result.append(_Sentence(text, page.number, tokens, page.label, section))
         else:
-            result.extend(_split_long(text, page_number, tokens, max_tokens, count_tokens, section))
+            result.extend(_split_long(text, page.number, tokens, max_tokens, count_tokens, page.label, section))
     return result
 
 
 def _split_long(text: str, page: int, tokens: int, max_tokens: int,
-                count_tokens: Callable[[list[str]], list[int]], section: str) -> list[_Sentence]:
+                count_tokens: Callable[[list[str]], list[int]], label: str = "",
+                section: str = "") -> list[_Sentence]:
     """Cut an over-long 'sentence' (a table, a run-on list) into word windows that fit."""
     words = text.split()
     parts = max(2, -(-tokens // max_tokens) + 1)
@@ -120,7 +136,7 @@ def _split_long(text: str, page: int, tokens: int, max_tokens: int,
         windows = [" ".join(words[i:i + size]) for i in range(0, len(words), size)]
         counts = count_tokens(windows)
         if max(counts) <= max_tokens or size == 1:
-            return [_Sentence(w, page, c, section) for w, c in zip(windows, counts, strict=True)]
+            return [_Sentence(w, page, c, label, section) for w, c in zip(windows, counts, strict=True)]
         parts *= 2
 
 
@@ -147,5 +163,6 @@ def _make_chunk(sentences: list[_Sentence], doc_id: str, file_name: str, ordinal
         page_start=min(s.page for s in sentences),
         page_end=max(s.page for s in sentences),
         ordinal=ordinal,
+        location=span_label(sentences[0].label, sentences[-1].label),
         section=weights.most_common(1)[0][0],
     )

@@ -1,16 +1,25 @@
-"""Plain data that flows through the engine: pages, chunks, hits, citations."""
+"""Plain data that flows through the engine: pages, chunks, hits, citations.
+
+A PDF is read as pages. Other formats are read as *parts* that play the role of pages (a slide, a
+section under a heading, a block of lines) and carry a ``label`` saying where they are ("slide 3",
+"§ Installation", "lines 10-24"); a chunk's ``location`` is the label of the span it covers, and a
+citation shows it instead of page numbers. PDF parts have no label, so PDF citations stay "p. N".
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class PageText:
-    """The text of one PDF page. ``number`` is the physical 1-based page number."""
+    """The text of one PDF page (``number`` is the physical 1-based page number), or one part of another
+    format, numbered in order, with ``label`` saying where it is."""
 
     number: int
     text: str
+    label: str = ""
     # Where in ``text`` each heading path begins: ((offset, "Title > Chapter > Section"), ...); see core.headings.
     sections: tuple[tuple[int, str], ...] = ()
 
@@ -25,6 +34,7 @@ class Chunk:
     page_start: int
     page_end: int
     ordinal: int  # position of the chunk in its document
+    location: str = ""  # where the passage is, for formats without pages ("slide 3"); "" for a PDF
     section: str = ""  # document title and heading path above the passage; embedded and indexed, not shown
 
     def indexed_text(self) -> str:
@@ -46,12 +56,19 @@ class Hit:
 
 @dataclass(frozen=True)
 class Citation:
-    """A source the answer used: the file and the pages (1-based) of the passage."""
+    """A source the answer used: the file and the pages (1-based) of the passage, or its location."""
 
     file_name: str
     pages: tuple[int, ...]
+    location: str = ""  # shown instead of the pages when set: "slide 3", "§ Setup", a web page's URL
+
+    @classmethod
+    def of(cls, chunk: Chunk) -> Citation:
+        return cls(chunk.file_name, chunk.pages, chunk.location)
 
     def label(self) -> str:
+        if self.location:
+            return f"{self.file_name}, {self.location}"
         if len(self.pages) == 1:
             return f"{self.file_name}, p. {self.pages[0]}"
         return f"{self.file_name}, pp. {self.pages[0]}-{self.pages[-1]}"
@@ -68,3 +85,28 @@ class DocumentInfo:
     chunks: int
     added_at: float  # unix seconds
     added_by: str = ""
+    embedder: str = ""  # the embedder that made its vectors (its configured name); "" in older records
+    dim: int = 0  # their dimensions; 0 in older records
+    unit: str = "page"  # what ``pages`` counts: page, slide, section, part
+    source_url: str = ""  # a web page or PDF indexed from a link
+
+    @property
+    def embedder_identity(self) -> str:
+        return f"{self.embedder or 'unknown'} ({self.dim or '?'} dimensions)"
+
+
+_NUMBERED = re.compile(r"^(?P<word>[a-z]+?)s? (?P<first>\d+)(?:-(?P<last>\d+))?$")
+
+
+def span_label(first: str, last: str) -> str:
+    """The location of a passage running from part ``first`` to part ``last``.
+
+    Numbered labels of one kind join into a range ("slide 2" .. "slide 4" -> "slides 2-4", "lines 3-7"
+    .. "lines 9-12" -> "lines 3-12"); other labels (headings) join with "to".
+    """
+    if first == last:
+        return first
+    a, b = _NUMBERED.match(first), _NUMBERED.match(last)
+    if a and b and a["word"] == b["word"]:
+        return f"{a['word']}s {a['first']}-{b['last'] or b['first']}"
+    return f"{first} to {last}"

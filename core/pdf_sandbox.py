@@ -1,4 +1,7 @@
-"""Read a PDF in a disposable child process with limits, so a hostile or broken file cannot hurt the worker.
+"""Read a document in a disposable child process with limits, so a hostile or broken file cannot hurt the worker.
+
+PDFs are read page by page (scanned pages recognised by OCR, :mod:`core.ocr`); Word, PowerPoint, Markdown,
+text and HTML files are read into parts (:mod:`core.office`, :mod:`core.textfiles`) in the same child.
 
 The parent (:class:`SandboxedPdf`) starts ``python -m core.pdf_sandbox``, writes the file's bytes to its
 stdin and reads one JSON object per line from its stdout, page by page, so a 3,500-page document
@@ -7,8 +10,8 @@ parent kills it at the wall-time limit. Whatever happens to the child, the paren
 :class:`~core.pdf.DocumentError` with a message for the person who shared the file.
 
 Child -> parent lines:
-    {"type": "open", "pages": 120, "repaired": false, "ocr": true, "title": "..."}
-    {"type": "page", "number": 1, "text": "...", "ocr": false, "sections": [[0, "Title > 1 Intro"], ...]}
+    {"type": "open", "pages": 120, "repaired": false, "ocr": true, "unit": "page", "title": ""}
+    {"type": "page", "number": 1, "text": "...", "ocr": false, "label": "", "sections": [[0, "Title > 1 Intro"]]}
                                                                   (one per page, in order)
     {"type": "done"}
     {"type": "error", "message": "..."}
@@ -20,7 +23,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -37,8 +39,6 @@ from core.pdf import DocumentError, PageReadError, no_text_message
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
-OCR_DPI = 200
-OCR_MIN_IMAGE_AREA = 0.2  # share of the page an image must cover before OCR is tried on a textless page
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,11 @@ class ParseLimits:
 
     max_pages: int = 5000
     timeout_s: float = 600.0  # wall time for the whole file
-    max_memory_mb: int = 1024  # address space of the child process
+    max_memory_mb: int = 2048  # address space of the child process (OCR's models need about 1.4 GB)
     max_text_chars: int = 50_000_000  # extracted text, all pages together
-    ocr: bool = True  # OCR textless pages when Tesseract is installed
+    ocr: bool = True  # recognise scanned pages (and pages whose text layer is garbage)
+    ocr_engine: str = "rapidocr"  # or "tesseract", where installed
+    max_unpacked_bytes: int = 200_000_000  # an Office file's ZIP package, all parts unpacked
 
 
 @dataclass
@@ -59,7 +61,11 @@ class SandboxedPdf:
     data: bytes
     file_name: str
     limits: ParseLimits = field(default_factory=ParseLimits)
+    kind: str = "pdf"  # a key of core.formats.KINDS
+    source_url: str = ""  # a page fetched from a link: its parts are cited by this URL
     page_count: int = 0
+    unit: str = "page"  # what page_count counts: page, slide, section, paragraph
+    title: str = ""  # a web page's title
     is_repaired: bool = False
     has_ocr: bool = False
     ocr_pages: list[int] = field(default_factory=list)
@@ -69,10 +75,16 @@ class SandboxedPdf:
     def __post_init__(self) -> None:
         self._timed_out = threading.Event()
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        # Two malloc arenas, not one per thread: onnxruntime's threads would otherwise reserve address space
+        # that counts against the child's limit without ever being used.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               "MALLOC_ARENA_MAX": "2"}
         config = json.dumps({"file_name": self.file_name, "max_pages": self.limits.max_pages,
                              "max_memory_mb": self.limits.max_memory_mb, "timeout_s": self.limits.timeout_s,
-                             "max_text_chars": self.limits.max_text_chars, "ocr": self.limits.ocr})
+                             "max_text_chars": self.limits.max_text_chars, "ocr": self.limits.ocr,
+                             "ocr_engine": self.limits.ocr_engine,
+                             "max_unpacked_bytes": self.limits.max_unpacked_bytes, "kind": self.kind,
+                             "source_url": self.source_url})
         self._process = subprocess.Popen([sys.executable, "-m", "core.pdf_sandbox", config],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
                                          env=env, cwd=ROOT, start_new_session=True)
@@ -89,6 +101,7 @@ class SandboxedPdf:
         self.page_count = int(header["pages"])
         self.is_repaired = bool(header["repaired"])
         self.has_ocr = bool(header["ocr"])
+        self.unit = str(header.get("unit", "page"))
         self.title = str(header.get("title", ""))
 
     def __enter__(self) -> SandboxedPdf:
@@ -110,7 +123,7 @@ class SandboxedPdf:
             if not text:
                 self.unreadable_pages.append(number)
             sections = tuple((int(offset), str(path)) for offset, path in message.get("sections", ()))
-            yield PageText(number, text, sections)
+            yield PageText(number, text, str(message.get("label", "")), sections)
 
     def close(self) -> None:
         self._timer.cancel()
@@ -190,36 +203,11 @@ def _set_limits(max_memory_mb: int, timeout_s: float) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
 
 
-def ocr_available() -> bool:
-    """Tesseract is installed and PyMuPDF can find its language data."""
-    if shutil.which("tesseract") is None:
-        return False
-    try:
-        import pymupdf
+def ocr_available(engine: str = "rapidocr") -> bool:
+    """The OCR ``engine`` can run on this machine (see :mod:`core.ocr`)."""
+    from core.ocr import available
 
-        return bool(pymupdf.get_tessdata())
-    except Exception:
-        return False
-
-
-def _ocr_lines(document: Any, index: int) -> list[str]:
-    """Text of a scanned page by OCR; [] when the page has no large image or OCR fails."""
-    import unicodedata
-
-    page = document.load_page(index)
-    area = abs(page.rect)
-    try:
-        covered = sum(abs(page.get_image_bbox(image)) for image in page.get_images(full=True))
-    except Exception:
-        covered = 0.0
-    if area <= 0 or covered / area < OCR_MIN_IMAGE_AREA:
-        return []
-    try:
-        textpage = page.get_textpage_ocr(dpi=OCR_DPI, full=True)
-        text = page.get_text("text", textpage=textpage)
-    except Exception:
-        return []
-    return unicodedata.normalize("NFKC", text).splitlines()
+    return available(engine)
 
 
 def _child(config: dict[str, Any]) -> None:
@@ -227,24 +215,98 @@ def _child(config: dict[str, Any]) -> None:
     # extraction does not use it, so the child blocks it: faster start, and memory left for the file.
     sys.modules["pymupdf.layout"] = None  # type: ignore[assignment]
     _set_limits(int(config["max_memory_mb"]), float(config["timeout_s"]))
+    data = sys.stdin.buffer.read()
+    kind = str(config.get("kind", "pdf"))
+    if kind == "pdf":
+        _read_pdf(config, data)
+    else:
+        _read_other(config, kind, data)
+
+
+def _read_other(config: dict[str, Any], kind: str, data: bytes) -> None:
+    """Formats without pages: all parts are read first (their text is bounded by the limits), then sent."""
+    from core import office, textfiles
+
+    file_name = str(config["file_name"])
+    title = ""
+    unit = "section"
+    parts: list[PageText]
+    if kind in ("docx", "pptx"):
+        office.check_package(data, file_name, int(config["max_unpacked_bytes"]))
+        if kind == "docx":
+            parts = list(office.docx_parts(data))
+        else:
+            parts, unit = list(office.pptx_parts(data)), "slide"
+    else:
+        text = textfiles.decode_text(data, file_name)
+        if kind == "txt":
+            parts, unit = list(textfiles.text_parts(text)), "paragraph"
+        elif kind == "md":
+            parts = list(textfiles.markdown_parts(text))
+        else:  # html: an upload cites its headings; a page fetched from a link cites its URL
+            markdown, title = textfiles.html_to_markdown(text)
+            parts = list(textfiles.markdown_parts(markdown, str(config.get("source_url", ""))))
+    del data
+    max_chars = int(config["max_text_chars"])
+    if sum(len(part.text) for part in parts) > max_chars:
+        _emit({"type": "error", "message": _too_much_text(file_name, max_chars)})
+        return
+    if not any(part.text for part in parts):
+        _emit({"type": "error", "message": f"{file_name} has no text to index."})
+        return
+    _emit({"type": "open", "pages": len(parts), "repaired": False, "ocr": False, "unit": unit, "title": title})
+    for part in parts:
+        _emit({"type": "page", "number": part.number, "text": part.text, "ocr": False, "label": part.label})
+    _emit({"type": "done"})
+
+
+def _too_much_text(file_name: str, max_chars: int) -> str:
+    return (f"{file_name} holds more text than the {max_chars:,} characters allowed for one file; please share "
+            "a smaller document.")
+
+
+def _read_pdf(config: dict[str, Any], data: bytes) -> None:
     from core.cleaning import RawPage, strip_running_lines
     from core.headings import SectionTracker, body_font_size, document_title, font_headings, outline_by_page
+    from core.ocr import PageRecognizer, is_garbage, looks_scanned
     from core.pdf import clean_text, open_document, page_lines
 
     file_name = str(config["file_name"])
-    data = sys.stdin.buffer.read()
     document = open_document(data, file_name, int(config["max_pages"]))
     del data
-    use_ocr = bool(config["ocr"]) and ocr_available()
-    title = document_title(document.metadata, file_name)
+    engine = str(config.get("ocr_engine", "rapidocr"))
+    use_ocr = bool(config["ocr"]) and ocr_available(engine)
+    recognizer = PageRecognizer(engine) if use_ocr else None
     _emit({"type": "open", "pages": document.page_count, "repaired": bool(document.is_repaired),
-           "ocr": use_ocr, "title": title})
+           "ocr": use_ocr, "unit": "page", "title": str((document.metadata or {}).get("title") or "").strip()})
     # Headings from the outline when the file has one, else from font sizes (core/headings.py).
     outline = outline_by_page(document)
     body_size = 0.0 if outline else body_font_size(document)
-    tracker = SectionTracker(title)
+    tracker = SectionTracker(document_title(document.metadata, file_name))
     ocr_pages: set[int] = set()
     failed: list[PageReadError] = []
+
+    def recognised(index: int, lines: list[str]) -> list[str]:
+        """OCR for a page with no text layer that looks scanned, or with a garbage text layer."""
+        if recognizer is None or (failed[-1:] and failed[-1].number == index + 1):
+            return lines
+        empty = not any(line.strip() for line in lines)
+        if not (empty or is_garbage(lines)):
+            return lines
+        page = document.load_page(index)
+        if empty and not looks_scanned(page):
+            return lines
+        try:
+            found = recognizer.lines(page)
+        except MemoryError:
+            raise
+        except Exception as exc:  # one page the engine cannot handle must not lose the others
+            log.warning("OCR of page %d failed: %s", index + 1, exc)
+            return lines
+        if any(line.strip() for line in found):
+            ocr_pages.add(index + 1)
+            return found
+        return lines
 
     def raw_pages() -> Iterator[RawPage]:
         for index in range(document.page_count):
@@ -253,11 +315,7 @@ def _child(config: dict[str, Any]) -> None:
             except PageReadError as exc:
                 failed.append(exc)
                 lines = []
-            if use_ocr and not failed[-1:] and not any(line.strip() for line in lines):
-                lines = _ocr_lines(document, index)
-                if lines:
-                    ocr_pages.add(index + 1)
-            yield RawPage(index + 1, lines)
+            yield RawPage(index + 1, recognised(index, lines))
 
     max_chars = int(config["max_text_chars"])
     total_chars = 0
@@ -266,8 +324,7 @@ def _child(config: dict[str, Any]) -> None:
         text = clean_text("\n".join(page.lines))
         total_chars += len(text)
         if total_chars > max_chars:
-            _emit({"type": "error", "message": f"{file_name} holds more text than the {max_chars:,} characters "
-                   "allowed for one file; please share a smaller document."})
+            _emit({"type": "error", "message": _too_much_text(file_name, max_chars)})
             return
         any_text = any_text or bool(text)
         headings = outline.get(page.number, []) if outline else font_headings(document, page.number - 1, body_size)

@@ -25,7 +25,7 @@ _CITED = re.compile(r"\[(\d+)\]")
 
 
 def source_label(hit: Hit) -> str:
-    return Citation(hit.chunk.file_name, hit.chunk.pages).label()
+    return Citation.of(hit.chunk).label()
 
 
 def rag_messages(question: str, hits: Sequence[Hit],

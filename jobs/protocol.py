@@ -52,6 +52,13 @@ class Job:
     meta: dict[str, str] = field(default_factory=dict)  # adapter context echoed back untouched
     deadline_at: float | None = None  # unix seconds; past it the job gets an "expired" reply, not an answer
 
+    @property
+    def sender_key(self) -> str:
+        """Whose limits this job counts against: ``platform:workspace:user``, since user ids are only
+        unique within a workspace; an event without a user counts against its channel."""
+        who = self.user or f"channel:{self.scope.channel}"
+        return f"{self.scope.platform}:{self.scope.workspace}:{who}"
+
     def to_json(self) -> str:
         data: dict[str, Any] = asdict(self)
         data["scope"] = self.scope.to_dict()
@@ -90,7 +97,8 @@ class ReplyEvent:
 
     def to_json(self) -> str:
         data: dict[str, Any] = asdict(self)
-        data["citations"] = [{"file_name": c.file_name, "pages": list(c.pages)} for c in self.citations]
+        data["citations"] = [{"file_name": c.file_name, "pages": list(c.pages), "location": c.location}
+                             for c in self.citations]
         data["v"] = PROTOCOL_VERSION
         return json.dumps(data)
 
@@ -101,5 +109,6 @@ class ReplyEvent:
         if version != PROTOCOL_VERSION:
             raise ValueError(f"reply protocol version {version!r} is not {PROTOCOL_VERSION}")
         data["type"] = ReplyType(data["type"])
-        data["citations"] = tuple(Citation(c["file_name"], tuple(c["pages"])) for c in data["citations"])
+        data["citations"] = tuple(Citation(c["file_name"], tuple(c["pages"]), c.get("location", ""))
+                                  for c in data["citations"])
         return cls(**data)

@@ -17,7 +17,6 @@ import uuid
 from pathlib import Path
 
 import redis
-import redis.asyncio as aioredis
 
 from bot.console import CONSOLE_SCOPE, ConsoleAdapter
 from bot.render import format_sources
@@ -92,10 +91,25 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="Redis, workers, queue depth")
     status.set_defaults(func=cmd_status)
 
+    reindex = sub.add_parser("reindex", help="re-embed stored documents with the configured embedder")
+    which = reindex.add_mutually_exclusive_group(required=True)
+    which.add_argument("--scope", help="one scope, e.g. slack:T1:C1 (a thread has its own)")
+    which.add_argument("--all", action="store_true", help="every scope holding documents")
+    reindex.set_defaults(func=cmd_reindex)
+
     dlq = sub.add_parser("dlq", help="jobs that failed too often: list, retry or drop them")
     dlq.add_argument("action", choices=["list", "retry", "drop"])
     dlq.add_argument("ids", nargs="*", help="dead-letter entry ids (retry, drop); 'all' for every one")
     dlq.set_defaults(func=cmd_dlq)
+
+    feedback = sub.add_parser("feedback", help="rated answers: export them as eval questions, or rating shares")
+    feedback.add_argument("action", choices=["export", "stats"],
+                          help="export: rated questions as JSONL (bench question format); stats: good share "
+                               "per model and week")
+    feedback.add_argument("--output", "-o", help="export: write here instead of stdout")
+    feedback.add_argument("--rating", choices=["good", "bad", "all"], default="all",
+                          help="export: only answers rated this way (default all)")
+    feedback.set_defaults(func=cmd_feedback)
     return parser
 
 
@@ -106,7 +120,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     requested = [n.strip() for n in args.models.split(",")] if args.models else settings.served_models()
     with runtime.redis_url(settings) as url:
-        client = runtime.connect(url)
+        client = runtime.connect(url, settings)
         registry = runtime.load_registry(settings)
         embedder = runtime.load_embedder(settings)
         names, default_model = runtime.resolve_auto(settings, registry, requested)
@@ -118,7 +132,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                               generation_timeout_s=settings.generation_timeout_s,
                               shutdown_grace_s=settings.shutdown_grace_s,
                               memory_turns=settings.memory_turns, memory_tokens=settings.memory_tokens,
-                              memory_ttl_s=settings.memory_ttl_s)
+                              memory_ttl_s=settings.memory_ttl_s, log_text=settings.log_text,
+                              interaction_retention_days=settings.interaction_retention_days,
+                              interaction_max_entries=settings.interaction_max_entries,
+                              index_cache_max_bytes=settings.index_cache_max_bytes, links=settings.links,
+                              fetch_limits=runtime.fetch_limits(settings), fetch_max_links=settings.fetch_max_links)
         worker = Worker(client, embedder, generators, registry, config, top_k=settings.top_k,
                         min_relevance=runtime.relevance_floor(settings))
         worker.install_signal_handlers()
@@ -152,15 +170,16 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
                                   preexec_fn=_die_with_parent)
         children = [worker]
         try:
-            client = runtime.connect(url)
+            client = runtime.connect(url, settings)
             if not _wait_for_worker(client, worker, started):
                 return 1
             for platform in configured_adapters(settings):
                 print(f"Starting the {platform} adapter.", file=sys.stderr, flush=True)
                 children.append(subprocess.Popen([sys.executable, "-m", "phobos", platform], env=env,
                                                  preexec_fn=_die_with_parent))
-            print(f"Phobos is ready in {time.monotonic() - started:.1f} s "
-                  f"(Redis: {'embedded' if not settings.redis_url else url}).", file=sys.stderr, flush=True)
+            where = runtime.masked_url(url) if settings.redis_url else "embedded"
+            print(f"Phobos is ready in {time.monotonic() - started:.1f} s (Redis: {where}).", file=sys.stderr,
+                  flush=True)
             if args.no_console:
                 worker.wait()
                 return worker.returncode
@@ -206,7 +225,7 @@ def _wait_for_worker(client: redis.Redis, worker: subprocess.Popen[bytes], start
 
 
 async def _console(url: str, settings: Settings) -> None:
-    client = aioredis.Redis.from_url(url)
+    client = runtime.connect_async(url, settings)
     try:
         jobs = JobClient(client, adapter_id=f"console-{uuid.uuid4().hex[:8]}",
                          limits=runtime.admission_limits(settings), job_deadline_s=settings.job_deadline_s)
@@ -218,14 +237,14 @@ async def _console(url: str, settings: Settings) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from core.ingest import IngestResult, document_id, ingest_pdf
+    from core.ingest import IngestResult, document_id, ingest_document
     from core.pdf import DocumentError
     from workers.store import RedisDocumentStore
 
     scope = Scope.parse(args.scope)
     failures = 0
     with runtime.redis_url(settings) as url:
-        store = RedisDocumentStore(runtime.connect(url))
+        store = RedisDocumentStore(runtime.connect(url, settings))
         embedder = None
         for path in args.files:
             data = path.read_bytes()
@@ -237,7 +256,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
                 print("Loading the embedding model...", file=sys.stderr, flush=True)
                 embedder = runtime.load_embedder(settings)
             try:
-                result = ingest_pdf(data, path.name, scope.key, embedder, store, runtime.ingest_limits(settings),
+                result = ingest_document(data, path.name, scope.key, embedder, store, runtime.ingest_limits(settings),
                                     user="cli", progress=_print_progress)
             except DocumentError as exc:
                 print(f"error: {exc}", file=sys.stderr)
@@ -252,18 +271,23 @@ def _print_progress(done: int, total: int, what: str) -> None:
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    from core.index import EmbedderMismatchError
     from core.rag import RagEngine
     from workers.store import RedisDocumentStore
 
     scope = Scope.parse(args.scope)
     questions = [args.question] if args.question else (line.strip() for line in sys.stdin)
     with runtime.redis_url(settings) as url:
-        store = RedisDocumentStore(runtime.connect(url))
+        store = RedisDocumentStore(runtime.connect(url, settings))
         engine = RagEngine(runtime.load_embedder(settings), store, top_k=settings.top_k)
         for question in questions:
             if not question:
                 continue
-            hits = engine.retrieve(question, scope, k=args.k)
+            try:
+                hits = engine.retrieve(question, scope, k=args.k)
+            except EmbedderMismatchError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
             if args.json:
                 print(json.dumps({"question": question, "hits": [
                     {"file": h.chunk.file_name, "pages": list(h.chunk.pages), "score": round(h.score, 4),
@@ -273,15 +297,29 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
             if not hits:
                 print("  (no documents in this scope)")
             for rank, hit in enumerate(hits, 1):
-                where = Citation(hit.chunk.file_name, hit.chunk.pages).label()
+                where = Citation.of(hit.chunk).label()
                 print(f"  {rank}. {where}  score={hit.score:.3f}  {hit.chunk.text[:160]}")
+    return 0
+
+
+def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.reindex import reindex_scope
+    from workers.store import RedisDocumentStore
+
+    with runtime.redis_url(settings) as url:
+        store = RedisDocumentStore(runtime.connect(url, settings))
+        scopes = store.scope_keys() if args.all else [Scope.parse(args.scope).key]
+        embedder = runtime.load_embedder(settings)
+        done = sum(reindex_scope(store, scope, embedder, report=print) for scope in scopes)
+    print(f"Re-embedded {done} document(s) in {len(scopes)} scope(s) with {embedder.name} "
+          f"({embedder.dim} dimensions).")
     return 0
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     scope = Scope.parse(args.scope)
     with runtime.redis_url(settings) as url:
-        if not live_workers(runtime.connect(url)):
+        if not live_workers(runtime.connect(url, settings)):
             print("No worker is running, so nobody can answer. Start one with `phobos worker` "
                   "(or `phobos up`).", file=sys.stderr)
             return 2
@@ -289,7 +327,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _ask(url: str, scope: Scope, args: argparse.Namespace, settings: Settings) -> int:
-    client = aioredis.Redis.from_url(url)
+    client = runtime.connect_async(url, settings)
     jobs = JobClient(client, adapter_id=f"cli-{uuid.uuid4().hex[:8]}", limits=runtime.admission_limits(settings),
                      job_deadline_s=settings.job_deadline_s)
     job = Job(id=f"cli:{uuid.uuid4().hex}", kind=JobKind.ASK, scope=scope, user="cli",
@@ -328,7 +366,7 @@ async def _ask(url: str, scope: Scope, args: argparse.Namespace, settings: Setti
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     registry = runtime.load_registry(settings)
     with runtime.redis_url(settings) as url:
-        live = live_models(runtime.connect(url))
+        live = live_models(runtime.connect(url, settings))
     for spec in registry.specs():
         mark = "*" if spec.name in live else " "
         default = " (default)" if spec.name == settings.default_model else ""
@@ -341,10 +379,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from jobs import keys
 
     with runtime.redis_url(settings) as url:
-        client = runtime.connect(url)
+        client = runtime.connect(url, settings)
         workers = live_workers(client)
         depth = client.xlen(keys.JOBS_STREAM) if client.exists(keys.JOBS_STREAM) else 0
-    print(f"Redis: {url}")
+    print(f"Redis: {runtime.masked_url(url)}")
     print(f"Workers live: {len(workers)}")
     for w in workers:
         print(f"  {w.worker_id} on {w.host} (pid {w.pid}): {', '.join(w.models)}")
@@ -356,7 +394,7 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     from workers import deadletter
 
     with runtime.redis_url(settings) as url:
-        client = runtime.connect(url)
+        client = runtime.connect(url, settings)
         dead = deadletter.list_dead(client, count=10_000)
         if args.action == "list":
             for entry in dead:
@@ -380,3 +418,33 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"{dead_id}: dropped" if is_dropped else f"{dead_id}: not found")
                 failures += not is_dropped
     return 1 if failures else 0
+
+
+def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs.interactions import InteractionLog, export_rated, rating_stats
+
+    with runtime.redis_url(settings) as url:
+        rated = InteractionLog(runtime.connect(url, settings)).rated_answers()
+    if args.action == "stats":
+        rows = rating_stats(rated)
+        print(f"{'week':<10} {'model':<24} {'good':>5} {'bad':>5} {'good share':>10}")
+        for row in rows:
+            print(f"{row['week']:<10} {row['model']:<24} {row['good']:>5} {row['bad']:>5} {row['good_share']:>10.0%}")
+        if not rows:
+            print("No rated answers yet.")
+        return 0
+    if args.rating != "all":
+        rated = [item for item in rated if item.rating == args.rating]
+    lines, without_text = export_rated(rated)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        for line in lines:
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+    finally:
+        if args.output:
+            out.close()
+    print(f"{len(lines)} rated question(s) exported.", file=sys.stderr)
+    if without_text:
+        print(f"{without_text} rated answer(s) left out: their question text was not kept "
+              "(set PHOBOS_LOG_TEXT=true to keep it).", file=sys.stderr)
+    return 0

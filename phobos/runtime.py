@@ -6,19 +6,23 @@ import contextlib
 import logging
 import os
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from typing import cast
 
 import numpy as np
 import redis
+import redis.asyncio as aioredis
 
 from core.backends import BackendCredentials, load_generator
 from core.embedders import choose_embedder, model_location
 from core.embedding import Embedder, SentenceTransformerEmbedder
+from core.fetch import FetchLimits
 from core.generation import Generator
 from core.ingest import IngestLimits
 from core.registry import ModelRegistry
 from jobs.admission import AdmissionLimits
+from jobs.connection import RedisOptions, async_redis_client, redis_client
 from phobos.redis_server import EmbeddedRedis
 from phobos.settings import Settings
 
@@ -37,7 +41,7 @@ def redis_url(settings: Settings) -> Iterator[str]:
     """REDIS_URL when set; else the embedded server, started here if no Phobos process runs it yet
     (and then stopped on the way out)."""
     if settings.redis_url:
-        yield settings.redis_url
+        yield settings.redis_url.get_secret_value()
         return
     embedded = EmbeddedRedis(settings.state_path)
     started = embedded.ensure_running()
@@ -50,16 +54,46 @@ def redis_url(settings: Settings) -> Iterator[str]:
             embedded.stop()
 
 
-def connect(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, health_check_interval=30)
+def masked_url(url: str) -> str:
+    """``url`` with its password (in the authority or a ``password=`` query parameter) replaced by ***."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    if parts.password is None and not any(name == "password" for name, _ in query):
+        return url
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:***@{host}"
+    masked = urllib.parse.urlencode([(k, "***" if k == "password" else v) for k, v in query], safe="*")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=masked))
+
+
+def redis_options(settings: Settings) -> RedisOptions:
+    return RedisOptions(socket_timeout_s=settings.redis_socket_timeout_s,
+                        connect_timeout_s=settings.redis_connect_timeout_s,
+                        keepalive_idle_s=settings.redis_keepalive_idle_s,
+                        keepalive_interval_s=settings.redis_keepalive_interval_s,
+                        health_check_interval_s=settings.redis_health_check_interval_s)
+
+
+def connect(url: str, settings: Settings) -> redis.Redis:
+    """A Redis client with the timeouts and keepalive the settings ask for (workers, the CLI)."""
+    return redis_client(url, redis_options(settings))
+
+
+def connect_async(url: str, settings: Settings) -> aioredis.Redis:
+    """The asyncio counterpart of :func:`connect`, for adapters."""
+    return async_redis_client(url, redis_options(settings))
 
 
 def load_embedder(settings: Settings) -> Embedder:
     quiet_offline_libraries()
     if settings.lazy_embedder:
         # Its read-only properties stand in for the protocol's plain attributes.
-        return cast(Embedder, LazyEmbedder(embedder_location(settings), bf16=settings.embed_bf16))
-    return SentenceTransformerEmbedder(embedder_location(settings), bf16=settings.embed_bf16)
+        return cast(Embedder, LazyEmbedder(embedder_location(settings), bf16=settings.embed_bf16,
+                                           name=choose_embedder(settings.embedder).source))
+    return SentenceTransformerEmbedder(embedder_location(settings), bf16=settings.embed_bf16,
+                                       name=choose_embedder(settings.embedder).source)
 
 
 def embedder_location(settings: Settings) -> str:
@@ -79,8 +113,10 @@ def relevance_floor(settings: Settings) -> float:
 class LazyEmbedder:
     """Loads the sentence-transformers model at first use: a worker that never embeds starts at once."""
 
-    def __init__(self, location: str, bf16: bool = False):
-        self.name = location
+    def __init__(self, location: str, bf16: bool = False, name: str | None = None):
+        # The registry entry's source names it in stored documents (the same before and after unpacking).
+        self.name = name or location
+        self.location = location
         self.bf16 = bf16
         self._loaded: SentenceTransformerEmbedder | None = None
         self._lock = threading.Lock()
@@ -88,7 +124,7 @@ class LazyEmbedder:
     def _model(self) -> SentenceTransformerEmbedder:
         with self._lock:
             if self._loaded is None:
-                self._loaded = SentenceTransformerEmbedder(self.name, bf16=self.bf16)
+                self._loaded = SentenceTransformerEmbedder(self.location, bf16=self.bf16, name=self.name)
             return self._loaded
 
     @property
@@ -112,7 +148,8 @@ def load_registry(settings: Settings) -> ModelRegistry:
 
 def load_generators(settings: Settings, registry: ModelRegistry, names: list[str]) -> dict[str, Generator]:
     quiet_offline_libraries()
-    credentials = BackendCredentials(hf_token=settings.hf_token, openai_api_key=settings.openai_api_key,
+    credentials = BackendCredentials(hf_token=settings.hf_token.get_secret_value(),
+                                     openai_api_key=settings.openai_api_key.get_secret_value(),
                                      openai_base_url=settings.openai_base_url, llm_threads=settings.llm_threads)
     generators = {}
     for name in names:
@@ -132,8 +169,15 @@ def ingest_limits(settings: Settings) -> IngestLimits:
     return IngestLimits(max_bytes=int(settings.max_upload_mb * 1_000_000), max_pages=settings.max_pages,
                         chunk_tokens=settings.chunk_tokens, overlap_tokens=settings.chunk_overlap_tokens,
                         parse_timeout_s=settings.parse_timeout_s, parse_memory_mb=settings.parse_memory_mb,
-                        max_text_chars=settings.max_text_chars, ocr=settings.ocr,
+                        max_text_chars=settings.max_text_chars, ocr=settings.ocr, ocr_engine=settings.ocr_engine,
+                        max_unpacked_bytes=settings.max_unpacked_mb * 1_000_000,
                         slice_pages=settings.ingest_slice_pages, section_context=settings.section_context)
+
+
+def fetch_limits(settings: Settings) -> FetchLimits:
+    return FetchLimits(max_bytes=int(settings.fetch_max_mb * 1_000_000), timeout_s=settings.fetch_timeout_s,
+                       max_redirects=settings.fetch_max_redirects,
+                       allow_nets=FetchLimits.parse_nets(settings.fetch_allow_nets))
 
 
 AUTO = "auto"

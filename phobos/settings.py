@@ -1,6 +1,8 @@
 """Every setting Phobos reads, with its default. Environment variables and a ``.env`` file set them.
 
-Everything else receives a :class:`Settings` object; nothing else reads the environment.
+Everything else receives a :class:`Settings` object; nothing else reads the environment. Tokens,
+passwords and REDIS_URL (which may hold one) are ``SecretStr``: reprs and logs show ``**********``, and
+code that needs the value calls ``get_secret_value()`` where it hands it over.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,7 +25,16 @@ class Settings(BaseSettings):
     # --- where things live ---
     state_dir: Path = Field(Path(".phobos"), validation_alias=_env("PHOBOS_STATE_DIR"))
     # Redis server URL; empty: start (or reuse) an embedded redis-server with its data in state_dir.
-    redis_url: str = Field("", validation_alias=_env("REDIS_URL"))
+    redis_url: SecretStr = Field(SecretStr(""), validation_alias=_env("REDIS_URL"))
+    # A Redis reply slower than this means a dead connection: it is dropped and reopened. Must exceed
+    # the longest blocking read (a few seconds).
+    redis_socket_timeout_s: float = Field(10.0, validation_alias=_env("PHOBOS_REDIS_SOCKET_TIMEOUT_S"))
+    redis_connect_timeout_s: float = Field(5.0, validation_alias=_env("PHOBOS_REDIS_CONNECT_TIMEOUT_S"))
+    # TCP keepalive on Redis connections: idle time before the first probe, and between probes (3 probes).
+    redis_keepalive_idle_s: int = Field(30, validation_alias=_env("PHOBOS_REDIS_KEEPALIVE_IDLE_S"))
+    redis_keepalive_interval_s: int = Field(5, validation_alias=_env("PHOBOS_REDIS_KEEPALIVE_INTERVAL_S"))
+    # A pooled Redis connection unused for this long is PINGed before it is used again.
+    redis_health_check_interval_s: int = Field(5, validation_alias=_env("PHOBOS_REDIS_HEALTH_CHECK_INTERVAL_S"))
 
     # --- models ---
     # Embedder: a name in core/embedders.toml (minilm, mpnet, mpnet-hub), or a sentence-transformers
@@ -40,9 +51,9 @@ class Settings(BaseSettings):
     # CPU threads for llama.cpp; 0 means one per core.
     llm_threads: int = Field(0, validation_alias=_env("PHOBOS_LLM_THREADS"))
     # Hugging Face token for gated models (Gemma, Llama 3).
-    hf_token: str = Field("", validation_alias=_env("HF_TOKEN"))
+    hf_token: SecretStr = Field(SecretStr(""), validation_alias=_env("HF_TOKEN"))
     # OpenAI API key and an optional base URL for an OpenAI-compatible server.
-    openai_api_key: str = Field("", validation_alias=_env("OPENAI_API_KEY"))
+    openai_api_key: SecretStr = Field(SecretStr(""), validation_alias=_env("OPENAI_API_KEY"))
     openai_base_url: str = Field("", validation_alias=_env("OPENAI_BASE_URL"))
 
     # --- retrieval ---
@@ -50,6 +61,8 @@ class Settings(BaseSettings):
     # Cosine similarity under which a passage is not shown to the model as a source; empty: the
     # embedder's own floor from core/embedders.toml, calibrated on the dev split by bench/retrieval_quality.py.
     min_relevance: float | None = Field(None, validation_alias=_env("PHOBOS_MIN_RELEVANCE"))
+    # Memory a worker keeps for scope indexes (vectors, texts, BM25); the least recently asked go first.
+    index_cache_max_bytes: int = Field(256 * 1024 * 1024, validation_alias=_env("PHOBOS_INDEX_CACHE_MAX_BYTES"))
     # Question-and-answer turns each conversation remembers for its next prompts; 0 turns memory off.
     memory_turns: int = Field(5, validation_alias=_env("PHOBOS_MEMORY_TURNS"))
     # Most tokens (the answering model's) of those turns in one prompt; the oldest turns are left out first.
@@ -69,12 +82,30 @@ class Settings(BaseSettings):
     max_pages: int = Field(5000, validation_alias=_env("PHOBOS_MAX_PAGES"))
     # Wall time allowed to read one PDF in its disposable child process.
     parse_timeout_s: float = Field(600.0, validation_alias=_env("PHOBOS_PARSE_TIMEOUT_S"))
-    # Address space (RLIMIT_AS) of the child process that reads one PDF.
-    parse_memory_mb: int = Field(1024, validation_alias=_env("PHOBOS_PARSE_MEMORY_MB"))
+    # Address space (RLIMIT_AS) of the child process that reads one file; OCR's models need about 1.4 GB of it.
+    parse_memory_mb: int = Field(2048, validation_alias=_env("PHOBOS_PARSE_MEMORY_MB"))
     # Extracted text allowed from one file, all pages together.
     max_text_chars: int = Field(50_000_000, validation_alias=_env("PHOBOS_MAX_TEXT_CHARS"))
-    # OCR pages without a text layer when Tesseract is installed.
+    # Recognise scanned PDF pages (no text layer, or a garbage one) by OCR; false: report them unreadable.
     ocr: bool = Field(True, validation_alias=_env("PHOBOS_OCR"))
+    # OCR engine: rapidocr (models inside its wheel) or tesseract (where its binary and data are installed).
+    ocr_engine: str = Field("rapidocr", validation_alias=_env("PHOBOS_OCR_ENGINE"))
+    # Unpacked size allowed for an Office file's ZIP package, all parts together (zip-bomb guard).
+    max_unpacked_mb: int = Field(200, validation_alias=_env("PHOBOS_MAX_UNPACKED_MB"))
+
+    # --- links in messages ---
+    # Index the web page or PDF behind each http(s) link in a question, for that conversation.
+    links: bool = Field(True, validation_alias=_env("PHOBOS_LINKS"))
+    # Links followed per message; more are named in the reply and skipped.
+    fetch_max_links: int = Field(3, validation_alias=_env("PHOBOS_FETCH_MAX_LINKS"))
+    # Largest response body fetched for one link.
+    fetch_max_mb: float = Field(20.0, validation_alias=_env("PHOBOS_FETCH_MAX_MB"))
+    # Wall time for fetching one link, redirects included.
+    fetch_timeout_s: float = Field(20.0, validation_alias=_env("PHOBOS_FETCH_TIMEOUT_S"))
+    # Redirects followed for one link.
+    fetch_max_redirects: int = Field(5, validation_alias=_env("PHOBOS_FETCH_MAX_REDIRECTS"))
+    # Comma-separated networks fetched although not public (tests: 127.0.0.2/32); empty in production.
+    fetch_allow_nets: str = Field("", validation_alias=_env("PHOBOS_FETCH_ALLOW_NETS"))
     # Pages read, chunked and embedded per step of an ingest; bounds memory and the wait between steps.
     ingest_slice_pages: int = Field(32, validation_alias=_env("PHOBOS_INGEST_SLICE_PAGES"))
     # How long `phobos ask` and the console wait for a final answer.
@@ -83,7 +114,7 @@ class Settings(BaseSettings):
     heartbeat_ttl_s: int = Field(15, validation_alias=_env("PHOBOS_HEARTBEAT_TTL_S"))
 
     # --- Discord (docs/discord.md); the adapter runs when DISCORD_TOKEN is set ---
-    discord_token: str = Field("", validation_alias=_env("DISCORD_TOKEN"))
+    discord_token: SecretStr = Field(SecretStr(""), validation_alias=_env("DISCORD_TOKEN"))
     # Application id for the invite URL; empty: learned from Discord at login.
     discord_application_id: str = Field("", validation_alias=_env("PHOBOS_DISCORD_APPLICATION_ID"))
     # Sync slash commands to this guild only (instant, for development); empty: globally.
@@ -102,11 +133,11 @@ class Settings(BaseSettings):
     discord_sync_commands: bool = Field(True, validation_alias=_env("PHOBOS_DISCORD_SYNC_COMMANDS"))
 
     # --- Slack (docs/slack.md); the adapter runs when SLACK_BOT_TOKEN is set ---
-    slack_bot_token: str = Field("", validation_alias=_env("SLACK_BOT_TOKEN"))
+    slack_bot_token: SecretStr = Field(SecretStr(""), validation_alias=_env("SLACK_BOT_TOKEN"))
     # App-level token (xapp-..., scope connections:write): Socket Mode only.
-    slack_app_token: str = Field("", validation_alias=_env("SLACK_APP_TOKEN"))
+    slack_app_token: SecretStr = Field(SecretStr(""), validation_alias=_env("SLACK_APP_TOKEN"))
     # HTTP mode only: verifies that requests come from Slack.
-    slack_signing_secret: str = Field("", validation_alias=_env("SLACK_SIGNING_SECRET"))
+    slack_signing_secret: SecretStr = Field(SecretStr(""), validation_alias=_env("SLACK_SIGNING_SECRET"))
     slack_mode: str = Field("socket", validation_alias=_env("PHOBOS_SLACK_MODE"))  # socket | http
     slack_http_host: str = Field("0.0.0.0", validation_alias=_env("PHOBOS_SLACK_HTTP_HOST"))
     slack_http_port: int = Field(3000, validation_alias=_env("PHOBOS_SLACK_HTTP_PORT"))
@@ -143,6 +174,14 @@ class Settings(BaseSettings):
     # --- logging ---
     # Empty: INFO for long-running commands (up, worker), WARNING for one-shot ones (ingest, search, ...).
     log_level: str = Field("", validation_alias=_env("PHOBOS_LOG_LEVEL"))
+    # Store question and answer text in logs and in the interaction log; off keeps only ids, scores, timings.
+    log_text: bool = Field(False, validation_alias=_env("PHOBOS_LOG_TEXT"))
+
+    # --- the interaction log (answers and their 👍/👎; `phobos feedback`) ---
+    # Entries older than this are trimmed.
+    interaction_retention_days: float = Field(90.0, validation_alias=_env("PHOBOS_INTERACTION_RETENTION_DAYS"))
+    # The log never holds more entries than this (answers and ratings together).
+    interaction_max_entries: int = Field(100_000, validation_alias=_env("PHOBOS_INTERACTION_MAX_ENTRIES"))
 
     @field_validator("min_relevance", mode="before")
     @classmethod

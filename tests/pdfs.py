@@ -72,3 +72,17 @@ def bomb_pdf(megabytes: int, one_string: bool = False) -> bytes:
     out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
     return out
+
+
+def scanned_pdf(pages: list[str], dpi: int = 150) -> bytes:
+    """A PDF like a scan of :func:`pdf_with_pages`: each page is only an image of the text, no text layer."""
+    source = pymupdf.open(stream=pdf_with_pages(pages), filetype="pdf")
+    doc = pymupdf.open()
+    for page in source:
+        pixmap = page.get_pixmap(dpi=dpi, colorspace=pymupdf.csGRAY)
+        scan = doc.new_page(width=page.rect.width, height=page.rect.height)
+        scan.insert_image(scan.rect, stream=pixmap.tobytes("png"))
+    data = doc.tobytes(deflate=True)
+    doc.close()
+    source.close()
+    return bytes(data)

@@ -183,15 +183,16 @@ def test_a_4500_character_answer_is_split_without_breaking_words_code_or_sources
     run(scenario())
 
 
-def test_a_non_pdf_attachment_is_explained_when_mentioned_and_ignored_otherwise(worker_url: str) -> None:
+def test_an_attachment_in_no_format_we_read_is_explained_when_mentioned_and_ignored_otherwise(worker_url: str) -> None:
     async def scenario() -> None:
         async with running_bot(worker_url) as (fake, adapter):
             before = await adapter.jobs.redis.xlen(keys.JOBS_STREAM)
             await fake.post_message("cat picture", files=[("cat.png", "image/png", b"\x89PNG....")])
-            await fake.post_message("", mention_bot=True, files=[("notes.txt", "text/plain", b"hello")])
+            await fake.post_message("", mention_bot=True, files=[("budget.xlsx", "application/vnd.ms-excel", b"PK")])
             reply = await fake.wait_for(lambda: fake.bot_messages())
             assert len(reply) == 1
-            assert "notes.txt" in reply[0].content and "not a PDF" in reply[0].content
+            assert "budget.xlsx" in reply[0].content and "not a format I read" in reply[0].content
+            assert "Word (.docx)" in reply[0].content
             assert await adapter.jobs.redis.xlen(keys.JOBS_STREAM) == before, "no job for either"
     run(scenario())
 

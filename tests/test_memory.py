@@ -8,7 +8,7 @@ import dataclasses
 import redis
 
 from core.generation import ChatMessage, GenerationParams
-from core.ingest import IngestLimits, ingest_pdf
+from core.ingest import IngestLimits, ingest_document
 from core.prompt import sources_in
 from core.rag import RagEngine, fit_history
 from core.registry import ModelRegistry, ModelSpec
@@ -58,7 +58,7 @@ def test_a_tight_window_drops_earlier_turns_before_sources(redis_client, embedde
     store = RedisDocumentStore(redis_client)
     scope = Scope("test", "m", "window")
     for name in ("guide.pdf", "atlas.pdf", "diary.pdf"):  # three documents: three separate sources
-        ingest_pdf(pdf_with_pages([FACT_PAGES[2]]), name, scope.key, embedder, store, LIMITS)
+        ingest_document(pdf_with_pages([FACT_PAGES[2]]), name, scope.key, embedder, store, LIMITS)
     engine = RagEngine(embedder, store, top_k=3)
     roomy = ScriptedGenerator("It is turquoise [1].")
     long_turns = [m for n in range(5) for m in (ChatMessage("user", f"question {n} " + "word " * 30),

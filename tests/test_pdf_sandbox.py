@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from core.ingest import IngestLimits, ingest_pdf
+from core.ingest import IngestLimits, ingest_document
 from core.pdf import DocumentError
 from core.pdf_sandbox import ParseLimits, SandboxedPdf
 from tests.pdfs import FACT_PAGES, bomb_pdf, encrypted_pdf, pdf_with_pages, textless_pdf
@@ -107,7 +107,7 @@ def test_fuzzed_files_through_ingestion_each_get_an_outcome_a_person_understands
     outcomes = {"indexed": 0, "refused": 0}
     for name, data in bad + mutations(seed=7, count=FUZZ_CASES):
         try:
-            result = ingest_pdf(data, name, "test:w:fuzz", embedder, store,
+            result = ingest_document(data, name, "test:w:fuzz", embedder, store,
                                 replace(LIMITS, parse_timeout_s=5))
         except DocumentError as exc:
             message = str(exc)
@@ -119,14 +119,14 @@ def test_fuzzed_files_through_ingestion_each_get_an_outcome_a_person_understands
             outcomes["indexed"] += 1
     assert outcomes["refused"] >= len(bad)
     # still healthy afterwards
-    result = ingest_pdf(pdf_with_pages(FACT_PAGES), "facts.pdf", "test:w:fuzz", embedder, store, LIMITS)
+    result = ingest_document(pdf_with_pages(FACT_PAGES), "facts.pdf", "test:w:fuzz", embedder, store, LIMITS)
     assert result.info.pages == 4
 
 
 def test_repaired_file_is_indexed_with_a_note(redis_client, embedder) -> None:
     data = pdf_with_pages(FACT_PAGES)
     broken = data.replace(b"startxref", b"startxreF")  # a damaged cross-reference table forces a repair
-    result = ingest_pdf(broken, "facts.pdf", "test:w:repair", embedder, RedisDocumentStore(redis_client), LIMITS)
+    result = ingest_document(broken, "facts.pdf", "test:w:repair", embedder, RedisDocumentStore(redis_client), LIMITS)
     assert "repaired" in result.summary()
 
 
@@ -137,5 +137,5 @@ def test_unreadable_pages_are_named(redis_client, embedder) -> None:
     doc.insert_pdf(pymupdf.open(stream=textless_pdf(), filetype="pdf"), from_page=0, to_page=0)
     data = doc.tobytes()
     limits = replace(LIMITS, ocr=False)
-    result = ingest_pdf(data, "mixed.pdf", "test:w:mixed", embedder, RedisDocumentStore(redis_client), limits)
+    result = ingest_document(data, "mixed.pdf", "test:w:mixed", embedder, RedisDocumentStore(redis_client), limits)
     assert "No text could be read from page 3" in result.summary()

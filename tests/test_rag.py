@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 
 from core.generation import ChatMessage, GenerationParams
-from core.ingest import IngestLimits, ingest_pdf
+from core.ingest import IngestLimits, ingest_document
 from core.rag import EMPTY_ANSWER_REPLY, NOT_COVERED_REPLY, RagEngine
 from core.scope import Scope
 from tests.pdfs import FACT_PAGES, pdf_with_pages
@@ -39,7 +39,7 @@ class ScriptedGenerator:
 def engine_with_facts(redis_client, embedder, min_relevance: float = 0.0) -> tuple[RagEngine, Scope]:
     store = RedisDocumentStore(redis_client)
     scope = Scope("test", "w", "rag")
-    ingest_pdf(pdf_with_pages(FACT_PAGES), "facts.pdf", scope.key, embedder, store, LIMITS)
+    ingest_document(pdf_with_pages(FACT_PAGES), "facts.pdf", scope.key, embedder, store, LIMITS)
     return RagEngine(embedder, store, top_k=3, min_relevance=min_relevance), scope
 
 

@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from core.ingest import IngestLimits, ingest_pdf
+from core.ingest import IngestLimits, ingest_document
 from core.rag import RagEngine
 from core.scope import Scope
 from tests.conftest import ROOT, phobos_env
@@ -23,7 +23,7 @@ QUESTIONS = {
 def test_retrieval_finds_the_page_holding_the_answer(redis_client, embedder) -> None:
     store = RedisDocumentStore(redis_client)
     scope = Scope("test", "w", "c")
-    result = ingest_pdf(pdf_with_pages(FACT_PAGES), "facts.pdf", scope.key, embedder, store, LIMITS)
+    result = ingest_document(pdf_with_pages(FACT_PAGES), "facts.pdf", scope.key, embedder, store, LIMITS)
     assert result.info.pages == 4 and not result.already_indexed
     engine = RagEngine(embedder, store)
     for question, page in QUESTIONS.items():
@@ -35,15 +35,15 @@ def test_retrieval_finds_the_page_holding_the_answer(redis_client, embedder) -> 
 def test_same_bytes_again_is_not_re_embedded(redis_client, embedder) -> None:
     store = RedisDocumentStore(redis_client)
     data = pdf_with_pages(FACT_PAGES)
-    first = ingest_pdf(data, "facts.pdf", "test:w:c", embedder, store, LIMITS)
-    again = ingest_pdf(data, "facts-copy.pdf", "test:w:c", embedder, store, LIMITS)
+    first = ingest_document(data, "facts.pdf", "test:w:c", embedder, store, LIMITS)
+    again = ingest_document(data, "facts-copy.pdf", "test:w:c", embedder, store, LIMITS)
     assert again.already_indexed and again.info == first.info
     assert "already indexed" in again.summary()
 
 
 def test_documents_never_cross_channels(redis_client, embedder) -> None:
     store = RedisDocumentStore(redis_client)
-    ingest_pdf(pdf_with_pages(FACT_PAGES), "facts.pdf", "test:w:c1", embedder, store, LIMITS)
+    ingest_document(pdf_with_pages(FACT_PAGES), "facts.pdf", "test:w:c1", embedder, store, LIMITS)
     engine = RagEngine(embedder, store)
     assert engine.retrieve("lighthouse lens", Scope("test", "w", "c2")) == []
     assert engine.retrieve("lighthouse lens", Scope("test", "w", "c1", "thread-1")) != []
@@ -77,7 +77,7 @@ def test_a_question_the_documents_do_not_cover_gets_no_sources(redis_client, emb
 
     store = RedisDocumentStore(redis_client)
     scope = Scope("test", "w", "floor")
-    ingest_pdf(pdf_with_pages(FACT_PAGES), "facts.pdf", scope.key, embedder, store, LIMITS)
+    ingest_document(pdf_with_pages(FACT_PAGES), "facts.pdf", scope.key, embedder, store, LIMITS)
     engine = RagEngine(embedder, store, min_relevance=relevance_floor(Settings()))
     assert engine.context("What are the side effects of ibuprofen?", scope) == []
     assert engine.context("Who made the lighthouse lens?", scope) != []

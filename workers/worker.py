@@ -19,22 +19,27 @@ from dataclasses import dataclass
 import redis
 
 from core.embedding import Embedder
+from core.fetch import FetchLimits, GuardedFetcher
 from core.generation import GenerationParams, Generator
-from core.ingest import IngestLimits, ingest_pdf
+from core.index import EmbedderMismatchError
+from core.ingest import IngestInterrupted, IngestLimits, ingest_document
+from core.links import index_links, links_in, without_links
 from core.pdf import DocumentError
 from core.rag import NO_DOCUMENTS_NOTE, RagEngine
 from core.registry import ModelRegistry, UnknownModelError
 from core.scope import Scope
 from jobs import keys
+from jobs.interactions import AnsweredQuestion, InteractionLog, Source
 from jobs.protocol import Job, JobKind, ReplyEvent
 from workers import deadletter
 from workers.conversations import ConversationStore
 from workers.deadlines import STUCK_EXIT_CODE, STUCK_GRACE_S, Watchdog, seconds_left
 from workers.delivery import Delivery, JobQueue, Lease
 from workers.heartbeat import HeartbeatThread, WorkerInfo, live_models, live_workers
+from workers.ingest_progress import RedisProgressStore
 from workers.memory import ConversationMemory
 from workers.replies import ReplyPublisher
-from workers.store import RedisDocumentStore
+from workers.store import DEFAULT_CACHE_MAX_BYTES, RedisDocumentStore
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,13 @@ class WorkerConfig:
     memory_turns: int = 5  # recent turns remembered per conversation; 0 turns memory off
     memory_tokens: int = 512  # at most this many of them (generator tokens) go into a prompt
     memory_ttl_s: int = 7 * 24 * 3600  # a conversation quiet this long forgets its turns
+    links: bool = True  # index the pages behind links in a question before answering it
+    fetch_limits: FetchLimits = dataclasses.field(default_factory=FetchLimits)
+    fetch_max_links: int = 3
+    log_text: bool = False  # keep question and answer text in the interaction log
+    interaction_retention_days: float = 90.0
+    interaction_max_entries: int = 100_000
+    index_cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES  # scope indexes kept in memory
 
 
 class Worker:
@@ -69,9 +81,12 @@ class Worker:
         self.registry = registry
         self.config = config
         self.worker_id = config.worker_id or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
-        self.store = RedisDocumentStore(client)
+        self.store = RedisDocumentStore(client, config.index_cache_max_bytes)
         self.conversations = ConversationStore(client)
         self.memory = ConversationMemory(client, config.memory_turns, config.memory_ttl_s)
+        self.interactions = InteractionLog(client, log_text=config.log_text,
+                                           retention_days=config.interaction_retention_days,
+                                           max_entries=config.interaction_max_entries)
         self.engine = RagEngine(embedder, self.store, top_k=top_k, min_relevance=min_relevance,
                                 history_tokens=config.memory_tokens)
         # Forwarded asks have waited once already, so a worker reads its models' streams first.
@@ -80,7 +95,13 @@ class Worker:
         self._stopping = threading.Event()
         self._cancel = threading.Event()  # the current job's: set on timeout, lost lease, or shutdown
         self._is_handing_back = False
+        self._held: Delivery | None = None  # the delivery of the job in hand
+        self._enqueued_at_s = time.time()  # the current job's submit time, from its stream entry id
         self.jobs_done = 0
+        # Links are fetched here, not in the adapters: no platform token is needed, the fetch is one more
+        # piece of untrusted input next to the files this process already reads in its sandbox, and a
+        # slow site holds up one job rather than an adapter's event loop.
+        self.fetcher = GuardedFetcher(config.fetch_limits)
 
     # --- lifecycle ---
 
@@ -169,19 +190,22 @@ class Worker:
             event = deadletter.failure_event(job, delivery.times_delivered)
             record = deadletter.dead_record(delivery.fields[b"job"].decode(), delivery.entry_id,
                                             delivery.times_delivered, "max deliveries")
-            self.queue.finish(delivery, job.user, job.reply_to, event.to_json(), record)
+            self.queue.finish(delivery, job.sender_key, job.reply_to, event.to_json(), record)
             log.error("job %s dead-lettered after %d deliveries", job.id, delivery.times_delivered - 1)
             return
         started = time.monotonic()
-        self._cancel = threading.Event()
+        self._enqueued_at_s = _entry_time_s(delivery.entry_id)
+        cancel = self._cancel = threading.Event()
         publisher = ReplyPublisher(self.redis, job, attempt=delivery.times_delivered,
-                                   finish=lambda event: self._finish(delivery, job, event))
+                                   finish=lambda event: self._finish(delivery, job, event),
+                                   post=lambda event: self._post(delivery, job, event, cancel))
         if job.deadline_at is not None and time.time() > job.deadline_at:
             publisher.error("This request waited past its deadline before a worker was free, so it was "
                             "dropped rather than answered late. Please ask again.")
             return
         if self._forward_if_served_elsewhere(delivery, job):
             return
+        self._held = delivery
         with Lease(self.queue, delivery, on_lost=self._cancel.set) as lease:
             self.handle(job, publisher)
         if self._is_handing_back and not lease.is_lost:
@@ -209,10 +233,17 @@ class Worker:
             log.warning("job %s was taken over by another worker before it was forwarded", job.id)
         return True
 
+    def _post(self, delivery: Delivery, job: Job, event: ReplyEvent, cancel: threading.Event) -> bool:
+        if self.queue.post(delivery, job.reply_to, event.to_json()):
+            return True
+        log.warning("job %s was taken over by another worker; stopping its work here", job.id)
+        cancel.set()
+        return False
+
     def _finish(self, delivery: Delivery, job: Job, event: ReplyEvent) -> bool:
         if self._is_handing_back:
             return False  # the job goes back to the queue instead; hand_back follows
-        is_posted = self.queue.finish(delivery, job.user, job.reply_to, event.to_json())
+        is_posted = self.queue.finish(delivery, job.sender_key, job.reply_to, event.to_json())
         if not is_posted:
             log.warning("job %s was taken over by another worker; its result here is discarded", job.id)
         return is_posted
@@ -233,7 +264,7 @@ class Worker:
         }
         try:
             handlers[job.kind](job, publisher)
-        except (DocumentError, UnknownModelError) as exc:
+        except (DocumentError, UnknownModelError, EmbedderMismatchError) as exc:
             publisher.error(str(exc))
         except REDIS_DOWN:
             raise  # the job stays pending; the loop reconnects and takes it back
@@ -246,6 +277,11 @@ class Worker:
         return job.model or self._conversation_model(job.scope) or self.config.default_model
 
     def _ask(self, job: Job, publisher: ReplyPublisher) -> None:
+        notes = self._index_links(job, publisher)
+        question = without_links(job.text) if notes else job.text
+        if notes and not question:  # only links: the reply says what was indexed
+            publisher.final("\n".join(notes))
+            return
         model = self._model_for(job)
         spec = self.registry.get(model)
         generator = self.generators.get(model)
@@ -256,15 +292,39 @@ class Worker:
             return
         params = GenerationParams(max_new_tokens=spec.max_new_tokens, temperature=spec.temperature)
         limit_s = seconds_left(job.deadline_at, self.config.generation_timeout_s)
+        started_at_s = time.time()
+        first_token_at_s: list[float] = []
+
+        def on_delta(text: str) -> None:
+            if not first_token_at_s:
+                first_token_at_s.append(time.time())
+            publisher.delta(text)
+
         with Watchdog(self._cancel, limit_s) as watchdog:
-            answer = self.engine.answer(job.text, job.scope, generator, params, on_delta=publisher.delta,
+            answer = self.engine.answer(question, job.scope, generator, params, on_delta=on_delta,
                                         history=self.memory.turns(job.scope.key), cancel=self._cancel)
         if watchdog.fired:
             publisher.error(f"The answer took too long and was stopped after {max(0.0, limit_s):.0f} s. "
                             "Try a shorter question, or a faster model (/models).")
             return
-        if publisher.final(answer.text, answer.citations):  # remembered once, by the worker that posted it
-            self.memory.remember(job.scope.key, job.text, answer.text.removeprefix(NO_DOCUMENTS_NOTE))
+        text = "\n".join([*notes, "", answer.text]) if notes else answer.text
+        if publisher.final(text, answer.citations):  # remembered once, by the worker that posted it
+            self.memory.remember(job.scope.key, question, answer.text.removeprefix(NO_DOCUMENTS_NOTE))
+            self.interactions.record_answer(AnsweredQuestion(
+                job_id=job.id, scope_key=job.scope.key, model=model, grounded=answer.grounded,
+                sources=tuple(Source(hit.chunk.file_name, hit.chunk.pages, hit.score) for hit in answer.sources),
+                queue_wait_s=max(0.0, started_at_s - self._enqueued_at_s),
+                first_token_s=first_token_at_s[0] - started_at_s if first_token_at_s else None,
+                answer_s=time.time() - started_at_s, question=job.text, answer=answer.text))
+
+    def _index_links(self, job: Job, publisher: ReplyPublisher) -> list[str]:
+        """Index the pages behind the question's links into its conversation; a line per link for the reply."""
+        if not self.config.links or not links_in(job.text, 1)[0]:
+            return []
+        notes = index_links(job.text, job.scope.key, self.fetcher, self.embedder, self.store,
+                            self.config.ingest_limits, self.config.fetch_max_links, user=job.user,
+                            progress=publisher.progress)
+        return notes or ["The linked pages are already indexed here."]
 
     def _conversation_model(self, scope: Scope) -> str | None:
         """The thread's choice, else its channel's: a thread opened for an answer inherits the channel's model."""
@@ -282,9 +342,26 @@ class Worker:
             publisher.error(f"The contents of {file_name} never reached the worker or expired; "
                             "please share it again.")
             return
-        result = ingest_pdf(data, file_name, job.scope.key, self.embedder, self.store,  # type: ignore[arg-type]
-                            self.config.ingest_limits, user=job.user, progress=publisher.progress,
-                            between_slices=self._serve_waiting_jobs)
+        cancel, held = self._cancel, self._held
+        saved = RedisProgressStore(self.redis, self.queue.fence(held), file_name) if held is not None else None
+        try:
+            result = ingest_document(data, file_name, job.scope.key,  # type: ignore[arg-type]
+                                     self.embedder, self.store, self.config.ingest_limits, user=job.user,
+                                     progress=publisher.progress,
+                                     between_slices=self._serve_waiting_jobs, saved=saved,
+                                     should_stop=lambda: cancel.is_set() or self._stopping.is_set())
+        except IngestInterrupted as stopped:
+            if self._stopping.is_set():
+                # Shutting down: the slices done so far are saved; the next worker goes on from there.
+                self._is_handing_back = True
+                log.info("ingest of %s stopped after page %d of %d; handing it back with its progress",
+                         file_name, stopped.pages_done, stopped.total)
+            else:
+                log.warning("ingest of %s stopped after page %d of %d: another worker holds it now",
+                            file_name, stopped.pages_done, stopped.total)
+            return
+        log.info("ingest of %s: %d passages embedded here, %d taken from an earlier run's saved slices",
+                 file_name, result.embedded, result.resumed)
         self.redis.delete(job.blob_key)  # type: ignore[arg-type]
         publisher.final(result.summary())
 
@@ -305,11 +382,11 @@ class Worker:
             if is_ingest:
                 self.queue.hand_back(delivery)
                 return
-            outer_cancel = self._cancel
+            outer_cancel, outer_held = self._cancel, self._held
             try:
                 self._process(delivery)
             finally:
-                self._cancel = outer_cancel
+                self._cancel, self._held = outer_cancel, outer_held
 
     def _docs(self, job: Job, publisher: ReplyPublisher) -> None:
         documents = self.store.list_documents(job.scope.search_keys())
@@ -319,7 +396,7 @@ class Worker:
         lines = [f"Documents a question here searches ({len(documents)}):"]
         for doc in documents:
             where = "this thread" if doc.scope_key == job.scope.key and job.scope.thread else "this channel"
-            lines.append(f"- {doc.file_name} ({doc.pages} pages, {doc.chunks} passages; {where})")
+            lines.append(f"- {doc.file_name} ({doc.pages} {doc.unit}s, {doc.chunks} passages; {where})")
         publisher.final("\n".join(lines))
 
     def _forget(self, job: Job, publisher: ReplyPublisher) -> None:
@@ -363,4 +440,15 @@ class Worker:
         dead = self.redis.xlen(keys.DEAD_STREAM)
         lines = [f"{len(workers)} worker(s) live; {depth} job(s) queued or running; {dead} dead-lettered."]
         lines += [f"- {w.worker_id} on {w.host}: {', '.join(w.models)}" for w in workers]
+        cache = self.store.cache
+        lines.append(f"This worker ({self.worker_id}) holds {len(cache)} scope index(es) in "
+                     f"{cache.nbytes:,} of {cache.max_bytes:,} bytes.")
         publisher.final("\n".join(lines))
+
+
+def _entry_time_s(entry_id: str) -> float:
+    """A stream entry id starts with the milliseconds at which Redis added it: the job's submit time."""
+    try:
+        return int(entry_id.split("-", 1)[0]) / 1000
+    except ValueError:
+        return time.time()

@@ -43,9 +43,10 @@ from bot.discord.replies import (
 )
 from bot.discord.settings import MESSAGE_LIMIT, DiscordSettings, intents, invite_url
 from bot.render import format_sources, split_message
+from core.formats import ACCEPTED
 from core.scope import Scope
-from jobs import keys
 from jobs.client import JobClient
+from jobs.heartbeats import live_heartbeats
 from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
 
 log = logging.getLogger(__name__)
@@ -210,7 +211,7 @@ class DiscordAdapter(discord.Client):
         scope = await self._scope_of(message)
         board = IngestBoard(ChannelSurface(message.channel, reference=message), self.settings.edit_interval_s)
         for attachment in others:
-            board.fail(attachment.filename, "is not a PDF; I can only read PDF files.")
+            board.fail(attachment.filename, f"is not a format I read; I index {ACCEPTED}.")
         limit_mb = self.settings.max_attachment_mb
         for attachment in pdfs:
             if attachment.size > self.settings.max_attachment_bytes:
@@ -334,10 +335,8 @@ class DiscordAdapter(discord.Client):
         if time.monotonic() - fetched_at < MODELS_CACHE_S:
             return names
         found: set[str] = set()
-        async for key in self.jobs.redis.scan_iter(match=keys.WORKER_PREFIX + "*"):
-            raw = await self.jobs.redis.get(key)
-            if raw:
-                found.update(_models_in_heartbeat(raw))
+        for raw in await live_heartbeats(self.jobs.redis):
+            found.update(_models_in_heartbeat(raw))
         names = sorted(found)
         self._models_cache = (time.monotonic(), names)
         return names

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import discord
 
+from core.formats import accepted_name
 from core.scope import Scope
 from jobs import keys
 from jobs.protocol import Job, JobKind
@@ -47,7 +48,7 @@ def question_of(content: str, bot_user_id: int) -> str:
 
 def is_pdf(attachment: discord.Attachment) -> bool:
     content_type = (attachment.content_type or "").split(";")[0].strip().lower()
-    return content_type == PDF_CONTENT_TYPE or attachment.filename.lower().endswith(".pdf")
+    return content_type == PDF_CONTENT_TYPE or accepted_name(attachment.filename)  # any format the worker indexes
 
 
 def thread_name(question: str) -> str:

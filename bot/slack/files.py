@@ -9,6 +9,8 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
+from core.formats import accepted_name
+
 DEFAULT_FILE_HOSTS = ("files.slack.com",)
 MAX_REDIRECTS = 3
 DOWNLOAD_TIMEOUT_S = 60.0
@@ -35,7 +37,7 @@ class SharedFile:
     def from_event(cls, raw: Mapping[str, Any]) -> SharedFile:
         name = str(raw.get("name") or raw.get("title") or raw.get("id") or "file")
         is_pdf = (raw.get("filetype") == "pdf" or raw.get("mimetype") == PDF_MIMETYPE
-                  or name.lower().endswith(".pdf"))
+                  or accepted_name(name))  # any format the worker indexes, not only PDFs
         return cls(id=str(raw.get("id", "")), name=name,
                    url=str(raw.get("url_private_download") or raw.get("url_private") or ""),
                    permalink=str(raw.get("permalink") or ""), size=int(raw.get("size") or 0), is_pdf=is_pdf)

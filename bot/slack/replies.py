@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
@@ -129,7 +130,7 @@ class SlackReply:
             return ""
         scope = Scope.parse(self.route.scope)
         links = await self.permalinks.lookup(scope, (c.file_name for c in citations))
-        shown = [Citation(escape(c.file_name), c.pages) for c in citations]
+        shown = [dataclasses.replace(c, file_name=escape(c.file_name)) for c in citations]
         by_shown = {s: links.get(c.file_name) for s, c in zip(shown, citations, strict=True)}
         return "\n\n" + format_sources(shown, by_shown.get)
 
@@ -164,6 +165,9 @@ class SlackReply:
             return False
 
     async def _respond(self, pieces: list[str]) -> None:
+        if not self.route.response_url:  # a job retried from the dead letters: its posting rights are gone
+            log.warning("no response_url for a reply in %s; the answer is not posted", self.route.channel)
+            return
         for piece in pieces:
             payload = {"text": piece, "response_type": self.route.response_type, "replace_original": False}
             async with self.http.post(self.route.response_url, json=payload) as resp:

@@ -10,8 +10,8 @@ import gc
 import logging
 import queue
 import threading
-from collections.abc import Generator
-from dataclasses import dataclass
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,14 @@ from core import gpu
 from core.chat_formats import TEMPLATE, ChatFormat, get_format
 from core.generation import ChatMessage, GenerationParams
 from core.registry import ModelSpec
+from core.serving.requests import FinishReason, Handle, RequestParams
 from core.stop_strings import StopStringFilter
 
 log = logging.getLogger(__name__)
 
 QUANTIZATIONS = ("none", "bnb-4bit", "bnb-8bit")
 STREAM_POLL_S = 0.1  # how long the consumer waits for a piece before looking at `cancel` again
+ENGINE_MAX_BATCH = 32  # answers decoded together on a GPU; the engine lowers it to what the free memory holds
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,29 @@ def split_gguf(weights: str) -> tuple[str, str | None]:
 
 
 class TransformersGenerator:
-    """A transformers causal LM behind the ``Generator`` port."""
+    """A transformers causal LM behind the ``Generator`` port.
 
-    def __init__(self, spec: ModelSpec, *, hf_token: str | None = None, device: str | None = None):
+    On a GPU, ``stream`` and ``submit`` go through a batched engine (core/serving) and may be called from
+    many threads at once: every answer in flight decodes in one batch. Elsewhere, and where the engine
+    cannot serve the model, ``generate`` runs one answer at a time (concurrent callers take turns).
+    ``max_concurrency`` says which: how many answers are worth having in flight.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        hf_token: str | None = None,
+        device: str | None = None,
+        batched: bool | None = None,
+        max_batch: int = ENGINE_MAX_BATCH,
+        graph_mode: str = "auto",
+    ):
         """Load ``spec.weights``. ``device``: "cpu", "cuda", "cuda:N", or None for the freest GPU else CPU.
 
         ``hf_token`` is needed for gated hub models (Gemma, Llama 3) unless they are in the local cache.
+        ``batched``: serve through the batched engine; None means on a GPU yes, on CPU no (a CPU is
+        bound by arithmetic, so batching gains little there). bnb-8bit always takes the plain path.
         """
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -114,6 +133,38 @@ class TransformersGenerator:
         self._eos_ids = _eos_ids(self.model, self.tokenizer, spec.stop_tokens)
         pad = self.tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else self._eos_ids[0]
+        self._plain_lock = threading.Lock()  # generate serves one answer at a time
+        self.engine: Any = None
+        if batched is None:
+            batched = self.plan.device != "cpu"
+        if batched:
+            self.engine = self._start_engine(max_batch, graph_mode)
+        self.max_concurrency = self.engine.max_batch if self.engine is not None else 1
+
+    def _start_engine(self, max_batch: int, graph_mode: str) -> Any:
+        """The batched engine for this model, or None (said once in the log) where it cannot serve it."""
+        from core.serving.engine import BatchEngine
+
+        if self.plan.quantization == "bnb-8bit":
+            log.warning("%s: bnb-8bit answers one at a time through generate: LLM.int8 decode is slow and "
+                        "its kernels are not captured in graphs; choose bnb-4bit or 16-bit to batch", self.name)
+            return None
+        top_k = getattr(self.model.generation_config, "top_k", None) or 0
+        try:
+            return BatchEngine(
+                self.model, eos_ids=self._eos_ids, decode=self._decode_answer, max_batch=max_batch,
+                max_len=self.context_tokens, graph_mode=graph_mode, pad_id=self._pad_id, top_k=top_k,
+                name=self.name,
+            ).start()
+        except Exception as exc:  # an architecture or device the engine cannot serve: the plain path can
+            log.warning("%s: batched engine unavailable, answering one at a time: %s: %s",
+                        self.name, type(exc).__name__, exc)
+            return None
+
+    def _decode_answer(self, ids: list[int]) -> str:
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        assert isinstance(text, str)
+        return text
 
     # --- prompt -----------------------------------------------------------------------------------
 
@@ -146,16 +197,56 @@ class TransformersGenerator:
         params: GenerationParams,
         cancel: threading.Event | None = None,
     ) -> Generator[str, None, None]:  # a generator: closing it early stops the model too
-        import torch
-        from transformers import StoppingCriteriaList, TextIteratorStreamer
-
         prompt = self.prompt_ids(messages)
         room = self.context_tokens - len(prompt)
         if room <= 0:
             raise ValueError(
                 f"The prompt takes {len(prompt)} tokens; {self.name}'s window is {self.context_tokens}."
             )
-        stop = tuple(params.stop) + (self._format.stop if self._format is not None else ())
+        if self.engine is not None:
+            yield from self._stream_batched(prompt, params, cancel)
+        else:
+            with self._plain_lock:
+                yield from self._stream_plain(prompt, replace(params, stop=self._stops(params)), room, cancel)
+
+    def submit(self, prompt_ids: list[int], params: GenerationParams) -> Handle:
+        """Start an answer in the batched engine and return at once; thread-safe.
+
+        The handle yields the answer's tokens with their text and has ``cancel()``; a failure of this
+        request alone (prompt too long, ...) ends its iteration with ``RequestFailed``.
+        """
+        if self.engine is None:
+            raise RuntimeError(f"{self.name} is not served by the batched engine; use stream()")
+        request = RequestParams(
+            max_new_tokens=params.max_new_tokens, temperature=params.temperature, top_p=params.top_p,
+            repetition_penalty=params.repetition_penalty, stop=self._stops(params),
+        )
+        handle: Handle = self.engine.submit(prompt_ids, request)
+        return handle
+
+    def _stops(self, params: GenerationParams) -> tuple[str, ...]:
+        return tuple(params.stop) + (self._format.stop if self._format is not None else ())
+
+    def _stream_batched(
+        self, prompt: list[int], params: GenerationParams, cancel: threading.Event | None
+    ) -> Iterator[str]:
+        handle = self.submit(prompt, params)
+        try:
+            for event in handle.events(cancel):
+                if event.text:
+                    yield event.text
+            if handle.finish_reason is not FinishReason.CANCELLED and handle.tail:
+                yield handle.tail
+        finally:
+            handle.cancel()  # the caller stopped reading: the engine lets the answer go at its next step
+
+    def _stream_plain(
+        self, prompt: list[int], params: GenerationParams, room: int, cancel: threading.Event | None
+    ) -> Iterator[str]:
+        import torch
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+        stop = params.stop
         consumer_done = threading.Event()  # set when the caller stops reading, so the model stops too
         streamer = TextIteratorStreamer(
             self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=STREAM_POLL_S
@@ -219,6 +310,9 @@ class TransformersGenerator:
     def close(self) -> None:
         import torch
 
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
         self.model = None
         gc.collect()
         if torch.cuda.is_available():
