@@ -20,7 +20,7 @@ def words(texts: list[str]) -> list[int]:
 
 
 def _chunk(ordinal: int, text: str, section: str = "") -> Chunk:
-    return Chunk("d", "f.pdf", text, ordinal + 1, ordinal + 1, ordinal, section)
+    return Chunk("d", "f.pdf", text, ordinal + 1, ordinal + 1, ordinal, section=section)
 
 
 def test_units_point_at_their_parent_and_carry_its_section() -> None:
