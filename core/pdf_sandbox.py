@@ -65,12 +65,11 @@ class SandboxedPdf:
     source_url: str = ""  # a page fetched from a link: its parts are cited by this URL
     page_count: int = 0
     unit: str = "page"  # what page_count counts: page, slide, section, paragraph
-    title: str = ""  # a web page's title
+    title: str = ""  # a web page's title, or a PDF's own (metadata) title
     is_repaired: bool = False
     has_ocr: bool = False
     ocr_pages: list[int] = field(default_factory=list)
     unreadable_pages: list[int] = field(default_factory=list)  # no text layer and no OCR result
-    title: str = ""  # the document's title (see core.headings.document_title)
 
     def __post_init__(self) -> None:
         self._timed_out = threading.Event()
