@@ -45,10 +45,10 @@ def rss_mb() -> dict[str, float]:
 def synthetic_pages(pages: int, seed: int = 7) -> list[str]:
     """Text pages with a word distribution like prose: 3,000 English words (whole words in the embedder's
     own vocabulary, so a page is as many tokens as real text), drawn by Zipf's law."""
-    from core.package_files import resolve
+    from phobos.runtime import embedder_location
     from phobos.settings import Settings
 
-    with open(Path(resolve(Settings().embedder)) / "tokenizer.json") as f:
+    with open(Path(embedder_location(Settings())) / "tokenizer.json") as f:
         words = sorted(w for w in json.load(f)["model"]["vocab"] if w.isalpha() and w.islower() and 4 <= len(w) <= 10)
     rng = random.Random(seed)
     vocabulary = rng.sample(words, 3000)

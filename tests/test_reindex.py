@@ -9,7 +9,7 @@ import pytest
 
 from core.index import EmbedderMismatchError
 from core.ingest import IngestLimits, ingest_document
-from core.package_files import resolve
+from phobos.runtime import embedder_location
 from phobos.settings import Settings
 from tests.conftest import ROOT, phobos_env
 from tests.pdfs import FACT_PAGES, pdf_with_pages
@@ -35,7 +35,7 @@ def test_asking_with_another_embedder_names_phobos_reindex_which_fixes_it(redis_
     # The same weights under another configured name are another embedder to Phobos: it cannot tell
     # that two names hold the same model, so it asks for a re-index rather than guess.
     other = tmp_path / "other-embedder"
-    other.symlink_to(resolve(Settings().embedder), target_is_directory=True)
+    other.symlink_to(embedder_location(Settings()), target_is_directory=True)
     pdf = tmp_path / "facts.pdf"
     pdf.write_bytes(pdf_with_pages(FACT_PAGES))
     env = phobos_env(redis_server.url, PHOBOS_CHUNK_TOKENS="60")

@@ -11,8 +11,8 @@ from pathlib import Path
 import redis
 
 from core.ingest import IngestLimits, ingest_document
-from core.package_files import resolve
 from jobs import keys
+from phobos.runtime import embedder_location
 from phobos.settings import Settings
 from tests.conftest import ROOT, phobos_env
 from tests.pdfs import pdf_with_pages
@@ -27,7 +27,7 @@ ANSWER_DEADLINE_S = 500  # generous: 2,000 questions on a busy 2-core machine
 
 def prose_pages(pages: int, seed: int = 3) -> list[str]:
     """Pages of English words (from the embedder's vocabulary) drawn by Zipf's law, like prose."""
-    with open(Path(resolve(Settings().embedder)) / "tokenizer.json") as f:
+    with open(Path(embedder_location(Settings())) / "tokenizer.json") as f:
         words = sorted(w for w in json.load(f)["model"]["vocab"] if w.isalpha() and w.islower() and len(w) >= 4)
     rng = random.Random(seed)
     vocabulary = rng.sample(words, 3000)
