@@ -45,6 +45,7 @@ from bot.discord_settings import MESSAGE_LIMIT, DiscordSettings, intents, invite
 from bot.job_client import JobClient
 from bot.render import format_sources, split_message
 from core.scope import Scope
+from telemetry import metrics
 from workers import keys
 from workers.protocol import Job, JobKind, ReplyEvent, ReplyType
 
@@ -160,6 +161,7 @@ class DiscordAdapter(discord.Client):
         try:
             channel = self.get_channel(channel_id) or await self.fetch_channel(channel_id)
         except discord.HTTPException as exc:
+            metrics.platform_error("discord", exc)
             log.warning("cannot post a late reply to channel %s: %s", channel_id, exc)
             return
         if not isinstance(channel, discord.abc.Messageable):
@@ -221,6 +223,7 @@ class DiscordAdapter(discord.Client):
                 # Now, not later: Discord's attachment URLs expire.
                 data = await attachment.read()
             except discord.HTTPException as exc:
+                metrics.platform_error("discord", exc)
                 board.fail(attachment.filename, f"could not be downloaded from Discord ({exc.status}); "
                                                 "please upload it again.")
                 continue

@@ -20,6 +20,7 @@ from bot.discord_settings import MESSAGE_LIMIT
 from bot.render import format_sources, split_message
 from bot.streaming import StreamedAnswer
 from core.documents import Citation
+from telemetry import metrics
 from workers.protocol import ReplyEvent, ReplyType
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class InteractionSurface:
                 await self._show_via_token(pieces)
                 return
             except (discord.NotFound, discord.Forbidden) as exc:
+                metrics.platform_error("discord", exc)
                 log.info("interaction %s token refused (%s); answering in the channel",
                          self.interaction.id, exc)
                 self._start_fallback()
@@ -162,6 +164,7 @@ class ReplyView:
         try:
             await step
         except discord.HTTPException as exc:
+            metrics.platform_error("discord", exc)
             log.warning("Discord refused an update (%s %s)", exc.status, exc.text)
 
     async def _show(self, text: str) -> None:

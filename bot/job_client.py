@@ -13,6 +13,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from telemetry import metrics
 from workers import keys
 from workers.admission import AdmissionLimits, SubmitResult, admit
 from workers.protocol import Job, ReplyEvent, ReplyType
@@ -53,6 +54,7 @@ class JobClient:
             job = dataclasses.replace(job, blob_key=blob_key)
             await self.redis.set(blob_key, blob, ex=keys.BLOB_TTL_S)
         result = await admit(self.redis, job, self.limits)
+        metrics.submitted(job.kind, result.status)
         if result.is_queued:
             await self._tell(job, ReplyType.QUEUED, result.message(), position=result.position)
         elif result.message():

@@ -28,6 +28,7 @@ from bot.slack_permalinks import PermalinkStore
 from bot.slack_replies import VIA_CHAT, VIA_RESPONSE_URL, ReplyRouter, Route, escape
 from bot.slack_settings import SlackSettings
 from core.scope import Scope
+from telemetry import metrics
 from workers import keys
 from workers.protocol import Job, JobKind
 
@@ -229,6 +230,7 @@ class SlackAdapter:
         try:
             info = await self.client.files_info(file=str(raw["id"]))
         except SlackApiError as exc:
+            metrics.platform_error("slack", exc)
             log.warning("files.info %s failed: %s", raw.get("id"), exc.response.get("error"))
             return None
         return SharedFile.from_event(info["file"])

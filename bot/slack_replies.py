@@ -18,6 +18,7 @@ from bot.slack_permalinks import PermalinkStore
 from bot.streaming import StreamedAnswer
 from core.documents import Citation
 from core.scope import Scope
+from telemetry import metrics
 from workers.protocol import ReplyEvent, ReplyType
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,7 @@ class SlackReply:
             del self.posted[len(pieces):]
             return True
         except SlackApiError as exc:
+            metrics.platform_error("slack", exc)
             # e.g. not_in_channel after /phobos in a channel the bot was never invited to.
             if not self.route.response_url or self.posted:
                 raise
@@ -231,6 +233,7 @@ class ReplyRouter:
                     return
             log.warning("job %s sent nothing for %.0f s; no longer following it", job_id, silent_s)
         except (SlackApiError, aiohttp.ClientError) as exc:
+            metrics.platform_error("slack", exc)
             log.warning("could not show the reply to job %s: %s", job_id, exc)
         finally:
             self._inboxes.pop(job_id, None)

@@ -19,6 +19,7 @@ from core.ingest import IngestLimits
 from core.registry import ModelRegistry
 from phobos.redis_server import EmbeddedRedis
 from phobos.settings import Settings
+from telemetry.server import Health, serve
 from workers.admission import AdmissionLimits
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,13 @@ def redis_url(settings: Settings) -> Iterator[str]:
     finally:
         if started:
             embedded.stop()
+
+
+def serve_metrics(settings: Settings, url: str) -> Health | None:
+    """/metrics, /healthz and /readyz on PHOBOS_METRICS_PORT; None (nothing bound) when it is 0."""
+    if not settings.metrics_port:
+        return None
+    return serve(settings.metrics_host, settings.metrics_port, url)
 
 
 def connect(url: str) -> redis.Redis:

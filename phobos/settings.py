@@ -139,9 +139,18 @@ class Settings(BaseSettings):
     # Load the embedder at its first use rather than at start (quick worker restarts in tests).
     lazy_embedder: bool = Field(False, validation_alias=_env("PHOBOS_LAZY_EMBEDDER"))
 
-    # --- logging ---
+    # --- logging and metrics ---
     # Empty: INFO for long-running commands (up, worker), WARNING for one-shot ones (ingest, search, ...).
     log_level: str = Field("", validation_alias=_env("PHOBOS_LOG_LEVEL"))
+    # "text" (human lines) or "json" (one JSON object per line, for log collectors).
+    log_format: str = Field("text", validation_alias=_env("PHOBOS_LOG_FORMAT"))
+    # Put question and answer text into job log lines; off, logs carry ids, scopes, models and timings only.
+    log_text: bool = Field(False, validation_alias=_env("PHOBOS_LOG_TEXT"))
+    # Port for /metrics, /healthz and /readyz on long-running processes; 0 binds nothing. `phobos up`
+    # gives its worker and adapters the next ports (up: N, worker: N+1, adapters: N+2, ...).
+    metrics_port: int = Field(0, validation_alias=_env("PHOBOS_METRICS_PORT"))
+    # Address the metrics port listens on.
+    metrics_host: str = Field("0.0.0.0", validation_alias=_env("PHOBOS_METRICS_HOST"))
 
     @cached_property
     def state_path(self) -> Path:

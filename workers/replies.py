@@ -8,6 +8,7 @@ from collections.abc import Callable
 import redis
 
 from core.documents import Citation
+from telemetry.metrics import JobMetrics
 from workers import keys
 from workers.protocol import Job, ReplyEvent, ReplyType
 
@@ -22,7 +23,9 @@ class ReplyPublisher:
     """
 
     def __init__(self, client: redis.Redis, job: Job, attempt: int = 1,
-                 finish: Callable[[ReplyEvent], bool] | None = None):
+                 finish: Callable[[ReplyEvent], bool] | None = None, entry_id: str | None = None):
+        self.observed = JobMetrics(job, entry_id)  # timings and outcome, for metrics and the job's log line
+        self._outcome = "ok"
         self.redis = client
         self.job = job
         self.attempt = attempt
@@ -39,12 +42,18 @@ class ReplyPublisher:
         if event.is_terminal:
             self.is_finished = True
             if self.finish is not None:
-                return self.finish(event)
+                is_posted = self.finish(event)
+                if is_posted:
+                    self.observed.finished(self._outcome, event.text)
+                return is_posted
         self.redis.xadd(self.job.reply_to, {"event": event.to_json()}, maxlen=keys.REPLY_STREAM_MAXLEN,
                         approximate=True)
+        if event.is_terminal:
+            self.observed.finished(self._outcome, event.text)
         return True
 
     def delta(self, text: str) -> None:
+        self.observed.delta()
         self._pending_text += text
         if time.monotonic() - self._last_flush >= DELTA_FLUSH_INTERVAL_S:
             self.flush()
@@ -63,6 +72,8 @@ class ReplyPublisher:
         self.flush()
         return self._send(ReplyType.FINAL, text=text, citations=citations)
 
-    def error(self, text: str) -> None:
+    def error(self, text: str, outcome: str = "error") -> None:
+        """Send an error reply; ``outcome`` labels it in metrics (error, failed, expired, timeout)."""
         self.flush()
+        self._outcome = outcome
         self._send(ReplyType.ERROR, text=text)

@@ -25,6 +25,7 @@ from core.pdf import DocumentError
 from core.rag import NO_DOCUMENTS_NOTE, RagEngine
 from core.registry import ModelRegistry, UnknownModelError
 from core.scope import Scope
+from telemetry import metrics
 from workers import deadletter, keys
 from workers.conversations import ConversationStore
 from workers.deadlines import STUCK_EXIT_CODE, STUCK_GRACE_S, Watchdog, seconds_left
@@ -169,15 +170,16 @@ class Worker:
             record = deadletter.dead_record(delivery.fields[b"job"].decode(), delivery.entry_id,
                                             delivery.times_delivered, "max deliveries")
             self.queue.finish(delivery, job.user, job.reply_to, event.to_json(), record)
+            metrics.dead_lettered(job.kind)
             log.error("job %s dead-lettered after %d deliveries", job.id, delivery.times_delivered - 1)
             return
         started = time.monotonic()
         self._cancel = threading.Event()
         publisher = ReplyPublisher(self.redis, job, attempt=delivery.times_delivered,
-                                   finish=lambda event: self._finish(delivery, job, event))
+                                   finish=lambda event: self._finish(delivery, job, event), entry_id=delivery.entry_id)
         if job.deadline_at is not None and time.time() > job.deadline_at:
             publisher.error("This request waited past its deadline before a worker was free, so it was "
-                            "dropped rather than answered late. Please ask again.")
+                            "dropped rather than answered late. Please ask again.", outcome="expired")
             return
         if self._forward_if_served_elsewhere(delivery, job):
             return
@@ -239,7 +241,7 @@ class Worker:
         except Exception:
             log.exception("job %s failed", job.id)
             publisher.error(f"Something went wrong while working on this ({job.kind}). The worker log has "
-                            f"the details under job id {job.id}; please try again.")
+                            f"the details under job id {job.id}; please try again.", outcome="failed")
 
     def _model_for(self, job: Job) -> str:
         return job.model or self._conversation_model(job.scope) or self.config.default_model
@@ -253,6 +255,7 @@ class Worker:
             publisher.error(f"No worker serves the model '{model}' right now. Live models: {', '.join(live)}. "
                             "Choose one with /model NAME.")
             return
+        publisher.observed.model = model
         params = GenerationParams(max_new_tokens=spec.max_new_tokens, temperature=spec.temperature)
         limit_s = seconds_left(job.deadline_at, self.config.generation_timeout_s)
         with Watchdog(self._cancel, limit_s) as watchdog:
@@ -260,7 +263,7 @@ class Worker:
                                         history=self.memory.turns(job.scope.key), cancel=self._cancel)
         if watchdog.fired:
             publisher.error(f"The answer took too long and was stopped after {max(0.0, limit_s):.0f} s. "
-                            "Try a shorter question, or a faster model (/models).")
+                            "Try a shorter question, or a faster model (/models).", outcome="timeout")
             return
         if publisher.final(answer.text, answer.citations):  # remembered once, by the worker that posted it
             self.memory.remember(job.scope.key, job.text, answer.text.removeprefix(NO_DOCUMENTS_NOTE))
@@ -285,6 +288,7 @@ class Worker:
                             self.config.ingest_limits, user=job.user, progress=publisher.progress,
                             between_slices=self._serve_waiting_jobs)
         self.redis.delete(job.blob_key)  # type: ignore[arg-type]
+        metrics.INGEST_PAGES.inc(0 if result.already_indexed else result.info.pages)
         publisher.final(result.summary())
 
     def _serve_waiting_jobs(self) -> None:
