@@ -212,3 +212,17 @@ def test_json_log_lines_carry_text_only_when_asked(monkeypatch: pytest.MonkeyPat
 def test_an_unknown_log_format_is_refused() -> None:
     with pytest.raises(ValueError, match="PHOBOS_LOG_FORMAT"):
         logs.configure("INFO", "yaml")
+
+
+def test_up_keeps_worker_logs_out_of_the_console(redis_server: RedisServer, redis_client,  # type: ignore[no-untyped-def]
+                                                 tmp_path: Path) -> None:
+    env = phobos_env(redis_server.url, PHOBOS_WORKER_MODELS="extractive", PHOBOS_DEFAULT_MODEL="extractive")
+    env["PHOBOS_STATE_DIR"] = str(tmp_path / "state")
+    result = subprocess.run([sys.executable, "-m", "phobos", "up"], input=b"/status\n", env=env, cwd=ROOT,
+                            capture_output=True, timeout=300)
+    chat = result.stdout.decode() + result.stderr.decode()
+    assert result.returncode == 0, chat
+    assert "1 worker(s) live" in result.stdout.decode()
+    assert " INFO " not in chat  # the worker's and up's own log lines went to files
+    assert f"Logs: {tmp_path / 'state' / 'logs'}" in chat
+    assert "ready; serving extractive" in (tmp_path / "state" / "logs" / "worker.log").read_text()
