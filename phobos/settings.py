@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     llm_threads: int = Field(0, validation_alias=_env("PHOBOS_LLM_THREADS"))
     # Hugging Face token for gated models (Gemma, Llama 3).
     hf_token: str = Field("", validation_alias=_env("HF_TOKEN"))
+    # A file holding that token (a mounted Docker or Kubernetes secret); read when HF_TOKEN is empty.
+    hf_token_file: str = Field("", validation_alias=_env("HF_TOKEN_FILE"))
     # OpenAI API key and an optional base URL for an OpenAI-compatible server.
     openai_api_key: str = Field("", validation_alias=_env("OPENAI_API_KEY"))
     openai_base_url: str = Field("", validation_alias=_env("OPENAI_BASE_URL"))
@@ -151,6 +153,12 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, validation_alias=_env("PHOBOS_METRICS_PORT"))
     # Address the metrics port listens on.
     metrics_host: str = Field("0.0.0.0", validation_alias=_env("PHOBOS_METRICS_HOST"))
+
+    @model_validator(mode="after")
+    def _read_secret_files(self) -> Settings:
+        if not self.hf_token and self.hf_token_file:
+            self.hf_token = Path(self.hf_token_file).read_text().strip()
+        return self
 
     @cached_property
     def state_path(self) -> Path:
