@@ -23,15 +23,15 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.job_client import JobClient
 from core.backends.echo import EchoGenerator
 from core.ingest import IngestLimits
 from core.registry import ModelRegistry, ModelSpec
 from core.scope import Scope
+from jobs.admission import AdmissionLimits
+from jobs.client import JobClient
+from jobs.protocol import Job, JobKind
 from phobos import runtime
 from phobos.redis_server import EmbeddedRedis
-from workers.admission import AdmissionLimits
-from workers.protocol import Job, JobKind
 from workers.replies import ReplyPublisher
 from workers.worker import Worker, WorkerConfig
 

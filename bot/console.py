@@ -13,10 +13,10 @@ import uuid
 from pathlib import Path
 from typing import TextIO
 
-from bot.job_client import JobClient, run_job
 from bot.render import format_sources
 from core.scope import Scope
-from workers.protocol import Job, JobKind, ReplyEvent, ReplyType
+from jobs.client import JobClient, run_job
+from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
 
 CONSOLE_SCOPE = Scope("console", "local", "console")
 HELP = """Type a question, or one of:

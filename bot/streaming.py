@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from workers.protocol import ReplyEvent, ReplyType
+from jobs.protocol import ReplyEvent, ReplyType
 
 
 class StreamedAnswer:

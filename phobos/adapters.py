@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
-from bot.job_client import JobClient
+from jobs.client import JobClient
 from phobos import runtime
 from phobos.settings import Settings
 
@@ -27,8 +27,8 @@ def configured_adapters(settings: Settings) -> list[str]:
 
 
 def run_discord(settings: Settings, redis_url: str) -> None:
-    from bot.discord_adapter import adapter_id, serve
-    from bot.discord_settings import DiscordSettings
+    from bot.discord.adapter import adapter_id, serve
+    from bot.discord.settings import DiscordSettings
 
     if not settings.discord_token:
         raise SystemExit("Set DISCORD_TOKEN first (docs/discord.md).")
@@ -51,8 +51,8 @@ def run_discord(settings: Settings, redis_url: str) -> None:
 
 
 def run_slack(settings: Settings, redis_url: str) -> None:
-    from bot.slack_adapter import adapter_id, serve
-    from bot.slack_settings import SlackSettings
+    from bot.slack.adapter import adapter_id, serve
+    from bot.slack.settings import SlackSettings
 
     if not settings.slack_bot_token:
         raise SystemExit("Set SLACK_BOT_TOKEN first (docs/slack.md).")

@@ -20,16 +20,16 @@ import redis
 import redis.asyncio as aioredis
 
 from bot.console import CONSOLE_SCOPE, ConsoleAdapter
-from bot.job_client import JobClient, run_job
 from bot.render import format_sources
 from core.documents import Citation
 from core.scope import Scope
+from jobs.client import JobClient, run_job
+from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
 from phobos import runtime
 from phobos.adapters import configured_adapters
 from phobos.settings import Settings
 from telemetry import logs
 from workers.heartbeat import live_models, live_workers
-from workers.protocol import Job, JobKind, ReplyEvent, ReplyType
 
 log = logging.getLogger("phobos")
 WORKER_READY_TIMEOUT_S = 300.0
@@ -99,6 +99,15 @@ def _parser() -> argparse.ArgumentParser:
     dlq.add_argument("action", choices=["list", "retry", "drop"])
     dlq.add_argument("ids", nargs="*", help="dead-letter entry ids (retry, drop); 'all' for every one")
     dlq.set_defaults(func=cmd_dlq)
+
+    feedback = sub.add_parser("feedback", help="rated answers: export them as eval questions, or rating shares")
+    feedback.add_argument("action", choices=["export", "stats"],
+                          help="export: rated questions as JSONL (bench question format); stats: good share "
+                               "per model and week")
+    feedback.add_argument("--output", "-o", help="export: write here instead of stdout")
+    feedback.add_argument("--rating", choices=["good", "bad", "all"], default="all",
+                          help="export: only answers rated this way (default all)")
+    feedback.set_defaults(func=cmd_feedback)
     return parser
 
 
@@ -122,7 +131,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                               generation_timeout_s=settings.generation_timeout_s,
                               shutdown_grace_s=settings.shutdown_grace_s,
                               memory_turns=settings.memory_turns, memory_tokens=settings.memory_tokens,
-                              memory_ttl_s=settings.memory_ttl_s)
+                              memory_ttl_s=settings.memory_ttl_s, log_text=settings.log_text,
+                              interaction_retention_days=settings.interaction_retention_days,
+                              interaction_max_entries=settings.interaction_max_entries)
         worker = Worker(client, embedder, generators, registry, config, top_k=settings.top_k,
                         min_relevance=settings.min_relevance)
         worker.install_signal_handlers()
@@ -387,7 +398,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from workers import keys
+    from jobs import keys
 
     with runtime.redis_url(settings) as url:
         client = runtime.connect(url)
@@ -429,6 +440,36 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"{dead_id}: dropped" if is_dropped else f"{dead_id}: not found")
                 failures += not is_dropped
     return 1 if failures else 0
+
+
+def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs.interactions import InteractionLog, export_rated, rating_stats
+
+    with runtime.redis_url(settings) as url:
+        rated = InteractionLog(runtime.connect(url)).rated_answers()
+    if args.action == "stats":
+        rows = rating_stats(rated)
+        print(f"{'week':<10} {'model':<24} {'good':>5} {'bad':>5} {'good share':>10}")
+        for row in rows:
+            print(f"{row['week']:<10} {row['model']:<24} {row['good']:>5} {row['bad']:>5} {row['good_share']:>10.0%}")
+        if not rows:
+            print("No rated answers yet.")
+        return 0
+    if args.rating != "all":
+        rated = [item for item in rated if item.rating == args.rating]
+    lines, without_text = export_rated(rated)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        for line in lines:
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+    finally:
+        if args.output:
+            out.close()
+    print(f"{len(lines)} rated question(s) exported.", file=sys.stderr)
+    if without_text:
+        print(f"{without_text} rated answer(s) left out: their question text was not kept "
+              "(set PHOBOS_LOG_TEXT=true to keep it).", file=sys.stderr)
+    return 0
 
 
 # Commands that run until stopped: they log at INFO by default and may serve PHOBOS_METRICS_PORT.

@@ -17,10 +17,10 @@ from core.embedding import Embedder, SentenceTransformerEmbedder
 from core.generation import Generator
 from core.ingest import IngestLimits
 from core.registry import ModelRegistry
+from jobs.admission import AdmissionLimits
 from phobos.redis_server import EmbeddedRedis
 from phobos.settings import Settings
 from telemetry.server import Health, serve
-from workers.admission import AdmissionLimits
 
 log = logging.getLogger(__name__)
 

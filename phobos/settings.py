@@ -146,13 +146,19 @@ class Settings(BaseSettings):
     log_level: str = Field("", validation_alias=_env("PHOBOS_LOG_LEVEL"))
     # "text" (human lines) or "json" (one JSON object per line, for log collectors).
     log_format: str = Field("text", validation_alias=_env("PHOBOS_LOG_FORMAT"))
-    # Put question and answer text into job log lines; off, logs carry ids, scopes, models and timings only.
-    log_text: bool = Field(False, validation_alias=_env("PHOBOS_LOG_TEXT"))
     # Port for /metrics, /healthz and /readyz on long-running processes; 0 binds nothing. `phobos up`
     # gives its worker and adapters the next ports (up: N, worker: N+1, adapters: N+2, ...).
     metrics_port: int = Field(0, validation_alias=_env("PHOBOS_METRICS_PORT"))
     # Address the metrics port listens on.
     metrics_host: str = Field("0.0.0.0", validation_alias=_env("PHOBOS_METRICS_HOST"))
+    # Store question and answer text in logs and in the interaction log; off keeps only ids, scores, timings.
+    log_text: bool = Field(False, validation_alias=_env("PHOBOS_LOG_TEXT"))
+
+    # --- the interaction log (answers and their 👍/👎; `phobos feedback`) ---
+    # Entries older than this are trimmed.
+    interaction_retention_days: float = Field(90.0, validation_alias=_env("PHOBOS_INTERACTION_RETENTION_DAYS"))
+    # The log never holds more entries than this (answers and ratings together).
+    interaction_max_entries: int = Field(100_000, validation_alias=_env("PHOBOS_INTERACTION_MAX_ENTRIES"))
 
     @model_validator(mode="after")
     def _read_secret_files(self) -> Settings:

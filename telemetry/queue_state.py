@@ -7,7 +7,7 @@ from typing import Any
 
 import redis
 
-from workers import keys
+from jobs import keys
 
 
 @dataclass(frozen=True)

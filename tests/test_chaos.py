@@ -23,12 +23,12 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from bot.job_client import JobClient
 from core.scope import Scope
+from jobs import keys
+from jobs.admission import AdmissionLimits
+from jobs.client import JobClient
+from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
 from tests.conftest import ROOT, RedisServer, phobos_env
-from workers import keys
-from workers.admission import AdmissionLimits
-from workers.protocol import Job, JobKind, ReplyEvent, ReplyType
 
 pytestmark = pytest.mark.chaos
 

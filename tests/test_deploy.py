@@ -23,9 +23,9 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from core.registry import ModelRegistry
+from jobs import keys
 from phobos.settings import Settings
 from telemetry import metrics
-from workers import keys
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

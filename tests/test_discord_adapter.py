@@ -17,20 +17,20 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from bot.discord_adapter import HELP_TEXT, DiscordAdapter
-from bot.discord_payloads import Gate
-from bot.discord_replies import STREAMING_CURSOR, THINKING, AnswerView, ChannelSurface
-from bot.discord_settings import DiscordSettings
-from bot.job_client import JobClient
+from bot.discord.adapter import HELP_TEXT, DiscordAdapter
+from bot.discord.payloads import Gate
+from bot.discord.replies import STREAMING_CURSOR, THINKING, AnswerView, ChannelSurface
+from bot.discord.settings import DiscordSettings
 from core.documents import Citation
 from core.rag import NO_DOCUMENTS_NOTE
 from core.scope import Scope
+from jobs import keys
+from jobs.client import JobClient
+from jobs.protocol import Job, ReplyEvent, ReplyType
 from tests.conftest import RedisServer, WorkerProcess
 from tests.fakes import fake_discord
 from tests.fakes.fake_discord import BOT_TOKEN, FakeDiscord, FakeMessage
 from tests.pdfs import pdf_with_pages
-from workers import keys
-from workers.protocol import Job, ReplyEvent, ReplyType
 
 pytestmark = pytest.mark.discord
 

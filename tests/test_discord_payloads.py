@@ -6,7 +6,7 @@ import urllib.parse
 
 import pytest
 
-from bot.discord_payloads import (
+from bot.discord.payloads import (
     Gate,
     attachment_job_id,
     make_job,
@@ -15,10 +15,10 @@ from bot.discord_payloads import (
     thread_name,
     thread_scope_for,
 )
-from bot.discord_settings import intents, invite_url, permissions
+from bot.discord.settings import intents, invite_url, permissions
 from core.scope import Scope
-from workers import keys
-from workers.protocol import JobKind
+from jobs import keys
+from jobs.protocol import JobKind
 
 pytestmark = pytest.mark.discord
 

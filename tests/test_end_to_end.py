@@ -16,12 +16,12 @@ import redis
 import redis.asyncio as aioredis
 
 from bot.console import ConsoleAdapter
-from bot.job_client import JobClient
 from core.scope import Scope
+from jobs import keys
+from jobs.client import JobClient
+from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
 from tests.conftest import ROOT, WorkerProcess, phobos_env
 from tests.pdfs import FACT_PAGES, encrypted_pdf, pdf_with_pages, textless_pdf
-from workers import keys
-from workers.protocol import Job, JobKind, ReplyEvent, ReplyType
 
 
 class Conversation:

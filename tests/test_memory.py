@@ -13,11 +13,11 @@ from core.prompt import sources_in
 from core.rag import RagEngine, fit_history
 from core.registry import ModelRegistry, ModelSpec
 from core.scope import Scope
+from jobs import keys
+from jobs.protocol import Job, JobKind, ReplyEvent
 from tests.pdfs import FACT_PAGES, pdf_with_pages
 from tests.test_rag import LIMITS, ScriptedGenerator
-from workers import keys
 from workers.memory import ConversationMemory
-from workers.protocol import Job, JobKind, ReplyEvent
 from workers.store import RedisDocumentStore
 from workers.worker import Worker, WorkerConfig
 

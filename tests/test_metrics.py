@@ -23,12 +23,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.scope import Scope
+from jobs import keys
+from jobs.protocol import Job, JobKind
 from telemetry import logs
 from telemetry.server import Health
 from tests.conftest import ROOT, RedisServer, WorkerProcess, phobos_env
 from tests.pdfs import FACT_PAGES, pdf_with_pages
-from workers import keys
-from workers.protocol import Job, JobKind
 
 T = TypeVar("T")
 DEADLINE_S = 240.0

@@ -4,7 +4,7 @@ import pytest
 
 from core.documents import Citation
 from core.scope import Scope
-from workers.protocol import Job, JobKind, ReplyEvent, ReplyType
+from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
 
 
 def test_job_round_trips_through_json() -> None:

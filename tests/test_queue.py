@@ -8,16 +8,17 @@ import time
 import redis
 import redis.asyncio as aioredis
 
-from bot.job_client import JobClient
 from core.backends.echo import EchoGenerator
 from core.ingest import IngestLimits
 from core.registry import ModelRegistry, ModelSpec
 from core.scope import Scope
-from workers import deadletter, keys
-from workers.admission import AdmissionLimits
+from jobs import keys
+from jobs.admission import AdmissionLimits
+from jobs.client import JobClient
+from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
+from workers import deadletter
 from workers.delivery import JobQueue
 from workers.heartbeat import WorkerInfo, announce
-from workers.protocol import Job, JobKind, ReplyEvent, ReplyType
 from workers.worker import Worker, WorkerConfig
 
 SCOPE = Scope("console", "q", "c")

@@ -23,16 +23,16 @@ import yaml
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.job_client import JobClient
-from bot.slack_adapter import SLASH_COMMAND, SlackAdapter
-from bot.slack_permalinks import PermalinkStore
-from bot.slack_replies import VIA_CHAT, Route, SlackReply
-from bot.slack_settings import SlackSettings
+from bot.slack.adapter import SLASH_COMMAND, SlackAdapter
+from bot.slack.permalinks import PermalinkStore
+from bot.slack.replies import VIA_CHAT, Route, SlackReply
+from bot.slack.settings import SlackSettings
+from jobs import keys
+from jobs.client import JobClient
+from jobs.protocol import Job, ReplyEvent, ReplyType
 from tests.conftest import RedisServer, WorkerProcess
 from tests.fakes.fake_slack import BOT_ID, BOT_USER_ID, TEAM_ID, FakeSlack
 from tests.pdfs import FACT_PAGES, pdf_with_pages
-from workers import keys
-from workers.protocol import Job, ReplyEvent, ReplyType
 
 pytestmark = pytest.mark.slack
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from workers import keys
+from jobs import keys
 
 MODEL_FIELD = "model"
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import redis
 
-from workers import keys
-from workers.protocol import Job, ReplyEvent, ReplyType
+from jobs import keys
+from jobs.protocol import Job, ReplyEvent, ReplyType
 
 RETRY_SUFFIX = "#retry-"  # a retried job gets a new id, so the adapter posts its answer afresh
 

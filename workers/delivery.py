@@ -24,8 +24,8 @@ from typing import Any
 
 import redis
 
-from workers import keys
-from workers.protocol import Job
+from jobs import keys
+from jobs.protocol import Job
 
 log = logging.getLogger(__name__)
 

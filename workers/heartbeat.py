@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 
 import redis
 
-from workers import keys
+from jobs import keys
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import json
 import redis
 
 from core.generation import ChatMessage
-from workers import keys
+from jobs import keys
 
 MEMORY_VERSION = 1
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import redis
 
 from core.documents import Citation
+from jobs import keys
+from jobs.protocol import Job, ReplyEvent, ReplyType
 from telemetry.metrics import JobMetrics
-from workers import keys
-from workers.protocol import Job, ReplyEvent, ReplyType
 
 DELTA_FLUSH_INTERVAL_S = 0.1  # coalesce tokens: ~10 events/s is plenty for chat edits at 1/s
 

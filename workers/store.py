@@ -15,7 +15,7 @@ import redis
 
 from core.documents import Chunk, DocumentInfo
 from core.index import ScopeIndex
-from workers import keys
+from jobs import keys
 
 SCOPE_VERSION_PREFIX = "phobos:scope:version:"
 

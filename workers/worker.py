@@ -25,14 +25,16 @@ from core.pdf import DocumentError
 from core.rag import NO_DOCUMENTS_NOTE, RagEngine
 from core.registry import ModelRegistry, UnknownModelError
 from core.scope import Scope
+from jobs import keys
+from jobs.interactions import AnsweredQuestion, InteractionLog, Source
+from jobs.protocol import Job, JobKind, ReplyEvent
 from telemetry import metrics
-from workers import deadletter, keys
+from workers import deadletter
 from workers.conversations import ConversationStore
 from workers.deadlines import STUCK_EXIT_CODE, STUCK_GRACE_S, Watchdog, seconds_left
 from workers.delivery import Delivery, JobQueue, Lease
 from workers.heartbeat import HeartbeatThread, WorkerInfo, live_models, live_workers
 from workers.memory import ConversationMemory
-from workers.protocol import Job, JobKind, ReplyEvent
 from workers.replies import ReplyPublisher
 from workers.store import RedisDocumentStore
 
@@ -58,6 +60,9 @@ class WorkerConfig:
     memory_turns: int = 5  # recent turns remembered per conversation; 0 turns memory off
     memory_tokens: int = 512  # at most this many of them (generator tokens) go into a prompt
     memory_ttl_s: int = 7 * 24 * 3600  # a conversation quiet this long forgets its turns
+    log_text: bool = False  # keep question and answer text in the interaction log
+    interaction_retention_days: float = 90.0
+    interaction_max_entries: int = 100_000
 
 
 class Worker:
@@ -72,6 +77,9 @@ class Worker:
         self.store = RedisDocumentStore(client)
         self.conversations = ConversationStore(client)
         self.memory = ConversationMemory(client, config.memory_turns, config.memory_ttl_s)
+        self.interactions = InteractionLog(client, log_text=config.log_text,
+                                           retention_days=config.interaction_retention_days,
+                                           max_entries=config.interaction_max_entries)
         self.engine = RagEngine(embedder, self.store, top_k=top_k, min_relevance=min_relevance,
                                 history_tokens=config.memory_tokens)
         # Forwarded asks have waited once already, so a worker reads its models' streams first.
@@ -80,6 +88,7 @@ class Worker:
         self._stopping = threading.Event()
         self._cancel = threading.Event()  # the current job's: set on timeout, lost lease, or shutdown
         self._is_handing_back = False
+        self._enqueued_at_s = time.time()  # the current job's submit time, from its stream entry id
         self.jobs_done = 0
 
     # --- lifecycle ---
@@ -174,6 +183,7 @@ class Worker:
             log.error("job %s dead-lettered after %d deliveries", job.id, delivery.times_delivered - 1)
             return
         started = time.monotonic()
+        self._enqueued_at_s = _entry_time_s(delivery.entry_id)
         self._cancel = threading.Event()
         publisher = ReplyPublisher(self.redis, job, attempt=delivery.times_delivered,
                                    finish=lambda event: self._finish(delivery, job, event), entry_id=delivery.entry_id)
@@ -258,8 +268,16 @@ class Worker:
         publisher.observed.model = model
         params = GenerationParams(max_new_tokens=spec.max_new_tokens, temperature=spec.temperature)
         limit_s = seconds_left(job.deadline_at, self.config.generation_timeout_s)
+        started_at_s = time.time()
+        first_token_at_s: list[float] = []
+
+        def on_delta(text: str) -> None:
+            if not first_token_at_s:
+                first_token_at_s.append(time.time())
+            publisher.delta(text)
+
         with Watchdog(self._cancel, limit_s) as watchdog:
-            answer = self.engine.answer(job.text, job.scope, generator, params, on_delta=publisher.delta,
+            answer = self.engine.answer(job.text, job.scope, generator, params, on_delta=on_delta,
                                         history=self.memory.turns(job.scope.key), cancel=self._cancel)
         if watchdog.fired:
             publisher.error(f"The answer took too long and was stopped after {max(0.0, limit_s):.0f} s. "
@@ -267,6 +285,12 @@ class Worker:
             return
         if publisher.final(answer.text, answer.citations):  # remembered once, by the worker that posted it
             self.memory.remember(job.scope.key, job.text, answer.text.removeprefix(NO_DOCUMENTS_NOTE))
+            self.interactions.record_answer(AnsweredQuestion(
+                job_id=job.id, scope_key=job.scope.key, model=model, grounded=answer.grounded,
+                sources=tuple(Source(hit.chunk.file_name, hit.chunk.pages, hit.score) for hit in answer.sources),
+                queue_wait_s=max(0.0, started_at_s - self._enqueued_at_s),
+                first_token_s=first_token_at_s[0] - started_at_s if first_token_at_s else None,
+                answer_s=time.time() - started_at_s, question=job.text, answer=answer.text))
 
     def _conversation_model(self, scope: Scope) -> str | None:
         """The thread's choice, else its channel's: a thread opened for an answer inherits the channel's model."""
@@ -367,3 +391,11 @@ class Worker:
         lines = [f"{len(workers)} worker(s) live; {depth} job(s) queued or running; {dead} dead-lettered."]
         lines += [f"- {w.worker_id} on {w.host}: {', '.join(w.models)}" for w in workers]
         publisher.final("\n".join(lines))
+
+
+def _entry_time_s(entry_id: str) -> float:
+    """A stream entry id starts with the milliseconds at which Redis added it: the job's submit time."""
+    try:
+        return int(entry_id.split("-", 1)[0]) / 1000
+    except ValueError:
+        return time.time()

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import discord
 
 from core.scope import Scope
-from workers import keys
-from workers.protocol import Job, JobKind
+from jobs import keys
+from jobs.protocol import Job, JobKind
 
 PLATFORM = "discord"
 DM_WORKSPACE = "dm"  # the scope's workspace for direct messages, which have no guild

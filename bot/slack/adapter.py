@@ -3,7 +3,7 @@
 It only translates. A mention, a DM or a slash command becomes a :class:`Job` whose id comes from the
 Slack message (so a retried event is the same job); a shared PDF is downloaded here, with the bot
 token, and handed to the workers as bytes. Replies come back on this adapter's stream and are shown by
-:class:`bot.slack_replies.ReplyRouter`.
+:class:`bot.slack.replies.ReplyRouter`.
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.job_client import JobClient
-from bot.slack_files import FileRejected, SharedFile, download, too_large
-from bot.slack_permalinks import PermalinkStore
-from bot.slack_replies import VIA_CHAT, VIA_RESPONSE_URL, ReplyRouter, Route, escape
-from bot.slack_settings import SlackSettings
+from bot.slack.files import FileRejected, SharedFile, download, too_large
+from bot.slack.permalinks import PermalinkStore
+from bot.slack.replies import VIA_CHAT, VIA_RESPONSE_URL, ReplyRouter, Route, escape
+from bot.slack.settings import SlackSettings
 from core.scope import Scope
+from jobs import keys
+from jobs.client import JobClient
+from jobs.protocol import Job, JobKind
 from telemetry import metrics
-from workers import keys
-from workers.protocol import Job, JobKind
 
 log = logging.getLogger(__name__)
 

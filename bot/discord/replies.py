@@ -16,12 +16,12 @@ from typing import Protocol
 
 import discord
 
-from bot.discord_settings import MESSAGE_LIMIT
+from bot.discord.settings import MESSAGE_LIMIT
 from bot.render import format_sources, split_message
 from bot.streaming import StreamedAnswer
 from core.documents import Citation
+from jobs.protocol import ReplyEvent, ReplyType
 from telemetry import metrics
-from workers.protocol import ReplyEvent, ReplyType
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack_files import DEFAULT_FILE_HOSTS
-from bot.slack_replies import SLACK_TEXT_LIMIT, UPDATE_INTERVAL_S
+from bot.slack.files import DEFAULT_FILE_HOSTS
+from bot.slack.replies import SLACK_TEXT_LIMIT, UPDATE_INTERVAL_S
 
 MODES = ("socket", "http")
 

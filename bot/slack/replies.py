@@ -12,14 +12,14 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.job_client import JobClient
 from bot.render import format_sources, split_message
-from bot.slack_permalinks import PermalinkStore
+from bot.slack.permalinks import PermalinkStore
 from bot.streaming import StreamedAnswer
 from core.documents import Citation
 from core.scope import Scope
+from jobs.client import JobClient
+from jobs.protocol import ReplyEvent, ReplyType
 from telemetry import metrics
-from workers.protocol import ReplyEvent, ReplyType
 
 log = logging.getLogger(__name__)
 

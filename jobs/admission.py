@@ -12,8 +12,8 @@ from enum import StrEnum
 
 import redis.asyncio as aioredis
 
-from workers import keys
-from workers.protocol import Job
+from jobs import keys
+from jobs.protocol import Job
 
 # KEYS: seen, bucket, depth, user queued, jobs stream
 # ARGV: job json, seen ttl s, burst, tokens per ms, max depth, max per user, user ttl s, bucket ttl ms

@@ -19,8 +19,8 @@ import discord
 import redis
 from discord import app_commands
 
-from bot.discord_links import SourceLinks
-from bot.discord_payloads import (
+from bot.discord.links import SourceLinks
+from bot.discord.payloads import (
     Gate,
     attachment_job_id,
     interaction_job_id,
@@ -33,7 +33,7 @@ from bot.discord_payloads import (
     thread_name,
     thread_scope_for,
 )
-from bot.discord_replies import (
+from bot.discord.replies import (
     NO_MENTIONS,
     AnswerView,
     ChannelSurface,
@@ -41,13 +41,13 @@ from bot.discord_replies import (
     InteractionSurface,
     ReplyView,
 )
-from bot.discord_settings import MESSAGE_LIMIT, DiscordSettings, intents, invite_url
-from bot.job_client import JobClient
+from bot.discord.settings import MESSAGE_LIMIT, DiscordSettings, intents, invite_url
 from bot.render import format_sources, split_message
 from core.scope import Scope
+from jobs import keys
+from jobs.client import JobClient
+from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
 from telemetry import metrics
-from workers import keys
-from workers.protocol import Job, JobKind, ReplyEvent, ReplyType
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from core.scope import Scope
 
-# Adapter-owned keys; candidates for workers/keys.py if another adapter needs the same idea.
+# Adapter-owned keys; candidates for jobs/keys.py if another adapter needs the same idea.
 PERMALINK_PREFIX = "phobos:slack:permalinks:"  # + scope key: hash file name -> permalink
 PERMALINK_TTL_S = 90 * 24 * 3600
 

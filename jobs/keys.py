@@ -18,6 +18,7 @@ QUEUE_DEPTH_KEY = "phobos:queue:depth"  # jobs queued or running (incremented on
 USER_QUEUED_PREFIX = "phobos:queue:user:"  # + user: that user's jobs queued or running
 RATE_PREFIX = "phobos:rate:"  # + user: token bucket hash (tokens, at_ms)
 POSTED_PREFIX = "phobos:posted:"  # + job id: set by the adapter side once the job's answer was passed on
+INTERACTIONS_STREAM = "phobos:interactions"  # answered questions and their ratings (jobs/interactions.py)
 
 REPLY_STREAM_MAXLEN = 10_000  # reply streams are read live; old events are history only
 JOB_SEEN_TTL_S = 7 * 24 * 3600

@@ -13,10 +13,10 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from jobs import keys
+from jobs.admission import AdmissionLimits, SubmitResult, admit
+from jobs.protocol import Job, ReplyEvent, ReplyType
 from telemetry import metrics
-from workers import keys
-from workers.admission import AdmissionLimits, SubmitResult, admit
-from workers.protocol import Job, ReplyEvent, ReplyType
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The Discord adapter: discord.py client, slash commands, replies."""

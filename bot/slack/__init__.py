@@ -1,0 +1,1 @@
+"""The Slack adapter: slack-bolt app, file downloads, replies."""
