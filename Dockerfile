@@ -19,6 +19,7 @@ RUN python -m venv /opt/venv \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY core core
+COPY jobs jobs
 COPY workers workers
 COPY bot bot
 COPY phobos phobos

@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import sys
+import zipfile
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,11 @@ def test_images_run_as_non_root_with_one_entry_point() -> None:
         assert text.count("\nFROM ") >= 2, f"{path.name}: multi-stage"
         assert 'ENTRYPOINT ["phobos"]' in text and "USER 10001:10001" in text
         assert re.search(r"ARG \w+_IMAGE=\S+:\d+\.\d+\.\d+-", text), f"{path.name}: base image pinned by exact tag"
+    packages = re.search(r'include = \[(.*?)\]', (ROOT / "pyproject.toml").read_text())
+    assert packages is not None
+    for package in re.findall(r'"(\w+)\*"', packages.group(1)):  # every package the wheel ships is copied in
+        for path in (ROOT / "Dockerfile", DEPLOY / "Dockerfile.cuda"):
+            assert f"\nCOPY {package} {package}\n" in path.read_text(), (path.name, package)
     assert "bitsandbytes" not in (ROOT / "Dockerfile").read_text()
     assert '".[gpu,openai]"' in (DEPLOY / "Dockerfile.cuda").read_text()  # the gpu extra: bitsandbytes
 
@@ -213,3 +219,14 @@ def test_hf_token_can_come_from_a_secret_file(tmp_path: Path, monkeypatch: pytes
     assert Settings().hf_token == "hf_from_a_secret"
     monkeypatch.setenv("HF_TOKEN", "hf_from_the_environment")
     assert Settings().hf_token == "hf_from_the_environment"
+
+
+def test_the_wheel_the_images_install_carries_the_registry_and_the_sample(tmp_path: Path) -> None:
+    """The images install a wheel, not the source tree: data files must be package data."""
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(ROOT),
+                             "-w", str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (wheel,) = tmp_path.glob("phobos-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"core/models.toml", "phobos/samples/phobos-handbook.pdf", "telemetry/metrics.py",
+            "jobs/keys.py"} <= names
