@@ -9,7 +9,7 @@ SAMPLE_PDF  := phobos/samples/phobos-handbook.pdf
 # Portable llama.cpp build (no -march=native), so one cached wheel serves every x86-64 machine.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench eval-docs clean
 
 install: $(STAMP)
 
@@ -39,6 +39,10 @@ lint: install
 bench: install
 	$(PY) bench/startup_latency.py
 	$(PY) bench/queue_overhead.py
+
+# The retrieval evaluation's PDFs (Debian packages, see bench/eval/README.md); tests check them when present.
+eval-docs: install
+	PYTHON=$(abspath $(PY)) bench/eval/get-documents.sh .cache/eval-docs
 
 clean:
 	rm -rf $(VENV) .phobos .pytest_cache .mypy_cache .ruff_cache

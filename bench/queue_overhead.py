@@ -19,8 +19,6 @@ import threading
 import time
 from pathlib import Path
 
-import redis.asyncio as aioredis
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.backends.echo import EchoGenerator
@@ -29,8 +27,8 @@ from core.registry import ModelRegistry, ModelSpec
 from core.scope import Scope
 from jobs.admission import AdmissionLimits
 from jobs.client import JobClient
+from jobs.connection import RedisOptions, async_redis_client, redis_client
 from jobs.protocol import Job, JobKind
-from phobos import runtime
 from phobos.redis_server import EmbeddedRedis
 from workers.replies import ReplyPublisher
 from workers.worker import Worker, WorkerConfig
@@ -67,7 +65,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 async def drive(url: str, worker: TimedWorker, jobs: int) -> dict[str, object]:
-    client = aioredis.Redis.from_url(url)
+    client = async_redis_client(url, RedisOptions())
     adapter = JobClient(client, "bench", limits=AdmissionLimits(), job_deadline_s=60)
     await adapter.start_listening()
     replies = adapter.replies(block_ms=1000)
@@ -104,7 +102,7 @@ def main() -> None:
             spec = ModelSpec(name="echo", backend="echo")
             config = WorkerConfig(default_model="echo", ingest_limits=IngestLimits(1, 1, 10, 0),
                                   worker_id="bench")
-            worker = TimedWorker(runtime.connect(embedded.url), NoEmbedder(),  # type: ignore[arg-type]
+            worker = TimedWorker(redis_client(embedded.url, RedisOptions()), NoEmbedder(),  # type: ignore[arg-type]
                                  {"echo": EchoGenerator(spec)}, ModelRegistry({"echo": spec}), config)
             thread = threading.Thread(target=worker.run, daemon=True)
             thread.start()

@@ -69,6 +69,16 @@ class Chunker:
             self._current_tokens += sentence.tokens
         return chunks
 
+    def state(self) -> dict[str, object]:
+        """What :meth:`restore` needs to go on where this chunker stands (JSON-ready): an ingest
+        interrupted between slices resumes with the same chunks it would have made."""
+        return {"produced": self.produced, "open": [[s.text, s.page, s.tokens] for s in self._current]}
+
+    def restore(self, state: dict[str, object]) -> None:
+        self.produced = int(state["produced"])  # type: ignore[call-overload]
+        self._current = [_Sentence(text, page, tokens) for text, page, tokens in state["open"]]  # type: ignore[attr-defined]
+        self._current_tokens = sum(s.tokens for s in self._current)
+
     def finish(self) -> list[Chunk]:
         if not self._current:
             return []

@@ -13,12 +13,12 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from core.documents import Chunk, Hit
-from core.index import ScopeIndex
+from core.index import SearchIndex
 
 NEIGHBOUR_MIN_SHARE = 0.85  # a neighbour joins when its cosine is at least this share of the hit's
 
 
-def assemble_context(hits: Sequence[Hit], index: ScopeIndex, query_vector: np.ndarray,
+def assemble_context(hits: Sequence[Hit], index: SearchIndex, query_vector: np.ndarray,
                      count_tokens: Callable[[list[str]], list[int]], budget_tokens: int,
                      add_neighbours: bool = True) -> list[Hit]:
     """Passages for the prompt, best first: overlapping hits joined, helpful neighbours added, within
@@ -33,7 +33,7 @@ def assemble_context(hits: Sequence[Hit], index: ScopeIndex, query_vector: np.nd
                 key = (hit.chunk.doc_id, ordinal)
                 if row is None or key in chosen:
                     continue
-                score = float(index.vectors[row] @ query_vector)
+                score = float(index.vector(row) @ query_vector)
                 if score >= NEIGHBOUR_MIN_SHARE * hit.score:
                     chosen[key] = Hit(index.chunks[row], score)
     passages = _join_runs(list(chosen.values()))

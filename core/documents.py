@@ -61,3 +61,9 @@ class DocumentInfo:
     chunks: int
     added_at: float  # unix seconds
     added_by: str = ""
+    embedder: str = ""  # the embedder that made its vectors (its configured name); "" in older records
+    dim: int = 0  # their dimensions; 0 in older records
+
+    @property
+    def embedder_identity(self) -> str:
+        return f"{self.embedder or 'unknown'} ({self.dim or '?'} dimensions)"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -18,6 +19,12 @@ log = logging.getLogger(__name__)
 RRF_K = 60  # the constant from Cormack et al. (2009): damps the weight of the very top ranks
 CANDIDATES = 50  # each side contributes its top this many to the fusion
 MODES = ("hybrid", "dense", "lexical")
+
+
+class LexicalScorer(Protocol):
+    def scores(self, query: str) -> np.ndarray:
+        """A lexical score per chunk for ``query``, shape (n_chunks,); 0 for no shared word."""
+        ...
 
 
 class LexicalIndex:
@@ -42,6 +49,11 @@ class LexicalIndex:
         if not words or self.size == 0:
             return np.zeros(self.size, dtype=np.float32)
         return np.asarray(self._bm25.get_scores(words), dtype=np.float32)
+
+    def nbytes(self, vocabulary_word_bytes: int) -> int:
+        """Memory held: the sparse score matrix, plus ``vocabulary_word_bytes`` per vocabulary word."""
+        arrays = sum(int(v.nbytes) for v in self._bm25.scores.values() if isinstance(v, np.ndarray))
+        return arrays + vocabulary_word_bytes * len(self._tokenizer.word_to_id)
 
 
 def _stemmer():
@@ -72,7 +84,7 @@ def reciprocal_rank_fusion(rankings: Sequence[np.ndarray], rrf_k: int = RRF_K) -
     return sorted(fused.items(), key=lambda pair: -pair[1])
 
 
-def hybrid_search(chunks: Sequence[Chunk], dense_scores: np.ndarray, lexical: LexicalIndex | None, query: str,
+def hybrid_search(chunks: Sequence[Chunk], dense_scores: np.ndarray, lexical: LexicalScorer | None, query: str,
                   k: int, mode: str = "hybrid", candidates: int = CANDIDATES) -> list[Hit]:
     """Top-``k`` chunks. A hit's ``score`` stays its cosine similarity, so a relevance floor keeps meaning."""
     rankings = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -12,6 +13,24 @@ from core.documents import Chunk, DocumentInfo, Hit
 if TYPE_CHECKING:
     from core.hybrid import LexicalIndex
 
+# Estimates for what the interpreter holds beside the arrays, so a cache of indexes can be bounded in
+# bytes: a (doc_id, ordinal) -> row entry, and one vocabulary word as the BM25 tokenizer and index keep it
+# (four dicts: word -> id, word -> stem, stem -> id, token -> column).
+ROW_ENTRY_BYTES = 150
+VOCABULARY_WORD_BYTES = 4 * 110
+LEXICAL_BYTES_PER_WORD = 8  # a float32 score and an int32 column per (chunk, distinct word)
+
+
+class EmbedderMismatchError(Exception):
+    """A scope's vectors came from another embedder than the one loaded: searching them would be wrong."""
+
+    def __init__(self, scope_key: str, stored: str, loaded: str):
+        self.scope_key = scope_key
+        super().__init__(
+            f"The documents in {scope_key} were indexed with the embedder {stored}, but this worker uses "
+            f"{loaded}; their vectors cannot be compared. An operator can re-embed them with "
+            f"`phobos reindex --scope {scope_key}` (or `phobos reindex --all`).")
+
 
 @dataclass
 class ScopeIndex:
@@ -21,12 +40,35 @@ class ScopeIndex:
     vectors: np.ndarray  # (n_chunks, dim) float32, unit length
     _lexical: LexicalIndex | None = field(default=None, init=False, repr=False, compare=False)
     _rows: dict[tuple[str, int], int] | None = field(default=None, init=False, repr=False, compare=False)
+    _sizes: tuple[int, int] | None = field(default=None, init=False, repr=False, compare=False)
 
     def row_of(self, doc_id: str, ordinal: int) -> int | None:
         """The row of a document's ``ordinal``-th chunk, or None when there is none."""
         if self._rows is None:
             self._rows = {(c.doc_id, c.ordinal): row for row, c in enumerate(self.chunks)}
         return self._rows.get((doc_id, ordinal))
+
+    def vector(self, row: int) -> np.ndarray:
+        """The unit vector of chunk ``row``."""
+        return self.vectors[row]
+
+    def nbytes(self) -> int:
+        """Memory this index holds: vectors, chunk objects and texts, row lookup, and BM25 (measured once
+        built, estimated from the texts' words before)."""
+        if self._sizes is None:
+            self._sizes = (self._fixed_nbytes(), self._lexical_estimate())
+        lexical = self._lexical.nbytes(VOCABULARY_WORD_BYTES) if self._lexical is not None else self._sizes[1]
+        return self._sizes[0] + lexical
+
+    def _fixed_nbytes(self) -> int:
+        chunks = sum(sys.getsizeof(c) + sys.getsizeof(c.__dict__) + sys.getsizeof(c.text) + 8
+                     for c in self.chunks)
+        return int(self.vectors.nbytes) + chunks + ROW_ENTRY_BYTES * len(self.chunks)
+
+    def _lexical_estimate(self) -> int:
+        words = [set(c.text.lower().split()) for c in self.chunks]
+        vocabulary = len(set().union(*words)) if words else 0
+        return LEXICAL_BYTES_PER_WORD * sum(len(w) for w in words) + VOCABULARY_WORD_BYTES * vocabulary
 
     def lexical(self) -> LexicalIndex:
         """The BM25 index over the same chunks, built on first use and kept with this index."""
@@ -46,12 +88,17 @@ class ScopeIndex:
         lexical = self.lexical() if mode != "dense" else None
         return hybrid_search(self.chunks, dense, lexical, query, k, mode)
 
-    @staticmethod
-    def merge(indexes: list[ScopeIndex], dim: int) -> ScopeIndex:
-        chunks = [c for index in indexes for c in index.chunks]
-        matrices = [index.vectors for index in indexes if len(index.chunks)]
-        vectors = np.vstack(matrices) if matrices else np.zeros((0, dim), dtype=np.float32)
-        return ScopeIndex(chunks, vectors)
+
+class SearchIndex(Protocol):
+    """What answering reads from: one scope's :class:`ScopeIndex`, or several joined (core/joined.py)."""
+
+    chunks: list[Chunk]
+
+    def row_of(self, doc_id: str, ordinal: int) -> int | None: ...
+
+    def vector(self, row: int) -> np.ndarray: ...
+
+    def hybrid_search(self, query_vector: np.ndarray, query: str, k: int, mode: str = "hybrid") -> list[Hit]: ...
 
 
 class DocumentStore(Protocol):
@@ -65,4 +112,7 @@ class DocumentStore(Protocol):
 
     def forget(self, scope_key: str, doc_id: str) -> bool: ...
 
-    def load_index(self, scope_key: str, dim: int) -> ScopeIndex: ...
+    def load_index(self, scope_key: str, dim: int, embedder_name: str = "") -> ScopeIndex:
+        """The scope's index; raises :class:`EmbedderMismatchError` when its vectors came from another
+        embedder than ``embedder_name`` with ``dim`` dimensions."""
+        ...

@@ -6,6 +6,10 @@ slices of ``IngestLimits.slice_pages`` pages: chunk, embed, report progress, the
 are stored at the end, in one transaction, so a reader never sees half a document). The slice
 boundary is where a worker can answer questions that arrived meanwhile, so a 3,500-page ingest does
 not hold them up for longer than one slice takes to embed.
+
+With a :class:`ProgressStore`, each embedded slice is also saved as it completes, and the ingest can
+stop between slices (``should_stop``) by raising :class:`IngestInterrupted`: whoever runs it next
+(another worker, after a restart) starts after the last saved slice instead of embedding it again.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from core.chunking import Chunker
 from core.documents import Chunk, DocumentInfo, PageText
@@ -22,8 +27,45 @@ from core.index import DocumentStore
 from core.pdf import DocumentError
 from core.pdf_sandbox import ParseLimits, SandboxedPdf
 
+if TYPE_CHECKING:
+    import numpy as np
+
 # progress(done, total, what): called as work advances, e.g. (40, 120, "reading and indexing pages")
 Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class SavedProgress:
+    """An ingest's work so far: pages done, their chunks and vectors, and the chunker's open chunk."""
+
+    pages_done: int
+    chunker: dict[str, Any]
+    chunks: list[Chunk] = field(default_factory=list)
+    vectors: list[np.ndarray] = field(default_factory=list)
+
+
+class ProgressStore(Protocol):
+    """Where an ingest keeps its finished slices until the document is stored whole."""
+
+    def load(self, scope_key: str, doc_id: str) -> SavedProgress | None: ...
+
+    def save(self, scope_key: str, doc_id: str, pages_done: int, chunker: dict[str, Any], new_chunks: list[Chunk],
+             new_vectors: np.ndarray | None) -> bool:
+        """Append one slice's work; False, with nothing saved, when this ingest may no longer write
+        (another worker took the job over)."""
+        ...
+
+    def clear(self, scope_key: str, doc_id: str) -> None: ...
+
+
+class IngestInterrupted(Exception):
+    """The ingest stopped between slices, its work so far saved; running it again resumes there."""
+
+    def __init__(self, pages_done: int, total: int, lost: bool = False):
+        super().__init__(f"ingest stopped after {pages_done} of {total} pages")
+        self.pages_done = pages_done
+        self.total = total
+        self.lost = lost  # the progress could not be saved: another worker holds the job now
 
 
 @dataclass(frozen=True)
@@ -48,6 +90,8 @@ class IngestResult:
     info: DocumentInfo
     already_indexed: bool  # the same bytes were indexed in this scope before; nothing was redone
     notes: tuple[str, ...] = ()  # what a person should know about the file: repaired, OCR, unreadable pages
+    embedded: int = 0  # passages this run embedded
+    resumed: int = 0  # passages an earlier, interrupted run had embedded and saved
 
     def summary(self) -> str:
         info = self.info
@@ -64,12 +108,15 @@ def document_id(data: bytes) -> str:
 
 def ingest_pdf(data: bytes, file_name: str, scope_key: str, embedder: Embedder, store: DocumentStore,
                limits: IngestLimits, user: str = "", progress: Progress | None = None,
-               between_slices: Callable[[], None] | None = None) -> IngestResult:
+               between_slices: Callable[[], None] | None = None, saved: ProgressStore | None = None,
+               should_stop: Callable[[], bool] | None = None) -> IngestResult:
     """Parse, chunk, embed and store ``data``; a file already indexed in the scope is not redone.
 
     The PDF is read in a disposable child process (:mod:`core.pdf_sandbox`) and handled
     ``limits.slice_pages`` pages at a time, so memory stays flat however long the file is.
-    ``between_slices`` runs after each slice: a worker can answer waiting questions there.
+    ``between_slices`` runs after each slice: a worker can answer waiting questions there. With
+    ``saved``, each slice's work is kept there and an earlier run's is picked up; ``should_stop``,
+    asked after each slice, ends the ingest with :class:`IngestInterrupted`.
     """
     report = progress or (lambda done, total, what: None)
     if len(data) > limits.max_bytes:
@@ -78,6 +125,8 @@ def ingest_pdf(data: bytes, file_name: str, scope_key: str, embedder: Embedder, 
     doc_id = document_id(data)
     known = store.get_document(scope_key, doc_id)
     if known is not None:
+        if saved is not None:
+            saved.clear(scope_key, doc_id)
         return IngestResult(known, already_indexed=True)
 
     import numpy as np
@@ -85,35 +134,60 @@ def ingest_pdf(data: bytes, file_name: str, scope_key: str, embedder: Embedder, 
     max_tokens = min(limits.chunk_tokens, embedder.max_tokens)
     chunker = Chunker(doc_id, file_name, embedder.count_tokens, max_tokens,
                       min(limits.overlap_tokens, max_tokens // 2))
+    resumed = saved.load(scope_key, doc_id) if saved is not None else None
+    pages_done = 0
     chunks: list[Chunk] = []
     vectors: list[np.ndarray] = []
+    if resumed is not None:
+        pages_done, chunks, vectors = resumed.pages_done, list(resumed.chunks), list(resumed.vectors)
+        chunker.restore(resumed.chunker)
 
-    def embed(new: list[Chunk]) -> None:
-        if new:
-            chunks.extend(new)
-            vectors.append(embedder.embed([c.text for c in new]))
+    embedded = 0
+
+    def embed(new: list[Chunk], last_page: int) -> None:
+        nonlocal embedded
+        matrix = embedder.embed([c.text for c in new]) if new else None
+        embedded += len(new)
+        if saved is not None and not saved.save(scope_key, doc_id, last_page, chunker.state(), new, matrix):
+            raise IngestInterrupted(pages_done, total, lost=True)
+        chunks.extend(new)
+        if matrix is not None:
+            vectors.append(matrix)
 
     with SandboxedPdf(data, file_name, limits.parse_limits()) as pdf:
         total = pdf.page_count
-        report(0, total, "reading pages")
+        report(pages_done, total, "reading pages" if not pages_done else "resuming after the pages already read")
         batch: list[PageText] = []
         for page in pdf.pages():
+            if page.number <= pages_done:
+                continue  # read and embedded by an earlier run; its chunks are in ``saved``
             batch.append(page)
             if len(batch) >= limits.slice_pages:
-                embed(chunker.add(batch))
+                embed(chunker.add(batch), page.number)
+                pages_done = page.number
                 report(page.number, total, "reading and indexing pages")
                 batch = []
                 if between_slices is not None:
                     between_slices()
-        embed(chunker.add(batch) + chunker.finish())
+                if should_stop is not None and should_stop() and pages_done < total:
+                    raise IngestInterrupted(pages_done, total)
+        new = chunker.add(batch) + chunker.finish()
+        if new:
+            vectors.append(embedder.embed([c.text for c in new]))
+            embedded += len(new)
+            chunks.extend(new)
         notes = _notes(pdf)
     if not chunks:
         raise DocumentError(f"{file_name} gave no text to index.")
     info = DocumentInfo(doc_id=doc_id, file_name=file_name, scope_key=scope_key, pages=total,
-                        chunks=len(chunks), added_at=time.time(), added_by=user)
+                        chunks=len(chunks), added_at=time.time(), added_by=user, embedder=embedder.name,
+                        dim=embedder.dim)
     store.add_document(info, chunks, np.vstack(vectors))
+    if saved is not None:
+        saved.clear(scope_key, doc_id)
     report(total, total, "done")
-    return IngestResult(info, already_indexed=False, notes=notes)
+    return IngestResult(info, already_indexed=False, notes=notes, embedded=embedded,
+                        resumed=len(chunks) - embedded)
 
 
 def _notes(pdf: SandboxedPdf) -> tuple[str, ...]:

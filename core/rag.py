@@ -12,8 +12,9 @@ from core.context import assemble_context
 from core.documents import Citation, Hit
 from core.embedding import Embedder
 from core.generation import ChatMessage, GenerationParams, Generator
-from core.index import DocumentStore, ScopeIndex
+from core.index import DocumentStore, SearchIndex
 from core.intent import OPENING_CHUNKS_PER_DOCUMENT, is_overview_question
+from core.joined import JoinedIndex
 from core.prompt import cited_numbers, plain_messages, rag_messages
 from core.scope import Scope
 
@@ -33,9 +34,6 @@ class Answer:
     grounded: bool  # False when the scope had no documents or nothing relevant
 
 
-MERGED_CACHE_SIZE = 64  # thread+channel indexes kept merged
-
-
 class RagEngine:
     """Answers questions in a scope from its documents. Holds no model; generators are passed in."""
 
@@ -48,26 +46,11 @@ class RagEngine:
         self.mode = mode  # "hybrid" (dense + BM25), "dense" or "lexical"
         self.context_tokens = context_tokens  # sources shown to the model, in embedder tokens
         self.history_tokens = history_tokens  # earlier turns shown to the model, in the generator's tokens
-        # A thread searches its own and its channel's index; the merged one (and its BM25) is kept
-        # while both parts are unchanged, so questions don't rebuild it.
-        self._merged: dict[tuple[str, ...], tuple[list[ScopeIndex], ScopeIndex]] = {}
-        self._lock = threading.Lock()
 
-    def index_for(self, scope: Scope) -> ScopeIndex:
-        keys = tuple(scope.search_keys())
-        parts = [self.store.load_index(key, self.embedder.dim) for key in keys]
-        if len(parts) == 1:
-            return parts[0]
-        with self._lock:
-            cached = self._merged.get(keys)
-            if cached and all(a is b for a, b in zip(cached[0], parts, strict=True)):
-                return cached[1]
-        merged = ScopeIndex.merge(parts, self.embedder.dim)
-        with self._lock:
-            if len(self._merged) >= MERGED_CACHE_SIZE:
-                self._merged.pop(next(iter(self._merged)))
-            self._merged[keys] = (parts, merged)
-        return merged
+    def index_for(self, scope: Scope) -> SearchIndex:
+        """The scope's index; in a thread, the thread's and the channel's joined without copying either."""
+        parts = [self.store.load_index(key, self.embedder.dim, self.embedder.name) for key in scope.search_keys()]
+        return parts[0] if len(parts) == 1 else JoinedIndex(parts)
 
     def retrieve(self, question: str, scope: Scope, k: int | None = None) -> list[Hit]:
         """The top chunks for ``question``: dense and BM25 rankings fused. ``Hit.score`` is the cosine."""
@@ -84,7 +67,7 @@ class RagEngine:
             return []
         return assemble_context(hits, index, query, self.embedder.count_tokens, self.context_tokens)
 
-    def _search(self, question: str, scope: Scope, k: int | None) -> tuple[ScopeIndex, np.ndarray, list[Hit]]:
+    def _search(self, question: str, scope: Scope, k: int | None) -> tuple[SearchIndex, np.ndarray, list[Hit]]:
         index = self.index_for(scope)
         if not index.chunks:
             return index, np.zeros(self.embedder.dim, dtype=np.float32), []
@@ -125,10 +108,10 @@ class RagEngine:
         return Answer(body, citations_for(body, hits), tuple(hits), grounded=True)
 
 
-def _opening_passages(index: ScopeIndex, query: np.ndarray) -> list[Hit]:
+def _opening_passages(index: SearchIndex, query: np.ndarray) -> list[Hit]:
     """The first passages of each document in the index, in document order, scored by cosine."""
     opening = [row for row, chunk in enumerate(index.chunks) if chunk.ordinal < OPENING_CHUNKS_PER_DOCUMENT]
-    return [Hit(index.chunks[row], float(index.vectors[row] @ query)) for row in opening]
+    return [Hit(index.chunks[row], float(index.vector(row) @ query)) for row in opening]
 
 
 def fit_sources(question: str, hits: list[Hit], history: Sequence[ChatMessage], generator: Generator,

@@ -98,8 +98,8 @@ async def admit(client: aioredis.Redis, job: Job, limits: AdmissionLimits) -> Su
     bucket_ttl_ms = int(burst / per_ms) + 1000 if burst else 1000
     status, value = await client.eval(
         ADMIT_LUA, 5,
-        keys.JOB_SEEN_PREFIX + job.id, keys.RATE_PREFIX + job.user, keys.QUEUE_DEPTH_KEY,
-        keys.USER_QUEUED_PREFIX + job.user, keys.JOBS_STREAM,
+        keys.JOB_SEEN_PREFIX + job.id, keys.RATE_PREFIX + job.sender_key, keys.QUEUE_DEPTH_KEY,
+        keys.USER_QUEUED_PREFIX + job.sender_key, keys.JOBS_STREAM,
         job.to_json(), keys.JOB_SEEN_TTL_S, burst, repr(per_ms), limits.max_queue_depth,
         limits.max_queued_per_user, keys.USER_QUEUED_TTL_S, bucket_ttl_ms)
     admission = Admission(status.decode() if isinstance(status, bytes) else status)

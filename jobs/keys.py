@@ -3,10 +3,13 @@
 JOBS_STREAM = "phobos:jobs"  # all jobs as submitted; every worker reads it through WORKER_GROUP
 MODEL_JOBS_PREFIX = "phobos:jobs:model:"  # + model name: asks forwarded to the workers serving that model
 WORKER_GROUP = "workers"
+FENCE_PREFIX = "phobos:fence:"  # + jobs stream: hash entry id -> fencing token of its latest take
 REPLY_STREAM_PREFIX = "phobos:replies:"  # + adapter id: reply events for that adapter
 JOB_SEEN_PREFIX = "phobos:job:seen:"  # + job id: set once, so a redelivered event makes one job
 BLOB_PREFIX = "phobos:blob:"  # + job id: an uploaded file's bytes, until the worker has read them
-WORKER_PREFIX = "phobos:worker:"  # + worker id: heartbeat (JSON: models served), expires
+INGEST_PROGRESS_PREFIX = "phobos:ingest:"  # + scope key:doc id + :state|:chunks|:vectors: an ingest's saved slices
+WORKERS_LIVE_KEY = "phobos:workers:live"  # sorted set: worker id -> when its heartbeat expires (unix ms)
+WORKERS_INFO_KEY = "phobos:workers:info"  # hash: worker id -> its heartbeat (JSON: models served, ...)
 DOC_PREFIX = "phobos:doc:"  # + scope key + ":" + doc id: a document's metadata hash
 DOC_CHUNKS_PREFIX = "phobos:chunks:"  # + scope key + ":" + doc id: chunk texts (JSON list)
 DOC_VECTORS_PREFIX = "phobos:vectors:"  # + scope key + ":" + doc id: float32 matrix bytes
@@ -15,8 +18,8 @@ CONVERSATION_PREFIX = "phobos:conv:"  # + scope key: hash with the conversation'
 MEMORY_PREFIX = "phobos:memory:"  # + scope key: list of the conversation's recent turns (JSON), oldest first
 DEAD_STREAM = "phobos:dead"  # jobs that failed MAX_DELIVERIES times, for `phobos dlq`
 QUEUE_DEPTH_KEY = "phobos:queue:depth"  # jobs queued or running (incremented on submit, decremented on ack)
-USER_QUEUED_PREFIX = "phobos:queue:user:"  # + user: that user's jobs queued or running
-RATE_PREFIX = "phobos:rate:"  # + user: token bucket hash (tokens, at_ms)
+USER_QUEUED_PREFIX = "phobos:queue:user:"  # + Job.sender_key: that sender's jobs queued or running
+RATE_PREFIX = "phobos:rate:"  # + Job.sender_key: token bucket hash (tokens, at_ms)
 POSTED_PREFIX = "phobos:posted:"  # + job id: set by the adapter side once the job's answer was passed on
 INTERACTIONS_STREAM = "phobos:interactions"  # answered questions and their ratings (jobs/interactions.py)
 

@@ -52,6 +52,13 @@ class Job:
     meta: dict[str, str] = field(default_factory=dict)  # adapter context echoed back untouched
     deadline_at: float | None = None  # unix seconds; past it the job gets an "expired" reply, not an answer
 
+    @property
+    def sender_key(self) -> str:
+        """Whose limits this job counts against: ``platform:workspace:user``, since user ids are only
+        unique within a workspace; an event without a user counts against its channel."""
+        who = self.user or f"channel:{self.scope.channel}"
+        return f"{self.scope.platform}:{self.scope.workspace}:{who}"
+
     def to_json(self) -> str:
         data: dict[str, Any] = asdict(self)
         data["scope"] = self.scope.to_dict()

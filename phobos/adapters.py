@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-import redis.asyncio as aioredis
-
 from jobs.client import JobClient
 from phobos import runtime
 from phobos.settings import Settings
@@ -19,9 +17,9 @@ def _ids(csv: str) -> frozenset[int]:
 def configured_adapters(settings: Settings) -> list[str]:
     """The platform adapters whose tokens are set, in the order `phobos up` starts them."""
     found = []
-    if settings.discord_token:
+    if settings.discord_token.get_secret_value():
         found.append("discord")
-    if settings.slack_bot_token:
+    if settings.slack_bot_token.get_secret_value():
         found.append("slack")
     return found
 
@@ -30,10 +28,10 @@ def run_discord(settings: Settings, redis_url: str) -> None:
     from bot.discord.adapter import adapter_id, serve
     from bot.discord.settings import DiscordSettings
 
-    if not settings.discord_token:
+    if not settings.discord_token.get_secret_value():
         raise SystemExit("Set DISCORD_TOKEN first (docs/discord.md).")
     discord_settings = DiscordSettings(
-        token=settings.discord_token,
+        token=settings.discord_token.get_secret_value(),
         application_id=int(settings.discord_application_id) if settings.discord_application_id else None,
         dev_guild_id=int(settings.discord_dev_guild_id) if settings.discord_dev_guild_id else None,
         allowed_guild_ids=_ids(settings.discord_allowed_guilds),
@@ -54,13 +52,13 @@ def run_slack(settings: Settings, redis_url: str) -> None:
     from bot.slack.adapter import adapter_id, serve
     from bot.slack.settings import SlackSettings
 
-    if not settings.slack_bot_token:
+    if not settings.slack_bot_token.get_secret_value():
         raise SystemExit("Set SLACK_BOT_TOKEN first (docs/slack.md).")
     try:
         slack_settings = SlackSettings(
-            bot_token=settings.slack_bot_token,
-            app_token=settings.slack_app_token,
-            signing_secret=settings.slack_signing_secret,
+            bot_token=settings.slack_bot_token.get_secret_value(),
+            app_token=settings.slack_app_token.get_secret_value(),
+            signing_secret=settings.slack_signing_secret.get_secret_value(),
             mode=settings.slack_mode,
             http_host=settings.slack_http_host,
             http_port=settings.slack_http_port,
@@ -81,7 +79,7 @@ def _serve_adapter(serve: Callable[[JobClient], Awaitable[None]], adapter_id: st
     """Run one platform adapter with a job client that applies the queue's admission limits."""
 
     async def main() -> None:
-        client = aioredis.Redis.from_url(redis_url)
+        client = runtime.connect_async(redis_url, settings)
         try:
             jobs = JobClient(client, adapter_id, limits=runtime.admission_limits(settings),
                              job_deadline_s=settings.job_deadline_s)

@@ -17,7 +17,6 @@ import uuid
 from pathlib import Path
 
 import redis
-import redis.asyncio as aioredis
 
 from bot.console import CONSOLE_SCOPE, ConsoleAdapter
 from bot.render import format_sources
@@ -95,6 +94,12 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="Redis, workers, queue depth")
     status.set_defaults(func=cmd_status)
 
+    reindex = sub.add_parser("reindex", help="re-embed stored documents with the configured embedder")
+    which = reindex.add_mutually_exclusive_group(required=True)
+    which.add_argument("--scope", help="one scope, e.g. slack:T1:C1 (a thread has its own)")
+    which.add_argument("--all", action="store_true", help="every scope holding documents")
+    reindex.set_defaults(func=cmd_reindex)
+
     dlq = sub.add_parser("dlq", help="jobs that failed too often: list, retry or drop them")
     dlq.add_argument("action", choices=["list", "retry", "drop"])
     dlq.add_argument("ids", nargs="*", help="dead-letter entry ids (retry, drop); 'all' for every one")
@@ -119,7 +124,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     requested = [n.strip() for n in args.models.split(",")] if args.models else settings.served_models()
     with runtime.redis_url(settings) as url:
         health = runtime.serve_metrics(settings, url)  # /readyz answers 503 while the models load
-        client = runtime.connect(url)
+        client = runtime.connect(url, settings)
         registry = runtime.load_registry(settings)
         embedder = runtime.load_embedder(settings)
         names, default_model = runtime.resolve_auto(settings, registry, requested)
@@ -133,7 +138,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                               memory_turns=settings.memory_turns, memory_tokens=settings.memory_tokens,
                               memory_ttl_s=settings.memory_ttl_s, log_text=settings.log_text,
                               interaction_retention_days=settings.interaction_retention_days,
-                              interaction_max_entries=settings.interaction_max_entries)
+                              interaction_max_entries=settings.interaction_max_entries,
+                              index_cache_max_bytes=settings.index_cache_max_bytes)
         worker = Worker(client, embedder, generators, registry, config, top_k=settings.top_k,
                         min_relevance=settings.min_relevance)
         worker.install_signal_handlers()
@@ -188,7 +194,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         worker = _start_child("worker", url, settings, 1, log_dir)
         children = [worker]
         try:
-            client = runtime.connect(url)
+            client = runtime.connect(url, settings)
             if not _wait_for_worker(client, worker, started, log_dir):
                 return 1
             for offset, platform in enumerate(configured_adapters(settings), start=2):
@@ -196,8 +202,9 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
                 children.append(_start_child(platform, url, settings, offset, log_dir))
             if health:
                 health.mark_loaded()
-            print(f"Phobos is ready in {time.monotonic() - started:.1f} s "
-                  f"(Redis: {'embedded' if not settings.redis_url else url}).", file=sys.stderr, flush=True)
+            where = runtime.masked_url(url) if settings.redis_url else "embedded"
+            print(f"Phobos is ready in {time.monotonic() - started:.1f} s (Redis: {where}).", file=sys.stderr,
+                  flush=True)
             if log_dir is not None:
                 print(f"Logs: {log_dir}", file=sys.stderr, flush=True)
             if args.no_console:
@@ -266,7 +273,7 @@ def _wait_for_worker(client: redis.Redis, worker: subprocess.Popen[bytes], start
 
 
 async def _console(url: str, settings: Settings) -> None:
-    client = aioredis.Redis.from_url(url)
+    client = runtime.connect_async(url, settings)
     try:
         jobs = JobClient(client, adapter_id=f"console-{uuid.uuid4().hex[:8]}",
                          limits=runtime.admission_limits(settings), job_deadline_s=settings.job_deadline_s)
@@ -285,7 +292,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     scope = Scope.parse(args.scope)
     failures = 0
     with runtime.redis_url(settings) as url:
-        store = RedisDocumentStore(runtime.connect(url))
+        store = RedisDocumentStore(runtime.connect(url, settings))
         embedder = None
         for path in args.files:
             data = path.read_bytes()
@@ -312,18 +319,23 @@ def _print_progress(done: int, total: int, what: str) -> None:
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    from core.index import EmbedderMismatchError
     from core.rag import RagEngine
     from workers.store import RedisDocumentStore
 
     scope = Scope.parse(args.scope)
     questions = [args.question] if args.question else (line.strip() for line in sys.stdin)
     with runtime.redis_url(settings) as url:
-        store = RedisDocumentStore(runtime.connect(url))
+        store = RedisDocumentStore(runtime.connect(url, settings))
         engine = RagEngine(runtime.load_embedder(settings), store, top_k=settings.top_k)
         for question in questions:
             if not question:
                 continue
-            hits = engine.retrieve(question, scope, k=args.k)
+            try:
+                hits = engine.retrieve(question, scope, k=args.k)
+            except EmbedderMismatchError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
             if args.json:
                 print(json.dumps({"question": question, "hits": [
                     {"file": h.chunk.file_name, "pages": list(h.chunk.pages), "score": round(h.score, 4),
@@ -338,10 +350,24 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.reindex import reindex_scope
+    from workers.store import RedisDocumentStore
+
+    with runtime.redis_url(settings) as url:
+        store = RedisDocumentStore(runtime.connect(url, settings))
+        scopes = store.scope_keys() if args.all else [Scope.parse(args.scope).key]
+        embedder = runtime.load_embedder(settings)
+        done = sum(reindex_scope(store, scope, embedder, report=print) for scope in scopes)
+    print(f"Re-embedded {done} document(s) in {len(scopes)} scope(s) with {embedder.name} "
+          f"({embedder.dim} dimensions).")
+    return 0
+
+
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     scope = Scope.parse(args.scope)
     with runtime.redis_url(settings) as url:
-        if not live_workers(runtime.connect(url)):
+        if not live_workers(runtime.connect(url, settings)):
             print("No worker is running, so nobody can answer. Start one with `phobos worker` "
                   "(or `phobos up`).", file=sys.stderr)
             return 2
@@ -349,7 +375,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _ask(url: str, scope: Scope, args: argparse.Namespace, settings: Settings) -> int:
-    client = aioredis.Redis.from_url(url)
+    client = runtime.connect_async(url, settings)
     jobs = JobClient(client, adapter_id=f"cli-{uuid.uuid4().hex[:8]}", limits=runtime.admission_limits(settings),
                      job_deadline_s=settings.job_deadline_s)
     job = Job(id=f"cli:{uuid.uuid4().hex}", kind=JobKind.ASK, scope=scope, user="cli",
@@ -388,7 +414,7 @@ async def _ask(url: str, scope: Scope, args: argparse.Namespace, settings: Setti
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     registry = runtime.load_registry(settings)
     with runtime.redis_url(settings) as url:
-        live = live_models(runtime.connect(url))
+        live = live_models(runtime.connect(url, settings))
     for spec in registry.specs():
         mark = "*" if spec.name in live else " "
         default = " (default)" if spec.name == settings.default_model else ""
@@ -401,10 +427,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from jobs import keys
 
     with runtime.redis_url(settings) as url:
-        client = runtime.connect(url)
+        client = runtime.connect(url, settings)
         workers = live_workers(client)
         depth = client.xlen(keys.JOBS_STREAM) if client.exists(keys.JOBS_STREAM) else 0
-    print(f"Redis: {url}")
+    print(f"Redis: {runtime.masked_url(url)}")
     print(f"Workers live: {len(workers)}")
     for w in workers:
         print(f"  {w.worker_id} on {w.host} (pid {w.pid}): {', '.join(w.models)}")
@@ -416,7 +442,7 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     from workers import deadletter
 
     with runtime.redis_url(settings) as url:
-        client = runtime.connect(url)
+        client = runtime.connect(url, settings)
         dead = deadletter.list_dead(client, count=10_000)
         if args.action == "list":
             for entry in dead:
@@ -446,7 +472,7 @@ def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.interactions import InteractionLog, export_rated, rating_stats
 
     with runtime.redis_url(settings) as url:
-        rated = InteractionLog(runtime.connect(url)).rated_answers()
+        rated = InteractionLog(runtime.connect(url, settings)).rated_answers()
     if args.action == "stats":
         rows = rating_stats(rated)
         print(f"{'week':<10} {'model':<24} {'good':>5} {'bad':>5} {'good share':>10}")

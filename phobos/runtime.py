@@ -6,11 +6,13 @@ import contextlib
 import logging
 import os
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from typing import cast
 
 import numpy as np
 import redis
+import redis.asyncio as aioredis
 
 from core.backends import BackendCredentials, load_generator
 from core.embedding import Embedder, SentenceTransformerEmbedder
@@ -18,6 +20,7 @@ from core.generation import Generator
 from core.ingest import IngestLimits
 from core.registry import ModelRegistry
 from jobs.admission import AdmissionLimits
+from jobs.connection import RedisOptions, async_redis_client, redis_client
 from phobos.redis_server import EmbeddedRedis
 from phobos.settings import Settings
 from telemetry.server import Health, serve
@@ -37,7 +40,7 @@ def redis_url(settings: Settings) -> Iterator[str]:
     """REDIS_URL when set; else the embedded server, started here if no Phobos process runs it yet
     (and then stopped on the way out)."""
     if settings.redis_url:
-        yield settings.redis_url
+        yield settings.redis_url.get_secret_value()
         return
     embedded = EmbeddedRedis(settings.state_path)
     started = embedded.ensure_running()
@@ -57,8 +60,36 @@ def serve_metrics(settings: Settings, url: str) -> Health | None:
     return serve(settings.metrics_host, settings.metrics_port, url)
 
 
-def connect(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, health_check_interval=30)
+def masked_url(url: str) -> str:
+    """``url`` with its password (in the authority or a ``password=`` query parameter) replaced by ***."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    if parts.password is None and not any(name == "password" for name, _ in query):
+        return url
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:***@{host}"
+    masked = urllib.parse.urlencode([(k, "***" if k == "password" else v) for k, v in query], safe="*")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=masked))
+
+
+def redis_options(settings: Settings) -> RedisOptions:
+    return RedisOptions(socket_timeout_s=settings.redis_socket_timeout_s,
+                        connect_timeout_s=settings.redis_connect_timeout_s,
+                        keepalive_idle_s=settings.redis_keepalive_idle_s,
+                        keepalive_interval_s=settings.redis_keepalive_interval_s,
+                        health_check_interval_s=settings.redis_health_check_interval_s)
+
+
+def connect(url: str, settings: Settings) -> redis.Redis:
+    """A Redis client with the timeouts and keepalive the settings ask for (workers, the CLI)."""
+    return redis_client(url, redis_options(settings))
+
+
+def connect_async(url: str, settings: Settings) -> aioredis.Redis:
+    """The asyncio counterpart of :func:`connect`, for adapters."""
+    return async_redis_client(url, redis_options(settings))
 
 
 def load_embedder(settings: Settings) -> Embedder:
@@ -105,7 +136,8 @@ def load_registry(settings: Settings) -> ModelRegistry:
 
 def load_generators(settings: Settings, registry: ModelRegistry, names: list[str]) -> dict[str, Generator]:
     quiet_offline_libraries()
-    credentials = BackendCredentials(hf_token=settings.hf_token, openai_api_key=settings.openai_api_key,
+    credentials = BackendCredentials(hf_token=settings.hf_token.get_secret_value(),
+                                     openai_api_key=settings.openai_api_key.get_secret_value(),
                                      openai_base_url=settings.openai_base_url, llm_threads=settings.llm_threads)
     generators = {}
     for name in names:

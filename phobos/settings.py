@@ -1,6 +1,8 @@
 """Every setting Phobos reads, with its default. Environment variables and a ``.env`` file set them.
 
-Everything else receives a :class:`Settings` object; nothing else reads the environment.
+Everything else receives a :class:`Settings` object; nothing else reads the environment. Tokens,
+passwords and REDIS_URL (which may hold one) are ``SecretStr``: reprs and logs show ``**********``, and
+code that needs the value calls ``get_secret_value()`` where it hands it over.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,7 +25,16 @@ class Settings(BaseSettings):
     # --- where things live ---
     state_dir: Path = Field(Path(".phobos"), validation_alias=_env("PHOBOS_STATE_DIR"))
     # Redis server URL; empty: start (or reuse) an embedded redis-server with its data in state_dir.
-    redis_url: str = Field("", validation_alias=_env("REDIS_URL"))
+    redis_url: SecretStr = Field(SecretStr(""), validation_alias=_env("REDIS_URL"))
+    # A Redis reply slower than this means a dead connection: it is dropped and reopened. Must exceed
+    # the longest blocking read (a few seconds).
+    redis_socket_timeout_s: float = Field(10.0, validation_alias=_env("PHOBOS_REDIS_SOCKET_TIMEOUT_S"))
+    redis_connect_timeout_s: float = Field(5.0, validation_alias=_env("PHOBOS_REDIS_CONNECT_TIMEOUT_S"))
+    # TCP keepalive on Redis connections: idle time before the first probe, and between probes (3 probes).
+    redis_keepalive_idle_s: int = Field(30, validation_alias=_env("PHOBOS_REDIS_KEEPALIVE_IDLE_S"))
+    redis_keepalive_interval_s: int = Field(5, validation_alias=_env("PHOBOS_REDIS_KEEPALIVE_INTERVAL_S"))
+    # A pooled Redis connection unused for this long is PINGed before it is used again.
+    redis_health_check_interval_s: int = Field(5, validation_alias=_env("PHOBOS_REDIS_HEALTH_CHECK_INTERVAL_S"))
 
     # --- models ---
     # Sentence-transformers model: a folder, a hub id, or package:MODULE/FOLDER inside a Python package.
@@ -39,11 +50,11 @@ class Settings(BaseSettings):
     # CPU threads for llama.cpp; 0 means one per core.
     llm_threads: int = Field(0, validation_alias=_env("PHOBOS_LLM_THREADS"))
     # Hugging Face token for gated models (Gemma, Llama 3).
-    hf_token: str = Field("", validation_alias=_env("HF_TOKEN"))
+    hf_token: SecretStr = Field(SecretStr(""), validation_alias=_env("HF_TOKEN"))
     # A file holding that token (a mounted Docker or Kubernetes secret); read when HF_TOKEN is empty.
     hf_token_file: str = Field("", validation_alias=_env("HF_TOKEN_FILE"))
     # OpenAI API key and an optional base URL for an OpenAI-compatible server.
-    openai_api_key: str = Field("", validation_alias=_env("OPENAI_API_KEY"))
+    openai_api_key: SecretStr = Field(SecretStr(""), validation_alias=_env("OPENAI_API_KEY"))
     openai_base_url: str = Field("", validation_alias=_env("OPENAI_BASE_URL"))
 
     # --- retrieval ---
@@ -54,6 +65,8 @@ class Settings(BaseSettings):
     # handbook's scale-out passage scores 0.23 for a question it answers); 5 of 8 off-topic probes are
     # still refused.
     min_relevance: float = Field(0.2, validation_alias=_env("PHOBOS_MIN_RELEVANCE"))
+    # Memory a worker keeps for scope indexes (vectors, texts, BM25); the least recently asked go first.
+    index_cache_max_bytes: int = Field(256 * 1024 * 1024, validation_alias=_env("PHOBOS_INDEX_CACHE_MAX_BYTES"))
     # Question-and-answer turns each conversation remembers for its next prompts; 0 turns memory off.
     memory_turns: int = Field(5, validation_alias=_env("PHOBOS_MEMORY_TURNS"))
     # Most tokens (the answering model's) of those turns in one prompt; the oldest turns are left out first.
@@ -84,7 +97,7 @@ class Settings(BaseSettings):
     heartbeat_ttl_s: int = Field(15, validation_alias=_env("PHOBOS_HEARTBEAT_TTL_S"))
 
     # --- Discord (docs/discord.md); the adapter runs when DISCORD_TOKEN is set ---
-    discord_token: str = Field("", validation_alias=_env("DISCORD_TOKEN"))
+    discord_token: SecretStr = Field(SecretStr(""), validation_alias=_env("DISCORD_TOKEN"))
     # Application id for the invite URL; empty: learned from Discord at login.
     discord_application_id: str = Field("", validation_alias=_env("PHOBOS_DISCORD_APPLICATION_ID"))
     # Sync slash commands to this guild only (instant, for development); empty: globally.
@@ -103,11 +116,11 @@ class Settings(BaseSettings):
     discord_sync_commands: bool = Field(True, validation_alias=_env("PHOBOS_DISCORD_SYNC_COMMANDS"))
 
     # --- Slack (docs/slack.md); the adapter runs when SLACK_BOT_TOKEN is set ---
-    slack_bot_token: str = Field("", validation_alias=_env("SLACK_BOT_TOKEN"))
+    slack_bot_token: SecretStr = Field(SecretStr(""), validation_alias=_env("SLACK_BOT_TOKEN"))
     # App-level token (xapp-..., scope connections:write): Socket Mode only.
-    slack_app_token: str = Field("", validation_alias=_env("SLACK_APP_TOKEN"))
+    slack_app_token: SecretStr = Field(SecretStr(""), validation_alias=_env("SLACK_APP_TOKEN"))
     # HTTP mode only: verifies that requests come from Slack.
-    slack_signing_secret: str = Field("", validation_alias=_env("SLACK_SIGNING_SECRET"))
+    slack_signing_secret: SecretStr = Field(SecretStr(""), validation_alias=_env("SLACK_SIGNING_SECRET"))
     slack_mode: str = Field("socket", validation_alias=_env("PHOBOS_SLACK_MODE"))  # socket | http
     slack_http_host: str = Field("0.0.0.0", validation_alias=_env("PHOBOS_SLACK_HTTP_HOST"))
     slack_http_port: int = Field(3000, validation_alias=_env("PHOBOS_SLACK_HTTP_PORT"))
@@ -162,8 +175,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _read_secret_files(self) -> Settings:
-        if not self.hf_token and self.hf_token_file:
-            self.hf_token = Path(self.hf_token_file).read_text().strip()
+        if not self.hf_token.get_secret_value() and self.hf_token_file:
+            self.hf_token = SecretStr(Path(self.hf_token_file).read_text().strip())
         return self
 
     @cached_property

@@ -8,6 +8,7 @@ from typing import Any
 import redis
 
 from jobs import keys
+from workers.heartbeat import live_workers
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def stream_state(client: redis.Redis, stream: str, group: str = keys.WORKER_GROU
 
 def read(client: redis.Redis) -> QueueState:
     streams = tuple(s for s in (stream_state(client, name) for name in job_streams(client)) if s is not None)
-    workers = sum(1 for _ in client.scan_iter(match=keys.WORKER_PREFIX + "*", count=100))
+    workers = len(live_workers(client))
     dead = int(client.xlen(keys.DEAD_STREAM)) if client.exists(keys.DEAD_STREAM) else 0
     return QueueState(int(client.get(keys.QUEUE_DEPTH_KEY) or 0), streams, workers, dead)
 

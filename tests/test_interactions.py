@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 
 import redis.asyncio as aioredis
 
@@ -42,6 +43,10 @@ def test_a_rated_answer_comes_out_of_feedback_export(redis_server, redis_client,
     assert answer is not None and answer.type is ReplyType.FINAL
 
     log = InteractionLog(redis_client)
+    # The worker records the answer just after posting it: wait for that entry, not for a fixed time.
+    deadline = time.monotonic() + 60
+    while not redis_client.xlen(keys.INTERACTIONS_STREAM) and time.monotonic() < deadline:
+        time.sleep(0.05)
     log.rate("r:ask", "good", rater="slack:T1:U1")
     log.rate("r:ask", "bad", rater="slack:T1:U2", reason="it cited the railway page")
     (rated,) = log.rated_answers()

@@ -232,5 +232,6 @@ def test_an_ask_for_a_model_served_elsewhere_is_forwarded_not_answered(redis_cli
     serves_b.run(burst=True)
     answered = [e for e in replies(redis_client) if e.job_id == "q:1" and e.is_terminal]
     assert len(answered) == 1 and answered[0].type is ReplyType.FINAL and "question 1" in answered[0].text
-    assert redis_client.get(keys.QUEUE_DEPTH_KEY) == b"0" and redis_client.get(keys.USER_QUEUED_PREFIX + "u") == b"0"
+    assert redis_client.get(keys.QUEUE_DEPTH_KEY) == b"0"
+    assert redis_client.get(keys.USER_QUEUED_PREFIX + job(1).sender_key) == b"0"
     assert redis_client.xpending(keys.model_stream("echo-b"), keys.WORKER_GROUP)["pending"] == 0

@@ -14,6 +14,9 @@ from jobs import keys
 from jobs.protocol import Job, ReplyEvent, ReplyType
 
 RETRY_SUFFIX = "#retry-"  # a retried job gets a new id, so the adapter posts its answer afresh
+# Job.meta entries that grant posting rights (Slack's response_url: 30 minutes, five posts). The failure
+# event still carries them to the user; the dead-letter record, kept for days, does not.
+POSTING_RIGHTS_META = ("response_url",)
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,20 @@ def failure_event(job: Job, deliveries: int, seq: int = 1) -> ReplyEvent:
 
 
 def dead_record(job_json: str, entry_id: str, deliveries: int, reason: str) -> str:
-    return DeadJob("", job_json, entry_id, deliveries, reason, time.time()).to_json()
+    """The dead-letter entry for a job, without the posting rights its meta may carry."""
+    return DeadJob("", _without_posting_rights(job_json), entry_id, deliveries, reason, time.time()).to_json()
+
+
+def _without_posting_rights(job_json: str) -> str:
+    try:
+        data = json.loads(job_json)
+        meta = data.get("meta")
+    except (ValueError, AttributeError):
+        return job_json  # unreadable: kept as it came, for an operator to look at
+    if not isinstance(meta, dict) or not any(name in meta for name in POSTING_RIGHTS_META):
+        return job_json
+    data["meta"] = {k: v for k, v in meta.items() if k not in POSTING_RIGHTS_META}
+    return json.dumps(data)
 
 
 def list_dead(client: redis.Redis, count: int = 100) -> list[DeadJob]:
@@ -73,8 +89,8 @@ def retry(client: redis.Redis, dead_id: str) -> str | None:
     pipe = client.pipeline(transaction=True)
     pipe.xadd(keys.JOBS_STREAM, {"job": retried.to_json()})
     pipe.incr(keys.QUEUE_DEPTH_KEY)
-    pipe.incr(keys.USER_QUEUED_PREFIX + job.user)
-    pipe.expire(keys.USER_QUEUED_PREFIX + job.user, keys.USER_QUEUED_TTL_S)
+    pipe.incr(keys.USER_QUEUED_PREFIX + job.sender_key)
+    pipe.expire(keys.USER_QUEUED_PREFIX + job.sender_key, keys.USER_QUEUED_TTL_S)
     pipe.xdel(keys.DEAD_STREAM, dead_id)
     pipe.execute()
     return new_id

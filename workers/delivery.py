@@ -4,8 +4,15 @@ A worker reads the general jobs stream and the streams of the models it serves (
 all through one consumer group; everything below holds on each of them. It takes one entry at a time
 (no prefetch): first the entries it already held under its name (a restart with a stable
 ``worker_id``), then entries other workers held and stopped renewing (XAUTOCLAIM after
-``reclaim_idle_s``), then new ones. While a job runs, a :class:`Lease` thread keeps
-the entry's idle time near zero; a dead worker stops renewing, so its job is reclaimed.
+``reclaim_idle_s``, resuming from where the last call stopped, so live leases at the head of the
+pending list do not hide a dead worker's entry behind them), then new ones. While a job runs, a
+:class:`Lease` thread keeps the entry's idle time near zero; a dead worker stops renewing, so its job
+is reclaimed.
+
+Every take of an entry gets a fencing token (a counter per entry, in ``keys.FENCE_PREFIX + stream``).
+Renewing, handing back, forwarding, finishing and posting partial events all check it, so only the
+latest holder acts: not a stalled worker whose job was taken over, nor a second process started
+with the same worker id.
 
 Ending a job is one Lua script: post the terminal reply event, XACK, release the depth counters,
 only if the entry is still pending to this worker. So a job taken over by another worker can never
@@ -31,54 +38,70 @@ log = logging.getLogger(__name__)
 
 Fields = dict[bytes, bytes]
 
-# KEYS: the entry's jobs stream; ARGV: group, consumer, entry id
-RENEW_LUA = """
+# Every script below starts with this check: the entry is pending to this consumer and this take's
+# fencing token is still the entry's latest. KEYS[1]: jobs stream, KEYS[2]: its fence hash;
+# ARGV[1..4]: group, consumer, entry id, token.
+HOLDS_LUA = """
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
+if redis.call('HGET', KEYS[2], ARGV[3]) ~= ARGV[4] then return 0 end
+"""
+
+# A new take of an entry: its next fencing token. KEYS: fence hash; ARGV: entry id
+FENCE_LUA = "return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)"
+
+RENEW_LUA = HOLDS_LUA + """
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
 return 1
 """
 
-# Make a held entry claimable at once, without counting the delivery against the job.
-# KEYS: jobs stream; ARGV: group, consumer, entry id, idle ms to set
-HAND_BACK_LUA = """
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
-if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
-local retries = math.max(0, tonumber(p[1][4]) - 1)
-redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'IDLE', ARGV[4], 'RETRYCOUNT', retries, 'JUSTID')
+# A partial event (delta, progress) reaches the adapter only from the entry's current holder.
+# KEYS: jobs stream, fence hash, reply stream; ARGV: group, consumer, entry id, token, event json, maxlen
+POST_LUA = HOLDS_LUA + """
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'event', ARGV[5])
 return 1
 """
 
-# KEYS: jobs stream, reply stream, depth counter, user counter, dead stream
-# ARGV: group, consumer, entry id, reply event json ('' for none), reply maxlen, dead record json ('' for
-#       none), dead maxlen
-FINISH_LUA = """
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
-if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
-if ARGV[6] ~= '' then
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 'dead', ARGV[6])
+# Make a held entry claimable at once, without counting the delivery against the job.
+# KEYS: jobs stream, fence hash; ARGV: group, consumer, entry id, token, idle ms to set
+HAND_BACK_LUA = HOLDS_LUA + """
+local retries = math.max(0, tonumber(p[1][4]) - 1)
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'IDLE', ARGV[5], 'RETRYCOUNT', retries, 'JUSTID')
+return 1
+"""
+
+# KEYS: jobs stream, fence hash, reply stream, depth counter, user counter, dead stream
+# ARGV: group, consumer, entry id, token, reply event json ('' for none), reply maxlen, dead record json
+#       ('' for none), dead maxlen
+FINISH_LUA = HOLDS_LUA + """
+if ARGV[7] ~= '' then
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[8], '*', 'dead', ARGV[7])
 end
-if ARGV[4] ~= '' then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'event', ARGV[4])
+if ARGV[5] ~= '' then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'event', ARGV[5])
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-for i = 3, 4 do
+redis.call('HDEL', KEYS[2], ARGV[3])
+for i = 4, 5 do
   if tonumber(redis.call('GET', KEYS[i]) or '0') > 0 then redis.call('DECR', KEYS[i]) end
 end
 return 1
 """
 
-# Move a held entry to another stream: add it there, acknowledge it here; only if still this worker's.
-# KEYS: from stream, to stream; ARGV: group, consumer, entry id, job json
-FORWARD_LUA = """
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
-if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
-redis.call('XADD', KEYS[2], '*', 'job', ARGV[4])
+# Move a held entry to another stream: add it there, acknowledge it here; only if still this take's.
+# KEYS: from stream, its fence hash, to stream; ARGV: group, consumer, entry id, token, job json
+FORWARD_LUA = HOLDS_LUA + """
+redis.call('XADD', KEYS[3], '*', 'job', ARGV[5])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HDEL', KEYS[2], ARGV[3])
 return 1
 """
 
 HAND_BACK_IDLE_MS = 10 * 24 * 3600 * 1000  # longer than any reclaim idle time
+# XAUTOCLAIM looks at 10 pending entries per call when it claims one; a take scans up to this many
+# calls' worth (then the next take resumes from the kept cursor), so one take stays cheap however
+# long the pending list is.
+RECLAIM_CALLS_PER_TAKE = 10
 
 
 @dataclass(frozen=True)
@@ -89,6 +112,7 @@ class Delivery:
     fields: Fields
     times_delivered: int
     stream: str  # the stream it came from: renewing and acknowledging act there
+    token: int = 0  # this take's fencing token: only the entry's latest take may act on it
 
     def job(self) -> Job:
         """The entry's job; raises ValueError (or KeyError, TypeError) for an unreadable entry."""
@@ -121,7 +145,10 @@ class JobQueue:
         self.streams = list(dict.fromkeys(streams))  # in order of preference when several have entries
         self.group = group
         self.drain_own = True  # a (re)started worker first takes back what it held under its name
+        self._reclaim_from = {stream: "0-0" for stream in self.streams}  # XAUTOCLAIM's cursor, per stream
+        self._fence = client.register_script(FENCE_LUA)
         self._renew = client.register_script(RENEW_LUA)
+        self._post = client.register_script(POST_LUA)
         self._hand_back = client.register_script(HAND_BACK_LUA)
         self._forward = client.register_script(FORWARD_LUA)
         self._finish = client.register_script(FINISH_LUA)
@@ -162,14 +189,19 @@ class JobQueue:
 
     def _reclaim(self) -> Delivery | None:
         for stream in self.streams:
-            reply: Any = self.redis.xautoclaim(stream, self.group, self.consumer, self.reclaim_idle_ms,
-                                               start_id="0-0", count=1)
-            claimed = reply[1] if reply and len(reply) > 1 else []
-            delivery = self._delivery(stream, claimed)
-            if delivery is not None:
-                log.info("reclaimed job entry %s on %s (delivery %d)", delivery.entry_id, stream,
-                         delivery.times_delivered)
-                return delivery
+            for _ in range(RECLAIM_CALLS_PER_TAKE):
+                reply: Any = self.redis.xautoclaim(stream, self.group, self.consumer, self.reclaim_idle_ms,
+                                                   start_id=self._reclaim_from[stream], count=1)
+                if not reply:
+                    break
+                self._reclaim_from[stream] = _text(reply[0])
+                delivery = self._delivery(stream, reply[1] if len(reply) > 1 else [])
+                if delivery is not None:
+                    log.info("reclaimed job entry %s on %s (delivery %d)", delivery.entry_id, stream,
+                             delivery.times_delivered)
+                    return delivery
+                if self._reclaim_from[stream] == "0-0":
+                    break  # the whole pending list was looked at; the next take starts over
         return None
 
     def take_new_nowait(self) -> Delivery | None:
@@ -203,38 +235,57 @@ class JobQueue:
         entry_id = _text(entry_id)
         info: Any = self.redis.xpending_range(stream, self.group, min=entry_id, max=entry_id, count=1)
         times = int(info[0]["times_delivered"]) if info else 1
-        return Delivery(entry_id, fields, times, stream)
+        token = int(self._fence(keys=[keys.FENCE_PREFIX + stream], args=[entry_id]))
+        return Delivery(entry_id, fields, times, stream, token)
+
+    def _holds(self, delivery: Delivery) -> list[str]:
+        return self.fence(delivery)[0]
+
+    def _holder_args(self, delivery: Delivery) -> list[str | int]:
+        return self.fence(delivery)[1]
+
+    def fence(self, delivery: Delivery) -> tuple[list[str], list[str | int]]:
+        """The first keys and arguments of a script that starts with :data:`HOLDS_LUA` for this take:
+        other modules fence their writes on the delivery with it (an ingest's saved progress)."""
+        return ([delivery.stream, keys.FENCE_PREFIX + delivery.stream],
+                [self.group, self.consumer, delivery.entry_id, delivery.token])
 
     # --- holding and ending ---
 
     def renew(self, delivery: Delivery) -> bool:
-        """Reset the entry's idle time; False when it is no longer this worker's (it was taken over)."""
-        return bool(self._renew(keys=[delivery.stream], args=[self.group, self.consumer, delivery.entry_id]))
+        """Reset the entry's idle time; False when it is no longer this take's (it was taken over)."""
+        return bool(self._renew(keys=self._holds(delivery), args=self._holder_args(delivery)))
+
+    def post(self, delivery: Delivery, reply_to: str, event_json: str) -> bool:
+        """Add a partial event (delta, progress) to ``reply_to``; False, with nothing posted, when the
+        entry is no longer this take's: a stalled worker's text stops once another took the job over."""
+        return bool(self._post(keys=[*self._holds(delivery), reply_to],
+                               args=[*self._holder_args(delivery), event_json, keys.REPLY_STREAM_MAXLEN]))
 
     def hand_back(self, delivery: Delivery) -> bool:
         """Let another worker take the entry now, without counting this delivery against the job."""
-        return bool(self._hand_back(keys=[delivery.stream],
-                                    args=[self.group, self.consumer, delivery.entry_id, HAND_BACK_IDLE_MS]))
+        return bool(self._hand_back(keys=self._holds(delivery),
+                                    args=[*self._holder_args(delivery), HAND_BACK_IDLE_MS]))
 
     def forward(self, delivery: Delivery, stream: str, job_json: str) -> bool:
         """Move the entry to ``stream`` as ``job_json`` and acknowledge it here, in one step.
 
         No reply event and no counter change: the job is still queued, and the forwarded entry's
-        finish releases the counters. False, with nothing done, when the entry is no longer this worker's.
+        finish releases the counters. False, with nothing done, when the entry is no longer this take's.
         """
-        return bool(self._forward(keys=[delivery.stream, stream],
-                                  args=[self.group, self.consumer, delivery.entry_id, job_json]))
+        return bool(self._forward(keys=[*self._holds(delivery), stream],
+                                  args=[*self._holder_args(delivery), job_json]))
 
     def finish(self, delivery: Delivery, user: str | None, reply_to: str | None, event_json: str = "",
                dead_record: str = "") -> bool:
         """Post the terminal event (and a dead-letter record), acknowledge, release the counters.
 
-        False, with nothing done, when the entry is no longer pending to this worker.
+        False, with nothing done, when the entry is no longer this take's.
         """
-        stream_keys = [delivery.stream, reply_to or keys.reply_stream("nobody"), keys.QUEUE_DEPTH_KEY,
+        stream_keys = [*self._holds(delivery), reply_to or keys.reply_stream("nobody"), keys.QUEUE_DEPTH_KEY,
                        keys.USER_QUEUED_PREFIX + (user or ""), keys.DEAD_STREAM]
-        args: list[str | int] = [self.group, self.consumer, delivery.entry_id, event_json, keys.REPLY_STREAM_MAXLEN,
-                dead_record, keys.DEAD_STREAM_MAXLEN]
+        args: list[str | int] = [*self._holder_args(delivery), event_json, keys.REPLY_STREAM_MAXLEN,
+                                 dead_record, keys.DEAD_STREAM_MAXLEN]
         return bool(self._finish(keys=stream_keys, args=args))
 
     # --- housekeeping ---

@@ -1,4 +1,8 @@
-"""Workers announce themselves and the models they serve with a key that expires unless renewed."""
+"""Workers announce themselves and the models they serve with a heartbeat that expires unless renewed.
+
+Heartbeats live in one sorted set (expiry times) and one hash (details), see :mod:`jobs.heartbeats`:
+reading who is live costs O(workers), not a scan of every key in Redis.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from dataclasses import asdict, dataclass
 import redis
 
 from jobs import keys
+from jobs.heartbeats import ANNOUNCE_LUA, HEARTBEAT_KEYS, LIVE_LUA
 
 
 @dataclass(frozen=True)
@@ -23,20 +28,22 @@ class WorkerInfo:
 
 
 def announce(client: redis.Redis, info: WorkerInfo, ttl_s: int) -> None:
-    client.set(keys.WORKER_PREFIX + info.worker_id, json.dumps(asdict(info)), ex=ttl_s)
+    """Mark the worker live for ``ttl_s`` more seconds, with its details."""
+    client.eval(ANNOUNCE_LUA, 2, *HEARTBEAT_KEYS, info.worker_id, json.dumps(asdict(info)), int(ttl_s * 1000))
 
 
 def withdraw(client: redis.Redis, worker_id: str) -> None:
-    client.delete(keys.WORKER_PREFIX + worker_id)
+    """The worker is gone now, not when its heartbeat would expire."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.zrem(keys.WORKERS_LIVE_KEY, worker_id)
+        pipe.hdel(keys.WORKERS_INFO_KEY, worker_id)
+        pipe.execute()
 
 
 def live_workers(client: redis.Redis) -> list[WorkerInfo]:
-    found = []
-    for key in client.scan_iter(match=keys.WORKER_PREFIX + "*", count=100):
-        raw = client.get(key)
-        if raw:
-            found.append(WorkerInfo(**json.loads(raw)))
-    return sorted(found, key=lambda w: w.started_at)
+    """Workers whose heartbeat has not expired, oldest first; O(workers)."""
+    raw: list[bytes] = client.eval(LIVE_LUA, 2, *HEARTBEAT_KEYS)
+    return sorted((WorkerInfo(**json.loads(r)) for r in raw), key=lambda w: w.started_at)
 
 
 def live_models(client: redis.Redis) -> set[str]:
@@ -44,7 +51,7 @@ def live_models(client: redis.Redis) -> set[str]:
 
 
 class HeartbeatThread(threading.Thread):
-    """Renews the worker's key every third of its TTL until stopped."""
+    """Renews the worker's heartbeat every third of its TTL until stopped."""
 
     def __init__(self, client: redis.Redis, info: WorkerInfo, ttl_s: int):
         super().__init__(name="heartbeat", daemon=True)

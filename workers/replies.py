@@ -20,17 +20,22 @@ class ReplyPublisher:
 
     The terminal event (final or error) goes through ``finish`` when given: the worker posts it in
     the same atomic step that acknowledges the job, so a job has one answer however often it runs.
+    Partial events (deltas, progress) go through ``post`` when given, which refuses them once the job
+    was taken over; after a refusal nothing more is sent.
     """
 
     def __init__(self, client: redis.Redis, job: Job, attempt: int = 1,
-                 finish: Callable[[ReplyEvent], bool] | None = None, entry_id: str | None = None):
+                 finish: Callable[[ReplyEvent], bool] | None = None,
+                 post: Callable[[ReplyEvent], bool] | None = None, entry_id: str | None = None):
         self.observed = JobMetrics(job, entry_id)  # timings and outcome, for metrics and the job's log line
         self._outcome = "ok"
         self.redis = client
         self.job = job
         self.attempt = attempt
         self.finish = finish
+        self.post = post
         self.is_finished = False
+        self.is_superseded = False  # a partial event was refused: another worker holds the job now
         self._seq = 0
         self._pending_text = ""
         self._last_flush = time.monotonic()
@@ -46,6 +51,11 @@ class ReplyPublisher:
                 if is_posted:
                     self.observed.finished(self._outcome, event.text)
                 return is_posted
+        if self.is_superseded:
+            return False
+        if self.post is not None:
+            self.is_superseded = not self.post(event)
+            return not self.is_superseded
         self.redis.xadd(self.job.reply_to, {"event": event.to_json()}, maxlen=keys.REPLY_STREAM_MAXLEN,
                         approximate=True)
         if event.is_terminal:

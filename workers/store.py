@@ -1,30 +1,35 @@
 """The DocumentStore on Redis: per scope, each document's metadata, chunk texts and vectors.
 
-Vectors are stored as raw float32 bytes (one key per document) and cached in process memory per
-scope, keyed by a version counter that every change bumps, so questions don't reload unchanged scopes.
+Vectors are stored as raw float32 bytes (one key per document), with the embedder that made them
+named in the document's metadata, and cached in process memory per scope (:mod:`workers.index_cache`,
+bounded in bytes), keyed by a version counter that every change bumps, so questions don't reload
+unchanged scopes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import threading
 from dataclasses import asdict
 
 import numpy as np
 import redis
 
 from core.documents import Chunk, DocumentInfo
-from core.index import ScopeIndex
+from core.index import EmbedderMismatchError, ScopeIndex
 from jobs import keys
+from workers.index_cache import IndexCache
 
 SCOPE_VERSION_PREFIX = "phobos:scope:version:"
 
 
+DEFAULT_CACHE_MAX_BYTES = 256 * 1024 * 1024
+
+
 class RedisDocumentStore:
-    def __init__(self, client: redis.Redis):
+    def __init__(self, client: redis.Redis, cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES):
         self.redis = client
-        self._cache: dict[str, tuple[int, ScopeIndex]] = {}
-        self._lock = threading.Lock()
+        self.cache = IndexCache(cache_max_bytes)
 
     def get_document(self, scope_key: str, doc_id: str) -> DocumentInfo | None:
         raw = self.redis.get(_doc_key(scope_key, doc_id))
@@ -64,26 +69,52 @@ class RedisDocumentStore:
             removed = pipe.execute()[0]
         return bool(removed)
 
-    def load_index(self, scope_key: str, dim: int) -> ScopeIndex:
+    def load_index(self, scope_key: str, dim: int, embedder_name: str = "") -> ScopeIndex:
         version = int(self.redis.get(SCOPE_VERSION_PREFIX + scope_key) or 0)
-        with self._lock:
-            cached = self._cache.get(scope_key)
-            if cached and cached[0] == version:
-                return cached[1]
-        index = self._read_index(scope_key, dim)
-        with self._lock:
-            self._cache[scope_key] = (version, index)
+        cached = self.cache.get(scope_key, version)
+        if cached is not None:
+            return cached
+        index = self._read_index(scope_key, dim, embedder_name)
+        self.cache.put(scope_key, version, index)
         return index
 
-    def _read_index(self, scope_key: str, dim: int) -> ScopeIndex:
+    def chunks_of(self, info: DocumentInfo) -> list[Chunk]:
+        """The document's chunks as stored (texts and pages), in order."""
+        rows_raw = self.redis.get(keys.DOC_CHUNKS_PREFIX + f"{info.scope_key}:{info.doc_id}")
+        rows = json.loads(rows_raw) if rows_raw else []
+        return [Chunk(info.doc_id, info.file_name, text, start, end, ordinal) for text, start, end, ordinal in rows]
+
+    def replace_vectors(self, info: DocumentInfo, vectors: np.ndarray, embedder_name: str) -> DocumentInfo:
+        """Store new vectors for a document's chunks, made by ``embedder_name`` (re-indexing)."""
+        updated = dataclasses.replace(info, embedder=embedder_name, dim=int(vectors.shape[1]))
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(keys.DOC_VECTORS_PREFIX + f"{info.scope_key}:{info.doc_id}",
+                     vectors.astype(np.float32).tobytes())
+            pipe.set(_doc_key(info.scope_key, info.doc_id), json.dumps(dataclasses.asdict(updated)))
+            pipe.incr(SCOPE_VERSION_PREFIX + info.scope_key)
+            pipe.execute()
+        return updated
+
+    def scope_keys(self) -> list[str]:
+        """Every scope holding documents."""
+        found = self.redis.scan_iter(match=keys.SCOPE_DOCS_PREFIX + "*", count=1000)
+        return sorted((k.decode() if isinstance(k, bytes) else k).removeprefix(keys.SCOPE_DOCS_PREFIX) for k in found)
+
+    def _read_index(self, scope_key: str, dim: int, embedder_name: str) -> ScopeIndex:
         chunks: list[Chunk] = []
         matrices = []
         for info in self.list_documents([scope_key]):
+            # Older records name no embedder: their vectors' size is all there is to check.
+            is_other = bool(embedder_name and info.embedder and info.embedder != embedder_name)
+            if is_other or (info.dim and info.dim != dim):
+                raise EmbedderMismatchError(scope_key, info.embedder_identity, f"{embedder_name} ({dim} dimensions)")
             rows_raw = self.redis.get(keys.DOC_CHUNKS_PREFIX + f"{scope_key}:{info.doc_id}")
             vectors_raw = self.redis.get(keys.DOC_VECTORS_PREFIX + f"{scope_key}:{info.doc_id}")
             if not rows_raw or not vectors_raw:
                 continue
             rows = json.loads(rows_raw)
+            if len(vectors_raw) != len(rows) * dim * 4:
+                raise EmbedderMismatchError(scope_key, info.embedder_identity, f"{embedder_name} ({dim} dimensions)")
             matrix = np.frombuffer(vectors_raw, dtype=np.float32).reshape(len(rows), dim)  # type: ignore[arg-type]
             chunks.extend(Chunk(info.doc_id, info.file_name, text, start, end, ordinal)
                           for text, start, end, ordinal in rows)

@@ -20,7 +20,8 @@ import redis
 
 from core.embedding import Embedder
 from core.generation import GenerationParams, Generator
-from core.ingest import IngestLimits, ingest_pdf
+from core.index import EmbedderMismatchError
+from core.ingest import IngestInterrupted, IngestLimits, ingest_pdf
 from core.pdf import DocumentError
 from core.rag import NO_DOCUMENTS_NOTE, RagEngine
 from core.registry import ModelRegistry, UnknownModelError
@@ -34,9 +35,10 @@ from workers.conversations import ConversationStore
 from workers.deadlines import STUCK_EXIT_CODE, STUCK_GRACE_S, Watchdog, seconds_left
 from workers.delivery import Delivery, JobQueue, Lease
 from workers.heartbeat import HeartbeatThread, WorkerInfo, live_models, live_workers
+from workers.ingest_progress import RedisProgressStore
 from workers.memory import ConversationMemory
 from workers.replies import ReplyPublisher
-from workers.store import RedisDocumentStore
+from workers.store import DEFAULT_CACHE_MAX_BYTES, RedisDocumentStore
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ class WorkerConfig:
     log_text: bool = False  # keep question and answer text in the interaction log
     interaction_retention_days: float = 90.0
     interaction_max_entries: int = 100_000
+    index_cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES  # scope indexes kept in memory
 
 
 class Worker:
@@ -74,7 +77,7 @@ class Worker:
         self.registry = registry
         self.config = config
         self.worker_id = config.worker_id or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
-        self.store = RedisDocumentStore(client)
+        self.store = RedisDocumentStore(client, config.index_cache_max_bytes)
         self.conversations = ConversationStore(client)
         self.memory = ConversationMemory(client, config.memory_turns, config.memory_ttl_s)
         self.interactions = InteractionLog(client, log_text=config.log_text,
@@ -88,6 +91,7 @@ class Worker:
         self._stopping = threading.Event()
         self._cancel = threading.Event()  # the current job's: set on timeout, lost lease, or shutdown
         self._is_handing_back = False
+        self._held: Delivery | None = None  # the delivery of the job in hand
         self._enqueued_at_s = time.time()  # the current job's submit time, from its stream entry id
         self.jobs_done = 0
 
@@ -178,21 +182,24 @@ class Worker:
             event = deadletter.failure_event(job, delivery.times_delivered)
             record = deadletter.dead_record(delivery.fields[b"job"].decode(), delivery.entry_id,
                                             delivery.times_delivered, "max deliveries")
-            self.queue.finish(delivery, job.user, job.reply_to, event.to_json(), record)
+            self.queue.finish(delivery, job.sender_key, job.reply_to, event.to_json(), record)
             metrics.dead_lettered(job.kind)
             log.error("job %s dead-lettered after %d deliveries", job.id, delivery.times_delivered - 1)
             return
         started = time.monotonic()
         self._enqueued_at_s = _entry_time_s(delivery.entry_id)
-        self._cancel = threading.Event()
+        cancel = self._cancel = threading.Event()
         publisher = ReplyPublisher(self.redis, job, attempt=delivery.times_delivered,
-                                   finish=lambda event: self._finish(delivery, job, event), entry_id=delivery.entry_id)
+                                   finish=lambda event: self._finish(delivery, job, event),
+                                   post=lambda event: self._post(delivery, job, event, cancel),
+                                   entry_id=delivery.entry_id)
         if job.deadline_at is not None and time.time() > job.deadline_at:
             publisher.error("This request waited past its deadline before a worker was free, so it was "
                             "dropped rather than answered late. Please ask again.", outcome="expired")
             return
         if self._forward_if_served_elsewhere(delivery, job):
             return
+        self._held = delivery
         with Lease(self.queue, delivery, on_lost=self._cancel.set) as lease:
             self.handle(job, publisher)
         if self._is_handing_back and not lease.is_lost:
@@ -220,10 +227,17 @@ class Worker:
             log.warning("job %s was taken over by another worker before it was forwarded", job.id)
         return True
 
+    def _post(self, delivery: Delivery, job: Job, event: ReplyEvent, cancel: threading.Event) -> bool:
+        if self.queue.post(delivery, job.reply_to, event.to_json()):
+            return True
+        log.warning("job %s was taken over by another worker; stopping its work here", job.id)
+        cancel.set()
+        return False
+
     def _finish(self, delivery: Delivery, job: Job, event: ReplyEvent) -> bool:
         if self._is_handing_back:
             return False  # the job goes back to the queue instead; hand_back follows
-        is_posted = self.queue.finish(delivery, job.user, job.reply_to, event.to_json())
+        is_posted = self.queue.finish(delivery, job.sender_key, job.reply_to, event.to_json())
         if not is_posted:
             log.warning("job %s was taken over by another worker; its result here is discarded", job.id)
         return is_posted
@@ -244,7 +258,7 @@ class Worker:
         }
         try:
             handlers[job.kind](job, publisher)
-        except (DocumentError, UnknownModelError) as exc:
+        except (DocumentError, UnknownModelError, EmbedderMismatchError) as exc:
             publisher.error(str(exc))
         except REDIS_DOWN:
             raise  # the job stays pending; the loop reconnects and takes it back
@@ -308,9 +322,25 @@ class Worker:
             publisher.error(f"The contents of {file_name} never reached the worker or expired; "
                             "please share it again.")
             return
-        result = ingest_pdf(data, file_name, job.scope.key, self.embedder, self.store,  # type: ignore[arg-type]
-                            self.config.ingest_limits, user=job.user, progress=publisher.progress,
-                            between_slices=self._serve_waiting_jobs)
+        cancel, held = self._cancel, self._held
+        saved = RedisProgressStore(self.redis, self.queue.fence(held), file_name) if held is not None else None
+        try:
+            result = ingest_pdf(data, file_name, job.scope.key, self.embedder, self.store,  # type: ignore[arg-type]
+                                self.config.ingest_limits, user=job.user, progress=publisher.progress,
+                                between_slices=self._serve_waiting_jobs, saved=saved,
+                                should_stop=lambda: cancel.is_set() or self._stopping.is_set())
+        except IngestInterrupted as stopped:
+            if self._stopping.is_set():
+                # Shutting down: the slices done so far are saved; the next worker goes on from there.
+                self._is_handing_back = True
+                log.info("ingest of %s stopped after page %d of %d; handing it back with its progress",
+                         file_name, stopped.pages_done, stopped.total)
+            else:
+                log.warning("ingest of %s stopped after page %d of %d: another worker holds it now",
+                            file_name, stopped.pages_done, stopped.total)
+            return
+        log.info("ingest of %s: %d passages embedded here, %d taken from an earlier run's saved slices",
+                 file_name, result.embedded, result.resumed)
         self.redis.delete(job.blob_key)  # type: ignore[arg-type]
         metrics.INGEST_PAGES.inc(0 if result.already_indexed else result.info.pages)
         publisher.final(result.summary())
@@ -332,11 +362,11 @@ class Worker:
             if is_ingest:
                 self.queue.hand_back(delivery)
                 return
-            outer_cancel = self._cancel
+            outer_cancel, outer_held = self._cancel, self._held
             try:
                 self._process(delivery)
             finally:
-                self._cancel = outer_cancel
+                self._cancel, self._held = outer_cancel, outer_held
 
     def _docs(self, job: Job, publisher: ReplyPublisher) -> None:
         documents = self.store.list_documents(job.scope.search_keys())
@@ -390,6 +420,9 @@ class Worker:
         dead = self.redis.xlen(keys.DEAD_STREAM)
         lines = [f"{len(workers)} worker(s) live; {depth} job(s) queued or running; {dead} dead-lettered."]
         lines += [f"- {w.worker_id} on {w.host}: {', '.join(w.models)}" for w in workers]
+        cache = self.store.cache
+        lines.append(f"This worker ({self.worker_id}) holds {len(cache)} scope index(es) in "
+                     f"{cache.nbytes:,} of {cache.max_bytes:,} bytes.")
         publisher.final("\n".join(lines))
 
 

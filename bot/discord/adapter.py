@@ -44,8 +44,8 @@ from bot.discord.replies import (
 from bot.discord.settings import MESSAGE_LIMIT, DiscordSettings, intents, invite_url
 from bot.render import format_sources, split_message
 from core.scope import Scope
-from jobs import keys
 from jobs.client import JobClient
+from jobs.heartbeats import live_heartbeats
 from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
 from telemetry import metrics
 
@@ -337,10 +337,8 @@ class DiscordAdapter(discord.Client):
         if time.monotonic() - fetched_at < MODELS_CACHE_S:
             return names
         found: set[str] = set()
-        async for key in self.jobs.redis.scan_iter(match=keys.WORKER_PREFIX + "*"):
-            raw = await self.jobs.redis.get(key)
-            if raw:
-                found.update(_models_in_heartbeat(raw))
+        for raw in await live_heartbeats(self.jobs.redis):
+            found.update(_models_in_heartbeat(raw))
         names = sorted(found)
         self._models_cache = (time.monotonic(), names)
         return names

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import discord
 
@@ -15,7 +15,7 @@ INTERACTION_TOKEN_TTL_S = 15 * 60  # Discord expires an interaction's token afte
 class DiscordSettings:
     """Plain settings; ``phobos/settings.py`` fills them from PHOBOS_DISCORD_* variables."""
 
-    token: str
+    token: str = field(repr=False)
     application_id: int | None = None  # None: learned from Discord at login
     dev_guild_id: int | None = None  # sync slash commands to this guild only (instant); None: globally
     allowed_guild_ids: frozenset[int] = frozenset()  # empty: every guild

@@ -132,7 +132,7 @@ class SlackAdapter:
         await self._ingest_files(event, scope, answer_thread)
         question = _strip_mention(event.get("text", ""), context.bot_user_id)
         if question:
-            await self._ask(f"slack:{team}:{channel}:{ts}", scope, event.get("user", ""), question,
+            await self._ask(f"slack:{team}:{channel}:{ts}", scope, _sender(event), question,
                             Route(VIA_CHAT, channel, scope.key, thread_ts=answer_thread))
         elif not event.get("files"):
             await self.client.chat_postMessage(channel=channel, thread_ts=answer_thread,
@@ -151,7 +151,7 @@ class SlackAdapter:
         await self._ingest_files(event, scope, thread_ts or ("" if is_dm else ts))
         question = _strip_mention(event.get("text", ""), context.bot_user_id)
         if is_dm and question:
-            await self._ask(f"slack:{team}:{channel}:{ts}", scope, event.get("user", ""), question,
+            await self._ask(f"slack:{team}:{channel}:{ts}", scope, _sender(event), question,
                             Route(VIA_CHAT, channel, scope.key, thread_ts=thread_ts or ""))
 
     async def _on_command(self, ack: Any, command: dict[str, Any]) -> None:
@@ -216,7 +216,7 @@ class SlackAdapter:
                                                    text=text)
                 continue
             await self.permalinks.remember(scope, shared.name, shared.permalink)
-            job = Job(id=job_id, kind=JobKind.INGEST, scope=scope, user=event.get("user", ""),
+            job = Job(id=job_id, kind=JobKind.INGEST, scope=scope, user=_sender(event),
                       reply_to=self.job_client.reply_stream, file_name=shared.name,
                       blob_key=keys.BLOB_PREFIX + job_id, meta=route.to_meta())
             await self.job_client.submit(job, blob=blob)
@@ -248,6 +248,12 @@ async def serve(settings: SlackSettings, jobs: JobClient) -> None:
 
 def _team(body: Mapping[str, Any], event: Mapping[str, Any]) -> str:
     return str(body.get("team_id") or event.get("team") or "unknown")
+
+
+def _sender(event: Mapping[str, Any]) -> str:
+    """Who sent an event: the user, else the bot or app that posted it (a workflow, an integration).
+    "" leaves the job counted against its channel (Job.sender_key), never one bucket shared by all."""
+    return str(event.get("user") or event.get("bot_id") or event.get("app_id") or "")
 
 
 def _strip_mention(text: str, bot_user_id: str | None) -> str:

@@ -166,6 +166,9 @@ class SlackReply:
             return False
 
     async def _respond(self, pieces: list[str]) -> None:
+        if not self.route.response_url:  # a job retried from the dead letters: its posting rights are gone
+            log.warning("no response_url for a reply in %s; the answer is not posted", self.route.channel)
+            return
         for piece in pieces:
             payload = {"text": piece, "response_type": self.route.response_type, "replace_original": False}
             async with self.http.post(self.route.response_url, json=payload) as resp:

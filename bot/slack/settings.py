@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -16,9 +16,9 @@ MODES = ("socket", "http")
 class SlackSettings:
     """Everything the Slack adapter is configured with; phobos/settings.py fills it from the environment."""
 
-    bot_token: str  # xoxb-...
-    app_token: str = ""  # xapp-..., Socket Mode only
-    signing_secret: str = ""  # HTTP mode only: verifies that requests come from Slack
+    bot_token: str = field(repr=False)  # xoxb-...
+    app_token: str = field(default="", repr=False)  # xapp-..., Socket Mode only
+    signing_secret: str = field(default="", repr=False)  # HTTP mode only: verifies that requests come from Slack
     mode: str = "socket"  # socket | http
     http_host: str = "0.0.0.0"
     http_port: int = 3000

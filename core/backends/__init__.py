@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from core.generation import Generator
 from core.registry import ModelSpec
@@ -12,8 +12,8 @@ from core.registry import ModelSpec
 class BackendCredentials:
     """Secrets some backends need; read from settings by the caller."""
 
-    hf_token: str = ""
-    openai_api_key: str = ""
+    hf_token: str = field(default="", repr=False)
+    openai_api_key: str = field(default="", repr=False)
     openai_base_url: str = ""
     llm_threads: int = 0
 

@@ -1,0 +1,154 @@
+"""The retrieval evaluation sets in bench/eval: schema, split by document, and evidence on the cited pages."""
+
+import json
+import re
+import statistics
+import unicodedata
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EVAL = ROOT / "bench" / "eval"
+DOCS = ROOT / ".cache" / "eval-docs"  # where `bench/eval/get-documents.sh .cache/eval-docs` puts them
+SPLITS = ("dev", "heldout")
+KINDS = {"paraphrase", "direct"}
+FIELDS = {"id", "question", "doc", "pages", "answer", "evidence", "kind"}
+KEPT_ASIDE = {"R-intro.pdf", "R-data.pdf", "R-FAQ.pdf"}  # reserved for an independent check
+
+
+def load(name: str) -> list[dict]:
+    path = EVAL / name
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def questions() -> dict[str, list[dict]]:
+    return {split: load(f"{split}.jsonl") for split in SPLITS}
+
+
+def normalise(text: str) -> str:
+    """Folds ligatures (NFKC), collapses whitespace and case, as a reader would compare text."""
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip().lower()
+
+
+def test_question_schema() -> None:
+    rows = [row for split in questions().values() for row in split]
+    assert rows, "bench/eval/dev.jsonl is missing or empty"
+    for row in rows:
+        assert set(row) == FIELDS, row.get("id")
+        for key in ("id", "question", "doc", "answer", "evidence"):
+            assert isinstance(row[key], str) and row[key].strip(), (row["id"], key)
+        assert row["kind"] in KINDS, row["id"]
+        assert row["pages"] and all(isinstance(p, int) and p >= 1 for p in row["pages"]), row["id"]
+        assert row["doc"].endswith(".pdf"), row["id"]
+
+
+def test_ids_are_unique_across_splits() -> None:
+    ids = [row["id"] for split in questions().values() for row in split]
+    ids += [row["id"] for row in load("offtopic.jsonl")]
+    assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})
+
+
+def test_split_is_by_document() -> None:
+    docs = {split: {row["doc"] for row in rows} for split, rows in questions().items()}
+    assert not docs["dev"] & docs["heldout"], "a document appears in both splits"
+
+
+def test_minimum_counts() -> None:
+    split = questions()
+    rows = split["dev"] + split["heldout"]
+    assert len(rows) >= 150
+    assert len({row["doc"] for row in rows}) >= 6
+    assert 0.4 <= sum(row["kind"] == "paraphrase" for row in rows) / len(rows) <= 0.65
+    for name, part in split.items():
+        assert len(part) >= 0.4 * len(rows), f"{name} holds too few of the questions"
+        assert len({row["doc"] for row in part}) >= 3, name
+        assert {row["kind"] for row in part} == KINDS, name
+    probes = load("offtopic.jsonl")
+    assert len(probes) >= 30
+    assert all(sum(p["split"] == name for p in probes) >= 10 for name in SPLITS)
+
+
+def test_documents_kept_aside_are_unused() -> None:
+    used = {row["doc"] for rows in questions().values() for row in rows}
+    assert not used & KEPT_ASIDE
+
+
+def test_every_document_is_fetched_by_the_script() -> None:
+    script = (EVAL / "get-documents.sh").read_text(encoding="utf-8")
+    for doc in {row["doc"] for rows in questions().values() for row in rows}:
+        assert re.search(rf"[/ ]{re.escape(doc)}\b", script), f"{doc} is not in get-documents.sh"
+
+
+def test_offtopic_schema() -> None:
+    rows = load("offtopic.jsonl")
+    assert rows
+    for row in rows:
+        assert set(row) == {"id", "question", "split"}, row
+        assert row["split"] in SPLITS and row["question"].strip(), row
+
+
+def documents() -> list[str]:
+    return sorted({row["doc"] for rows in questions().values() for row in rows})
+
+
+@cache
+def page_texts(doc: str) -> list[str] | None:
+    """The document's pages, normalised; None when it has not been fetched."""
+    path = DOCS / doc
+    if not path.exists():
+        return None
+    import pymupdf
+
+    with pymupdf.open(path) as pdf:
+        return [normalise(page.get_text()) for page in pdf]
+
+
+@pytest.mark.parametrize("doc", documents())
+def test_evidence_is_on_a_cited_page(doc: str) -> None:
+    pages = page_texts(doc)
+    if pages is None:
+        pytest.skip(f"{DOCS / doc} absent: run bench/eval/get-documents.sh .cache/eval-docs")
+    misses = []
+    for row in (r for rows in questions().values() for r in rows if r["doc"] == doc):
+        assert max(row["pages"]) <= len(pages), row["id"]
+        if not any(normalise(row["evidence"]) in pages[p - 1] for p in row["pages"]):
+            misses.append(row["id"])
+    assert not misses, f"evidence not found on the cited pages: {misses}"
+
+
+STOPWORDS = frozenset(
+    re.findall(
+        r"\w+",
+        """
+        the and for are you how what why can does with from that this into when which have has not but your
+        its their there will should would could get any all one out use using like did was were been about
+        than then them they these those some such just only also more most very our over under after before
+        each other same own still where who while again here off too yet both few many much must may might
+        """,
+    )
+)
+
+
+def content_words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z][a-z0-9_.]+", normalise(text)) if len(w) >= 3 and w not in STOPWORDS}
+
+
+def test_paraphrases_share_few_words_with_their_pages() -> None:
+    """The `kind` labels hold: paraphrases reuse far fewer of the page's words than direct questions."""
+    rows = [r for rows in questions().values() for r in rows]
+    missing = sorted({r["doc"] for r in rows if page_texts(r["doc"]) is None})
+    if missing:
+        pytest.skip(f"documents absent from {DOCS}: {missing}")
+    shares: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    for row in rows:
+        pages = page_texts(row["doc"])
+        assert pages is not None
+        on_page = content_words(" ".join(pages[p - 1] for p in row["pages"]))
+        asked = content_words(row["question"])
+        shares[row["kind"]].append(len(asked & on_page) / max(1, len(asked)))
+    paraphrase, direct = statistics.mean(shares["paraphrase"]), statistics.mean(shares["direct"])
+    assert paraphrase <= 0.4 and paraphrase < direct - 0.2, (paraphrase, direct)
