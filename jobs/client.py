@@ -17,6 +17,7 @@ import redis.exceptions
 from jobs import keys
 from jobs.admission import AdmissionLimits, SubmitResult, admit
 from jobs.protocol import Job, ReplyEvent, ReplyType
+from telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class JobClient:
             job = dataclasses.replace(job, blob_key=blob_key)
             await self.redis.set(blob_key, blob, ex=keys.BLOB_TTL_S)
         result = await admit(self.redis, job, self.limits)
+        metrics.submitted(job.kind, result.status)
         if result.is_queued:
             await self._tell(job, ReplyType.QUEUED, result.message(), position=result.position)
         elif result.message():

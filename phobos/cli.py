@@ -27,6 +27,7 @@ from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
 from phobos import runtime
 from phobos.adapters import configured_adapters
 from phobos.settings import Settings
+from telemetry import logs
 from workers.heartbeat import live_models, live_workers
 
 log = logging.getLogger("phobos")
@@ -38,9 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     settings = Settings()
-    default_level = "INFO" if args.func in (cmd_up, cmd_worker, cmd_discord, cmd_slack) else "WARNING"
-    logging.basicConfig(level=(settings.log_level or default_level).upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    default_level = "INFO" if args.func in LONG_RUNNING else "WARNING"
+    logs.configure(settings.log_level or default_level, settings.log_format, settings.log_text)
     try:
         return int(args.func(args, settings) or 0)
     except KeyboardInterrupt:
@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--models", help="comma-separated models to serve (default: PHOBOS_WORKER_MODELS)")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty (tests)")
     worker.set_defaults(func=cmd_worker)
+
+    console_cmd = sub.add_parser("console", help="run the console adapter alone (needs a worker on REDIS_URL)")
+    console_cmd.set_defaults(func=cmd_console)
 
     discord_cmd = sub.add_parser("discord", help="run the Discord adapter (needs DISCORD_TOKEN)")
     discord_cmd.set_defaults(func=cmd_discord)
@@ -120,6 +123,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     requested = [n.strip() for n in args.models.split(",")] if args.models else settings.served_models()
     with runtime.redis_url(settings) as url:
+        health = runtime.serve_metrics(settings, url)  # /readyz answers 503 while the models load
         client = runtime.connect(url, settings)
         registry = runtime.load_registry(settings)
         embedder = runtime.load_embedder(settings)
@@ -140,6 +144,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         worker = Worker(client, embedder, generators, registry, config, top_k=settings.top_k,
                         min_relevance=runtime.relevance_floor(settings))
         worker.install_signal_handlers()
+        if health:
+            health.mark_loaded()
         worker.run(burst=args.burst)
     return 0
 
@@ -148,6 +154,7 @@ def cmd_discord(args: argparse.Namespace, settings: Settings) -> int:
     from phobos.adapters import run_discord
 
     with runtime.redis_url(settings) as url:
+        _serve_adapter_metrics(settings, url)
         run_discord(settings, url)
     return 0
 
@@ -156,30 +163,51 @@ def cmd_slack(args: argparse.Namespace, settings: Settings) -> int:
     from phobos.adapters import run_slack
 
     with runtime.redis_url(settings) as url:
+        _serve_adapter_metrics(settings, url)
         run_slack(settings, url)
     return 0
+
+
+def cmd_console(args: argparse.Namespace, settings: Settings) -> int:
+    with runtime.redis_url(settings) as url:
+        _serve_adapter_metrics(settings, url)
+        asyncio.run(_console(url, settings))
+    return 0
+
+
+def _serve_adapter_metrics(settings: Settings, url: str) -> None:
+    health = runtime.serve_metrics(settings, url)
+    if health:
+        health.mark_loaded()  # an adapter loads no models: ready whenever Redis answers
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     started = time.monotonic()
     # SIGTERM must unwind like Ctrl-C, so the worker and the embedded Redis are stopped below.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    # With the console, every process logs to files: log lines in the middle of a conversation are noise.
+    log_dir = None if args.no_console else settings.state_path / "logs"
+    if log_dir is not None:
+        logs.configure(settings.log_level or "INFO", settings.log_format, settings.log_text,
+                       path=log_dir / "phobos.log")
     with runtime.redis_url(settings) as url:
-        env = {**os.environ, "REDIS_URL": url}
-        worker = subprocess.Popen([sys.executable, "-m", "phobos", "worker"], env=env,
-                                  preexec_fn=_die_with_parent)
+        health = runtime.serve_metrics(settings, url)
+        worker = _start_child("worker", url, settings, 1, log_dir)
         children = [worker]
         try:
             client = runtime.connect(url, settings)
-            if not _wait_for_worker(client, worker, started):
+            if not _wait_for_worker(client, worker, started, log_dir):
                 return 1
-            for platform in configured_adapters(settings):
+            for offset, platform in enumerate(configured_adapters(settings), start=2):
                 print(f"Starting the {platform} adapter.", file=sys.stderr, flush=True)
-                children.append(subprocess.Popen([sys.executable, "-m", "phobos", platform], env=env,
-                                                 preexec_fn=_die_with_parent))
+                children.append(_start_child(platform, url, settings, offset, log_dir))
+            if health:
+                health.mark_loaded()
             where = runtime.masked_url(url) if settings.redis_url else "embedded"
             print(f"Phobos is ready in {time.monotonic() - started:.1f} s (Redis: {where}).", file=sys.stderr,
                   flush=True)
+            if log_dir is not None:
+                print(f"Logs: {log_dir}", file=sys.stderr, flush=True)
             if args.no_console:
                 worker.wait()
                 return worker.returncode
@@ -188,6 +216,23 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             for child in reversed(children):
                 _stop_child(child)
+
+
+def _start_child(command: str, url: str, settings: Settings, port_offset: int,
+                 log_dir: Path | None) -> subprocess.Popen[bytes]:
+    """`phobos COMMAND` as a child: the same Redis, the next metrics port, its output to log_dir when given."""
+    port = settings.metrics_port + port_offset if settings.metrics_port else 0
+    env = {**os.environ, "REDIS_URL": url, "PHOBOS_METRICS_PORT": str(port)}
+    output = None
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        output = (log_dir / f"{command}.log").open("ab")
+    try:
+        return subprocess.Popen([sys.executable, "-m", "phobos", command], env=env, stdout=output,
+                                stderr=subprocess.STDOUT if output else None, preexec_fn=_die_with_parent)
+    finally:
+        if output is not None:
+            output.close()  # the child holds its own copy
 
 
 def _stop_child(child: subprocess.Popen[bytes]) -> None:
@@ -210,12 +255,16 @@ def _die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _wait_for_worker(client: redis.Redis, worker: subprocess.Popen[bytes], started: float) -> bool:
+def _wait_for_worker(client: redis.Redis, worker: subprocess.Popen[bytes], started: float,
+                     log_dir: Path | None) -> bool:
     print("Starting a worker and loading models...", file=sys.stderr, flush=True)
     while time.monotonic() - started < WORKER_READY_TIMEOUT_S:
         if worker.poll() is not None:
-            print(f"The worker exited during start-up (code {worker.returncode}); see the log above.",
-                  file=sys.stderr)
+            where = "see the log above"
+            if log_dir is not None:
+                log_file = log_dir / "worker.log"
+                where = f"the end of {log_file}:\n" + "\n".join(log_file.read_text(errors="replace").splitlines()[-20:])
+            print(f"The worker exited during start-up (code {worker.returncode}); {where}", file=sys.stderr)
             return False
         if any(w.pid == worker.pid for w in live_workers(client)):
             return True
@@ -448,3 +497,7 @@ def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{without_text} rated answer(s) left out: their question text was not kept "
               "(set PHOBOS_LOG_TEXT=true to keep it).", file=sys.stderr)
     return 0
+
+
+# Commands that run until stopped: they log at INFO by default and may serve PHOBOS_METRICS_PORT.
+LONG_RUNNING = (cmd_up, cmd_worker, cmd_console, cmd_discord, cmd_slack)

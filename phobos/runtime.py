@@ -25,6 +25,7 @@ from jobs.admission import AdmissionLimits
 from jobs.connection import RedisOptions, async_redis_client, redis_client
 from phobos.redis_server import EmbeddedRedis
 from phobos.settings import Settings
+from telemetry.server import Health, serve
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,13 @@ def redis_url(settings: Settings) -> Iterator[str]:
     finally:
         if started:
             embedded.stop()
+
+
+def serve_metrics(settings: Settings, url: str) -> Health | None:
+    """/metrics, /healthz and /readyz on PHOBOS_METRICS_PORT; None (nothing bound) when it is 0."""
+    if not settings.metrics_port:
+        return None
+    return serve(settings.metrics_host, settings.metrics_port, url)
 
 
 def masked_url(url: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     llm_threads: int = Field(0, validation_alias=_env("PHOBOS_LLM_THREADS"))
     # Hugging Face token for gated models (Gemma, Llama 3).
     hf_token: SecretStr = Field(SecretStr(""), validation_alias=_env("HF_TOKEN"))
+    # A file holding that token (a mounted Docker or Kubernetes secret); read when HF_TOKEN is empty.
+    hf_token_file: str = Field("", validation_alias=_env("HF_TOKEN_FILE"))
     # OpenAI API key and an optional base URL for an OpenAI-compatible server.
     openai_api_key: SecretStr = Field(SecretStr(""), validation_alias=_env("OPENAI_API_KEY"))
     openai_base_url: str = Field("", validation_alias=_env("OPENAI_BASE_URL"))
@@ -179,9 +181,16 @@ class Settings(BaseSettings):
     # Load the embedder at its first use rather than at start (quick worker restarts in tests).
     lazy_embedder: bool = Field(False, validation_alias=_env("PHOBOS_LAZY_EMBEDDER"))
 
-    # --- logging ---
+    # --- logging and metrics ---
     # Empty: INFO for long-running commands (up, worker), WARNING for one-shot ones (ingest, search, ...).
     log_level: str = Field("", validation_alias=_env("PHOBOS_LOG_LEVEL"))
+    # "text" (human lines) or "json" (one JSON object per line, for log collectors).
+    log_format: str = Field("text", validation_alias=_env("PHOBOS_LOG_FORMAT"))
+    # Port for /metrics, /healthz and /readyz on long-running processes; 0 binds nothing. `phobos up`
+    # gives its worker and adapters the next ports (up: N, worker: N+1, adapters: N+2, ...).
+    metrics_port: int = Field(0, validation_alias=_env("PHOBOS_METRICS_PORT"))
+    # Address the metrics port listens on.
+    metrics_host: str = Field("0.0.0.0", validation_alias=_env("PHOBOS_METRICS_HOST"))
     # Store question and answer text in logs and in the interaction log; off keeps only ids, scores, timings.
     log_text: bool = Field(False, validation_alias=_env("PHOBOS_LOG_TEXT"))
 
@@ -195,6 +204,12 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _read_secret_files(self) -> Settings:
+        if not self.hf_token.get_secret_value() and self.hf_token_file:
+            self.hf_token = SecretStr(Path(self.hf_token_file).read_text().strip())
+        return self
 
     @cached_property
     def state_path(self) -> Path:

@@ -10,6 +10,7 @@ import redis
 from core.documents import Citation
 from jobs import keys
 from jobs.protocol import Job, ReplyEvent, ReplyType
+from telemetry.metrics import JobMetrics
 
 DELTA_FLUSH_INTERVAL_S = 0.1  # coalesce tokens: ~10 events/s is plenty for chat edits at 1/s
 
@@ -25,7 +26,9 @@ class ReplyPublisher:
 
     def __init__(self, client: redis.Redis, job: Job, attempt: int = 1,
                  finish: Callable[[ReplyEvent], bool] | None = None,
-                 post: Callable[[ReplyEvent], bool] | None = None):
+                 post: Callable[[ReplyEvent], bool] | None = None, entry_id: str | None = None):
+        self.observed = JobMetrics(job, entry_id)  # timings and outcome, for metrics and the job's log line
+        self._outcome = "ok"
         self.redis = client
         self.job = job
         self.attempt = attempt
@@ -44,7 +47,10 @@ class ReplyPublisher:
         if event.is_terminal:
             self.is_finished = True
             if self.finish is not None:
-                return self.finish(event)
+                is_posted = self.finish(event)
+                if is_posted:
+                    self.observed.finished(self._outcome, event.text)
+                return is_posted
         if self.is_superseded:
             return False
         if self.post is not None:
@@ -52,9 +58,12 @@ class ReplyPublisher:
             return not self.is_superseded
         self.redis.xadd(self.job.reply_to, {"event": event.to_json()}, maxlen=keys.REPLY_STREAM_MAXLEN,
                         approximate=True)
+        if event.is_terminal:
+            self.observed.finished(self._outcome, event.text)
         return True
 
     def delta(self, text: str) -> None:
+        self.observed.delta()
         self._pending_text += text
         if time.monotonic() - self._last_flush >= DELTA_FLUSH_INTERVAL_S:
             self.flush()
@@ -73,6 +82,8 @@ class ReplyPublisher:
         self.flush()
         return self._send(ReplyType.FINAL, text=text, citations=citations)
 
-    def error(self, text: str) -> None:
+    def error(self, text: str, outcome: str = "error") -> None:
+        """Send an error reply; ``outcome`` labels it in metrics (error, failed, expired, timeout)."""
         self.flush()
+        self._outcome = outcome
         self._send(ReplyType.ERROR, text=text)

@@ -31,6 +31,7 @@ from core.scope import Scope
 from jobs import keys
 from jobs.interactions import AnsweredQuestion, InteractionLog, Source
 from jobs.protocol import Job, JobKind, ReplyEvent
+from telemetry import metrics
 from workers import deadletter
 from workers.conversations import ConversationStore
 from workers.deadlines import STUCK_EXIT_CODE, STUCK_GRACE_S, Watchdog, seconds_left
@@ -191,6 +192,7 @@ class Worker:
             record = deadletter.dead_record(delivery.fields[b"job"].decode(), delivery.entry_id,
                                             delivery.times_delivered, "max deliveries")
             self.queue.finish(delivery, job.sender_key, job.reply_to, event.to_json(), record)
+            metrics.dead_lettered(job.kind)
             log.error("job %s dead-lettered after %d deliveries", job.id, delivery.times_delivered - 1)
             return
         started = time.monotonic()
@@ -198,10 +200,11 @@ class Worker:
         cancel = self._cancel = threading.Event()
         publisher = ReplyPublisher(self.redis, job, attempt=delivery.times_delivered,
                                    finish=lambda event: self._finish(delivery, job, event),
-                                   post=lambda event: self._post(delivery, job, event, cancel))
+                                   post=lambda event: self._post(delivery, job, event, cancel),
+                                   entry_id=delivery.entry_id)
         if job.deadline_at is not None and time.time() > job.deadline_at:
             publisher.error("This request waited past its deadline before a worker was free, so it was "
-                            "dropped rather than answered late. Please ask again.")
+                            "dropped rather than answered late. Please ask again.", outcome="expired")
             return
         if self._forward_if_served_elsewhere(delivery, job):
             return
@@ -271,7 +274,7 @@ class Worker:
         except Exception:
             log.exception("job %s failed", job.id)
             publisher.error(f"Something went wrong while working on this ({job.kind}). The worker log has "
-                            f"the details under job id {job.id}; please try again.")
+                            f"the details under job id {job.id}; please try again.", outcome="failed")
 
     def _model_for(self, job: Job) -> str:
         return job.model or self._conversation_model(job.scope) or self.config.default_model
@@ -290,6 +293,7 @@ class Worker:
             publisher.error(f"No worker serves the model '{model}' right now. Live models: {', '.join(live)}. "
                             "Choose one with /model NAME.")
             return
+        publisher.observed.model = model
         params = GenerationParams(max_new_tokens=spec.max_new_tokens, temperature=spec.temperature)
         limit_s = seconds_left(job.deadline_at, self.config.generation_timeout_s)
         started_at_s = time.time()
@@ -305,7 +309,7 @@ class Worker:
                                         history=self.memory.turns(job.scope.key), cancel=self._cancel)
         if watchdog.fired:
             publisher.error(f"The answer took too long and was stopped after {max(0.0, limit_s):.0f} s. "
-                            "Try a shorter question, or a faster model (/models).")
+                            "Try a shorter question, or a faster model (/models).", outcome="timeout")
             return
         text = "\n".join([*notes, "", answer.text]) if notes else answer.text
         if publisher.final(text, answer.citations):  # remembered once, by the worker that posted it
@@ -363,6 +367,7 @@ class Worker:
         log.info("ingest of %s: %d passages embedded here, %d taken from an earlier run's saved slices",
                  file_name, result.embedded, result.resumed)
         self.redis.delete(job.blob_key)  # type: ignore[arg-type]
+        metrics.INGEST_PAGES.inc(0 if result.already_indexed else result.info.pages)
         publisher.final(result.summary())
 
     def _serve_waiting_jobs(self) -> None:

@@ -48,6 +48,7 @@ from core.scope import Scope
 from jobs.client import JobClient
 from jobs.heartbeats import live_heartbeats
 from jobs.protocol import Job, JobKind, ReplyEvent
+from telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,7 @@ class DiscordAdapter(discord.Client):
                 # Now, not later: Discord's attachment URLs expire.
                 data = await attachment.read()
             except discord.HTTPException as exc:
+                metrics.platform_error("discord", exc)
                 board.fail(attachment.filename, f"could not be downloaded from Discord ({exc.status}); "
                                                 "please upload it again.")
                 continue

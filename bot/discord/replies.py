@@ -22,6 +22,7 @@ from bot.render import format_sources, split_message
 from bot.streaming import StreamedAnswer
 from core.documents import Citation
 from jobs.protocol import ReplyEvent, ReplyType
+from telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ class InteractionSurface:
             except discord.HTTPException as exc:
                 if not token_is_dead(exc):
                     raise
+                metrics.platform_error("discord", exc)
                 log.info("interaction %s token refused (%s); answering in the channel",
                          self.interaction.id, exc)
                 self._start_fallback()

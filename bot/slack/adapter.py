@@ -37,6 +37,7 @@ from core.scope import Scope
 from jobs import keys
 from jobs.client import JobClient
 from jobs.protocol import Job, JobKind
+from telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +264,7 @@ class SlackAdapter:
         try:
             info = await self.client.files_info(file=str(raw["id"]))
         except SlackApiError as exc:
+            metrics.platform_error("slack", exc)
             log.warning("files.info %s failed: %s", raw.get("id"), exc.response.get("error"))
             return None
         return SharedFile.from_event(info["file"])
@@ -278,11 +280,20 @@ async def serve(settings: SlackSettings, jobs: JobClient) -> None:
     await SlackAdapter(settings, jobs).serve_forever()
 
 
+class CountedRateLimitRetryHandler(AsyncRateLimitErrorRetryHandler):
+    """The SDK's own 429 handler (it waits Retry-After), counting each 429 for /metrics on the way."""
+
+    async def prepare_for_next_attempt_async(self, *, state: Any, request: Any, response: Any = None,
+                                             error: Exception | None = None) -> None:
+        metrics.platform_rate_limited("slack")
+        await super().prepare_for_next_attempt_async(state=state, request=request, response=response, error=error)
+
+
 def web_client(settings: SlackSettings) -> AsyncWebClient:
     """The Web API client: the SDK's own retries wait out 429s (Retry-After) and connection errors."""
     return AsyncWebClient(token=settings.bot_token, base_url=settings.api_url, retry_handlers=[
         AsyncConnectionErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
-        AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES)])
+        CountedRateLimitRetryHandler(max_retry_count=RATE_LIMIT_RETRIES)])
 
 
 def workspace_of(payload: Mapping[str, Any]) -> str:

@@ -22,6 +22,7 @@ from core.documents import Citation
 from core.scope import Scope
 from jobs import keys
 from jobs.protocol import ReplyEvent, ReplyType
+from telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +211,7 @@ class SlackReply:
             return True
         except SlackApiError as exc:
             error = exc.response.get("error")
+            metrics.platform_error("slack", exc)
             # e.g. not_in_channel after /phobos in a channel the bot was never invited to.
             if self.route.response_url and not self.messages.posted and error in NOT_ALLOWED_HERE:
                 log.info("cannot post in %s (%s); answering through response_url", self.route.channel, error)
