@@ -24,7 +24,9 @@ from jobs.admission import Admission
 from jobs.client import JobClient
 from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
 from tests.conftest import RedisServer
+from tests.pdfs import pdf_with_pages
 from tests.test_chaos import collect, terminal_counts
+from tests.test_ingest_resume import short_page
 
 pytestmark = pytest.mark.serving
 
@@ -170,3 +172,40 @@ def test_sigterm_hands_back_every_ask_in_flight_and_another_worker_answers_them_
     assert all(f.type is ReplyType.FINAL and "six" in f.text for f in finals.values())
     assert all(counts[i] == 1 for i in finals)
     assert stopping.log_path.read_text().count("handed back to the queue") == ASKS
+
+
+def test_an_ask_is_answered_while_a_300_page_ingest_runs_on_the_same_worker(
+        redis_server: RedisServer, redis_client: redis.Redis, start_worker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    models = models_file(tmp_path, "models.toml", "delay_s=0.01;max_concurrency=2")
+    start_worker(models=MODEL, **worker_env(models, PHOBOS_INGEST_SLICE_PAGES="50"))  # auto: 2
+    scope = Scope("console", "conc", "ingest")
+    reply_to = keys.reply_stream("conc-ingest")
+    ingest = Job(id="conc:ingest", kind=JobKind.INGEST, scope=scope, user="u", reply_to=reply_to,
+                 file_name="big.pdf")
+    ask = Job(id="conc:ask", kind=JobKind.ASK, scope=scope, user="v", reply_to=reply_to, text=TEXT)
+
+    async def scenario() -> None:
+        client = aioredis.Redis.from_url(redis_server.url)
+        try:
+            jobs = JobClient(client, "conc-ingest")
+            assert (await jobs.submit(ingest, pdf_with_pages([short_page(n) for n in range(300)]))).is_queued
+            await asyncio.to_thread(wait_for_event, redis_client, reply_to, ingest.id, ReplyType.PROGRESS)
+            assert (await jobs.submit(ask)).is_queued
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
+    wait_for_event(redis_client, reply_to, ingest.id, ReplyType.FINAL)
+    order = [(e.job_id, e.type) for e in events_on(redis_client, reply_to) if e.is_terminal]
+    assert order == [(ask.id, ReplyType.FINAL), (ingest.id, ReplyType.FINAL)]  # the ask did not wait for it
+
+
+def events_on(client: redis.Redis, stream: str) -> list[ReplyEvent]:
+    return [ReplyEvent.from_json(f[b"event"]) for _, f in client.xrange(stream)]  # type: ignore[union-attr]
+
+
+def wait_for_event(client: redis.Redis, stream: str, job_id: str, kind: ReplyType) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not any(e.job_id == job_id and e.type is kind for e in events_on(client, stream)):
+        assert time.monotonic() < deadline, f"no {kind} event for {job_id}"
+        time.sleep(0.05)
