@@ -63,9 +63,13 @@ def events_by_job(client: redis.Redis, stream: str) -> dict[str, list[ReplyEvent
 
 def wait_until_all_generating(log: Path) -> None:
     """The echo model logged that its barrier let all the asks through together."""
+    wait_for_line(log, f"echo: {ASKS} answers generating together")
+
+
+def wait_for_line(log: Path, line: str) -> None:
     deadline = time.monotonic() + WAIT_S
-    while f"echo: {ASKS} answers generating together" not in log.read_text():
-        assert time.monotonic() < deadline, "asks did not run together: " + log.read_text()[-3000:]
+    while line not in log.read_text():
+        assert time.monotonic() < deadline, f"never logged {line!r}: " + log.read_text()[-3000:]
         time.sleep(0.05)
 
 
@@ -209,3 +213,28 @@ def wait_for_event(client: redis.Redis, stream: str, job_id: str, kind: ReplyTyp
     while not any(e.job_id == job_id and e.type is kind for e in events_on(client, stream)):
         assert time.monotonic() < deadline, f"no {kind} event for {job_id}"
         time.sleep(0.05)
+
+
+def test_a_model_that_runs_one_answer_at_a_time_is_never_called_concurrently(
+        redis_server: RedisServer, redis_client: redis.Redis, start_worker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    hold = tmp_path / "let-them-finish"
+    models = models_file(tmp_path, "models.toml", f"delay_s=0.01;max_concurrency=1;test_hold_file={hold}")
+    worker = start_worker(models=MODEL, **worker_env(models, PHOBOS_WORKER_CONCURRENCY=str(ASKS)))
+
+    async def scenario() -> dict[str, ReplyEvent]:
+        client = aioredis.Redis.from_url(redis_server.url)
+        try:
+            jobs = JobClient(client, "one-adapter")
+            await jobs.start_listening()
+            ids = await submit_asks(jobs)
+            await asyncio.to_thread(wait_for_line, worker.log_path, f"{ASKS} job(s) in hand here")
+            hold.touch()  # the first answer was held in generation until all were in hand
+            return await collect(jobs, ids, timeout_s=WAIT_S)
+        finally:
+            await client.aclose()
+
+    finals = asyncio.run(scenario())
+    assert all(f.type is ReplyType.FINAL and "six" in f.text for f in finals.values()) and len(finals) == ASKS
+    log = worker.log_path.read_text()
+    assert "echo: 1 answer(s) in generation at once" in log
+    assert "echo: 2 answer(s)" not in log  # held all at once, the model ran them one at a time

@@ -48,12 +48,28 @@ class EchoGenerator:
         parties = int(options.get("test_barrier", "0"))
         self.barrier = threading.Barrier(parties, timeout=BARRIER_TIMEOUT_S) if parties > 1 else None
         self.hold_file = options.get("test_hold_file", "")
+        self._streaming = 0  # answers in generation now; the most so far is logged (tests read it)
+        self._most_streaming = 0
+        self._count_lock = threading.Lock()
 
     def count_tokens(self, messages: list[ChatMessage]) -> int:
         return sum(len(m.content.split()) for m in messages)
 
     def stream(self, messages: list[ChatMessage], params: GenerationParams,
                cancel: threading.Event | None = None) -> Iterator[str]:
+        with self._count_lock:
+            self._streaming += 1
+            if self._streaming > self._most_streaming:
+                self._most_streaming = self._streaming
+                log.info("echo: %d answer(s) in generation at once, the most so far", self._streaming)
+        try:
+            yield from self._stream(messages, params, cancel)
+        finally:
+            with self._count_lock:
+                self._streaming -= 1
+
+    def _stream(self, messages: list[ChatMessage], params: GenerationParams,
+                cancel: threading.Event | None) -> Iterator[str]:
         question = next((m.content for m in reversed(messages) if m.role == "user"), "")
         if self.crash_marker and self.crash_marker in question:
             os.kill(os.getpid(), signal.SIGKILL)
