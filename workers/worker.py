@@ -314,7 +314,8 @@ class Worker:
             self.queue.hand_back(context.delivery)
             log.info("job %s handed back to the queue", job.id)
             return
-        self.jobs_done += 1
+        with self._running_lock:
+            self.jobs_done += 1
         log.info("job %s (%s) done in %.2f s", job.id, job.kind, time.monotonic() - started)
 
     def _context(self) -> JobContext:
