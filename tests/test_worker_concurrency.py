@@ -18,6 +18,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from core.backends.echo import EchoGenerator
+from core.registry import ModelSpec
 from core.scope import Scope
 from jobs import keys
 from jobs.admission import Admission
@@ -27,6 +29,7 @@ from tests.conftest import RedisServer
 from tests.pdfs import pdf_with_pages
 from tests.test_chaos import collect, terminal_counts
 from tests.test_ingest_resume import short_page
+from workers.runner import choose_concurrency
 
 pytestmark = pytest.mark.serving
 
@@ -238,3 +241,14 @@ def test_a_model_that_runs_one_answer_at_a_time_is_never_called_concurrently(
     log = worker.log_path.read_text()
     assert "echo: 1 answer(s) in generation at once" in log
     assert "echo: 2 answer(s)" not in log  # held all at once, the model ran them one at a time
+
+
+def test_auto_concurrency_is_the_largest_a_served_model_runs_at_once() -> None:
+    def echo(weights: str) -> EchoGenerator:
+        return EchoGenerator(ModelSpec(name="e", backend="echo", weights=weights))
+
+    batched, single = echo("max_concurrency=8"), echo("")
+    assert choose_concurrency(0, {"batched": batched, "single": single}) == 8
+    assert choose_concurrency(0, {"single": single}) == 1
+    assert choose_concurrency(3, {"batched": batched}) == 3  # PHOBOS_WORKER_CONCURRENCY wins
+    assert choose_concurrency(0, {}) == 1
