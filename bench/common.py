@@ -32,10 +32,10 @@ def manual(name: str) -> Path:
 def concrete_embedder(settings):  # type: ignore[no-untyped-def]
     """The sentence-transformers embedder itself (never the lazy wrapper): benches reach inside it."""
     from core.embedding import SentenceTransformerEmbedder
-    from phobos.runtime import quiet_offline_libraries
+    from phobos.runtime import embedder_location, quiet_offline_libraries
 
     quiet_offline_libraries()
-    return SentenceTransformerEmbedder(settings.embedder, bf16=settings.embed_bf16)
+    return SentenceTransformerEmbedder(embedder_location(settings), bf16=settings.embed_bf16)
 
 
 class MemoryStore:

@@ -42,6 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--rerank-queries", type=int, default=10)
     args = parser.parse_args()
     from phobos.settings import Settings
 
@@ -81,7 +82,27 @@ def main() -> None:
         row["hybrid_with_query_embedding_ms_p50"] = round(hybrid["p50"] + results["query_embedding_ms"]["p50"], 2)  # type: ignore[index]
         results[f"{size}_chunks"] = row
         del index, chunks, vectors
+    results["reranker_added_ms"] = reranker_latency(embedder, words, questions[:args.rerank_queries], rng)
     print(json.dumps(results, indent=2))
+
+
+def reranker_latency(embedder, words: list[str], questions: list[str], rng: random.Random) -> dict:  # type: ignore[no-untyped-def]
+    """What the second stage adds per question: the sub-passage reranker over RERANK_CANDIDATES
+    passages of about 200 tokens (it embeds their ~100-token units at question time)."""
+    from core.documents import Hit
+    from core.rerank import RERANK_CANDIDATES, SubPassageReranker
+
+    def passage() -> str:
+        return " ".join(" ".join(rng.choices(words, k=12)).capitalize() + "." for _ in range(12))
+
+    reranker = SubPassageReranker(embedder)
+    times = []
+    for question in questions:
+        hits = [Hit(Chunk("d", "f.pdf", passage(), 1, 1, i), 0.5) for i in range(RERANK_CANDIDATES)]
+        started = time.perf_counter()
+        reranker.rerank(question, hits)
+        times.append(time.perf_counter() - started)
+    return {"candidates": RERANK_CANDIDATES, "p50": percentile(times, 50), "p99": percentile(times, 99)}
 
 
 if __name__ == "__main__":

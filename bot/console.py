@@ -1,7 +1,7 @@
 """The console adapter: a terminal conversation that behaves like one chat channel.
 
-Plain lines are questions; /upload PATH, /docs, /forget [NAME], /model NAME, /models, /reset, /status,
-/help.
+Plain lines are questions; /upload PATH, the commands of bot/commands.py (/ask, /docs, /forget, /model,
+/models, /reset, /status), /help.
 When stdin is not a terminal, it answers each line in turn and exits at the end of input.
 """
 
@@ -13,23 +13,19 @@ import uuid
 from pathlib import Path
 from typing import TextIO
 
+from bot.commands import COMMANDS as TABLE
+from bot.commands import usage_lines
+from bot.pipeline import ReplyRouter
 from bot.render import format_sources
 from core.scope import Scope
-from jobs.client import JobClient, run_job
+from jobs.client import JobClient
 from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
 
 CONSOLE_SCOPE = Scope("console", "local", "console")
-HELP = """Type a question, or one of:
-  /upload PATH    share a document here (.pdf, .docx, .pptx, .md, .txt, .html)
-  /docs           list the documents shared here
-  /forget [NAME]  forget one document (or all)
-  /model NAME     choose this conversation's model
-  /models         list models (* = served by a live worker)
-  /reset          forget this conversation's earlier questions (documents stay)
-  /status         workers and queue
-  /quit           leave"""
-COMMANDS = {"/docs": JobKind.DOCS, "/forget": JobKind.FORGET, "/model": JobKind.SET_MODEL,
-            "/models": JobKind.MODELS, "/status": JobKind.STATUS, "/reset": JobKind.RESET}
+HELP = "\n".join(["Type a question, or one of:",
+                  "  /upload PATH: share a document here (.pdf, .docx, .pptx, .md, .txt, .html)",
+                  *("  " + line for line in usage_lines("/")), "  /quit: leave"])
+COMMANDS = {f"/{c.name}": c.kind for c in TABLE}
 
 
 class ConsoleAdapter:
@@ -77,8 +73,8 @@ class ConsoleAdapter:
             blob = path.read_bytes()
             job = self._job(JobKind.INGEST, file_name=path.name)
         elif command in COMMANDS:
-            if command == "/model" and not argument:
-                self._print("Usage: /model NAME (see /models)")
+            if command in ("/model", "/ask") and not argument:
+                self._print(f"Usage: {command} {'NAME (see /models)' if command == '/model' else 'QUESTION'}")
                 return None
             job = self._job(COMMANDS[command], text=argument)
         elif command.startswith("/"):
@@ -86,12 +82,25 @@ class ConsoleAdapter:
             return None
         else:
             job = self._job(JobKind.ASK, text=line)
-        view = _StreamView(self)
+        return await self._run(job, blob)
+
+    async def _run(self, job: Job, blob: bytes | None) -> ReplyEvent | None:
+        """Submit ``job`` and show its replies through the shared pipeline until it ends."""
+        reply = ConsoleReply(self)
+        router = ReplyRouter(self.client, _no_other_jobs, answer_timeout_s=self.answer_timeout_s)
+        router.expect(job.id, reply)
+        ended = router.ended(job.id)
+        routing = asyncio.create_task(router.run())
         try:
-            return await run_job(self.client, job, blob, view.show, timeout_s=self.answer_timeout_s)
-        except TimeoutError:
-            self._print(f"\nNo answer within {self.answer_timeout_s:.0f} s. Is a worker running? (phobos status)")
-            return None
+            await self.client.start_listening()
+            if not await self.client.submit(job, blob):
+                self._print("That was already asked; its answer is shown where it was asked.")
+                return None
+            await ended.wait()
+        finally:
+            routing.cancel()
+            await asyncio.gather(routing, return_exceptions=True)
+        return reply.final
 
     def _job(self, kind: JobKind, text: str = "", file_name: str | None = None) -> Job:
         job_id = f"console:{uuid.uuid4().hex}"
@@ -101,6 +110,39 @@ class ConsoleAdapter:
     def _print(self, text: str, end: str = "\n") -> None:
         self.out.write(text + end)
         self.out.flush()
+
+
+def _no_other_jobs(event: ReplyEvent) -> None:
+    """The console shows only the job it is waiting for."""
+    return None
+
+
+class ConsoleReply:
+    """One job's reply in the terminal: a :class:`bot.pipeline.Reply` that prints as events arrive."""
+
+    def __init__(self, console: ConsoleAdapter):
+        self.console = console
+        self.view = _StreamView(console)
+        self.final: ReplyEvent | None = None
+        self.is_done = False
+
+    def interval_s(self) -> float:
+        return 1.0
+
+    async def feed(self, event: ReplyEvent) -> None:
+        self.view.show(event)
+
+    async def flush(self) -> None:
+        """Printed text needs no catching up."""
+
+    async def finish(self, event: ReplyEvent, attempt: int) -> None:
+        self.view.show(event)
+        self.final, self.is_done = event, True
+
+    async def give_up(self) -> None:
+        self.is_done = True
+        self.console._print(f"\nNo answer within {self.console.answer_timeout_s:.0f} s. Is a worker running? "
+                            "(phobos status)")
 
 
 class _StreamView:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from core.documents import Chunk, PageText, span_label
+from core.headings import section_at
+
+SECTION_RESERVE_TOKENS = 40  # room left in the embedder's window for the section path embedded with a chunk
 
 # A sentence ends at . ! or ? followed by space and an upper-case letter, digit or opening bracket/quote.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
@@ -18,6 +22,7 @@ class _Sentence:
     page: int
     tokens: int
     label: str = ""
+    section: str = ""
 
 
 def split_sentences(text: str) -> list[str]:
@@ -101,22 +106,28 @@ def _sentences(pages: Sequence[PageText], count_tokens: Callable[[list[str]], li
                max_tokens: int) -> list[_Sentence]:
     texts: list[str] = []
     page_of: list[PageText] = []
+    section_of: list[str] = []
     for page in pages:
+        position = 0
         for sentence in split_sentences(page.text):
+            found = page.text.find(sentence, position)
+            position = found if found >= 0 else position
             texts.append(sentence)
             page_of.append(page)
+            section_of.append(section_at(page.sections, position))
     counts = count_tokens(texts) if texts else []
     result: list[_Sentence] = []
-    for text, page, tokens in zip(texts, page_of, counts, strict=True):
+    for text, page, section, tokens in zip(texts, page_of, section_of, counts, strict=True):
         if tokens <= max_tokens:
-            result.append(_Sentence(text, page.number, tokens, page.label))
+            result.append(_Sentence(text, page.number, tokens, page.label, section))
         else:
-            result.extend(_split_long(text, page.number, tokens, max_tokens, count_tokens, page.label))
+            result.extend(_split_long(text, page.number, tokens, max_tokens, count_tokens, page.label, section))
     return result
 
 
 def _split_long(text: str, page: int, tokens: int, max_tokens: int,
-                count_tokens: Callable[[list[str]], list[int]], label: str = "") -> list[_Sentence]:
+                count_tokens: Callable[[list[str]], list[int]], label: str = "",
+                section: str = "") -> list[_Sentence]:
     """Cut an over-long 'sentence' (a table, a run-on list) into word windows that fit."""
     words = text.split()
     parts = max(2, -(-tokens // max_tokens) + 1)
@@ -125,7 +136,7 @@ def _split_long(text: str, page: int, tokens: int, max_tokens: int,
         windows = [" ".join(words[i:i + size]) for i in range(0, len(words), size)]
         counts = count_tokens(windows)
         if max(counts) <= max_tokens or size == 1:
-            return [_Sentence(w, page, c, label) for w, c in zip(windows, counts, strict=True)]
+            return [_Sentence(w, page, c, label, section) for w, c in zip(windows, counts, strict=True)]
         parts *= 2
 
 
@@ -141,6 +152,10 @@ def _overlap_tail(sentences: list[_Sentence], overlap_tokens: int, room: int) ->
 
 
 def _make_chunk(sentences: list[_Sentence], doc_id: str, file_name: str, ordinal: int) -> Chunk:
+    # A chunk across a heading takes the section that holds most of its tokens.
+    weights: Counter[str] = Counter()
+    for s in sentences:
+        weights[s.section] += s.tokens
     return Chunk(
         doc_id=doc_id,
         file_name=file_name,
@@ -149,4 +164,5 @@ def _make_chunk(sentences: list[_Sentence], doc_id: str, file_name: str, ordinal
         page_end=max(s.page for s in sentences),
         ordinal=ordinal,
         location=span_label(sentences[0].label, sentences[-1].label),
+        section=weights.most_common(1)[0][0],
     )

@@ -20,6 +20,8 @@ class PageText:
     number: int
     text: str
     label: str = ""
+    # Where in ``text`` each heading path begins: ((offset, "Title > Chapter > Section"), ...); see core.headings.
+    sections: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,11 @@ class Chunk:
     page_end: int
     ordinal: int  # position of the chunk in its document
     location: str = ""  # where the passage is, for formats without pages ("slide 3"); "" for a PDF
+    section: str = ""  # document title and heading path above the passage; embedded and indexed, not shown
+
+    def indexed_text(self) -> str:
+        """What is embedded and indexed: the section path, then the passage."""
+        return f"{self.section}\n{self.text}" if self.section else self.text
 
     @property
     def pages(self) -> tuple[int, ...]:

@@ -38,11 +38,12 @@ class Embedder(Protocol):
 class SentenceTransformerEmbedder:
     """Batched sentence-transformers encoding; normalised so a dot product is the cosine similarity."""
 
-    def __init__(self, location: str, device: str | None = None, batch_size: int = 16, bf16: bool = False):
+    def __init__(self, location: str, device: str | None = None, batch_size: int = 16, bf16: bool = False,
+                 name: str | None = None):
         from sentence_transformers import SentenceTransformer
 
         path = package_files.resolve(location)
-        self.name = location
+        self.name = name or location  # what stored documents record as their embedder
         self._model: SentenceTransformer = SentenceTransformer(path, device=device)
         self.batch_size = batch_size
         # bfloat16 matmuls on a CPU that has them natively: about 1.3-1.5x faster on 2 cores, vectors

@@ -75,7 +75,7 @@ class ScopeIndex:
         if self._lexical is None:
             from core.hybrid import LexicalIndex
 
-            self._lexical = LexicalIndex([c.text for c in self.chunks])
+            self._lexical = LexicalIndex([c.indexed_text() for c in self.chunks])
         return self._lexical
 
     def hybrid_search(self, query_vector: np.ndarray, query: str, k: int, mode: str = "hybrid") -> list[Hit]:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from core.chunking import Chunker
+from core.chunking import SECTION_RESERVE_TOKENS, Chunker
 from core.documents import Chunk, DocumentInfo, PageText
 from core.embedding import Embedder
 from core.formats import detect_kind
@@ -82,6 +82,7 @@ class IngestLimits:
     ocr_engine: str = "rapidocr"
     max_unpacked_bytes: int = 200_000_000
     slice_pages: int = 32  # pages read, chunked and embedded per step; bounds memory and the pause gap
+    section_context: bool = False  # embed and index each chunk with its title and heading path
 
     def parse_limits(self) -> ParseLimits:
         return ParseLimits(max_pages=self.max_pages, timeout_s=self.parse_timeout_s,
@@ -146,7 +147,9 @@ def ingest_document(data: bytes, file_name: str, scope_key: str, embedder: Embed
 
     import numpy as np
 
-    max_tokens = min(limits.chunk_tokens, embedder.max_tokens)
+    # The section path is embedded with each chunk (core/headings.py); leave it room in the window.
+    reserve = SECTION_RESERVE_TOKENS if limits.section_context else 0
+    max_tokens = min(limits.chunk_tokens, embedder.max_tokens - reserve)
     resumed = saved.load(scope_key, doc_id) if saved is not None else None
     pages_done = 0
     chunks: list[Chunk] = []
@@ -158,7 +161,7 @@ def ingest_document(data: bytes, file_name: str, scope_key: str, embedder: Embed
 
     def embed(new: list[Chunk], last_page: int) -> None:
         nonlocal embedded
-        matrix = embedder.embed([c.text for c in new]) if new else None
+        matrix = embedder.embed([c.indexed_text() for c in new]) if new else None
         embedded += len(new)
         if saved is not None and not saved.save(scope_key, doc_id, last_page, chunker.state(), new, matrix):
             raise IngestInterrupted(pages_done, total, lost=True)
@@ -180,7 +183,7 @@ def ingest_document(data: bytes, file_name: str, scope_key: str, embedder: Embed
         for page in pdf.pages():
             if page.number <= pages_done:
                 continue  # read and embedded by an earlier run; its chunks are in ``saved``
-            batch.append(page)
+            batch.append(page if limits.section_context else PageText(page.number, page.text, page.label))
             if pdf.ocr_pages[-1:] == [page.number]:  # recognising a page takes seconds: show each one
                 report(page.number, total, "recognising scanned pages (OCR)")
             if len(batch) >= limits.slice_pages:

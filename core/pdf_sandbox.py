@@ -11,7 +11,8 @@ parent kills it at the wall-time limit. Whatever happens to the child, the paren
 
 Child -> parent lines:
     {"type": "open", "pages": 120, "repaired": false, "ocr": true, "unit": "page", "title": ""}
-    {"type": "page", "number": 1, "text": "...", "ocr": false, "label": ""}   (one per page, in order)
+    {"type": "page", "number": 1, "text": "...", "ocr": false, "label": "", "sections": [[0, "Title > 1 Intro"]]}
+                                                                  (one per page, in order)
     {"type": "done"}
     {"type": "error", "message": "..."}
 """
@@ -64,7 +65,7 @@ class SandboxedPdf:
     source_url: str = ""  # a page fetched from a link: its parts are cited by this URL
     page_count: int = 0
     unit: str = "page"  # what page_count counts: page, slide, section, paragraph
-    title: str = ""  # a web page's title
+    title: str = ""  # a web page's title, or a PDF's own (metadata) title
     is_repaired: bool = False
     has_ocr: bool = False
     ocr_pages: list[int] = field(default_factory=list)
@@ -120,7 +121,8 @@ class SandboxedPdf:
                 self.ocr_pages.append(number)
             if not text:
                 self.unreadable_pages.append(number)
-            yield PageText(number, text, str(message.get("label", "")))
+            sections = tuple((int(offset), str(path)) for offset, path in message.get("sections", ()))
+            yield PageText(number, text, str(message.get("label", "")), sections)
 
     def close(self) -> None:
         self._timer.cancel()
@@ -264,6 +266,7 @@ def _too_much_text(file_name: str, max_chars: int) -> str:
 
 def _read_pdf(config: dict[str, Any], data: bytes) -> None:
     from core.cleaning import RawPage, strip_running_lines
+    from core.headings import SectionTracker, body_font_size, document_title, font_headings, outline_by_page
     from core.ocr import PageRecognizer, is_garbage, looks_scanned
     from core.pdf import clean_text, open_document, page_lines
 
@@ -275,6 +278,10 @@ def _read_pdf(config: dict[str, Any], data: bytes) -> None:
     recognizer = PageRecognizer(engine) if use_ocr else None
     _emit({"type": "open", "pages": document.page_count, "repaired": bool(document.is_repaired),
            "ocr": use_ocr, "unit": "page", "title": str((document.metadata or {}).get("title") or "").strip()})
+    # Headings from the outline when the file has one, else from font sizes (core/headings.py).
+    outline = outline_by_page(document)
+    body_size = 0.0 if outline else body_font_size(document)
+    tracker = SectionTracker(document_title(document.metadata, file_name))
     ocr_pages: set[int] = set()
     failed: list[PageReadError] = []
 
@@ -319,7 +326,9 @@ def _read_pdf(config: dict[str, Any], data: bytes) -> None:
             _emit({"type": "error", "message": _too_much_text(file_name, max_chars)})
             return
         any_text = any_text or bool(text)
-        _emit({"type": "page", "number": page.number, "text": text, "ocr": page.number in ocr_pages})
+        headings = outline.get(page.number, []) if outline else font_headings(document, page.number - 1, body_size)
+        _emit({"type": "page", "number": page.number, "text": text, "ocr": page.number in ocr_pages,
+               "sections": tracker.page(text, headings)})
     if not any_text:
         _emit({"type": "error", "message": _nothing_read_message(file_name, use_ocr, failed, config)})
         return

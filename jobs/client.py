@@ -8,6 +8,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 RECONNECT_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)  # waits after consecutive Redis failures; last repeats
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 REMEMBERED_FINISHED_JOBS = 10_000  # recently answered job ids kept in memory, to drop their stray events
+REPLY_BATCH = 100  # reply entries read per XREADGROUP
 
 
 class JobClient:
@@ -39,7 +41,7 @@ class JobClient:
         self.reply_stream = keys.reply_stream(adapter_id)
         self.limits = limits or AdmissionLimits()
         self.job_deadline_s = job_deadline_s
-        self._last_reply_id: bytes | str = "$"
+        self._is_listening = False
         self._finished: OrderedDict[str, None] = OrderedDict()
 
     async def submit(self, job: Job, blob: bytes | None = None) -> SubmitResult:
@@ -70,55 +72,123 @@ class JobClient:
                               approximate=True)
 
     async def start_listening(self) -> None:
-        """Remember the reply stream's current end, so replies to jobs submitted after this are seen."""
-        last = await self.redis.xrevrange(self.reply_stream, count=1)
-        self._last_reply_id = (last[0][0] or "0-0") if last else "0-0"
+        """Create this adapter's consumer group on its reply stream (once), so no reply is missed.
 
-    async def replies(self, block_ms: int = 1000) -> AsyncIterator[ReplyEvent]:
-        """Yield reply events for this adapter, forever. Call :meth:`start_listening` before submitting.
+        The group starts at the stream's end the first time; after that it keeps its place across
+        restarts, so replies that arrived while the adapter was down are read when it comes back.
+        """
+        try:
+            await self.redis.xgroup_create(self.reply_stream, keys.REPLY_GROUP, id="$", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._is_listening = True
 
-        Each job's terminal event is yielded once, even across adapter restarts (a marker in Redis
-        records it), and nothing of a job is yielded after it; Redis outages are waited out.
+    async def deliveries(self, block_ms: int = 1000) -> AsyncIterator[Delivery]:
+        """Yield reply events for this adapter, forever, through its consumer group.
+
+        First the events this adapter read before a restart but never acknowledged, then new ones.
+        Non-terminal events are acknowledged as they are yielded (a restarted adapter only needs each
+        job's end); a terminal one stays pending until :meth:`shown` says it reached the user, so an
+        answer produced while the adapter was down, or lost in a crash while showing it, comes again.
+        A job whose answer was already shown (its posted marker is set) yields nothing more.
         """
         failures = 0
+        cursor = "0"  # our pending entries first, then ">" (never delivered to anyone)
         while True:
             try:
-                if self._last_reply_id == "$":
+                if not self._is_listening:
                     await self.start_listening()
-                batches: Any = await self.redis.xread({self.reply_stream: self._last_reply_id}, block=block_ms)
+                batches: Any = await self.redis.xreadgroup(
+                    keys.REPLY_GROUP, self.adapter_id, {self.reply_stream: cursor},
+                    block=None if cursor == "0" else block_ms, count=REPLY_BATCH)
                 failures = 0
             except REDIS_DOWN as exc:
+                _raise_if_cancelling()
                 wait_s = RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)]
                 failures += 1
                 log.warning("reply stream read failed (%s); retrying in %.1f s", exc, wait_s)
                 await asyncio.sleep(wait_s)
                 continue
-            for _stream, entries in batches or []:
-                for entry_id, fields in entries:
-                    self._last_reply_id = entry_id
-                    raw = fields.get(b"event") or fields.get("event")
-                    try:
-                        event = ReplyEvent.from_json(raw)
-                    except (ValueError, KeyError, TypeError):
-                        continue
-                    if await self._is_new(event):
-                        yield event
+            except redis.exceptions.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                self._is_listening = False  # the stream was deleted: make the group again
+                continue
+            entries = [entry for _stream, stream_entries in batches or [] for entry in stream_entries]
+            if cursor == "0" and not entries:
+                cursor = ">"
+                continue
+            for entry_id, fields in entries:
+                if cursor == "0":
+                    cursor = _text(entry_id)  # page through the pending list
+                delivery = await self._decode(_text(entry_id), fields)
+                if delivery is not None:
+                    yield delivery
 
-    async def _is_new(self, event: ReplyEvent) -> bool:
-        if event.job_id in self._finished:
-            return False
-        if not event.is_terminal:
-            return True
+    async def _decode(self, entry_id: str, fields: dict[Any, Any]) -> Delivery | None:
+        raw = fields.get(b"event") or fields.get("event") or ""
+        try:
+            event = ReplyEvent.from_json(raw)
+        except (ValueError, KeyError, TypeError):
+            await self._ack(entry_id)
+            return None
+        if event.job_id in self._finished or not event.is_terminal:
+            await self._ack(entry_id)
+            return None if event.job_id in self._finished else Delivery(entry_id, event)
         self._finished[event.job_id] = None
         if len(self._finished) > REMEMBERED_FINISHED_JOBS:
             self._finished.popitem(last=False)
+        if await self._retrying(lambda: self.redis.exists(keys.POSTED_PREFIX + event.job_id)):
+            await self._ack(entry_id)
+            return None
+        return Delivery(entry_id, event)
+
+    async def shown(self, delivery: Delivery) -> None:
+        """The user sees ``delivery``'s event: mark a terminal one posted, then acknowledge it."""
+        if delivery.event.is_terminal:
+            await self._retrying(lambda: self.redis.set(keys.POSTED_PREFIX + delivery.event.job_id, "1",
+                                                        ex=keys.POSTED_TTL_S))
+        await self._ack(delivery.entry_id)
+
+    async def _ack(self, entry_id: str) -> None:
+        await self._retrying(lambda: self.redis.xack(self.reply_stream, keys.REPLY_GROUP, entry_id))
+
+    @staticmethod
+    async def _retrying(call: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a small Redis call, waiting out a short outage; None if Redis stays away."""
         for attempt in range(len(RECONNECT_BACKOFF_S)):
             try:
-                return bool(await self.redis.set(keys.POSTED_PREFIX + event.job_id, "1", nx=True,
-                                                 ex=keys.POSTED_TTL_S))
+                return await call()
             except REDIS_DOWN:
+                _raise_if_cancelling()
                 await asyncio.sleep(RECONNECT_BACKOFF_S[attempt])
-        return True  # Redis stays away: posting twice is better than never
+        return None
+
+    async def replies(self, block_ms: int = 1000) -> AsyncIterator[ReplyEvent]:
+        """Yield reply events, each acknowledged at once: for callers that show an event as they get it."""
+        async for delivery in self.deliveries(block_ms):
+            await self.shown(delivery)
+            yield delivery.event
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One reply event as read from the consumer group; hand it back to :meth:`JobClient.shown`."""
+
+    entry_id: str
+    event: ReplyEvent
+
+
+def _raise_if_cancelling() -> None:
+    """redis-py turns a cancellation during connect into a ConnectionError; the cancel must still win."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def run_job(client: JobClient, job: Job, blob: bytes | None = None,

@@ -5,6 +5,7 @@ MODEL_JOBS_PREFIX = "phobos:jobs:model:"  # + model name: asks forwarded to the 
 WORKER_GROUP = "workers"
 FENCE_PREFIX = "phobos:fence:"  # + jobs stream: hash entry id -> fencing token of its latest take
 REPLY_STREAM_PREFIX = "phobos:replies:"  # + adapter id: reply events for that adapter
+REPLY_GROUP = "adapter"  # the consumer group each adapter reads its reply stream through (acks once shown)
 JOB_SEEN_PREFIX = "phobos:job:seen:"  # + job id: set once, so a redelivered event makes one job
 BLOB_PREFIX = "phobos:blob:"  # + job id: an uploaded file's bytes, until the worker has read them
 INGEST_PROGRESS_PREFIX = "phobos:ingest:"  # + scope key:doc id + :state|:chunks|:vectors: an ingest's saved slices
@@ -20,7 +21,8 @@ DEAD_STREAM = "phobos:dead"  # jobs that failed MAX_DELIVERIES times, for `phobo
 QUEUE_DEPTH_KEY = "phobos:queue:depth"  # jobs queued or running (incremented on submit, decremented on ack)
 USER_QUEUED_PREFIX = "phobos:queue:user:"  # + Job.sender_key: that sender's jobs queued or running
 RATE_PREFIX = "phobos:rate:"  # + Job.sender_key: token bucket hash (tokens, at_ms)
-POSTED_PREFIX = "phobos:posted:"  # + job id: set by the adapter side once the job's answer was passed on
+POSTED_PREFIX = "phobos:posted:"  # + job id: set by the adapter once the job's answer is shown to the user
+REPLY_MESSAGES_PREFIX = "phobos:reply:messages:"  # + job id: JSON of the platform messages showing its reply
 INTERACTIONS_STREAM = "phobos:interactions"  # answered questions and their ratings (jobs/interactions.py)
 
 REPLY_STREAM_MAXLEN = 10_000  # reply streams are read live; old events are history only
@@ -29,6 +31,7 @@ BLOB_TTL_S = 24 * 3600
 DEAD_STREAM_MAXLEN = 10_000
 USER_QUEUED_TTL_S = 24 * 3600  # a per-user counter left behind by a crash ages out
 POSTED_TTL_S = 7 * 24 * 3600
+REPLY_MESSAGES_TTL_S = 24 * 3600  # long enough to pick up an answer after an adapter restart
 
 
 def reply_stream(adapter_id: str) -> str:

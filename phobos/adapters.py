@@ -43,6 +43,8 @@ def run_discord(settings: Settings, redis_url: str) -> None:
         edit_interval_s=settings.discord_edit_interval_s,
         answer_timeout_s=settings.answer_timeout_s,
         sync_commands=settings.discord_sync_commands,
+        api_url=settings.discord_api_url,
+        gateway_url=settings.discord_gateway_url,
     )
 
     _serve_adapter(lambda jobs: serve(discord_settings, jobs), adapter_id(), settings, redis_url)
@@ -66,6 +68,8 @@ def run_slack(settings: Settings, redis_url: str) -> None:
             max_file_mb=settings.slack_max_file_mb,
             file_hosts=tuple(h.strip() for h in settings.slack_file_hosts.split(",") if h.strip()),
             update_interval_s=settings.slack_update_interval_s,
+            edits_per_min=settings.slack_edits_per_min,
+            api_url=settings.slack_api_url,
             answer_timeout_s=settings.answer_timeout_s,
         )
     except ValueError as exc:

@@ -138,7 +138,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                               index_cache_max_bytes=settings.index_cache_max_bytes, links=settings.links,
                               fetch_limits=runtime.fetch_limits(settings), fetch_max_links=settings.fetch_max_links)
         worker = Worker(client, embedder, generators, registry, config, top_k=settings.top_k,
-                        min_relevance=settings.min_relevance)
+                        min_relevance=runtime.relevance_floor(settings))
         worker.install_signal_handlers()
         worker.run(burst=args.burst)
     return 0

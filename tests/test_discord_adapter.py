@@ -140,22 +140,18 @@ def test_pdf_upload_is_indexed_then_a_mention_streams_an_answer_citing_it(worker
     run(scenario())
 
 
-def test_edits_come_at_most_once_per_interval(worker_url: str) -> None:
+def test_a_burst_of_deltas_is_coalesced_into_a_few_edits(worker_url: str) -> None:
     async def scenario() -> None:
         async with running_bot(worker_url, edit_interval_s=0.3) as (fake, adapter):
             channel = adapter.get_channel(fake.channel_id)
             view = AnswerView(ChannelSurface(channel), interval_s=0.3)  # type: ignore[arg-type]
-            run_view = asyncio.create_task(view.run(timeout_s=30))
-            for word in ("lorem ipsum dolor sit amet " * 8).split():  # 40 deltas over ~1.2 s
-                view.events.put_nowait(ReplyEvent("j", ReplyType.DELTA, text=word + " "))
-                await asyncio.sleep(0.03)
-            view.events.put_nowait(ReplyEvent("j", ReplyType.FINAL, text="lorem ipsum, in the end."))
-            await run_view
+            words = ("lorem ipsum dolor sit amet " * 8).split()
+            for word in words:  # 40 deltas at once
+                await view.feed(ReplyEvent("j", ReplyType.DELTA, text=word + " "))
+            await view.flush()
+            await view.finish(ReplyEvent("j", ReplyType.FINAL, text="lorem ipsum, in the end."), attempt=1)
             (message,) = fake.bot_messages(fake.channel_id)
-            gaps = [later - earlier for earlier, later in zip(message.edit_times, message.edit_times[1:],
-                                                                 strict=False)]
-            assert len(message.history) >= 4, "it did stream: several edits"
-            assert min(gaps) >= 0.28, gaps
+            assert 2 <= len(message.history) < len(words), "it streamed, in fewer edits than deltas"
             assert message.content == "lorem ipsum, in the end."
     run(scenario())
 
@@ -171,7 +167,7 @@ def test_a_4500_character_answer_is_split_without_breaking_words_code_or_sources
         async with running_bot(worker_url) as (fake, adapter):
             channel = adapter.get_channel(fake.channel_id)
             view = AnswerView(ChannelSurface(channel), interval_s=0.01)  # type: ignore[arg-type]
-            await view.stream.feed(ReplyEvent("j", ReplyType.FINAL, text=long_answer, citations=citations))
+            await view.finish(ReplyEvent("j", ReplyType.FINAL, text=long_answer, citations=citations), attempt=1)
             pieces = [m.content for m in fake.bot_messages(fake.channel_id)]
             assert sum(map(len, pieces)) >= 4500 and len(pieces) == 3
             assert all(len(p) <= 2000 for p in pieces)
@@ -245,12 +241,14 @@ def test_slash_ask_is_deferred_at_once_then_answered_through_the_interaction(wor
 
 def test_an_expired_interaction_token_falls_back_to_a_channel_message(worker_url: str) -> None:
     async def scenario() -> None:
-        async with running_bot(worker_url, interaction_token_ttl_s=0.0) as (fake, _adapter):
+        async with running_bot(worker_url) as (fake, _adapter):
+            fake.interaction_token_ttl_s = 0.0  # Discord refuses the token (401 / 50027) right after the defer
             interaction = await fake.slash_command("docs")
             message = await fake.wait_for(lambda: [m for m in finals(fake, fake.channel_id, "No documents")
                                                    if m is not interaction.original])
             assert "shared in this conversation" in message[0].content
             assert interaction.original is not None and interaction.original.history == [""]
+            assert [code for _request, code in fake.refused] == [50027], "the token was tried, then the channel"
     run(scenario())
 
 
@@ -370,7 +368,7 @@ def test_an_error_after_a_long_streamed_answer_leaves_one_message_saying_so(work
             view = AnswerView(ChannelSurface(channel), interval_s=0.01)  # type: ignore[arg-type]
             await view.feed(ReplyEvent("j", ReplyType.DELTA, text="partial answer " * 200))  # 3,000 chars
             assert len(fake.bot_messages(fake.channel_id)) == 2
-            await view.feed(ReplyEvent("j", ReplyType.ERROR, text="The worker stopped; please ask again."))
+            await view.finish(ReplyEvent("j", ReplyType.ERROR, text="The worker stopped; please ask again."), 1)
             assert [m.content for m in fake.bot_messages(fake.channel_id)] == [
                 "⚠️ The worker stopped; please ask again."]
     run(scenario())

@@ -72,12 +72,13 @@ def test_phobos_search_cli_prints_the_right_pages(redis_server, redis_client, tm
 
 def test_a_question_the_documents_do_not_cover_gets_no_sources(redis_client, embedder) -> None:
     from core.rag import NOT_COVERED_REPLY
+    from phobos.runtime import relevance_floor
     from phobos.settings import Settings
 
     store = RedisDocumentStore(redis_client)
     scope = Scope("test", "w", "floor")
     ingest_document(pdf_with_pages(FACT_PAGES), "facts.pdf", scope.key, embedder, store, LIMITS)
-    engine = RagEngine(embedder, store, min_relevance=Settings().min_relevance)
+    engine = RagEngine(embedder, store, min_relevance=relevance_floor(Settings()))
     assert engine.context("What are the side effects of ibuprofen?", scope) == []
     assert engine.context("Who made the lighthouse lens?", scope) != []
     assert "don't seem to cover" in NOT_COVERED_REPLY

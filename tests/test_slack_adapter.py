@@ -23,7 +23,7 @@ import yaml
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack.adapter import SLASH_COMMAND, SlackAdapter
+from bot.slack.adapter import SLASH_COMMAND, SlackAdapter, web_client
 from bot.slack.permalinks import PermalinkStore
 from bot.slack.replies import VIA_CHAT, Route, SlackReply
 from bot.slack.settings import SlackSettings
@@ -31,7 +31,7 @@ from jobs import keys
 from jobs.client import JobClient
 from jobs.protocol import Job, ReplyEvent, ReplyType
 from tests.conftest import RedisServer, WorkerProcess
-from tests.fakes.fake_slack import BOT_ID, BOT_USER_ID, TEAM_ID, FakeSlack
+from tests.fakes.fake_slack import BOT_ID, BOT_USER_ID, TEAM_ID, FakeSlack, SlackLimits
 from tests.pdfs import FACT_PAGES, pdf_with_pages
 
 pytestmark = pytest.mark.slack
@@ -149,15 +149,21 @@ def slack_file(fake: FakeSlack, file_id: str, name: str, url: str | None = None,
             "permalink": f"https://test.slack.com/files/{USER}/{file_id}/{name}"}
 
 
+def adapter_settings(fake: FakeSlack, mode: str = "http", **overrides: Any) -> SlackSettings:
+    """The adapter's settings for a test against ``fake``: local hosts, fast updates."""
+    return SlackSettings(**{"bot_token": BOT_TOKEN, "signing_secret": SIGNING_SECRET, "app_token": "xapp-test",
+                            "mode": mode, "http_host": "127.0.0.1", "http_port": 0, "api_url": fake.url,
+                            "file_hosts": ("127.0.0.1",), "file_url_schemes": ("http",),
+                            "update_interval_s": 0.2, **overrides})
+
+
 @contextlib.asynccontextmanager
-async def harness(redis_url: str, mode: str = "http", **overrides: Any) -> AsyncIterator[Harness]:
-    fake = FakeSlack()
+async def harness(redis_url: str, mode: str = "http", limits: SlackLimits | None = None,
+                  **overrides: Any) -> AsyncIterator[Harness]:
+    fake = FakeSlack(limits=limits or SlackLimits())
     await fake.start()
     redis = aioredis.from_url(redis_url)
-    settings = SlackSettings(bot_token=BOT_TOKEN, signing_secret=SIGNING_SECRET, app_token="xapp-test",
-                             mode=mode, http_host="127.0.0.1", http_port=0, api_url=fake.url,
-                             file_hosts=("127.0.0.1",), file_url_schemes=("http",),
-                             update_interval_s=0.2, **overrides)
+    settings = adapter_settings(fake, mode, **overrides)
     number = next(_harness_numbers)
     adapter = SlackAdapter(settings, JobClient(redis, f"slack-test-{number}"))
     await adapter.start()
@@ -210,6 +216,26 @@ def test_pdf_upload_then_mention_streams_an_answer_citing_it_in_the_thread(redis
             assert "platform nine" in final
             assert "[1] facts.pdf, p. 4 <https://test.slack.com/files/U0USER/F0PDF/facts.pdf>" in final
             assert all(c.token == BOT_TOKEN for c in h.fake.calls)
+            # The top-level mention's conversation is the thread its answer opened; the PDF stays the channel's.
+            entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await h.redis.xrange(keys.JOBS_STREAM))
+            jobs = {job.kind: job for job in (Job.from_json(f[b"job"]) for _id, f in entries)
+                    if job.scope.channel == h.channel}
+            assert jobs["ask"].scope.thread == ask_ts and jobs["ingest"].scope.thread is None
+
+    asyncio.run(scenario())
+
+
+def test_a_question_sent_with_its_pdf_waits_for_the_pdf_to_be_indexed(redis_url: str, worker: None) -> None:
+    async def scenario() -> None:
+        async with harness(redis_url) as h:
+            ts = "1700000013.000100"
+            h.fake.files["F0BOTH/both.pdf"] = pdf_with_pages(FACT_PAGES)
+            event = h.mention("When does the night train to Hallstatt leave?", ts)
+            event["files"] = [slack_file(h.fake, "F0BOTH", "both.pdf")]
+            await h.send_event(event)
+            await h.fake.wait_for(lambda: any("Sources:" in t for t in h.thread_messages(ts)))
+            answer = next(t for t in h.thread_messages(ts) if "Sources:" in t)
+            assert "platform nine" in answer and "both.pdf, p. 4" in answer
 
     asyncio.run(scenario())
 
@@ -279,6 +305,9 @@ def test_file_url_off_slack_hosts_never_receives_the_token(redis_url: str) -> No
             on_slack, off_slack = h.fake.downloads
             assert on_slack.host.startswith("127.0.0.1") and on_slack.authorization == f"Bearer {BOT_TOKEN}"
             assert off_slack.host.startswith("localhost") and off_slack.authorization is None
+            # Without the token, the file host serves a sign-in page (200, text/html): said so, not indexed.
+            await h.fake.wait_for(lambda: h.shows("1700000004.000200", "files:read"))
+            assert await h.jobs_submitted() == 0
 
     asyncio.run(scenario())
 
@@ -334,6 +363,7 @@ def test_slash_docs_forget_status_models_reset_answer_through_response_url(redis
             assert {c: r["response_type"] for c, r in by_command.items()} == {
                 "docs": "ephemeral", "status": "ephemeral", "models": "ephemeral", "forget": "in_channel",
                 "reset": "in_channel"}
+            assert h.fake.refused_responses == 0, "each response_url within its 5 uses"
 
     asyncio.run(scenario())
 
@@ -419,11 +449,11 @@ def test_socket_mode_mention_is_acknowledged_and_answered(redis_url: str, worker
 
 def test_long_answer_is_split_at_slack_limit_without_breaking_code_blocks(redis_url: str) -> None:
     async def scenario() -> None:
-        fake = FakeSlack()
+        fake = FakeSlack(limits=SlackLimits(text_chars=1000, post_burst=20))  # refuses longer text
         await fake.start()
         redis = aioredis.from_url(redis_url)
         try:
-            client = AsyncWebClient(token=BOT_TOKEN, base_url=fake.url)
+            client = web_client(SlackSettings(bot_token=BOT_TOKEN, app_token="xapp-test", api_url=fake.url))
             route = Route(VIA_CHAT, CHANNEL, f"slack:{TEAM_ID}:{CHANNEL}", thread_ts="1700000009.000100")
             lines = "\n".join(f"x_{i} = {i}  # a line of generated code" for i in range(200))
             code = "```python\n" + lines + "\n```"
@@ -437,6 +467,7 @@ def test_long_answer_is_split_at_slack_limit_without_breaking_code_blocks(redis_
             assert len(pieces) > 1 and all(len(p) <= 1000 for p in pieces)
             assert all(p.count("```") % 2 == 0 for p in pieces), "every piece renders its code on its own"
             assert pieces[0].startswith("Here is the code:") and pieces[-1].endswith("That is all.")
+            assert not [c for c in fake.refused if c.method.startswith("chat.")], "split, never refused"
         finally:
             await redis.aclose()
             await fake.close()

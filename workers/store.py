@@ -40,7 +40,7 @@ class RedisDocumentStore:
         if len(chunks) != vectors.shape[0]:
             raise ValueError("one vector per chunk")
         scope, doc = info.scope_key, info.doc_id
-        chunk_rows = [[c.text, c.page_start, c.page_end, c.ordinal, c.location] for c in chunks]
+        chunk_rows = [[c.text, c.page_start, c.page_end, c.ordinal, c.location, c.section] for c in chunks]
         # One transaction: a reader never sees a document without its chunks or vectors.
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(keys.DOC_CHUNKS_PREFIX + f"{scope}:{doc}", json.dumps(chunk_rows))
@@ -123,9 +123,9 @@ class RedisDocumentStore:
 
 
 def _chunks(info: DocumentInfo, rows: list[list[Any]]) -> list[Chunk]:
-    # Rows stored before locations existed have four fields; *location is then empty.
-    return [Chunk(info.doc_id, info.file_name, text, start, end, ordinal, *location)
-            for text, start, end, ordinal, *location in rows]
+    # Rows stored before locations (or sections) existed have four (or five) fields; the rest is empty.
+    return [Chunk(info.doc_id, info.file_name, text, start, end, ordinal, *rest)
+            for text, start, end, ordinal, *rest in rows]
 
 
 def _doc_key(scope_key: str, doc_id: str) -> str:

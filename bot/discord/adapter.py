@@ -16,9 +16,9 @@ from collections.abc import Coroutine
 from typing import Any
 
 import discord
-import redis
 from discord import app_commands
 
+from bot.commands import COMMANDS, Command
 from bot.discord.links import SourceLinks
 from bot.discord.payloads import (
     Gate,
@@ -41,13 +41,13 @@ from bot.discord.replies import (
     InteractionSurface,
     ReplyView,
 )
-from bot.discord.settings import MESSAGE_LIMIT, DiscordSettings, intents, invite_url
-from bot.render import format_sources, split_message
+from bot.discord.settings import DiscordSettings, intents, invite_url, point_at
+from bot.pipeline import ReplyRouter
 from core.formats import ACCEPTED
 from core.scope import Scope
 from jobs.client import JobClient
 from jobs.heartbeats import live_heartbeats
-from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
+from jobs.protocol import Job, JobKind, ReplyEvent
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,6 @@ HELP_TEXT = "Ask me a question after the mention, e.g. “@Phobos what does the 
 MODELS_CACHE_S = 10.0  # autocomplete runs on every keystroke; the worker heartbeats change slowly
 AUTOCOMPLETE_LIMIT = 25  # Discord shows at most 25 choices
 INGEST_WAIT_S = 10 * 60  # a question sent with PDFs waits this long for them to be indexed
-RETRY_DELAY_S = 1.0
 
 
 class DiscordAdapter(discord.Client):
@@ -72,7 +71,7 @@ class DiscordAdapter(discord.Client):
                          settings.allow_dms)
         self.tree = app_commands.CommandTree(self)
         self._add_commands()
-        self._views: dict[str, ReplyView] = {}  # by job id
+        self.router = ReplyRouter(jobs, self._late_reply, answer_timeout_s=settings.answer_timeout_s)
         self._tasks: set[asyncio.Task[None]] = set()
         self._models_cache: tuple[float, list[str]] = (0.0, [])
 
@@ -80,7 +79,7 @@ class DiscordAdapter(discord.Client):
 
     async def setup_hook(self) -> None:
         await self.jobs.start_listening()
-        self._spawn(self._pump_replies())
+        self._spawn(self.router.run())
         if self.application_id is not None:
             log.info("invite Phobos with %s", invite_url(self.application_id))
             print(f"Invite Phobos to a server: {invite_url(self.application_id)}", flush=True)
@@ -110,64 +109,36 @@ class DiscordAdapter(discord.Client):
 
     # ---- replies -------------------------------------------------------------------------------
 
-    async def _pump_replies(self) -> None:
-        while True:
-            try:
-                async for event in self.jobs.replies():
-                    self._route(event)
-            except redis.RedisError as exc:
-                # replies() resumes after the last event it yielded, so nothing is lost by starting over.
-                log.warning("reading replies failed (%s); retrying", exc)
-                await asyncio.sleep(RETRY_DELAY_S)
+    def _late_reply(self, event: ReplyEvent) -> AnswerView | None:
+        """A reply for a job from before a restart: its answer still belongs in the channel it came from."""
+        if not event.meta.get("channel_id"):
+            return None
+        # The thread the question opened (Discord gives it the question's id), else the channel.
+        candidates = [int(event.meta[k]) for k in ("thread_id", "channel_id") if event.meta.get(k)]
 
-    def _route(self, event: ReplyEvent) -> None:
-        view = self._views.get(event.job_id)
-        if view is not None:
-            view.events.put_nowait(event)
-        elif event.is_terminal and event.meta.get("channel_id"):
-            # A job from before a restart: its view is gone, but the answer still belongs somewhere.
-            self._spawn(self._post_orphan(event))
+        async def find_channel() -> discord.abc.Messageable:
+            for channel_id in candidates:
+                try:
+                    channel = self.get_channel(channel_id) or await self.fetch_channel(channel_id)
+                except discord.NotFound:
+                    continue  # the thread was never opened
+                if isinstance(channel, discord.abc.Messageable):
+                    return channel
+            raise RuntimeError(f"no channel of {candidates} takes messages")
 
-    def _watch(self, job_id: str, view: ReplyView) -> bool:
-        """Route ``job_id``'s replies to ``view``; call before submitting, replies can be quick.
-
-        False when another view already has this job: the same event delivered twice, concurrently.
-        """
-        if job_id in self._views:
-            return False
-        self._views[job_id] = view
-        return True
+        return AnswerView(ChannelSurface(None, resolve=find_channel), self.settings.edit_interval_s)
 
     async def _submit(self, job: Job, view: ReplyView, blob: bytes | None = None) -> bool:
-        """Submit ``job`` with its replies going to ``view``; False (and nothing to show) for a duplicate."""
-        if not self._watch(job.id, view):
-            return False
+        """Submit ``job`` with its replies going to ``view`` (held until ``router.release(view)``).
+
+        False (and nothing to show) for a duplicate.
+        """
+        if not self.router.expect(job.id, view, hold=True):
+            return False  # the same event, delivered twice at once
         if await self.jobs.submit(job, blob=blob):
             return True
-        del self._views[job.id]  # submitted before (a redelivered event): that delivery shows the reply
+        self.router.forget(job.id)  # submitted before (a redelivered event): that delivery shows the reply
         return False
-
-    def _run_view(self, view: ReplyView) -> None:
-        async def run() -> None:
-            try:
-                await view.run(self.settings.answer_timeout_s)
-            finally:
-                for job_id in [j for j, v in self._views.items() if v is view]:
-                    del self._views[job_id]
-        self._spawn(run())
-
-    async def _post_orphan(self, event: ReplyEvent) -> None:
-        channel_id = int(event.meta["channel_id"])
-        try:
-            channel = self.get_channel(channel_id) or await self.fetch_channel(channel_id)
-        except discord.HTTPException as exc:
-            log.warning("cannot post a late reply to channel %s: %s", channel_id, exc)
-            return
-        if not isinstance(channel, discord.abc.Messageable):
-            return
-        text = f"⚠️ {event.text}" if event.type is ReplyType.ERROR else event.text
-        sources = format_sources(event.citations)
-        await ChannelSurface(channel).show(split_message(f"{text}\n\n{sources}".strip(), MESSAGE_LIMIT))
 
     # ---- messages ------------------------------------------------------------------------------
 
@@ -234,7 +205,7 @@ class DiscordAdapter(discord.Client):
         if not board.has_lines:
             return None
         await board.show_now()
-        self._run_view(board)
+        self.router.release(board)
         return board
 
     async def _ask(self, message: discord.Message, question: str, after: IngestBoard | None) -> None:
@@ -251,7 +222,7 @@ class DiscordAdapter(discord.Client):
             scope = thread_scope_for(message.id, scope)
         job = make_job(message_job_id(message.id), JobKind.ASK, scope, message.author.id,
                        self.jobs.reply_stream, text=question, channel_id=message.channel.id,
-                       message_id=message.id)
+                       message_id=message.id, thread_id=message.id if opens_thread else None)
         surface = ChannelSurface(message.channel, reference=message)
         view = AnswerView(surface, self.settings.edit_interval_s, links=lambda: self.links.resolver(scope))
         if not await self._submit(job, view):
@@ -263,50 +234,37 @@ class DiscordAdapter(discord.Client):
             except discord.HTTPException as exc:
                 log.info("no thread for message %s (%s); answering in the channel", message.id, exc)
         await view.show_placeholder()
-        self._run_view(view)
+        self.router.release(view)
 
     # ---- slash commands ------------------------------------------------------------------------
 
     def _add_commands(self) -> None:
-        tree = self.tree
-
-        @tree.command(name="ask", description="Ask a question about the PDFs shared in this conversation")
-        @app_commands.describe(question="What you want to know")
-        async def ask(interaction: discord.Interaction, question: str) -> None:
-            await self._command(interaction, JobKind.ASK, question)
-
-        @tree.command(name="model", description="Choose the model that answers in this conversation")
-        @app_commands.describe(name="A model name; start typing to see the models workers serve")
-        async def model(interaction: discord.Interaction, name: str) -> None:
-            await self._command(interaction, JobKind.SET_MODEL, name)
-
-        @model.autocomplete("name")
-        async def model_names(interaction: discord.Interaction,
-                              current: str) -> list[app_commands.Choice[str]]:
+        """One slash command per entry of the shared command table (bot/commands.py)."""
+        async def model_choices(interaction: discord.Interaction,
+                                current: str) -> list[app_commands.Choice[str]]:
             names = await self.live_models()
             matching = [n for n in names if current.lower() in n.lower()][:AUTOCOMPLETE_LIMIT]
             return [app_commands.Choice(name=n, value=n) for n in matching]
 
-        @tree.command(name="models", description="List the models and whether a worker serves them")
-        async def models(interaction: discord.Interaction) -> None:
-            await self._command(interaction, JobKind.MODELS)
+        for spec in COMMANDS:
+            command = self._slash_command(spec)
+            if spec.kind is JobKind.SET_MODEL:
+                command.autocomplete("text")(model_choices)
+            self.tree.add_command(command)
 
-        @tree.command(name="docs", description="List the documents a question here would search")
-        async def docs(interaction: discord.Interaction) -> None:
-            await self._command(interaction, JobKind.DOCS)
-
-        @tree.command(name="forget", description="Remove a document from this conversation")
-        @app_commands.describe(document="The file name, as /docs lists it")
-        async def forget(interaction: discord.Interaction, document: str) -> None:
-            await self._command(interaction, JobKind.FORGET, document)
-
-        @tree.command(name="status", description="Workers, queue depth and models")
-        async def status(interaction: discord.Interaction) -> None:
-            await self._command(interaction, JobKind.STATUS)
-
-        @tree.command(name="reset", description="Forget this conversation's earlier questions and answers")
-        async def reset(interaction: discord.Interaction) -> None:
-            await self._command(interaction, JobKind.RESET)
+    def _slash_command(self, spec: Command) -> app_commands.Command[Any, Any, None]:
+        kind = spec.kind
+        if spec.argument:
+            @app_commands.rename(text=spec.argument)
+            @app_commands.describe(text=spec.argument_help)
+            async def with_text(interaction: discord.Interaction, text: str) -> None:
+                await self._command(interaction, kind, text)
+            callback: Any = with_text
+        else:
+            async def without_text(interaction: discord.Interaction) -> None:
+                await self._command(interaction, kind)
+            callback = without_text
+        return app_commands.Command(name=spec.name, description=spec.description, callback=callback)
 
     async def _command(self, interaction: discord.Interaction, kind: JobKind, text: str = "") -> None:
         received_at = time.monotonic()
@@ -325,9 +283,8 @@ class DiscordAdapter(discord.Client):
                        self.jobs.reply_stream, text=text, channel_id=interaction.channel_id or 0)
         surface = InteractionSurface(interaction, deadline=deadline)
         view = AnswerView(surface, self.settings.edit_interval_s, links=lambda: self.links.resolver(scope))
-        if not await self._submit(job, view):
-            return
-        self._run_view(view)
+        if await self._submit(job, view):
+            self.router.release(view)
 
     async def live_models(self) -> list[str]:
         """Model names that running workers announce in their heartbeats (cached for a few seconds)."""
@@ -361,6 +318,7 @@ def adapter_id() -> str:
 
 async def serve(settings: DiscordSettings, jobs: JobClient, **client_options: Any) -> None:
     """Run the adapter until it is closed; prints the invite URL once Discord says who we are."""
+    point_at(settings)
     adapter = DiscordAdapter(settings, jobs, **client_options)
     try:
         async with adapter:

@@ -70,11 +70,17 @@ def interaction_job_id(interaction_id: int) -> str:
 
 
 def make_job(job_id: str, kind: JobKind, scope: Scope, user_id: int, reply_to: str, *, text: str = "",
-             file_name: str | None = None, channel_id: int, message_id: int | None = None) -> Job:
-    """A job whose ``meta`` says where to answer, so a restarted adapter can still post a late reply."""
+             file_name: str | None = None, channel_id: int, message_id: int | None = None,
+             thread_id: int | None = None) -> Job:
+    """A job whose ``meta`` says where to answer, so a restarted adapter can still post a late reply.
+
+    ``thread_id``: the thread the answer goes to, when the question opens one (else the channel).
+    """
     meta = {"channel_id": str(channel_id)}
     if message_id is not None:
         meta["message_id"] = str(message_id)
+    if thread_id is not None:
+        meta["thread_id"] = str(thread_id)
     return Job(id=job_id, kind=kind, scope=scope, user=str(user_id), reply_to=reply_to, text=text,
                file_name=file_name, blob_key=keys.BLOB_PREFIX + job_id if kind is JobKind.INGEST else None,
                meta=meta)

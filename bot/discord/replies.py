@@ -17,6 +17,7 @@ from typing import Protocol
 import discord
 
 from bot.discord.settings import MESSAGE_LIMIT
+from bot.messages import PostedMessages
 from bot.render import format_sources, split_message
 from bot.streaming import StreamedAnswer
 from core.documents import Citation
@@ -27,56 +28,79 @@ log = logging.getLogger(__name__)
 NO_MENTIONS = discord.AllowedMentions.none()  # answers quote users' text; they must never ping anyone
 THINKING = "⏳ Thinking…"
 STREAMING_CURSOR = " …"
+FRESH_MESSAGES_FROM_ATTEMPT = 3  # an answer whose edits failed twice is posted as new messages
 LinkResolver = Callable[[Citation], str | None]
+
+
+# Discord's answers to a webhook token it no longer honours: expired (401 / 50027 Invalid Webhook
+# Token), never acknowledged in time (404 / 10062 Unknown interaction), or gone (10015 Unknown Webhook).
+DEAD_TOKEN_CODES = frozenset({50027, 10062, 10015})
+
+
+def token_is_dead(exc: discord.HTTPException) -> bool:
+    """True when ``exc`` says the interaction's token is unusable, so only the channel is left."""
+    return exc.status in (401, 403, 404) or exc.code in DEAD_TOKEN_CODES
 
 
 class Surface(Protocol):
     async def show(self, pieces: list[str]) -> None:
         """Make the visible messages read ``pieces``: edit those already posted, post the rest."""
 
+    def start_afresh(self) -> None:
+        """Forget the messages posted so far: the next show posts new ones (their edits keep failing)."""
+
 
 class ChannelSurface:
     """Messages in a channel or thread; the first one replies to ``reference`` when there is one."""
 
-    def __init__(self, channel: discord.abc.Messageable, reference: discord.Message | None = None):
+    def __init__(self, channel: discord.abc.Messageable | None, reference: discord.Message | None = None,
+                 resolve: Callable[[], Awaitable[discord.abc.Messageable]] | None = None):
         self.channel = channel
         self.reference = reference
-        self.messages: list[discord.Message] = []
-        self._shown: list[str] = []
+        self.resolve = resolve  # finds the channel on first use (a reply to a job from before a restart)
+        self.messages: PostedMessages[discord.Message] = PostedMessages(self)
+
+    def start_afresh(self) -> None:
+        self.messages.start_afresh()
+        self.reference = None
 
     async def show(self, pieces: list[str]) -> None:
-        for index, piece in enumerate(pieces):
-            if index < len(self.messages):
-                if self._shown[index] != piece:
-                    self.messages[index] = await self.messages[index].edit(content=piece,
-                                                                           allowed_mentions=NO_MENTIONS)
-                    self._shown[index] = piece
-                continue
-            reference = None
-            if index == 0 and self.reference is not None:
-                reference = self.reference.to_reference(fail_if_not_exists=False)
-            sent = await self.channel.send(piece, reference=reference, mention_author=False,  # type: ignore[arg-type]
-                                           allowed_mentions=NO_MENTIONS)
-            self.messages.append(sent)
-            self._shown.append(piece)
-        # The final text can be shorter than the streamed one (an error after partial text, say).
-        while len(self.messages) > len(pieces):
-            await self.messages.pop().delete()
-            self._shown.pop()
+        await self.messages.sync(pieces)
+
+    # ---- MessageSurface
+
+    async def post(self, text: str, index: int) -> discord.Message:
+        if self.channel is None:
+            assert self.resolve is not None, "a ChannelSurface needs a channel or a way to find it"
+            self.channel = await self.resolve()
+        reference = None
+        if index == 0 and self.reference is not None:
+            reference = self.reference.to_reference(fail_if_not_exists=False)
+        return await self.channel.send(text, reference=reference, mention_author=False,  # type: ignore[arg-type]
+                                       allowed_mentions=NO_MENTIONS)
+
+    async def edit(self, ref: discord.Message, text: str) -> discord.Message:
+        return await ref.edit(content=text, allowed_mentions=NO_MENTIONS)
+
+    async def delete(self, ref: discord.Message) -> None:
+        await ref.delete()
+
+
+ORIGINAL = None  # the interaction's own response message, edited through its token
 
 
 class InteractionSurface:
     """A slash command's deferred response, then follow-ups; a channel message once the token expires.
 
     Discord's interaction token lives 15 minutes. Past ``deadline`` (monotonic seconds), or if Discord
-    already refuses the token, the rest of the reply goes to the channel as ordinary messages.
+    already refuses the token (expired: 401 / 50027), the rest of the reply goes to the channel as
+    ordinary messages.
     """
 
     def __init__(self, interaction: discord.Interaction, deadline: float):
         self.interaction = interaction
         self.deadline = deadline
-        self._followups: list[discord.WebhookMessage] = []
-        self._shown: list[str] = []
+        self.messages: PostedMessages[discord.WebhookMessage | None] = PostedMessages(self)
         self._fallback: ChannelSurface | None = None
 
     async def show(self, pieces: list[str]) -> None:
@@ -84,14 +108,22 @@ class InteractionSurface:
             self._start_fallback()
         if self._fallback is None:
             try:
-                await self._show_via_token(pieces)
+                await self.messages.sync(pieces)
                 return
-            except (discord.NotFound, discord.Forbidden) as exc:
+            except discord.HTTPException as exc:
+                if not token_is_dead(exc):
+                    raise
                 log.info("interaction %s token refused (%s); answering in the channel",
                          self.interaction.id, exc)
                 self._start_fallback()
         assert self._fallback is not None
         await self._fallback.show(pieces)
+
+    def start_afresh(self) -> None:
+        if self._fallback is not None:
+            self._fallback.start_afresh()
+        else:
+            self._start_fallback()  # the token keeps failing: the channel is the sure way
 
     def _start_fallback(self) -> None:
         channel = self.interaction.channel
@@ -99,30 +131,38 @@ class InteractionSurface:
             raise RuntimeError(f"interaction {self.interaction.id} has no channel to fall back to")
         self._fallback = ChannelSurface(channel)
 
-    async def _show_via_token(self, pieces: list[str]) -> None:
-        for index, piece in enumerate(pieces):
-            if index < len(self._shown) and self._shown[index] == piece:
-                continue
-            if index == 0:
-                await self.interaction.edit_original_response(content=piece, allowed_mentions=NO_MENTIONS)
-            elif index - 1 < len(self._followups):
-                await self._followups[index - 1].edit(content=piece, allowed_mentions=NO_MENTIONS)
-            else:
-                sent = await self.interaction.followup.send(piece, wait=True, allowed_mentions=NO_MENTIONS)
-                self._followups.append(sent)
-            if index < len(self._shown):
-                self._shown[index] = piece
-            else:
-                self._shown.append(piece)
+    # ---- MessageSurface: the deferred response is the first message, follow-ups the rest
+
+    async def post(self, text: str, index: int) -> discord.WebhookMessage | None:
+        if index == 0:
+            await self.interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+            return ORIGINAL
+        return await self.interaction.followup.send(text, wait=True, allowed_mentions=NO_MENTIONS)
+
+    async def edit(self, ref: discord.WebhookMessage | None, text: str) -> discord.WebhookMessage | None:
+        if ref is ORIGINAL:
+            await self.interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+            return ORIGINAL
+        return await ref.edit(content=text, allowed_mentions=NO_MENTIONS)
+
+    async def delete(self, ref: discord.WebhookMessage | None) -> None:
+        if ref is ORIGINAL:
+            await self.interaction.edit_original_response(content="…", allowed_mentions=NO_MENTIONS)
+        else:
+            await ref.delete()
 
 
 class ReplyView:
-    """Consumes one or more jobs' reply events from ``events`` and keeps a surface up to date."""
+    """Keeps a surface up to date with one or more jobs' reply events: a :class:`bot.pipeline.Reply`.
+
+    Intermediate updates go at most once per ``interval_s`` and are skipped when not due (the next
+    one shows the text); the final one waits for its turn, and raises if Discord refuses it, so the
+    pipeline tries again (from the third attempt in fresh messages).
+    """
 
     def __init__(self, surface: Surface, interval_s: float):
         self.surface = surface
-        self.interval_s = interval_s
-        self.events: asyncio.Queue[ReplyEvent] = asyncio.Queue()
+        self._interval_s = interval_s
         self.finished = asyncio.Event()
         self._last_show_at: float | None = None
         self._show_lock = asyncio.Lock()
@@ -131,51 +171,42 @@ class ReplyView:
     def is_done(self) -> bool:
         raise NotImplementedError
 
+    def interval_s(self) -> float:
+        return self._interval_s
+
     async def feed(self, event: ReplyEvent) -> None:
         raise NotImplementedError
 
-    async def tick(self) -> None:
+    async def finish(self, event: ReplyEvent, attempt: int) -> None:
+        raise NotImplementedError
+
+    async def flush(self) -> None:
         """Called when no event came for ``interval_s``: show what is pending."""
 
     async def give_up(self) -> None:
         """No reply came in time."""
 
-    async def run(self, timeout_s: float) -> None:
-        """Feed events until the view is done (or ``timeout_s`` passes), ticking between them."""
-        deadline = time.monotonic() + timeout_s
-        try:
-            while not self.is_done:
-                if time.monotonic() >= deadline:
-                    await self.give_up()
-                    break
-                try:
-                    event = await asyncio.wait_for(self.events.get(), timeout=self.interval_s)
-                except TimeoutError:
-                    await self._guarded(self.tick())
-                    continue
-                await self._guarded(self.feed(event))
-        finally:
-            self.finished.set()
+    def _restart_if(self, attempt: int) -> None:
+        if attempt >= FRESH_MESSAGES_FROM_ATTEMPT:
+            log.info("showing the answer failed %d times; posting it in fresh messages", attempt - 1)
+            self.surface.start_afresh()
 
-    async def _guarded(self, step: Awaitable[None]) -> None:
-        # A failed Discord call must not end the view: later events may still get through.
-        try:
-            await step
-        except discord.HTTPException as exc:
-            log.warning("Discord refused an update (%s %s)", exc.status, exc.text)
+    def _done(self) -> None:
+        if self.is_done:
+            self.finished.set()
 
     async def _show(self, text: str) -> None:
         """Show ``text`` (split to fit), waiting first if the last edit was under ``interval_s`` ago."""
         async with self._show_lock:
             if self._last_show_at is not None:
-                wait_s = self.interval_s - (time.monotonic() - self._last_show_at)
+                wait_s = self._interval_s - (time.monotonic() - self._last_show_at)
                 if wait_s > 0:
                     await asyncio.sleep(wait_s)
             self._last_show_at = time.monotonic()
             await self.surface.show(split_message(text, MESSAGE_LIMIT))
 
     def _is_due(self) -> bool:
-        return self._last_show_at is None or time.monotonic() - self._last_show_at >= self.interval_s
+        return self._last_show_at is None or time.monotonic() - self._last_show_at >= self._interval_s
 
 
 class AnswerView(ReplyView):
@@ -186,28 +217,40 @@ class AnswerView(ReplyView):
         super().__init__(surface, interval_s)
         self._links = links
         self.stream = StreamedAnswer(self._render, min_interval_s=interval_s)
+        self._is_done = False
 
     @property
     def is_done(self) -> bool:
-        return self.stream.final is not None
+        return self._is_done
 
     async def show_placeholder(self) -> None:
         await self._show(THINKING)
 
     async def feed(self, event: ReplyEvent) -> None:
-        if event.type is ReplyType.QUEUED and not self.stream.text and self._is_due():
+        if event.is_terminal:
+            await self.finish(event, attempt=1)
+        elif event.type is ReplyType.QUEUED and not self.stream.text and self._is_due():
             ahead = event.position or 0
             await self._show(f"⏳ Queued, {ahead} ahead of you…" if ahead else THINKING)
         elif event.type is ReplyType.PROGRESS and not self.stream.text and self._is_due():
             await self._show(f"⏳ {event.text or 'Working…'}")
-        else:
+        elif event.type is ReplyType.DELTA:
             await self.stream.feed(event)
 
-    async def tick(self) -> None:
+    async def flush(self) -> None:
         if self._is_due():
             await self.stream.flush()
 
+    async def finish(self, event: ReplyEvent, attempt: int) -> None:
+        self._restart_if(attempt)
+        self.stream.final = event
+        await self._render(event.text, is_final=True)
+        self._is_done = True
+        self._done()
+
     async def give_up(self) -> None:
+        self._is_done = True
+        self._done()
         await self._show("⚠️ No worker answered in time. Please ask again later.")
 
     async def _render(self, text: str, is_final: bool) -> None:
@@ -256,8 +299,20 @@ class IngestBoard(ReplyView):
 
     async def show_now(self) -> None:
         await self._show(self._text())
+        self._done()  # only files turned down here: nothing to wait for
+
+    async def finish(self, event: ReplyEvent, attempt: int) -> None:
+        self._restart_if(attempt)
+        await self._note(event)
+        await self._flush()
+        self._done()
 
     async def feed(self, event: ReplyEvent) -> None:
+        await self._note(event)
+        if self._is_due():
+            await self._flush()
+
+    async def _note(self, event: ReplyEvent) -> None:
         line = self._lines.get(event.job_id)
         if line is None or line.is_done:
             return
@@ -271,10 +326,8 @@ class IngestBoard(ReplyView):
         elif event.type is ReplyType.ERROR:
             line.state, line.is_done = f"❌ {event.text}", True
         self._dirty = True
-        if self.is_done or self._is_due():
-            await self._flush()
 
-    async def tick(self) -> None:
+    async def flush(self) -> None:
         if self._dirty:
             await self._flush()
 
@@ -282,6 +335,7 @@ class IngestBoard(ReplyView):
         for line in self._lines.values():
             if not line.is_done:
                 line.state, line.is_done = "❌ no worker answered in time; please upload it again later", True
+        self._done()
         await self._flush()
 
     async def _flush(self) -> None:

@@ -29,10 +29,24 @@ class DiscordSettings:
     interaction_token_ttl_s: float = INTERACTION_TOKEN_TTL_S - 60
     answer_timeout_s: float = 30 * 60  # give up waiting for a worker's reply after this long
     sync_commands: bool = True
+    api_url: str = ""  # REST base, e.g. https://discord.com/api/v10; "": discord.py's default
+    gateway_url: str = ""  # websocket URL; "": the one Discord names at login
 
     @property
     def max_attachment_bytes(self) -> int:
         return int(self.max_attachment_mb * 1024 * 1024)
+
+
+def point_at(settings: DiscordSettings) -> None:
+    """Aim discord.py at another API base and gateway (a proxy, a local fake). Process-wide, as discord.py is."""
+    import discord.gateway
+    import discord.http
+    import yarl
+
+    if settings.api_url:
+        discord.http.Route.BASE = settings.api_url.rstrip("/")
+    if settings.gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.gateway_url)
 
 
 def intents() -> discord.Intents:

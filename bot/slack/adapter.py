@@ -12,7 +12,7 @@ import asyncio
 import logging
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import aiohttp
@@ -20,11 +20,18 @@ from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.budget import Budgets
+from bot.commands import COMMANDS, usage_lines
+from bot.pipeline import ReplyRouter
 from bot.slack.files import FileRejected, SharedFile, download, too_large
 from bot.slack.permalinks import PermalinkStore
-from bot.slack.replies import VIA_CHAT, VIA_RESPONSE_URL, ReplyRouter, Route, escape
+from bot.slack.replies import VIA_CHAT, VIA_RESPONSE_URL, Route, escape, make_reply_factory
 from bot.slack.settings import SlackSettings
 from core.scope import Scope
 from jobs import keys
@@ -36,25 +43,15 @@ log = logging.getLogger(__name__)
 PLATFORM = "slack"
 SLASH_COMMAND = "/phobos"
 # Subcommands of /phobos -> job kind, and whether the reply is shown to the whole channel.
-SUBCOMMANDS: dict[str, tuple[JobKind, bool]] = {
-    "ask": (JobKind.ASK, True),
-    "model": (JobKind.SET_MODEL, True),
-    "models": (JobKind.MODELS, False),
-    "docs": (JobKind.DOCS, False),
-    "forget": (JobKind.FORGET, True),
-    "status": (JobKind.STATUS, False),
-    "reset": (JobKind.RESET, True),
-}
-USAGE = (
-    "*/phobos* answers from the PDFs shared in this channel.\n"
-    "• `/phobos ask QUESTION` (or just `/phobos QUESTION`)\n"
-    "• `/phobos model NAME`: the model this channel uses; `/phobos models` lists them\n"
-    "• `/phobos docs`: the documents I would search here\n"
-    "• `/phobos forget FILE` or `/phobos forget all`\n"
-    "• `/phobos status`: workers and queue\n"
-    "• `/phobos reset`: forget this conversation's earlier questions and answers\n"
-    "Or mention me with a question; share a PDF where I am a member and I index it."
-)
+SUBCOMMANDS: dict[str, tuple[JobKind, bool]] = {c.name: (c.kind, c.is_public) for c in COMMANDS}
+USAGE = "\n".join([
+    "*/phobos* answers from the PDFs shared in this channel.",
+    *(f"• `{line.split(': ', 1)[0]}`: {line.split(': ', 1)[1]}" for line in usage_lines("/phobos ")),
+    "Just `/phobos QUESTION` asks too. Or mention me with a question; share a PDF where I am a member "
+    "and I index it.",
+])
+RATE_LIMIT_RETRIES = 2  # the SDK waits Retry-After and tries again this often before the call fails
+INGEST_WAIT_S = 10 * 60  # a question sent with PDFs waits this long for them to be indexed
 # Message subtypes that carry something a person said or shared; edits, deletions, joins, bot posts
 # (including the message_changed events our own chat.update calls cause) are ignored.
 HANDLED_MESSAGE_SUBTYPES = (None, "file_share", "thread_broadcast")
@@ -67,7 +64,7 @@ class SlackAdapter:
         self.settings = settings
         self.job_client = job_client
         self.permalinks = PermalinkStore(job_client.redis)
-        self.client = AsyncWebClient(token=settings.bot_token, base_url=settings.api_url)
+        self.client = web_client(settings)
         self.app = AsyncApp(client=self.client, signing_secret=settings.signing_secret, name="phobos")
         self.app.event("app_mention")(self._on_mention)
         self.app.event("message")(self._on_message)
@@ -76,6 +73,7 @@ class SlackAdapter:
         self._http: aiohttp.ClientSession | None = None
         self._router: ReplyRouter | None = None
         self._router_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
 
@@ -85,10 +83,11 @@ class SlackAdapter:
         """Listen for replies, then open the Socket Mode connection or the HTTP endpoint."""
         self._http = aiohttp.ClientSession()
         await self.job_client.start_listening()
-        self._router = ReplyRouter(self.job_client, self.client, self._http, self.permalinks,
-                                   limit=self.settings.message_limit,
-                                   update_interval_s=self.settings.update_interval_s,
-                                   answer_timeout_s=self.settings.answer_timeout_s)
+        budgets = Budgets(self.settings.edits_per_min, self.settings.update_interval_s)
+        make_reply = make_reply_factory(self.client, self._http, self.permalinks, budgets,
+                                        limit=self.settings.message_limit,
+                                        update_interval_s=self.settings.update_interval_s)
+        self._router = ReplyRouter(self.job_client, make_reply, answer_timeout_s=self.settings.answer_timeout_s)
         self._router_task = asyncio.create_task(self._router.run())
         if self.settings.mode == "socket":
             self._socket = AsyncSocketModeHandler(self.app, self.settings.app_token, web_client=self.client)
@@ -99,16 +98,20 @@ class SlackAdapter:
             site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
             await site.start()
             self.http_port = self._runner.addresses[0][1]
-        log.info("Slack adapter up (%s mode)", self.settings.mode)
+            log.info("Slack adapter listening on http://%s:%d%s", self.settings.http_host, self.http_port,
+                     self.settings.http_path)
+        log.info("Slack adapter up (%s mode, API %s)", self.settings.mode, self.settings.api_url)
 
     async def close(self) -> None:
         if self._socket is not None:
             await self._socket.close_async()
         if self._runner is not None:
             await self._runner.cleanup()
-        if self._router_task is not None:
-            self._router_task.cancel()
-            await asyncio.gather(self._router_task, return_exceptions=True)
+        for task in [self._router_task, *self._tasks]:
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*[t for t in [self._router_task, *self._tasks] if t is not None],
+                             return_exceptions=True)
         if self._http is not None:
             await self._http.close()
 
@@ -123,16 +126,23 @@ class SlackAdapter:
 
     async def _on_mention(self, body: dict[str, Any], event: dict[str, Any],
                           context: AsyncBoltContext) -> None:
-        """@Phobos in a channel or thread: index any PDFs on the message, then ask in the thread's scope."""
-        team, channel, ts = _team(body, event), event["channel"], event["ts"]
+        """@Phobos in a channel or thread: index any PDFs on the message, then ask in the thread's scope.
+
+        A top-level mention is answered in a new thread under it, and that thread is the question's
+        scope (as on Discord): follow-ups there keep its memory, and the channel's documents are
+        still searched. PDFs on the message belong to where they were shared.
+        """
+        team, channel, ts = workspace_of(body), event["channel"], event["ts"]
         thread_ts = event.get("thread_ts")
-        scope = Scope(PLATFORM, team, channel, thread_ts)
-        answer_thread = thread_ts or ts  # a top-level mention is answered in a new thread under it
-        await self._ingest_files(event, scope, answer_thread)
+        shared_scope = Scope(PLATFORM, team, channel, thread_ts)
+        answer_thread = thread_ts or ts
+        ingests = await self._ingest_files(event, shared_scope, answer_thread)
         question = _strip_mention(event.get("text", ""), context.bot_user_id)
         if question:
-            await self._ask(f"slack:{team}:{channel}:{ts}", scope, _sender(event), question,
-                            Route(VIA_CHAT, channel, scope.key, thread_ts=answer_thread))
+            scope = Scope(PLATFORM, team, channel, answer_thread)
+            route = Route(VIA_CHAT, channel, scope.key, thread_ts=answer_thread)
+            self._after(ingests, self._ask(f"slack:{team}:{channel}:{ts}", scope, _sender(event),
+                                           question, route))
         elif not event.get("files"):
             await self.client.chat_postMessage(channel=channel, thread_ts=answer_thread,
                                                text="Ask me a question after the mention, or try `/phobos`.")
@@ -142,16 +152,17 @@ class SlackAdapter:
         """Shared PDFs anywhere the bot is a member; in a DM, any message is also a question."""
         if event.get("subtype") not in HANDLED_MESSAGE_SUBTYPES or event.get("bot_id"):
             return
-        team, channel, ts = _team(body, event), event["channel"], event["ts"]
+        team, channel, ts = workspace_of(body), event["channel"], event["ts"]
         thread_ts = event.get("thread_ts")
         scope = Scope(PLATFORM, team, channel, thread_ts)
         is_dm = event.get("channel_type") == "im"
         # A DM is answered where it was said; a file's status goes in a thread under the file.
-        await self._ingest_files(event, scope, thread_ts or ("" if is_dm else ts))
+        ingests = await self._ingest_files(event, scope, thread_ts or ("" if is_dm else ts))
         question = _strip_mention(event.get("text", ""), context.bot_user_id)
         if is_dm and question:
-            await self._ask(f"slack:{team}:{channel}:{ts}", scope, _sender(event), question,
-                            Route(VIA_CHAT, channel, scope.key, thread_ts=thread_ts or ""))
+            self._after(ingests, self._ask(f"slack:{team}:{channel}:{ts}", scope, _sender(event),
+                                           question, Route(VIA_CHAT, channel, scope.key,
+                                                           thread_ts=thread_ts or "")))
 
     async def _on_command(self, ack: Any, command: dict[str, Any]) -> None:
         """/phobos SUBCOMMAND ...: acked at once; the answer comes by response_url or in the channel."""
@@ -167,7 +178,7 @@ class SlackAdapter:
             await ack(text="Usage: `/phobos ask QUESTION`")
             return
         await ack()
-        team, channel, user = command["team_id"], command["channel_id"], command["user_id"]
+        team, channel, user = workspace_of(command), command["channel_id"], command["user_id"]
         scope = Scope(PLATFORM, team, channel)  # slash commands carry no thread
         response_type = "in_channel" if is_public else "ephemeral"
         if kind is JobKind.ASK:
@@ -189,8 +200,27 @@ class SlackAdapter:
                   text=question, meta=route.to_meta())
         await self.job_client.submit(job)
 
-    async def _ingest_files(self, event: Mapping[str, Any], scope: Scope, status_thread: str) -> None:
-        """Download each PDF on the message and submit it for indexing in ``scope``."""
+    def _after(self, ingests: list[str], ask: Coroutine[Any, Any, None]) -> None:
+        """Run ``ask`` once the ``ingests`` it came with are indexed (at once without any)."""
+        if not ingests:
+            self._spawn(ask)
+            return
+
+        async def wait_then_ask() -> None:
+            assert self._router is not None
+            await self._router.wait_ended(ingests, INGEST_WAIT_S)
+            await ask
+
+        self._spawn(wait_then_ask())
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)  # the loop holds tasks weakly
+        task.add_done_callback(self._tasks.discard)
+
+    async def _ingest_files(self, event: Mapping[str, Any], scope: Scope, status_thread: str) -> list[str]:
+        """Download each PDF on the message and submit it for indexing in ``scope``; the submitted job ids."""
+        submitted: list[str] = []
         channel, ts = event["channel"], event["ts"]
         for raw in event.get("files") or []:
             shared = await self._file_details(raw)
@@ -218,7 +248,11 @@ class SlackAdapter:
             job = Job(id=job_id, kind=JobKind.INGEST, scope=scope, user=_sender(event),
                       reply_to=self.job_client.reply_stream, file_name=shared.name,
                       blob_key=keys.BLOB_PREFIX + job_id, meta=route.to_meta())
-            await self.job_client.submit(job, blob=blob)
+            assert self._router is not None, "start() the adapter first"
+            self._router.ended(job_id)  # before submitting: the index may be ready quickly
+            if (await self.job_client.submit(job, blob=blob)).is_queued:
+                submitted.append(job_id)
+        return submitted
 
     async def _file_details(self, raw: Mapping[str, Any]) -> SharedFile | None:
         """The file as the event describes it, or from files.info when the event gives only its id."""
@@ -244,8 +278,20 @@ async def serve(settings: SlackSettings, jobs: JobClient) -> None:
     await SlackAdapter(settings, jobs).serve_forever()
 
 
-def _team(body: Mapping[str, Any], event: Mapping[str, Any]) -> str:
-    return str(body.get("team_id") or event.get("team") or "unknown")
+def web_client(settings: SlackSettings) -> AsyncWebClient:
+    """The Web API client: the SDK's own retries wait out 429s (Retry-After) and connection errors."""
+    return AsyncWebClient(token=settings.bot_token, base_url=settings.api_url, retry_handlers=[
+        AsyncConnectionErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
+        AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES)])
+
+
+def workspace_of(payload: Mapping[str, Any]) -> str:
+    """The workspace a Slack event envelope or slash command belongs to: the one the app is installed in.
+
+    Both carry it as ``team_id``; an event's ``event.team`` names the *user's* team instead, which
+    differs in Slack Connect channels, so it is never used.
+    """
+    return str(payload.get("team_id") or "unknown")
 
 
 def _sender(event: Mapping[str, Any]) -> str:

@@ -3,29 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
+import json
 import logging
-from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.budget import Budgets, EditBudget
+from bot.messages import PostedMessages
 from bot.render import format_sources, split_message
 from bot.slack.permalinks import PermalinkStore
 from bot.streaming import StreamedAnswer
 from core.documents import Citation
 from core.scope import Scope
-from jobs.client import JobClient
+from jobs import keys
 from jobs.protocol import ReplyEvent, ReplyType
 
 log = logging.getLogger(__name__)
 
 SLACK_TEXT_LIMIT = 3900  # chat.postMessage accepts 4,000 characters of text; leave room for fences
-UPDATE_INTERVAL_S = 1.0  # chat.update is rate limited (Tier 3); once a second per answer is safe
-FINISHED_MEMORY = 2048  # job ids remembered as done, so a late duplicate event is not posted again
+UPDATE_INTERVAL_S = 1.0  # the fastest one answer is edited; the workspace's edit budget may slow it
+EDITS_PER_MIN = 45  # chat.update + chat.delete per workspace (Tier 3 allows about 50; leave room)
+UNLIMITED_EDITS_PER_MIN = 6000.0  # a reply without a shared budget (one-off use, tests)
+FRESH_MESSAGES_FROM_ATTEMPT = 3  # an answer whose edits failed twice is posted as new messages
+NOT_ALLOWED_HERE = ("not_in_channel", "channel_not_found", "is_archived", "restricted_action")
+MESSAGE_GONE = ("message_not_found", "cant_update_message", "edit_window_closed")
 
 VIA_CHAT = "chat"  # post and edit messages in the channel (or DM), in a thread when thread_ts is set
 VIA_RESPONSE_URL = "response_url"  # slash commands: answer through the command's response_url
@@ -61,29 +67,41 @@ def escape(text: str) -> str:
 
 
 class SlackReply:
-    """One job's visible reply: the messages it posted and how to bring them up to date."""
+    """One job's visible reply in Slack: the messages it posted and how to bring them up to date.
+
+    Edits are paid from the workspace's :class:`~bot.budget.EditBudget`; an intermediate update that
+    finds no budget, or fails, is skipped (the next one shows the text). :meth:`finish` raises until
+    the answer is shown; from the third attempt it posts new messages in the thread rather than
+    editing ones that keep failing.
+    """
 
     def __init__(self, route: Route, client: AsyncWebClient, http: aiohttp.ClientSession,
-                 permalinks: PermalinkStore, *, limit: int = SLACK_TEXT_LIMIT,
-                 update_interval_s: float = UPDATE_INTERVAL_S):
+                 permalinks: PermalinkStore, budget: EditBudget | None = None, *, limit: int = SLACK_TEXT_LIMIT,
+                 update_interval_s: float = UPDATE_INTERVAL_S, job_id: str = ""):
         self.route = route
+        self.job_id = job_id  # given: the posted messages are kept in Redis, so a restarted adapter edits them
+        self._is_loaded = not job_id
         self.client = client
         self.http = http
         self.permalinks = permalinks
         self.limit = limit
         self.update_interval_s = update_interval_s
-        self.answer = StreamedAnswer(self._render, min_interval_s=update_interval_s)
-        self._last_seq = 0
-        self.posted: list[tuple[str, str]] = []  # (ts, text) of each message shown, in order
+        self.budget = budget or EditBudget(UNLIMITED_EDITS_PER_MIN, update_interval_s)
+        self.answer = StreamedAnswer(self._render, min_interval_s=self.interval_s)
+        self.messages: PostedMessages[str] = PostedMessages(self)  # by ts
+        self._is_final_sync = False
+        self.is_done = False
         self._status_shown_at = float("-inf")
+        self._answer_id = f"{route.channel}:{route.thread_ts}:{id(self)}"
+        self.budget.join(self._answer_id)
+
+    def interval_s(self) -> float:
+        return max(self.update_interval_s, self.budget.interval_s())
 
     async def feed(self, event: ReplyEvent) -> None:
-        if 0 < event.seq <= self._last_seq:
-            # The job was redelivered to another worker, which numbers its events from 1 again: start the
-            # text over, in the same messages, so the answer is not shown twice.
-            self.answer = StreamedAnswer(self._render, min_interval_s=self.update_interval_s)
-        self._last_seq = event.seq
-        if event.type in (ReplyType.QUEUED, ReplyType.PROGRESS):
+        if event.is_terminal:
+            await self.finish(event, attempt=1)
+        elif event.type in (ReplyType.QUEUED, ReplyType.PROGRESS):
             await self._show_status(event)
         else:
             await self.answer.feed(event)
@@ -91,10 +109,27 @@ class SlackReply:
     async def flush(self) -> None:
         await self.answer.flush()
 
+    async def finish(self, event: ReplyEvent, attempt: int) -> None:
+        """Show the answer with its sources (or the error); raises if Slack did not take it."""
+        self.answer.final = event
+        if attempt >= FRESH_MESSAGES_FROM_ATTEMPT and self.messages.posted:
+            log.info("editing the answer failed %d times; posting it anew in the thread", attempt - 1)
+            self.messages.start_afresh()
+        await self._render(event.text, is_final=True)
+        self.is_done = True
+        self.budget.leave(self._answer_id)
+
+    async def give_up(self) -> None:
+        self.budget.leave(self._answer_id)
+        self.is_done = True
+        if self.route.via == VIA_CHAT:
+            await self._show([self._with_header(":warning: No worker answered in time. Please ask again later.")],
+                             is_final=True)
+
     async def _show_status(self, event: ReplyEvent) -> None:
         # Once answer text streams, it is the better sign of life; status lines are throttled like it.
         loop_time = asyncio.get_running_loop().time()
-        if self.answer.text or loop_time - self._status_shown_at < self.update_interval_s:
+        if self.answer.text or loop_time - self._status_shown_at < self.interval_s():
             return
         if self.route.via != VIA_CHAT:
             return  # a response_url takes five posts at most; keep them for the answer
@@ -106,9 +141,9 @@ class SlackReply:
         else:
             count = f" ({event.done}/{event.total})" if event.total else ""
             line = f"{subject}{escape(event.text)}{count}"
-        await self._show([self._with_header(line)])
+        await self._show([self._with_header(line)], is_final=False)
 
-    async def _render(self, text: str, is_final: bool) -> None:
+    async def _render(self, text: str, is_final: bool) -> bool:
         final = self.answer.final
         if not is_final or final is None:
             body = escape(text)
@@ -117,10 +152,13 @@ class SlackReply:
         else:
             body = escape(final.text) + await self._sources(final.citations)
         pieces = split_message(self._with_header(body), self.limit)
-        if self.route.via == VIA_CHAT and await self._show(pieces):
-            return
+        if self.route.via == VIA_CHAT:
+            shown = await self._show(pieces, is_final)
+            if shown is not None:
+                return shown
         if is_final:
             await self._respond(pieces)
+        return True
 
     def _with_header(self, body: str) -> str:
         return f"{self.route.header}\n\n{body}" if self.route.header else body
@@ -134,35 +172,83 @@ class SlackReply:
         by_shown = {s: links.get(c.file_name) for s, c in zip(shown, citations, strict=True)}
         return "\n\n" + format_sources(shown, by_shown.get)
 
-    async def _show(self, pieces: list[str]) -> bool:
-        """Make the posted messages read ``pieces``: edit those that changed, post the rest.
+    async def _show(self, pieces: list[str], is_final: bool) -> bool | None:
+        """Make the posted messages read ``pieces``: edit those that changed, post the rest, delete extras.
 
-        False when the bot may not post here and the reply switched to the command's response_url.
+        Intermediate updates: False when skipped (no edit budget free, or Slack refused). Final ones
+        raise instead. None when the bot may not post here and the reply switched to the command's
+        response_url.
         """
+        await self._load_posted()
+        before = list(self.messages.posted)
         try:
-            for index, piece in enumerate(pieces):
-                if index < len(self.posted):
-                    ts, shown = self.posted[index]
-                    if shown != piece:
-                        await self.client.chat_update(channel=self.route.channel, ts=ts, text=piece)
-                        self.posted[index] = (ts, piece)
-                else:
-                    resp = await self.client.chat_postMessage(
-                        channel=self.route.channel, text=piece, thread_ts=self.route.thread_ts or None,
-                        unfurl_links=False, unfurl_media=False)
-                    self.posted.append((str(resp["ts"]), piece))
-            for ts, _ in self.posted[len(pieces):]:
-                await self.client.chat_delete(channel=self.route.channel, ts=ts)
-            del self.posted[len(pieces):]
+            return await self._sync(pieces, is_final)
+        finally:
+            if self.messages.posted != before:
+                await self._save_posted()
+
+    async def _load_posted(self) -> None:
+        if self._is_loaded:
+            return
+        self._is_loaded = True
+        raw = await self.permalinks.redis.get(keys.REPLY_MESSAGES_PREFIX + self.job_id)
+        if raw and not self.messages.posted:
+            self.messages.posted = [(str(ts), str(text)) for ts, text in json.loads(raw)]
+
+    async def _save_posted(self) -> None:
+        if self.job_id:
+            await self.permalinks.redis.set(keys.REPLY_MESSAGES_PREFIX + self.job_id,
+                                            json.dumps(self.messages.posted), ex=keys.REPLY_MESSAGES_TTL_S)
+
+    async def _sync(self, pieces: list[str], is_final: bool) -> bool | None:
+        edits = self.messages.edits_needed(pieces)
+        if not is_final and not all(self.budget.try_spend() for _ in range(edits)):
+            return False
+        self._is_final_sync = is_final
+        try:
+            await self.messages.sync(pieces)
             return True
         except SlackApiError as exc:
+            error = exc.response.get("error")
             # e.g. not_in_channel after /phobos in a channel the bot was never invited to.
-            if not self.route.response_url or self.posted:
+            if self.route.response_url and not self.messages.posted and error in NOT_ALLOWED_HERE:
+                log.info("cannot post in %s (%s); answering through response_url", self.route.channel, error)
+                self.route = Route(**{**self.route.to_meta(), "via": VIA_RESPONSE_URL})
+                return None
+            if is_final:
                 raise
-            log.info("cannot post in %s (%s); answering through response_url", self.route.channel,
-                     exc.response.get("error"))
-            self.route = Route(**{**self.route.to_meta(), "via": VIA_RESPONSE_URL})
+            log.info("skipped an update in %s: %s", self.route.channel, error)
             return False
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if is_final:
+                raise
+            log.info("skipped an update in %s: %s", self.route.channel, exc)
+            return False
+
+    # ---- MessageSurface: Slack messages by ts; final edits wait for the workspace's budget
+
+    async def post(self, text: str, index: int) -> str:
+        resp = await self.client.chat_postMessage(channel=self.route.channel, text=text,
+                                                  thread_ts=self.route.thread_ts or None,
+                                                  unfurl_links=False, unfurl_media=False)
+        return str(resp["ts"])
+
+    async def edit(self, ref: str, text: str) -> str:
+        if self._is_final_sync:
+            await self.budget.spend()
+        try:
+            await self.client.chat_update(channel=self.route.channel, ts=ref, text=text)
+            return ref
+        except SlackApiError as exc:
+            if exc.response.get("error") not in MESSAGE_GONE:
+                raise
+            # Someone deleted our message: post a new one in its place, at the end of the thread.
+            return await self.post(text, index=-1)
+
+    async def delete(self, ref: str) -> None:
+        if self._is_final_sync:
+            await self.budget.spend()
+        await self.client.chat_delete(channel=self.route.channel, ts=ref)
 
     async def _respond(self, pieces: list[str]) -> None:
         if not self.route.response_url:  # a job retried from the dead letters: its posting rights are gone
@@ -171,79 +257,25 @@ class SlackReply:
         for piece in pieces:
             payload = {"text": piece, "response_type": self.route.response_type, "replace_original": False}
             async with self.http.post(self.route.response_url, json=payload) as resp:
+                if resp.status >= 500:
+                    raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status)
                 if resp.status != 200:
-                    log.warning("response_url answered %s", resp.status)
-
-
-class ReplyRouter:
-    """Reads this adapter's reply stream and drives one :class:`SlackReply` per job, concurrently."""
-
-    def __init__(self, job_client: JobClient, client: AsyncWebClient, http: aiohttp.ClientSession,
-                 permalinks: PermalinkStore, *, limit: int = SLACK_TEXT_LIMIT,
-                 update_interval_s: float = UPDATE_INTERVAL_S, answer_timeout_s: float = 30 * 60):
-        self.job_client = job_client
-        self.client = client
-        self.http = http
-        self.permalinks = permalinks
-        self.limit = limit
-        self.update_interval_s = update_interval_s
-        self.answer_timeout_s = answer_timeout_s  # a job silent this long has lost its worker for good
-        self._inboxes: dict[str, asyncio.Queue[ReplyEvent]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._finished: OrderedDict[str, None] = OrderedDict()
-
-    async def run(self) -> None:
-        """Route reply events until cancelled."""
-        try:
-            async for event in self.job_client.replies():
-                self.dispatch(event)
-        finally:
-            for task in list(self._tasks):
-                task.cancel()
-
-    def dispatch(self, event: ReplyEvent) -> None:
-        if event.job_id in self._finished:
-            return
-        inbox = self._inboxes.get(event.job_id)
-        if inbox is None:
-            route = Route.from_meta(event.meta)
-            if route is None:
-                log.warning("reply for job %s has no Slack route; dropped", event.job_id)
-                return
-            inbox = self._inboxes[event.job_id] = asyncio.Queue()
-            task = asyncio.create_task(self._follow(event.job_id, route, inbox))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        inbox.put_nowait(event)
-
-    async def _follow(self, job_id: str, route: Route, inbox: asyncio.Queue[ReplyEvent]) -> None:
-        reply = SlackReply(route, self.client, self.http, self.permalinks, limit=self.limit,
-                           update_interval_s=self.update_interval_s)
-        silent_s = 0.0
-        try:
-            while silent_s < self.answer_timeout_s:
-                try:
-                    event = await asyncio.wait_for(inbox.get(), timeout=self.update_interval_s)
-                except TimeoutError:
-                    # Text that arrived inside the last interval is shown now, not at the next delta.
-                    silent_s += self.update_interval_s
-                    await reply.flush()
-                    continue
-                silent_s = 0.0
-                await reply.feed(event)
-                if event.is_terminal:
+                    # used_url / expired_url: Slack will not take it through this URL, ever.
+                    log.warning("response_url answered %s; the answer could not be shown", resp.status)
                     return
-            log.warning("job %s sent nothing for %.0f s; no longer following it", job_id, silent_s)
-        except (SlackApiError, aiohttp.ClientError) as exc:
-            log.warning("could not show the reply to job %s: %s", job_id, exc)
-        finally:
-            self._inboxes.pop(job_id, None)
-            self._finished[job_id] = None
-            while len(self._finished) > FINISHED_MEMORY:
-                self._finished.popitem(last=False)
 
-    async def wait_idle(self) -> None:
-        """Wait until every job seen so far has been shown to its end (tests, shutdown)."""
-        while self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*list(self._tasks))
+
+def make_reply_factory(client: AsyncWebClient, http: aiohttp.ClientSession, permalinks: PermalinkStore,
+                       budgets: Budgets, *, limit: int = SLACK_TEXT_LIMIT,
+                       update_interval_s: float = UPDATE_INTERVAL_S) -> Callable[[ReplyEvent], SlackReply | None]:
+    """Builds a job's :class:`SlackReply` from the route its events carry (also after a restart)."""
+
+    def make(event: ReplyEvent) -> SlackReply | None:
+        route = Route.from_meta(event.meta)
+        if route is None:
+            return None
+        workspace = Scope.parse(route.scope).workspace if route.scope else ""
+        return SlackReply(route, client, http, permalinks, budgets.of(workspace), limit=limit,
+                          update_interval_s=update_interval_s, job_id=event.job_id)
+
+    return make

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack.files import DEFAULT_FILE_HOSTS
-from bot.slack.replies import SLACK_TEXT_LIMIT, UPDATE_INTERVAL_S
+from bot.slack.replies import EDITS_PER_MIN, SLACK_TEXT_LIMIT, UPDATE_INTERVAL_S
 
 MODES = ("socket", "http")
 
@@ -26,8 +26,9 @@ class SlackSettings:
     max_file_mb: float = 50.0
     file_hosts: tuple[str, ...] = DEFAULT_FILE_HOSTS  # the only hosts that ever see the bot token
     file_url_schemes: tuple[str, ...] = ("https",)
-    api_url: str = AsyncWebClient.BASE_URL  # tests point this at a local fake Slack
+    api_url: str = AsyncWebClient.BASE_URL  # GovSlack, a proxy, or a local fake Slack in tests
     update_interval_s: float = UPDATE_INTERVAL_S  # at most one chat.update per answer per this long
+    edits_per_min: float = EDITS_PER_MIN  # chat.update + chat.delete per workspace, shared by all answers
     message_limit: int = SLACK_TEXT_LIMIT
     answer_timeout_s: float = 30 * 60  # stop following a job whose worker has been silent this long
 

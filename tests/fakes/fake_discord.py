@@ -5,6 +5,13 @@ adapter uses under ``/api/v10`` and the gateway websocket under ``/gateway``, an
 request so tests can assert on what Discord would have received. Tests drive it as a user would:
 :meth:`FakeDiscord.post_message` and :meth:`FakeDiscord.slash_command` push gateway events.
 
+It is strict where Discord is: message content over 2,000 characters answers 400 / code 50035; an
+interaction not acknowledged within 3 s is gone (404 / 10062 Unknown interaction, for its token too);
+an interaction token older than 15 minutes (``interaction_token_ttl_s``, shrinkable per test) answers
+401 / 50027 Invalid Webhook Token; message edits are rate limited per channel (``edit_calls`` per
+``edit_window_s``) with a 429 carrying ``retry_after`` JSON, ``Retry-After`` and ``X-RateLimit-*``
+headers, counted in :attr:`FakeDiscord.rate_limited`.
+
 Point discord.py at it with :meth:`FakeDiscord.patch_discord_py` (class attributes, restored by
 pytest's ``monkeypatch``): ``discord.http.Route.BASE`` for REST and
 ``DiscordWebSocket.DEFAULT_GATEWAY`` for the websocket (discord.py 2.7 connects there directly).
@@ -13,9 +20,11 @@ pytest's ``monkeypatch``): ``discord.http.Route.BASE`` for REST and
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,18 +50,35 @@ GUILD_TEXT, DM, PUBLIC_THREAD = 0, 1, 11
 # Interaction types and the callback types the adapter may answer with.
 APPLICATION_COMMAND, AUTOCOMPLETE = 2, 4
 CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, AUTOCOMPLETE_RESULT = 4, 5, 8
+MESSAGE_CHARS = 2000  # Discord's limit on a message's content
+ACK_DEADLINE_S = 3.0  # an interaction must be acknowledged this soon
+INTERACTION_TOKEN_TTL_S = 15 * 60
+EDIT_CALLS, EDIT_WINDOW_S = 5, 5.0  # message edits per channel per window (Discord's usual bucket)
 
 
 class _DiscordError(Exception):
-    def __init__(self, status: int, message: str, code: int):
+    def __init__(self, status: int, message: str, code: int, errors: dict[str, Any] | None = None):
         super().__init__(message)
-        self.status, self.message, self.code = status, message, code
+        self.status, self.message, self.code, self.errors = status, message, code, errors
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
+class _RateLimited(Exception):
+    def __init__(self, bucket: str, retry_after_s: float, limit: int):
+        super().__init__(bucket)
+        self.bucket, self.retry_after_s, self.limit = bucket, retry_after_s, limit
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     # discord.py decodes a body only when Content-Type is exactly application/json (no charset).
     return web.Response(body=json.dumps(data).encode(), status=status,
-                        headers={"Content-Type": "application/json"})
+                        headers={"Content-Type": "application/json", **(headers or {})})
+
+
+def _check_content(body: Any) -> None:
+    content = (body or {}).get("content") or ""
+    if len(content) > MESSAGE_CHARS:
+        raise _DiscordError(400, "Invalid Form Body", 50035, {"content": {"_errors": [
+            {"code": "BASE_TYPE_MAX_LENGTH", "message": f"Must be {MESSAGE_CHARS} or fewer in length."}]}})
 
 
 def _now_iso() -> str:
@@ -116,6 +142,12 @@ class FakeDiscord:
         self.attachments: dict[str, bytes] = {}  # by URL path
         self.synced_commands: dict[str, list[dict[str, Any]]] = {}  # by PUT path
         self.identified = asyncio.Event()
+        self.ack_deadline_s = ACK_DEADLINE_S
+        self.interaction_token_ttl_s: float = INTERACTION_TOKEN_TTL_S
+        self.edit_calls, self.edit_window_s = EDIT_CALLS, EDIT_WINDOW_S
+        self.rate_limited = 0  # 429s answered
+        self.refused: list[tuple[RecordedRequest, int]] = []  # requests answered with an error code
+        self._edits: dict[str, collections.deque[float]] = {}  # bucket -> times of recent edits
         self._sockets: list[web.WebSocketResponse] = []
         self._sequence = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -347,10 +379,35 @@ class FakeDiscord:
         try:
             result = await handler(parts, body or {}, request)
         except _DiscordError as error:
-            return _json({"message": error.message, "code": error.code}, status=error.status)
+            self.refused.append((recorded, error.code))
+            data: dict[str, Any] = {"message": error.message, "code": error.code}
+            if error.errors:
+                data["errors"] = error.errors
+            return _json(data, status=error.status)
+        except _RateLimited as limited:
+            self.rate_limited += 1
+            self.refused.append((recorded, 429))
+            reset_after = round(limited.retry_after_s, 3)
+            return _json({"message": "You are being rate limited.", "retry_after": reset_after, "global": False},
+                         status=429, headers={
+                             "Retry-After": str(max(1, math.ceil(reset_after))), "Via": "1.1 google",
+                             "X-RateLimit-Limit": str(limited.limit), "X-RateLimit-Remaining": "0",
+                             "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
+                             "X-RateLimit-Reset-After": f"{reset_after:.3f}",
+                             "X-RateLimit-Bucket": limited.bucket, "X-RateLimit-Scope": "user"})
         if result is None:
             return web.Response(status=204)
         return _json(result)
+
+    def _take_edit(self, bucket: str) -> None:
+        """Count one message edit in ``bucket``; past the limit, a 429."""
+        now = time.monotonic()
+        times = self._edits.setdefault(bucket, collections.deque())
+        while times and now - times[0] >= self.edit_window_s:
+            times.popleft()
+        if len(times) >= self.edit_calls:
+            raise _RateLimited(bucket, self.edit_window_s - (now - times[0]), self.edit_calls)
+        times.append(now)
 
     @staticmethod
     async def _read_body(request: web.Request) -> Any:
@@ -411,6 +468,7 @@ class FakeDiscord:
         return channel
 
     async def _create_message(self, parts: list[str], body: Any, request: web.Request) -> Any:
+        _check_content(body)
         channel_id = int(parts[1])
         extra: dict[str, Any] = {}
         if body.get("message_reference"):
@@ -425,6 +483,8 @@ class FakeDiscord:
         message = self.messages.get(int(parts[3]))
         if message is None:
             raise _DiscordError(404, "Unknown Message", 10008)
+        _check_content(body)
+        self._take_edit(f"edit:{parts[1]}")
         return self._apply_edit(message, body)
 
     async def _delete_message(self, parts: list[str], body: Any, request: web.Request) -> Any:
@@ -469,15 +529,21 @@ class FakeDiscord:
         return commands
 
     def _interaction(self, token: str) -> FakeInteraction:
+        """The interaction behind a webhook token: unknown if never acknowledged, refused once expired."""
         interaction = self.interactions.get(token)
-        if interaction is None:
+        if interaction is None or not interaction.callbacks:
             raise _DiscordError(404, "Unknown interaction", 10062)
+        if time.monotonic() - interaction.dispatched_at >= self.interaction_token_ttl_s:
+            raise _DiscordError(401, "Invalid Webhook Token", 50027)
         return interaction
 
     async def _interaction_callback(self, parts: list[str], body: Any, request: web.Request) -> Any:
-        interaction = self._interaction(parts[2])
+        interaction = self.interactions.get(parts[2])
+        if interaction is None or time.monotonic() - interaction.dispatched_at > self.ack_deadline_s:
+            raise _DiscordError(404, "Unknown interaction", 10062)
         if interaction.callbacks:
             raise _DiscordError(400, "Interaction has already been acknowledged.", 40060)
+        _check_content(body.get("data"))
         interaction.callbacks.append(body)
         callback_type = body["type"]
         response: dict[str, Any] = {"interaction": {"id": interaction.payload["id"], "type": 2}}
@@ -498,6 +564,7 @@ class FakeDiscord:
 
     async def _create_followup(self, parts: list[str], body: Any, request: web.Request) -> Any:
         interaction = self._interaction(parts[2])
+        _check_content(body)
         payload = self._message_payload(int(interaction.payload["channel_id"]), self.bot_user,
                                         body.get("content") or "")
         message = FakeMessage(payload, history=[payload["content"]])
@@ -508,6 +575,8 @@ class FakeDiscord:
 
     async def _edit_webhook_message(self, parts: list[str], body: Any, request: web.Request) -> Any:
         interaction = self._interaction(parts[2])
+        _check_content(body)
+        self._take_edit(f"webhook:{parts[2]}")
         if parts[4] == "@original":
             if interaction.original is None:
                 raise _DiscordError(404, "Unknown Webhook", 10015)

@@ -1,16 +1,30 @@
 """A local, protocol-level fake of the Slack Web API, file hosting, response_url and Socket Mode.
 
 It answers the calls the adapter makes the way Slack does (``{"ok": true, ...}`` JSON), records every
-call and every file download (with its headers) for tests to assert on, and can push Socket Mode
-envelopes to a connected app. It serves on 127.0.0.1; the same server reached as ``localhost`` plays a
-host that is *not* Slack's, to prove the bot token never goes there.
+accepted call and every file download (with its headers) for tests to assert on, and can push Socket
+Mode envelopes to a connected app. It serves on 127.0.0.1; the same server reached as ``localhost``
+plays a host that is *not* Slack's, to prove the bot token never goes there.
+
+It is strict where Slack is (https://docs.slack.dev/apis/web-api/rate-limits):
+
+- chat.update and chat.delete are Tier 3 (about 50 calls a minute per workspace); chat.postMessage
+  allows about one message a second per channel with short bursts. Past a limit the call answers
+  HTTP 429 with ``Retry-After`` (whole seconds) and ``{"ok": false, "error": "ratelimited"}``, and is
+  counted in :attr:`FakeSlack.rate_limited`. :class:`SlackLimits` scales the windows down for tests;
+  the shape stays the same.
+- text longer than :attr:`SlackLimits.text_chars` answers ``msg_too_long``;
+- a file URL fetched without the bot token answers 200 with an HTML sign-in page, as Slack does;
+- a response_url takes at most 5 posts within 30 minutes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import json
+import math
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +34,54 @@ from aiohttp import WSMsgType, web
 BOT_USER_ID = "UPHOBOS"
 BOT_ID = "BPHOBOS"
 TEAM_ID = "T0TEAM"
+TIER3_METHODS = ("chat.update", "chat.delete")  # limited per workspace, shared by every conversation
+SIGN_IN_PAGE = "<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in to Slack</body></html>"
+
+
+@dataclass(frozen=True)
+class SlackLimits:
+    """Slack's published limits; tests shrink ``tier3_window_s`` and raise rates to run fast."""
+
+    tier3_calls: int = 50  # chat.update / chat.delete per window per workspace
+    tier3_window_s: float = 60.0
+    post_per_s: float = 1.0  # chat.postMessage per channel, sustained
+    post_burst: int = 3  # ... and how many may come at once
+    text_chars: int = 4000  # Slack's documented limit for a message's text
+    response_url_uses: int = 5
+    response_url_ttl_s: float = 30 * 60
+
+
+class _Window:
+    """Calls within a sliding window: the Tier shape."""
+
+    def __init__(self, calls: int, window_s: float):
+        self.calls, self.window_s = calls, window_s
+        self.times: collections.deque[float] = collections.deque()
+
+    def retry_after_s(self, now: float) -> float:
+        """0 when a call may go now (and counts it), else how long until one may."""
+        while self.times and now - self.times[0] >= self.window_s:
+            self.times.popleft()
+        if len(self.times) < self.calls:
+            self.times.append(now)
+            return 0.0
+        return self.window_s - (now - self.times[0])
+
+
+class _Bucket:
+    """A token bucket: ``rate_per_s`` sustained, ``burst`` at once."""
+
+    def __init__(self, rate_per_s: float, burst: int):
+        self.rate_per_s, self.burst = rate_per_s, burst
+        self.tokens, self.at = float(burst), time.monotonic()
+
+    def retry_after_s(self, now: float) -> float:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate_per_s)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate_per_s
 
 
 @dataclass
@@ -40,19 +102,26 @@ class Download:
 class FakeSlack:
     """Start with ``await fake.start()``; ``url`` is the Web API base URL for ``AsyncWebClient``."""
 
-    calls: list[ApiCall] = field(default_factory=list)
+    limits: SlackLimits = field(default_factory=SlackLimits)
+    calls: list[ApiCall] = field(default_factory=list)  # accepted calls only
+    refused: list[ApiCall] = field(default_factory=list)  # calls answered with an error
+    rate_limited: collections.Counter[str] = field(default_factory=collections.Counter)  # 429s by method
     downloads: list[Download] = field(default_factory=list)
     responses: list[dict[str, Any]] = field(default_factory=list)  # posts to response_url
     files: dict[str, bytes] = field(default_factory=dict)  # path under /files/ -> bytes
     redirects: dict[str, str] = field(default_factory=dict)  # path under /files/ -> Location
     not_member_of: set[str] = field(default_factory=set)  # channels where posting fails
     socket_acks: list[str] = field(default_factory=list)  # envelope ids the app acknowledged
+    refused_responses: int = 0  # response_url posts past its 5 uses or 30 minutes
     port: int = 0
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _runner: web.AppRunner | None = None
     _socket: web.WebSocketResponse | None = None
     _socket_ready: asyncio.Event = field(default_factory=asyncio.Event)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _tier3: _Window | None = None
+    _post_buckets: dict[str, _Bucket] = field(default_factory=dict)
+    _response_urls: dict[str, list[float]] = field(default_factory=dict)  # id -> times of its posts
 
     # ---- lifecycle
 
@@ -82,7 +151,13 @@ class FakeSlack:
         return f"http://{host}:{self.port}/files/{path}"
 
     def response_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/response/{uuid.uuid4().hex}"
+        url_id = uuid.uuid4().hex
+        self._response_urls[url_id] = [time.monotonic()]  # issued now; the first entry is its birth
+        return f"http://127.0.0.1:{self.port}/response/{url_id}"
+
+    @property
+    def total_rate_limited(self) -> int:
+        return sum(self.rate_limited.values())
 
     # ---- what tests look at
 
@@ -134,8 +209,17 @@ class FakeSlack:
         else:
             args = dict(await request.post())
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        call = ApiCall(method, args, token)
+        retry_after_s = self._retry_after_s(method, args)
+        if retry_after_s > 0:
+            self.rate_limited[method] += 1
+            await self._record(call, self.refused)
+            return web.json_response({"ok": False, "error": "ratelimited"}, status=429,
+                                     headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))})
         result: dict[str, Any] = {"ok": True}
-        if method == "auth.test":
+        if method in ("chat.postMessage", "chat.update") and len(str(args.get("text", ""))) > self.limits.text_chars:
+            result = {"ok": False, "error": "msg_too_long"}
+        elif method == "auth.test":
             result.update(user_id=BOT_USER_ID, bot_id=BOT_ID, team_id=TEAM_ID, user="phobos", team="Test")
         elif method == "chat.postMessage":
             if args.get("channel") in self.not_member_of:
@@ -149,8 +233,20 @@ class FakeSlack:
             result.update(url=f"ws://127.0.0.1:{self.port}/socket")
         else:
             result = {"ok": False, "error": "unknown_method"}
-        await self._record(ApiCall(method, args, token), self.calls)
+        await self._record(call, self.calls if result["ok"] else self.refused)
         return web.json_response(result)
+
+    def _retry_after_s(self, method: str, args: dict[str, Any]) -> float:
+        now = time.monotonic()
+        if method in TIER3_METHODS:
+            if self._tier3 is None:
+                self._tier3 = _Window(self.limits.tier3_calls, self.limits.tier3_window_s)
+            return self._tier3.retry_after_s(now)
+        if method == "chat.postMessage":
+            channel = str(args.get("channel"))
+            bucket = self._post_buckets.setdefault(channel, _Bucket(self.limits.post_per_s, self.limits.post_burst))
+            return bucket.retry_after_s(now)
+        return 0.0
 
     async def _file(self, request: web.Request) -> web.StreamResponse:
         path = request.match_info["path"]
@@ -159,9 +255,19 @@ class FakeSlack:
             raise web.HTTPFound(self.redirects[path])
         if path not in self.files:
             raise web.HTTPNotFound()
+        if not request.headers.get("Authorization"):
+            # What Slack serves a browser without a session: its sign-in page, with a 200.
+            return web.Response(text=SIGN_IN_PAGE, content_type="text/html")
         return web.Response(body=self.files[path], content_type="application/pdf")
 
     async def _response(self, request: web.Request) -> web.Response:
+        url_id = request.match_info["id"]
+        uses = self._response_urls.setdefault(url_id, [time.monotonic()])
+        if (len(uses) - 1 >= self.limits.response_url_uses
+                or time.monotonic() - uses[0] > self.limits.response_url_ttl_s):
+            self.refused_responses += 1
+            return web.Response(status=404, text="used_url" if len(uses) > 1 else "expired_url")
+        uses.append(time.monotonic())
         payload = await request.json()
         payload["response_url_id"] = request.match_info["id"]
         await self._record(payload, self.responses)
