@@ -26,7 +26,11 @@ class GenerationParams:
 
 
 class Generator(Protocol):
-    """A loaded chat model. One instance serves one model; ``stream`` is called from one thread at a time."""
+    """A loaded chat model. One instance serves one model.
+
+    ``stream`` is called from at most ``max_concurrency`` threads at once (an optional attribute; absent
+    means 1: the worker never calls a backend that is not thread-safe concurrently).
+    """
 
     name: str
     context_tokens: int  # the model's window, prompt and answer together

@@ -134,7 +134,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                               worker_id=settings.worker_id,
                               reclaim_idle_s=settings.reclaim_idle_s, max_deliveries=settings.max_deliveries,
                               generation_timeout_s=settings.generation_timeout_s,
-                              shutdown_grace_s=settings.shutdown_grace_s,
+                              shutdown_grace_s=settings.shutdown_grace_s, concurrency=settings.worker_concurrency,
                               memory_turns=settings.memory_turns, memory_tokens=settings.memory_tokens,
                               memory_ttl_s=settings.memory_ttl_s, log_text=settings.log_text,
                               interaction_retention_days=settings.interaction_retention_days,

@@ -172,6 +172,8 @@ class Settings(BaseSettings):
     generation_timeout_s: float = Field(300.0, validation_alias=_env("PHOBOS_GENERATION_TIMEOUT_S"))
     # On SIGTERM a worker finishes its job if it can within this time, else hands it back to the queue.
     shutdown_grace_s: float = Field(30.0, validation_alias=_env("PHOBOS_SHUTDOWN_GRACE_S"))
+    # Asks one worker holds at once; 0: chosen from its models (their batch size; 1 for llama.cpp or a CPU).
+    worker_concurrency: int = Field(0, ge=0, validation_alias=_env("PHOBOS_WORKER_CONCURRENCY"))
     # Per-user token bucket: questions a user may send at once, and how many it earns back per minute.
     rate_burst: int = Field(5, validation_alias=_env("PHOBOS_RATE_BURST"))
     rate_per_min: float = Field(10.0, validation_alias=_env("PHOBOS_RATE_PER_MIN"))

@@ -334,5 +334,10 @@ class Lease(threading.Thread):
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Stop renewing (the job ended, or went back to the queue)."""
         self._stop_event.set()
-        self.join(timeout=5)
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=5)

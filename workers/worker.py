@@ -1,12 +1,15 @@
-"""The worker process: take a job from the stream, run the engine, publish reply events, acknowledge.
+"""The worker process: take jobs from the stream, run the engine, publish reply events, acknowledge.
 
-One job at a time; the models stay loaded for the life of the process. Delivery (leases, reclaiming,
+Up to ``concurrency`` asks at a time (see :mod:`workers.runner`; with 1, jobs run on the loop's thread
+one after another); the models stay loaded for the life of the process. Every job in hand has its own
+:class:`JobContext`: lease, cancel, deadline and one finish. Delivery (leases, reclaiming,
 acknowledging) lives in :mod:`workers.delivery`; this module orchestrates.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -15,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 
@@ -40,12 +44,14 @@ from workers.heartbeat import HeartbeatThread, WorkerInfo, live_models, live_wor
 from workers.ingest_progress import RedisProgressStore
 from workers.memory import ConversationMemory
 from workers.replies import ReplyPublisher
+from workers.runner import JobContext, Runner, SerialEmbedder, choose_concurrency, max_concurrency
 from workers.store import DEFAULT_CACHE_MAX_BYTES, RedisDocumentStore
 
 log = logging.getLogger(__name__)
 
 READ_BLOCK_MS = 1000
 MAX_JOBS_BETWEEN_SLICES = 8  # bounds how long an ingest pauses to serve others
+GENERATOR_WAIT_POLL_S = 0.2  # how soon an ask waiting for its model notices its cancel
 TRIM_EVERY_S = 30.0
 RECONNECT_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)  # waits after consecutive Redis failures; last repeats
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError)
@@ -71,16 +77,23 @@ class WorkerConfig:
     interaction_retention_days: float = 90.0
     interaction_max_entries: int = 100_000
     index_cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES  # scope indexes kept in memory
+    concurrency: int = 1  # asks held at once; 0: chosen from the generators' max_concurrency
 
 
 class Worker:
     def __init__(self, client: redis.Redis, embedder: Embedder, generators: dict[str, Generator],
                  registry: ModelRegistry, config: WorkerConfig, top_k: int = 5, min_relevance: float = 0.0):
         self.redis = client
-        self.embedder = embedder
         self.generators = generators
         self.registry = registry
         self.config = config
+        self.concurrency = choose_concurrency(config.concurrency, generators)
+        # The embedder's tokenizer is not safe to share between threads: one embedding at a time.
+        # (cast: its dim is a read-only property, as LazyEmbedder's is, where the Protocol says attribute)
+        self.embedder = cast(Embedder, SerialEmbedder(embedder)) if self.concurrency > 1 else embedder
+        # A backend that is not thread-safe says max_concurrency 1: its stream runs one at a time.
+        self._generator_slots = {name: threading.BoundedSemaphore(max_concurrency(g))
+                                 for name, g in generators.items()}
         self.worker_id = config.worker_id or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self.store = RedisDocumentStore(client, config.index_cache_max_bytes)
         self.conversations = ConversationStore(client)
@@ -88,16 +101,15 @@ class Worker:
         self.interactions = InteractionLog(client, log_text=config.log_text,
                                            retention_days=config.interaction_retention_days,
                                            max_entries=config.interaction_max_entries)
-        self.engine = RagEngine(embedder, self.store, top_k=top_k, min_relevance=min_relevance,
+        self.engine = RagEngine(self.embedder, self.store, top_k=top_k, min_relevance=min_relevance,
                                 history_tokens=config.memory_tokens)
         # Forwarded asks have waited once already, so a worker reads its models' streams first.
         streams = [keys.model_stream(name) for name in sorted(generators)] + [keys.JOBS_STREAM]
         self.queue = JobQueue(client, self.worker_id, config.reclaim_idle_s, streams)
         self._stopping = threading.Event()
-        self._cancel = threading.Event()  # the current job's: set on timeout, lost lease, or shutdown
-        self._is_handing_back = False
-        self._held: Delivery | None = None  # the delivery of the job in hand
-        self._enqueued_at_s = time.time()  # the current job's submit time, from its stream entry id
+        self._running: set[JobContext] = set()  # every job in hand, leased, waiting or running
+        self._running_lock = threading.Lock()
+        self._local = threading.local()  # .context: the job the current thread runs
         self.jobs_done = 0
         # Links are fetched here, not in the adapters: no platform token is needed, the fetch is one more
         # piece of untrusted input next to the files this process already reads in its sandbox, and a
@@ -113,22 +125,28 @@ class Worker:
         self._stopping.set()
 
     def install_signal_handlers(self) -> None:
-        # SIGTERM: finish the job in hand within the grace time, else hand it back; then exit.
+        # SIGTERM: take nothing more, finish the jobs in hand within the grace time, hand back the rest; exit.
         signal.signal(signal.SIGTERM, lambda *_: self._shut_down())
         signal.signal(signal.SIGINT, lambda *_: self._shut_down())
 
     def _shut_down(self) -> None:
         if self._stopping.is_set():
-            self._hand_back_current()  # a second signal: do not wait for the grace time
+            self._hand_back_running()  # a second signal: do not wait for the grace time
             return
         self.stop()
-        timer = threading.Timer(self.config.shutdown_grace_s, self._hand_back_current)
+        timer = threading.Timer(self.config.shutdown_grace_s, self._hand_back_running)
         timer.daemon = True
         timer.start()
 
-    def _hand_back_current(self) -> None:
-        self._is_handing_back = True
-        self._cancel.set()
+    def _hand_back_running(self) -> None:
+        with self._running_lock:
+            running = list(self._running)
+        for context in running:
+            context.hand_back()
+        # A generator deaf to ``cancel`` would keep the process alive: the leases lapse once it exits.
+        timer = threading.Timer(STUCK_GRACE_S, lambda: os._exit(STUCK_EXIT_CODE))
+        timer.daemon = True
+        timer.start()
         # A generator deaf to ``cancel`` would keep the process alive: the lease lapses once it exits.
         timer = threading.Timer(STUCK_GRACE_S, lambda: os._exit(STUCK_EXIT_CODE))
         timer.daemon = True
@@ -142,30 +160,77 @@ class Worker:
         heartbeat = HeartbeatThread(self.redis, info, self.config.heartbeat_ttl_s)
         heartbeat.start()
         log.info("worker %s ready; serving %s", self.worker_id, ", ".join(sorted(self.generators)))
+        how = "set by PHOBOS_WORKER_CONCURRENCY" if self.config.concurrency > 0 else (
+            "chosen from the models' max_concurrency: " +
+            ", ".join(f"{n} {max_concurrency(g)}" for n, g in sorted(self.generators.items())))
+        log.info("worker %s holds up to %d ask(s) at once (%s)", self.worker_id, self.concurrency, how)
         block_ms = max(10, min(READ_BLOCK_MS, int(self.config.reclaim_idle_s * 1000 / 2)))
+        try:
+            if self.concurrency > 1:
+                self._serve_concurrently(block_ms, burst)
+            else:
+                self._serve_one_at_a_time(block_ms, burst)
+        finally:
+            heartbeat.stop()
+
+    def _serve_one_at_a_time(self, block_ms: int, burst: bool) -> None:
+        last_trim = time.monotonic()
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                delivery = self.queue.take(block_ms)
+                if delivery is not None:
+                    self._process(delivery)
+                elif time.monotonic() - last_trim > TRIM_EVERY_S:
+                    self.queue.trim()
+                    last_trim = time.monotonic()
+                failures = 0
+            except REDIS_DOWN as exc:
+                self._wait_for_redis(exc, failures)
+                failures += 1
+                continue
+            if delivery is None and burst:
+                break
+
+    def _serve_concurrently(self, block_ms: int, burst: bool) -> None:
+        """Take a job whenever a slot is free, and run it on its kind's pool (see :mod:`workers.runner`)."""
+        runner = Runner(self.concurrency)
         last_trim = time.monotonic()
         failures = 0
         try:
             while not self._stopping.is_set():
+                if not runner.wait_for_slot(block_ms / 1000):
+                    continue  # every slot busy; look at the stop flag again
                 try:
                     delivery = self.queue.take(block_ms)
-                    if delivery is not None:
-                        self._process(delivery)
-                    elif time.monotonic() - last_trim > TRIM_EVERY_S:
+                    context = self._admit(delivery) if delivery is not None else None
+                    if delivery is None and time.monotonic() - last_trim > TRIM_EVERY_S:
                         self.queue.trim()
                         last_trim = time.monotonic()
                     failures = 0
                 except REDIS_DOWN as exc:
-                    wait_s = RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)]
+                    runner.release_slot()
+                    self._wait_for_redis(exc, failures)
                     failures += 1
-                    log.warning("Redis is unreachable (%s); retrying in %.1f s", exc, wait_s)
-                    self.queue.drain_own = True  # what we held is still ours: take it back first
-                    self._stopping.wait(wait_s)
                     continue
-                if delivery is None and burst:
-                    break
+                if context is None:
+                    runner.release_slot()
+                    if delivery is None and burst:
+                        break
+                    continue
+                lease = self._lease(context)
+                runner.submit(context.job.kind, functools.partial(self._run_job, context, lease))
         finally:
-            heartbeat.stop()
+            runner.drain()  # after a stop: the jobs in hand finish, or the grace timer hands them back
+
+    def _wait_for_redis(self, exc: Exception, failures: int) -> None:
+        wait_s = RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)]
+        log.warning("Redis is unreachable (%s); retrying in %.1f s", exc, wait_s)
+        with self._running_lock:
+            # What we held is still ours: take it back first. Not while other jobs run here: taking one
+            # of those again would fence off its own run; the lapsed ones are reclaimed as anyone's are.
+            self.queue.drain_own = not self._running
+        self._stopping.wait(wait_s)
 
     def _with_redis(self, call: Callable[[], None]) -> None:
         for attempt in range(len(RECONNECT_BACKOFF_S) * 10):
@@ -179,12 +244,19 @@ class Worker:
         call()
 
     def _process(self, delivery: Delivery) -> None:
+        """Run one job on this thread, from its delivery to its finish (or hand-back)."""
+        context = self._admit(delivery)
+        if context is not None:
+            self._run_job(context, self._lease(context))
+
+    def _admit(self, delivery: Delivery) -> JobContext | None:
+        """The quick decisions before a job runs: drop, dead-letter, expire or forward it (None), else its context."""
         try:
             job = delivery.job()
         except (KeyError, ValueError, TypeError) as exc:
             log.error("dropping unreadable job entry %s: %s", delivery.entry_id, exc)
             self.queue.finish(delivery, user=None, reply_to=None)
-            return
+            return None
         log.info("job %s entry %s delivery %d started at=%.3f", job.id, delivery.entry_id,
                  delivery.times_delivered, time.time())
         if delivery.times_delivered > self.config.max_deliveries:
@@ -194,29 +266,66 @@ class Worker:
             self.queue.finish(delivery, job.sender_key, job.reply_to, event.to_json(), record)
             metrics.dead_lettered(job.kind)
             log.error("job %s dead-lettered after %d deliveries", job.id, delivery.times_delivered - 1)
-            return
-        started = time.monotonic()
-        self._enqueued_at_s = _entry_time_s(delivery.entry_id)
-        cancel = self._cancel = threading.Event()
-        publisher = ReplyPublisher(self.redis, job, attempt=delivery.times_delivered,
-                                   finish=lambda event: self._finish(delivery, job, event),
-                                   post=lambda event: self._post(delivery, job, event, cancel),
-                                   entry_id=delivery.entry_id)
+            return None
+        context = JobContext(delivery, job, _entry_time_s(delivery.entry_id))
         if job.deadline_at is not None and time.time() > job.deadline_at:
-            publisher.error("This request waited past its deadline before a worker was free, so it was "
-                            "dropped rather than answered late. Please ask again.", outcome="expired")
-            return
+            self._publisher(context).error("This request waited past its deadline before a worker was free, "
+                                           "so it was dropped rather than answered late. Please ask again.",
+                                           outcome="expired")
+            return None
         if self._forward_if_served_elsewhere(delivery, job):
+            return None
+        return context
+
+    def _lease(self, context: JobContext) -> Lease:
+        """Start renewing the job's entry, and count the job as in hand (a stop hands it back)."""
+        lease = Lease(self.queue, context.delivery, on_lost=context.cancel.set)
+        lease.start()
+        with self._running_lock:
+            self._running.add(context)
+        return lease
+
+    def _publisher(self, context: JobContext) -> ReplyPublisher:
+        delivery, job = context.delivery, context.job
+        return ReplyPublisher(self.redis, job, attempt=delivery.times_delivered,
+                              finish=lambda event: self._finish(context, event),
+                              post=lambda event: self._post(delivery, job, event, context.cancel),
+                              entry_id=delivery.entry_id)
+
+    def _run_job(self, context: JobContext, lease: Lease) -> None:
+        """Run an admitted job under its lease; on this thread, ``self._context()`` is this job's."""
+        job, started = context.job, time.monotonic()
+        outer = getattr(self._local, "context", None)  # an ingest serving waiting jobs between slices
+        self._local.context = context
+        concurrent = self.concurrency > 1
+        if concurrent:
+            log.info("job %s (%s) running; %d job(s) in hand here", job.id, job.kind, len(self._running))
+        try:
+            if not context.is_handing_back:
+                self.handle(job, self._publisher(context))
+        except REDIS_DOWN as exc:
+            if not concurrent:
+                raise  # the loop reconnects and takes it back
+            # The entry stays pending: once its lease lapses it is reclaimed, here or elsewhere.
+            log.warning("job %s stopped: Redis is unreachable (%s)", job.id, exc)
             return
-        self._held = delivery
-        with Lease(self.queue, delivery, on_lost=self._cancel.set) as lease:
-            self.handle(job, publisher)
-        if self._is_handing_back and not lease.is_lost:
-            self.queue.hand_back(delivery)
+        finally:
+            self._local.context = outer
+            lease.release()
+            with self._running_lock:
+                self._running.discard(context)
+        if context.is_handing_back and not lease.is_lost:
+            self.queue.hand_back(context.delivery)
             log.info("job %s handed back to the queue", job.id)
             return
-        self.jobs_done += 1
+        with self._running_lock:
+            self.jobs_done += 1
         log.info("job %s (%s) done in %.2f s", job.id, job.kind, time.monotonic() - started)
+
+    def _context(self) -> JobContext:
+        """The job this thread runs."""
+        context: JobContext = self._local.context
+        return context
 
     def _forward_if_served_elsewhere(self, delivery: Delivery, job: Job) -> bool:
         """An ask for a model this worker does not serve but a live worker does goes to that model's stream.
@@ -243,9 +352,10 @@ class Worker:
         cancel.set()
         return False
 
-    def _finish(self, delivery: Delivery, job: Job, event: ReplyEvent) -> bool:
-        if self._is_handing_back:
+    def _finish(self, context: JobContext, event: ReplyEvent) -> bool:
+        if context.is_handing_back:
             return False  # the job goes back to the queue instead; hand_back follows
+        delivery, job = context.delivery, context.job
         is_posted = self.queue.finish(delivery, job.sender_key, job.reply_to, event.to_json())
         if not is_posted:
             log.warning("job %s was taken over by another worker; its result here is discarded", job.id)
@@ -304,22 +414,39 @@ class Worker:
                 first_token_at_s.append(time.time())
             publisher.delta(text)
 
-        with Watchdog(self._cancel, limit_s) as watchdog:
-            answer = self.engine.answer(question, job.scope, generator, params, on_delta=on_delta,
-                                        history=self.memory.turns(job.scope.key), cancel=self._cancel)
+        context = self._context()
+        with Watchdog(context.cancel, limit_s) as watchdog:
+            if not self._wait_for_generator(model, context.cancel):
+                answer = None
+            else:
+                try:
+                    answer = self.engine.answer(question, job.scope, generator, params, on_delta=on_delta,
+                                                history=self.memory.turns(job.scope.key), cancel=context.cancel)
+                finally:
+                    self._generator_slots[model].release()
         if watchdog.fired:
             publisher.error(f"The answer took too long and was stopped after {max(0.0, limit_s):.0f} s. "
                             "Try a shorter question, or a faster model (/models).", outcome="timeout")
             return
+        if answer is None:
+            return  # stopped before its turn on the model: handed back, or taken over elsewhere
         text = "\n".join([*notes, "", answer.text]) if notes else answer.text
         if publisher.final(text, answer.citations):  # remembered once, by the worker that posted it
             self.memory.remember(job.scope.key, question, answer.text.removeprefix(NO_DOCUMENTS_NOTE))
             self.interactions.record_answer(AnsweredQuestion(
                 job_id=job.id, scope_key=job.scope.key, model=model, grounded=answer.grounded,
                 sources=tuple(Source(hit.chunk.file_name, hit.chunk.pages, hit.score) for hit in answer.sources),
-                queue_wait_s=max(0.0, started_at_s - self._enqueued_at_s),
+                queue_wait_s=max(0.0, started_at_s - context.enqueued_at_s),
                 first_token_s=first_token_at_s[0] - started_at_s if first_token_at_s else None,
                 answer_s=time.time() - started_at_s, question=job.text, answer=answer.text))
+
+    def _wait_for_generator(self, model: str, cancel: threading.Event) -> bool:
+        """Take a turn on ``model`` (its backend runs ``max_concurrency`` streams at once); False if cancelled first."""
+        slots = self._generator_slots[model]
+        while not slots.acquire(timeout=GENERATOR_WAIT_POLL_S):
+            if cancel.is_set():
+                return False
+        return True
 
     def _index_links(self, job: Job, publisher: ReplyPublisher) -> list[str]:
         """Index the pages behind the question's links into its conversation; a line per link for the reply."""
@@ -346,18 +473,21 @@ class Worker:
             publisher.error(f"The contents of {file_name} never reached the worker or expired; "
                             "please share it again.")
             return
-        cancel, held = self._cancel, self._held
-        saved = RedisProgressStore(self.redis, self.queue.fence(held), file_name) if held is not None else None
+        context = self._context()
+        cancel = context.cancel
+        saved = RedisProgressStore(self.redis, self.queue.fence(context.delivery), file_name)
+        # One ask at a time: answer waiting jobs between slices. With more, asks run on their own threads.
+        between_slices = self._serve_waiting_jobs if self.concurrency == 1 else None
         try:
             result = ingest_document(data, file_name, job.scope.key,  # type: ignore[arg-type]
                                      self.embedder, self.store, self.config.ingest_limits, user=job.user,
                                      progress=publisher.progress,
-                                     between_slices=self._serve_waiting_jobs, saved=saved,
+                                     between_slices=between_slices, saved=saved,
                                      should_stop=lambda: cancel.is_set() or self._stopping.is_set())
         except IngestInterrupted as stopped:
             if self._stopping.is_set():
                 # Shutting down: the slices done so far are saved; the next worker goes on from there.
-                self._is_handing_back = True
+                context.is_handing_back = True
                 log.info("ingest of %s stopped after page %d of %d; handing it back with its progress",
                          file_name, stopped.pages_done, stopped.total)
             else:
@@ -387,11 +517,7 @@ class Worker:
             if is_ingest:
                 self.queue.hand_back(delivery)
                 return
-            outer_cancel, outer_held = self._cancel, self._held
-            try:
-                self._process(delivery)
-            finally:
-                self._cancel, self._held = outer_cancel, outer_held
+            self._process(delivery)
 
     def _docs(self, job: Job, publisher: ReplyPublisher) -> None:
         documents = self.store.list_documents(job.scope.search_keys())
