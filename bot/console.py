@@ -1,7 +1,7 @@
 """The console adapter: a terminal conversation that behaves like one chat channel.
 
 Plain lines are questions; /upload PATH, the commands of bot/commands.py (/ask, /docs, /forget, /model,
-/models, /reset, /status), /help.
+/models, /reset, /status), /good and /bad [why] to rate the last answer, /help.
 When stdin is not a terminal, it answers each line in turn and exits at the end of input.
 """
 
@@ -19,19 +19,26 @@ from bot.pipeline import ReplyRouter
 from bot.render import format_sources
 from core.scope import Scope
 from jobs.client import JobClient
+from jobs.interactions import BAD, GOOD, AsyncRatings
 from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
 
 CONSOLE_SCOPE = Scope("console", "local", "console")
 HELP = "\n".join(["Type a question, or one of:",
                   "  /upload PATH: share a document here (.pdf, .docx, .pptx, .md, .txt, .html)",
-                  *("  " + line for line in usage_lines("/")), "  /quit: leave"])
+                  *("  " + line for line in usage_lines("/")),
+                  "  /good: say the last answer was right",
+                  "  /bad [WHY]: say the last answer was wrong, and optionally what was wrong",
+                  "  /quit: leave"])
+RATINGS = {"/good": GOOD, "/bad": BAD}
 COMMANDS = {f"/{c.name}": c.kind for c in TABLE}
 
 
 class ConsoleAdapter:
     def __init__(self, client: JobClient, user: str = "console-user", scope: Scope = CONSOLE_SCOPE,
-                 out: TextIO = sys.stdout, answer_timeout_s: float = 600.0):
+                 out: TextIO = sys.stdout, answer_timeout_s: float = 600.0, ratings: AsyncRatings | None = None):
         self.client = client
+        self.ratings = ratings or AsyncRatings(client.redis)
+        self.last_answer: str | None = None  # the job id of the last answered question, for /good and /bad
         self.user = user
         self.scope = scope
         self.out = out
@@ -64,6 +71,9 @@ class ConsoleAdapter:
         blob = None
         if command == "/help":
             self._print(HELP)
+            return None
+        if command in RATINGS:
+            await self._rate(RATINGS[command], argument)
             return None
         if command == "/upload":
             path = Path(argument).expanduser()
@@ -100,7 +110,16 @@ class ConsoleAdapter:
         finally:
             routing.cancel()
             await asyncio.gather(routing, return_exceptions=True)
+        if job.kind is JobKind.ASK and reply.final is not None and reply.final.type is ReplyType.FINAL:
+            self.last_answer = job.id
         return reply.final
+
+    async def _rate(self, rating: str, reason: str) -> None:
+        if self.last_answer is None:
+            self._print("There is no answer to rate yet: ask a question first.")
+            return
+        await self.ratings.rate(self.last_answer, rating, rater=f"console:{self.user}", reason=reason)
+        self._print("Thanks, noted." if rating == GOOD else "Thanks, noted: this answer is marked as wrong.")
 
     def _job(self, kind: JobKind, text: str = "", file_name: str | None = None) -> Job:
         job_id = f"console:{uuid.uuid4().hex}"

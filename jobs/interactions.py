@@ -27,6 +27,7 @@ from enum import StrEnum
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 
 from jobs import keys
 
@@ -109,17 +110,11 @@ class InteractionLog:
 
     def rate(self, job_id: str, rating: str, rater: str, reason: str = "") -> None:
         """Record a 👍/👎 (``rating`` is good or bad) and the optional line saying what was wrong."""
-        if rating not in RATINGS:
-            raise ValueError(f"rating must be one of {RATINGS}, not {rating!r}")
-        data = {"rating": rating, "rater": _rater_hash(job_id, rater), "reason": reason.strip()[:500]}
-        self._add(EntryType.RATING, job_id, data)
+        self._add(EntryType.RATING, job_id, _rating_data(job_id, rating, rater, reason))
 
     def _add(self, entry_type: EntryType, job_id: str, data: dict[str, Any]) -> None:
-        cutoff_ms = int((time.time() - self.retention_s) * 1000)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.xadd(keys.INTERACTIONS_STREAM, {"type": entry_type.value, "job": job_id, "data": json.dumps(data)},
-                  maxlen=self.max_entries, approximate=False)
-        pipe.xtrim(keys.INTERACTIONS_STREAM, minid=f"{max(cutoff_ms, 0)}-0", approximate=False)
+        _bounded_add(pipe, entry_type, job_id, data, self.retention_s, self.max_entries)
         pipe.execute()
 
     def rated_answers(self) -> list[RatedAnswer]:
@@ -151,6 +146,41 @@ class InteractionLog:
             if len(batch) < READ_BATCH:
                 return
             start = "(" + batch[-1][0].decode()
+
+
+class AsyncRatings:
+    """The adapters' side of the log: ratings written through their asyncio Redis client.
+
+    It trims with the same retention and cap as :class:`InteractionLog`, so a rating never trims the
+    stream to tighter bounds than the operator set.
+    """
+
+    def __init__(self, client: aioredis.Redis, *, retention_days: float = 90.0, max_entries: int = 100_000):
+        self.redis = client
+        self.retention_s = retention_days * 24 * 3600
+        self.max_entries = max_entries
+
+    async def rate(self, job_id: str, rating: str, rater: str, reason: str = "") -> None:
+        """Record a 👍/👎 (``rating`` is good or bad) and the optional line saying what was wrong."""
+        pipe = self.redis.pipeline(transaction=False)
+        _bounded_add(pipe, EntryType.RATING, job_id, _rating_data(job_id, rating, rater, reason),
+                     self.retention_s, self.max_entries)
+        await pipe.execute()
+
+
+def _rating_data(job_id: str, rating: str, rater: str, reason: str) -> dict[str, Any]:
+    if rating not in RATINGS:
+        raise ValueError(f"rating must be one of {RATINGS}, not {rating!r}")
+    return {"rating": rating, "rater": _rater_hash(job_id, rater), "reason": reason.strip()[:500]}
+
+
+def _bounded_add(pipe: Any, entry_type: EntryType, job_id: str, data: dict[str, Any], retention_s: float,
+                 max_entries: int) -> None:
+    """Queue the add and the trims on ``pipe`` (a sync or asyncio pipeline; the caller executes it)."""
+    cutoff_ms = int((time.time() - retention_s) * 1000)
+    pipe.xadd(keys.INTERACTIONS_STREAM, {"type": entry_type.value, "job": job_id, "data": json.dumps(data)},
+              maxlen=max_entries, approximate=False)
+    pipe.xtrim(keys.INTERACTIONS_STREAM, minid=f"{max(cutoff_ms, 0)}-0", approximate=False)
 
 
 def export_rated(rated: list[RatedAnswer]) -> tuple[list[dict[str, Any]], int]:

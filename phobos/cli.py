@@ -23,6 +23,7 @@ from bot.render import format_sources
 from core.documents import Citation
 from core.scope import Scope
 from jobs.client import JobClient, run_job
+from jobs.interactions import AsyncRatings
 from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
 from phobos import runtime
 from phobos.adapters import configured_adapters
@@ -278,8 +279,10 @@ async def _console(url: str, settings: Settings) -> None:
     try:
         jobs = JobClient(client, adapter_id=f"console-{uuid.uuid4().hex[:8]}",
                          limits=runtime.admission_limits(settings), job_deadline_s=settings.job_deadline_s)
+        ratings = AsyncRatings(client, retention_days=settings.interaction_retention_days,
+                               max_entries=settings.interaction_max_entries)
         await ConsoleAdapter(jobs, user=os.environ.get("USER", "console-user"),
-                             answer_timeout_s=settings.answer_timeout_s).run()
+                             answer_timeout_s=settings.answer_timeout_s, ratings=ratings).run()
         await client.delete(jobs.reply_stream)
     finally:
         await client.aclose()
