@@ -21,6 +21,7 @@ from core.scope import Scope
 from jobs.client import JobClient
 from jobs.interactions import BAD, GOOD, AsyncRatings
 from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
+from telemetry import metrics
 
 CONSOLE_SCOPE = Scope("console", "local", "console")
 HELP = "\n".join(["Type a question, or one of:",
@@ -119,6 +120,7 @@ class ConsoleAdapter:
             self._print("There is no answer to rate yet: ask a question first.")
             return
         await self.ratings.rate(self.last_answer, rating, rater=f"console:{self.user}", reason=reason)
+        metrics.feedback_rating("console", rating)
         self._print("Thanks, noted." if rating == GOOD else "Thanks, noted: this answer is marked as wrong.")
 
     def _job(self, kind: JobKind, text: str = "", file_name: str | None = None) -> Job:

@@ -71,6 +71,8 @@ def run_slack(settings: Settings, redis_url: str) -> None:
             edits_per_min=settings.slack_edits_per_min,
             api_url=settings.slack_api_url,
             answer_timeout_s=settings.answer_timeout_s,
+            interaction_retention_days=settings.interaction_retention_days,
+            interaction_max_entries=settings.interaction_max_entries,
         )
     except ValueError as exc:
         raise SystemExit(f"{exc} (docs/slack.md)") from exc

@@ -49,6 +49,8 @@ PLATFORM_ERRORS = Counter("phobos_platform_api_errors", "Chat platform API calls
                           ["platform", "status"])
 PLATFORM_RATE_LIMITED = Counter("phobos_platform_rate_limited", "Chat platform API calls answered 429",
                                 ["platform"])
+RATINGS = Counter("phobos_answer_ratings", "👍/👎 ratings people gave answers, by platform and rating",
+                  ["platform", "rating"])
 
 
 class JobLike(Protocol):
@@ -139,6 +141,11 @@ def platform_error(platform: str, exc: BaseException) -> None:
     PLATFORM_ERRORS.labels(platform=platform, status=str(status or "none")).inc()
     if status == 429:
         PLATFORM_RATE_LIMITED.labels(platform=platform).inc()
+
+
+def feedback_rating(platform: str, rating: str) -> None:
+    """A 👍/👎 click (no user in the labels: who rated is the interaction log's, hashed)."""
+    RATINGS.labels(platform=platform, rating=rating).inc()
 
 
 def platform_rate_limited(platform: str) -> None:

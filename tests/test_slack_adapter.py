@@ -482,6 +482,7 @@ def test_manifest_subscribes_to_what_the_adapter_handles() -> None:
     assert {"app_mention", "message.channels", "message.groups", "message.im"} <= events
     assert {"app_mentions:read", "chat:write", "commands", "files:read", "im:history"} <= scopes
     assert [c["command"] for c in manifest["features"]["slash_commands"]] == [SLASH_COMMAND]
+    assert manifest["settings"]["interactivity"]["is_enabled"] is True  # the 👍/👎 buttons
 
 
 def test_streamed_text_is_posted_once_then_edited_at_most_once_per_interval(redis_url: str) -> None:

@@ -9,10 +9,11 @@ token, and handed to the workers as bytes. Replies come back on this adapter's s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import socket
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 import aiohttp
@@ -29,6 +30,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.budget import Budgets
 from bot.commands import COMMANDS, usage_lines
 from bot.pipeline import ReplyRouter
+from bot.slack.feedback import RATE_ACTION_IDS, REASON_VIEW_ID, reason_modal, submitted_reason
 from bot.slack.files import FileRejected, SharedFile, download, too_large
 from bot.slack.permalinks import PermalinkStore
 from bot.slack.replies import VIA_CHAT, VIA_RESPONSE_URL, Route, escape, make_reply_factory
@@ -36,6 +38,7 @@ from bot.slack.settings import SlackSettings
 from core.scope import Scope
 from jobs import keys
 from jobs.client import JobClient
+from jobs.interactions import BAD, AsyncRatings
 from jobs.protocol import Job, JobKind
 from telemetry import metrics
 
@@ -70,6 +73,11 @@ class SlackAdapter:
         self.app.event("app_mention")(self._on_mention)
         self.app.event("message")(self._on_message)
         self.app.command(SLASH_COMMAND)(self._on_command)
+        for rating, action_id in RATE_ACTION_IDS.items():
+            self.app.action(action_id)(self._rater(rating))
+        self.app.view(REASON_VIEW_ID)(self._on_reason)
+        self.ratings = AsyncRatings(job_client.redis, retention_days=settings.interaction_retention_days,
+                                    max_entries=settings.interaction_max_entries)
         self.http_port: int | None = None  # the bound port in HTTP mode, once started
         self._http: aiohttp.ClientSession | None = None
         self._router: ReplyRouter | None = None
@@ -186,7 +194,8 @@ class SlackAdapter:
             # Stream the answer into the channel like a mention; response_url is the fallback where the
             # bot is not a member.
             route = Route(VIA_CHAT, channel, scope.key, response_url=command["response_url"],
-                          response_type=response_type, header=f"<@{user}> asked: _{escape(rest)}_")
+                          response_type=response_type, header=f"<@{user}> asked: _{escape(rest)}_",
+                          kind=JobKind.ASK.value)
         else:
             route = Route(VIA_RESPONSE_URL, channel, scope.key, response_url=command["response_url"],
                           response_type=response_type)
@@ -194,9 +203,36 @@ class SlackAdapter:
                   reply_to=self.job_client.reply_stream, text=rest, meta=route.to_meta())
         await self.job_client.submit(job)
 
+    # ---- 👍/👎
+
+    def _rater(self, rating: str) -> Callable[..., Awaitable[None]]:
+        async def on_rate(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+            """A 👍/👎 click: acked at once, recorded; a 👎 opens the "what was wrong?" modal."""
+            await ack()
+            job_id, rater = str(action.get("value", "")), _rater_of(body)
+            await self.ratings.rate(job_id, rating, rater)
+            metrics.feedback_rating(PLATFORM, rating)
+            if rating == BAD and body.get("trigger_id"):
+                channel = str((body.get("channel") or {}).get("id", ""))
+                try:
+                    await self.client.views_open(trigger_id=body["trigger_id"], view=reason_modal(job_id, channel))
+                except SlackApiError as exc:  # expired_trigger_id: the 👎 is kept without a reason
+                    metrics.platform_error("slack", exc)
+                    log.info("could not ask what was wrong: %s", exc.response.get("error"))
+
+        return on_rate
+
+    async def _on_reason(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+        """The modal's submission: the 👎 is recorded again, now with its reason."""
+        await ack()
+        job_id, reason = submitted_reason(view)
+        if job_id and reason.strip():
+            await self.ratings.rate(job_id, BAD, _rater_of(body), reason)
+
     # ---- jobs
 
     async def _ask(self, job_id: str, scope: Scope, user: str, question: str, route: Route) -> None:
+        route = dataclasses.replace(route, kind=JobKind.ASK.value)
         job = Job(id=job_id, kind=JobKind.ASK, scope=scope, user=user, reply_to=self.job_client.reply_stream,
                   text=question, meta=route.to_meta())
         await self.job_client.submit(job)
@@ -303,6 +339,12 @@ def workspace_of(payload: Mapping[str, Any]) -> str:
     differs in Slack Connect channels, so it is never used.
     """
     return str(payload.get("team_id") or "unknown")
+
+
+def _rater_of(body: Mapping[str, Any]) -> str:
+    """``slack:TEAM:USER`` for an interaction payload (block_actions, view_submission)."""
+    team = (body.get("team") or {}).get("id") or (body.get("user") or {}).get("team_id") or "unknown"
+    return f"slack:{team}:{(body.get('user') or {}).get('id', '')}"
 
 
 def _sender(event: Mapping[str, Any]) -> str:

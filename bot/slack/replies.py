@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -16,12 +17,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.budget import Budgets, EditBudget
 from bot.messages import PostedMessages
 from bot.render import format_sources, split_message
+from bot.slack.feedback import answer_blocks
 from bot.slack.permalinks import PermalinkStore
 from bot.streaming import StreamedAnswer
 from core.documents import Citation
 from core.scope import Scope
 from jobs import keys
-from jobs.protocol import ReplyEvent, ReplyType
+from jobs.protocol import JobKind, ReplyEvent, ReplyType
 from telemetry import metrics
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ class Route:
     response_type: str = "ephemeral"  # response_url only: ephemeral | in_channel
     header: str = ""  # a line shown above the answer, e.g. the question of a slash command
     file_name: str = ""  # ingest: the file the status message is about
+    kind: str = ""  # the job's kind: an ask's final answer carries 👍/👎 buttons
 
     def to_meta(self) -> dict[str, str]:
         return asdict(self)
@@ -91,6 +94,9 @@ class SlackReply:
         self.answer = StreamedAnswer(self._render, min_interval_s=self.interval_s)
         self.messages: PostedMessages[str] = PostedMessages(self)  # by ts
         self._is_final_sync = False
+        self._rated_job = ""  # set on a final answer: its last message carries 👍/👎 for this job
+        self._final_count = 0  # how many messages the final answer has
+        self._buttons_shown = False
         self.is_done = False
         self._status_shown_at = float("-inf")
         self._answer_id = f"{route.channel}:{route.thread_ts}:{id(self)}"
@@ -152,6 +158,8 @@ class SlackReply:
             body = f":warning: {escape(final.text)}"
         else:
             body = escape(final.text) + await self._sources(final.citations)
+            if self.route.kind == JobKind.ASK.value:
+                self._rated_job = final.job_id
         pieces = split_message(self._with_header(body), self.limit)
         if self.route.via == VIA_CHAT:
             shown = await self._show(pieces, is_final)
@@ -206,8 +214,13 @@ class SlackReply:
         if not is_final and not all(self.budget.try_spend() for _ in range(edits)):
             return False
         self._is_final_sync = is_final
+        self._final_count = len(pieces)
         try:
             await self.messages.sync(pieces)
+            if is_final and self._rated_job and not self._buttons_shown and self.messages.posted:
+                # The last message's text did not change at the end, so no edit carried the buttons.
+                ref, text = self.messages.posted[-1]
+                await self.edit(ref, text)
             return True
         except SlackApiError as exc:
             error = exc.response.get("error")
@@ -230,22 +243,35 @@ class SlackReply:
     # ---- MessageSurface: Slack messages by ts; final edits wait for the workspace's budget
 
     async def post(self, text: str, index: int) -> str:
-        resp = await self.client.chat_postMessage(channel=self.route.channel, text=text,
+        return await self._post(text, self._blocks(text, is_last=index == self._final_count - 1))
+
+    async def _post(self, text: str, blocks: list[dict[str, Any]] | None) -> str:
+        resp = await self.client.chat_postMessage(channel=self.route.channel, text=text, blocks=blocks,
                                                   thread_ts=self.route.thread_ts or None,
                                                   unfurl_links=False, unfurl_media=False)
+        self._buttons_shown = self._buttons_shown or blocks is not None
         return str(resp["ts"])
 
     async def edit(self, ref: str, text: str) -> str:
         if self._is_final_sync:
             await self.budget.spend()
+        refs = [posted_ref for posted_ref, _ in self.messages.posted]
+        blocks = self._blocks(text, is_last=ref in refs and refs.index(ref) == self._final_count - 1)
         try:
-            await self.client.chat_update(channel=self.route.channel, ts=ref, text=text)
+            await self.client.chat_update(channel=self.route.channel, ts=ref, text=text, blocks=blocks)
+            self._buttons_shown = self._buttons_shown or blocks is not None
             return ref
         except SlackApiError as exc:
             if exc.response.get("error") not in MESSAGE_GONE:
                 raise
             # Someone deleted our message: post a new one in its place, at the end of the thread.
-            return await self.post(text, index=-1)
+            return await self._post(text, blocks)
+
+    def _blocks(self, text: str, is_last: bool) -> list[dict[str, Any]] | None:
+        """The 👍/👎 blocks for the final answer's last message; None (plain text) for any other."""
+        if not (self._is_final_sync and self._rated_job and is_last):
+            return None
+        return answer_blocks(text, self._rated_job)
 
     async def delete(self, ref: str) -> None:
         if self._is_final_sync:
@@ -256,8 +282,11 @@ class SlackReply:
         if not self.route.response_url:  # a job retried from the dead letters: its posting rights are gone
             log.warning("no response_url for a reply in %s; the answer is not posted", self.route.channel)
             return
-        for piece in pieces:
-            payload = {"text": piece, "response_type": self.route.response_type, "replace_original": False}
+        for index, piece in enumerate(pieces):
+            payload: dict[str, Any] = {"text": piece, "response_type": self.route.response_type,
+                                       "replace_original": False}
+            if self._rated_job and index == len(pieces) - 1:
+                payload["blocks"] = answer_blocks(piece, self._rated_job)
             async with self.http.post(self.route.response_url, json=payload) as resp:
                 if resp.status >= 500:
                     raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status)

@@ -31,6 +31,8 @@ class SlackSettings:
     edits_per_min: float = EDITS_PER_MIN  # chat.update + chat.delete per workspace, shared by all answers
     message_limit: int = SLACK_TEXT_LIMIT
     answer_timeout_s: float = 30 * 60  # stop following a job whose worker has been silent this long
+    interaction_retention_days: float = 90.0  # the interaction log's bounds, which ratings trim to as well
+    interaction_max_entries: int = 100_000
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -14,7 +14,13 @@ It is strict where Slack is (https://docs.slack.dev/apis/web-api/rate-limits):
   the shape stays the same.
 - text longer than :attr:`SlackLimits.text_chars` answers ``msg_too_long``;
 - a file URL fetched without the bot token answers 200 with an HTML sign-in page, as Slack does;
-- a response_url takes at most 5 posts within 30 minutes.
+- a response_url takes at most 5 posts within 30 minutes;
+- ``blocks`` are checked against Block Kit's limits (50 blocks a message, 3,000 characters of section
+  text, 25 elements an actions block, a button's value 2,000 and action_id 255 characters): past
+  one the call answers ``invalid_blocks``;
+- views.open takes only a trigger_id the fake issued (:meth:`FakeSlack.trigger_id`, as an interaction
+  payload carries one) and only within 3 seconds of issuing it, else ``expired_trigger_id``; a modal's
+  title is 24 characters at most, its private_metadata 3,000, its blocks 100.
 """
 
 from __future__ import annotations
@@ -49,6 +55,15 @@ class SlackLimits:
     text_chars: int = 4000  # Slack's documented limit for a message's text
     response_url_uses: int = 5
     response_url_ttl_s: float = 30 * 60
+    trigger_ttl_s: float = 3.0  # a trigger_id opens a view within this long of the interaction
+    blocks_per_message: int = 50
+    section_text_chars: int = 3000
+    actions_elements: int = 25
+    button_value_chars: int = 2000
+    action_id_chars: int = 255
+    modal_title_chars: int = 24
+    private_metadata_chars: int = 3000
+    modal_blocks: int = 100
 
 
 class _Window:
@@ -122,6 +137,7 @@ class FakeSlack:
     _tier3: _Window | None = None
     _post_buckets: dict[str, _Bucket] = field(default_factory=dict)
     _response_urls: dict[str, list[float]] = field(default_factory=dict)  # id -> times of its posts
+    _triggers: dict[str, float] = field(default_factory=dict)  # trigger_id -> when it was issued
 
     # ---- lifecycle
 
@@ -155,6 +171,12 @@ class FakeSlack:
         self._response_urls[url_id] = [time.monotonic()]  # issued now; the first entry is its birth
         return f"http://127.0.0.1:{self.port}/response/{url_id}"
 
+    def trigger_id(self) -> str:
+        """A trigger_id as an interaction payload carries one; views.open takes it for 3 seconds."""
+        trigger = f"{next(self._ts)}.{uuid.uuid4().hex[:12]}"
+        self._triggers[trigger] = time.monotonic()
+        return trigger
+
     @property
     def total_rate_limited(self) -> int:
         return sum(self.rate_limited.values())
@@ -176,6 +198,18 @@ class FakeSlack:
                 shown[call.args["ts"]] = call.args.get("text", "")
             elif call.method == "chat.delete":
                 shown.pop(call.args["ts"], None)
+        return shown
+
+    def blocks(self, channel: str) -> dict[str, list[dict[str, Any]]]:
+        """The current blocks of every message the app posted in ``channel`` with blocks: ts -> blocks."""
+        shown: dict[str, list[dict[str, Any]]] = {}
+        for call in self.calls:
+            if call.args.get("channel") == channel and call.method in ("chat.postMessage", "chat.update"):
+                blocks = _parsed(call.args.get("blocks"))
+                if blocks:
+                    shown[call.args["ts"]] = blocks
+                else:
+                    shown.pop(call.args["ts"], None)
         return shown
 
     async def wait_for(self, predicate: Any, timeout_s: float = 60.0) -> None:
@@ -219,6 +253,10 @@ class FakeSlack:
         result: dict[str, Any] = {"ok": True}
         if method in ("chat.postMessage", "chat.update") and len(str(args.get("text", ""))) > self.limits.text_chars:
             result = {"ok": False, "error": "msg_too_long"}
+        elif method in ("chat.postMessage", "chat.update") and not self._blocks_ok(_parsed(args.get("blocks"))):
+            result = {"ok": False, "error": "invalid_blocks"}
+        elif method == "views.open":
+            result = self._open_view(args)
         elif method == "auth.test":
             result.update(user_id=BOT_USER_ID, bot_id=BOT_ID, team_id=TEAM_ID, user="phobos", team="Test")
         elif method == "chat.postMessage":
@@ -235,6 +273,41 @@ class FakeSlack:
             result = {"ok": False, "error": "unknown_method"}
         await self._record(call, self.calls if result["ok"] else self.refused)
         return web.json_response(result)
+
+    def _blocks_ok(self, blocks: list[dict[str, Any]] | None) -> bool:
+        if blocks is None:
+            return True
+        limits = self.limits
+        if not isinstance(blocks, list) or len(blocks) > limits.blocks_per_message:
+            return False
+        for block in blocks:
+            if block.get("type") == "section":
+                if len(block.get("text", {}).get("text", "")) > limits.section_text_chars:
+                    return False
+            elif block.get("type") == "actions":
+                elements = block.get("elements", [])
+                if not elements or len(elements) > limits.actions_elements:
+                    return False
+                for element in elements:
+                    if (len(str(element.get("value", ""))) > limits.button_value_chars
+                            or len(str(element.get("action_id", ""))) > limits.action_id_chars):
+                        return False
+            else:
+                return False  # this fake knows only what the adapter sends
+        return True
+
+    def _open_view(self, args: dict[str, Any]) -> dict[str, Any]:
+        issued_at = self._triggers.get(str(args.get("trigger_id")))
+        if issued_at is None or time.monotonic() - issued_at > self.limits.trigger_ttl_s:
+            return {"ok": False, "error": "expired_trigger_id"}
+        view = _parsed(args.get("view")) or {}
+        limits = self.limits
+        if (view.get("type") != "modal"
+                or len(view.get("title", {}).get("text", "")) > limits.modal_title_chars
+                or len(view.get("private_metadata", "")) > limits.private_metadata_chars
+                or len(view.get("blocks", [])) > limits.modal_blocks):
+            return {"ok": False, "error": "invalid_arguments"}
+        return {"ok": True, "view": {**view, "id": f"V{uuid.uuid4().hex[:10].upper()}"}}
 
     def _retry_after_s(self, method: str, args: dict[str, Any]) -> float:
         now = time.monotonic()
@@ -285,3 +358,8 @@ class FakeSlack:
                 if envelope_id:
                     await self._record(envelope_id, self.socket_acks)
         return ws
+
+
+def _parsed(value: Any) -> Any:
+    """``blocks`` / ``view`` as sent: a JSON body carries them as objects, a form as JSON strings."""
+    return json.loads(value) if isinstance(value, str) else value
