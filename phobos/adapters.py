@@ -42,6 +42,8 @@ def run_discord(settings: Settings, redis_url: str) -> None:
         max_attachment_mb=settings.discord_max_attachment_mb,
         edit_interval_s=settings.discord_edit_interval_s,
         answer_timeout_s=settings.answer_timeout_s,
+        interaction_retention_days=settings.interaction_retention_days,
+        interaction_max_entries=settings.interaction_max_entries,
         sync_commands=settings.discord_sync_commands,
         api_url=settings.discord_api_url,
         gateway_url=settings.discord_gateway_url,

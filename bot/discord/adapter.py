@@ -19,6 +19,7 @@ import discord
 from discord import app_commands
 
 from bot.commands import COMMANDS, Command
+from bot.discord.feedback import ReasonModal, parse_rating, parse_reason
 from bot.discord.links import SourceLinks
 from bot.discord.payloads import (
     Gate,
@@ -47,6 +48,7 @@ from core.formats import ACCEPTED
 from core.scope import Scope
 from jobs.client import JobClient
 from jobs.heartbeats import live_heartbeats
+from jobs.interactions import BAD, AsyncRatings
 from jobs.protocol import Job, JobKind, ReplyEvent
 from telemetry import metrics
 
@@ -68,6 +70,8 @@ class DiscordAdapter(discord.Client):
         self.settings = settings
         self.jobs = jobs
         self.links = SourceLinks(jobs.redis)
+        self.ratings = AsyncRatings(jobs.redis, retention_days=settings.interaction_retention_days,
+                                    max_entries=settings.interaction_max_entries)
         self.gate = Gate(settings.allowed_guild_ids, settings.allowed_channel_ids, settings.allowed_role_ids,
                          settings.allow_dms)
         self.tree = app_commands.CommandTree(self)
@@ -226,7 +230,8 @@ class DiscordAdapter(discord.Client):
                        self.jobs.reply_stream, text=question, channel_id=message.channel.id,
                        message_id=message.id, thread_id=message.id if opens_thread else None)
         surface = ChannelSurface(message.channel, reference=message)
-        view = AnswerView(surface, self.settings.edit_interval_s, links=lambda: self.links.resolver(scope))
+        view = AnswerView(surface, self.settings.edit_interval_s, links=lambda: self.links.resolver(scope),
+                          is_rated=True)
         if not await self._submit(job, view):
             return
         if opens_thread:
@@ -237,6 +242,32 @@ class DiscordAdapter(discord.Client):
                 log.info("no thread for message %s (%s); answering in the channel", message.id, exc)
         await view.show_placeholder()
         self.router.release(view)
+
+    # ---- 👍/👎 ---------------------------------------------------------------------------------
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """Button clicks and the reason modal's submission; slash commands are the command tree's."""
+        data: dict[str, Any] = dict(interaction.data or {})
+        if interaction.type is discord.InteractionType.component:
+            parsed = parse_rating(str(data.get("custom_id", "")))
+            if parsed is None:
+                return
+            rating, job_id = parsed
+            # Answer first: Discord drops an interaction not acknowledged within 3 seconds.
+            if rating == BAD:
+                await interaction.response.send_modal(ReasonModal(job_id))
+            else:
+                await interaction.response.send_message("Thanks for the rating.", ephemeral=True)
+            await self.ratings.rate(job_id, rating, _rater_of(interaction))
+            metrics.feedback_rating("discord", rating)
+        elif interaction.type is discord.InteractionType.modal_submit:
+            reason = parse_reason(data)
+            if reason is None:
+                return
+            job_id, text = reason
+            await interaction.response.send_message("Thanks, noted.", ephemeral=True)
+            if text.strip():
+                await self.ratings.rate(job_id, BAD, _rater_of(interaction), text)
 
     # ---- slash commands ------------------------------------------------------------------------
 
@@ -284,7 +315,8 @@ class DiscordAdapter(discord.Client):
         job = make_job(interaction_job_id(interaction.id), kind, scope, interaction.user.id,
                        self.jobs.reply_stream, text=text, channel_id=interaction.channel_id or 0)
         surface = InteractionSurface(interaction, deadline=deadline)
-        view = AnswerView(surface, self.settings.edit_interval_s, links=lambda: self.links.resolver(scope))
+        view = AnswerView(surface, self.settings.edit_interval_s, links=lambda: self.links.resolver(scope),
+                          is_rated=kind is JobKind.ASK)
         if await self._submit(job, view):
             self.router.release(view)
 
@@ -311,6 +343,11 @@ def _models_in_heartbeat(raw: bytes | str) -> list[str]:
     if not isinstance(models, list):
         return []
     return [str(m["name"] if isinstance(m, dict) else m) for m in models if m]
+
+
+def _rater_of(interaction: discord.Interaction) -> str:
+    """``discord:GUILD:USER`` (``dm`` for the guild of a direct message)."""
+    return f"discord:{interaction.guild_id or 'dm'}:{interaction.user.id}"
 
 
 def adapter_id() -> str:

@@ -12,10 +12,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import discord
 
+from bot.discord.feedback import rating_view
 from bot.discord.settings import MESSAGE_LIMIT
 from bot.messages import PostedMessages
 from bot.render import format_sources, split_message
@@ -44,11 +45,44 @@ def token_is_dead(exc: discord.HTTPException) -> bool:
 
 
 class Surface(Protocol):
-    async def show(self, pieces: list[str]) -> None:
-        """Make the visible messages read ``pieces``: edit those already posted, post the rest."""
+    async def show(self, pieces: list[str], rate_job: str = "") -> None:
+        """Make the visible messages read ``pieces``: edit those already posted, post the rest.
+
+        With ``rate_job``, the last message carries the 👍/👎 buttons for that job's answer.
+        """
 
     def start_afresh(self) -> None:
         """Forget the messages posted so far: the next show posts new ones (their edits keep failing)."""
+
+
+class RatedLast:
+    """Which message of a shown reply carries the 👍/👎 buttons: the last one of a rated answer."""
+
+    def __init__(self) -> None:
+        self.job = ""
+        self.count = 0
+        self.is_shown = False
+
+    def start(self, rate_job: str, count: int) -> None:
+        self.job, self.count, self.is_shown = rate_job, count, False
+
+    def view_kwargs(self, index: int) -> dict[str, Any]:
+        """``{"view": ...}`` for the message at ``index`` when it carries the buttons, else nothing
+        (a view of None would clear them)."""
+        if not self.job or index != self.count - 1:
+            return {}
+        self.is_shown = True
+        return {"view": rating_view(self.job)}
+
+    async def ensure(self, messages: PostedMessages[Any], edit: Callable[[Any, str], Awaitable[Any]]) -> None:
+        """Edit the last message once more when its text was already final, so no edit carried them."""
+        if self.job and not self.is_shown and messages.posted:
+            ref, text = messages.posted[-1]
+            messages.posted[-1] = (await edit(ref, text), text)
+
+
+def _index_of(messages: PostedMessages[Any], ref: Any) -> int:
+    return next((i for i, (posted, _) in enumerate(messages.posted) if posted is ref), -1)
 
 
 class ChannelSurface:
@@ -60,13 +94,16 @@ class ChannelSurface:
         self.reference = reference
         self.resolve = resolve  # finds the channel on first use (a reply to a job from before a restart)
         self.messages: PostedMessages[discord.Message] = PostedMessages(self)
+        self.rated = RatedLast()
 
     def start_afresh(self) -> None:
         self.messages.start_afresh()
         self.reference = None
 
-    async def show(self, pieces: list[str]) -> None:
+    async def show(self, pieces: list[str], rate_job: str = "") -> None:
+        self.rated.start(rate_job, len(pieces))
         await self.messages.sync(pieces)
+        await self.rated.ensure(self.messages, self.edit)
 
     # ---- MessageSurface
 
@@ -78,10 +115,11 @@ class ChannelSurface:
         if index == 0 and self.reference is not None:
             reference = self.reference.to_reference(fail_if_not_exists=False)
         return await self.channel.send(text, reference=reference, mention_author=False,  # type: ignore[arg-type]
-                                       allowed_mentions=NO_MENTIONS)
+                                       allowed_mentions=NO_MENTIONS, **self.rated.view_kwargs(index))
 
     async def edit(self, ref: discord.Message, text: str) -> discord.Message:
-        return await ref.edit(content=text, allowed_mentions=NO_MENTIONS)
+        return await ref.edit(content=text, allowed_mentions=NO_MENTIONS,
+                              **self.rated.view_kwargs(_index_of(self.messages, ref)))
 
     async def delete(self, ref: discord.Message) -> None:
         await ref.delete()
@@ -102,14 +140,17 @@ class InteractionSurface:
         self.interaction = interaction
         self.deadline = deadline
         self.messages: PostedMessages[discord.WebhookMessage | None] = PostedMessages(self)
+        self.rated = RatedLast()
         self._fallback: ChannelSurface | None = None
 
-    async def show(self, pieces: list[str]) -> None:
+    async def show(self, pieces: list[str], rate_job: str = "") -> None:
         if self._fallback is None and time.monotonic() >= self.deadline:
             self._start_fallback()
         if self._fallback is None:
             try:
+                self.rated.start(rate_job, len(pieces))
                 await self.messages.sync(pieces)
+                await self.rated.ensure(self.messages, self.edit)
                 return
             except discord.HTTPException as exc:
                 if not token_is_dead(exc):
@@ -119,7 +160,7 @@ class InteractionSurface:
                          self.interaction.id, exc)
                 self._start_fallback()
         assert self._fallback is not None
-        await self._fallback.show(pieces)
+        await self._fallback.show(pieces, rate_job)
 
     def start_afresh(self) -> None:
         if self._fallback is not None:
@@ -136,16 +177,18 @@ class InteractionSurface:
     # ---- MessageSurface: the deferred response is the first message, follow-ups the rest
 
     async def post(self, text: str, index: int) -> discord.WebhookMessage | None:
+        view = self.rated.view_kwargs(index)
         if index == 0:
-            await self.interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+            await self.interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS, **view)
             return ORIGINAL
-        return await self.interaction.followup.send(text, wait=True, allowed_mentions=NO_MENTIONS)
+        return await self.interaction.followup.send(text, wait=True, allowed_mentions=NO_MENTIONS, **view)
 
     async def edit(self, ref: discord.WebhookMessage | None, text: str) -> discord.WebhookMessage | None:
+        view = self.rated.view_kwargs(_index_of(self.messages, ref))
         if ref is ORIGINAL:
-            await self.interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+            await self.interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS, **view)
             return ORIGINAL
-        return await ref.edit(content=text, allowed_mentions=NO_MENTIONS)
+        return await ref.edit(content=text, allowed_mentions=NO_MENTIONS, **view)
 
     async def delete(self, ref: discord.WebhookMessage | None) -> None:
         if ref is ORIGINAL:
@@ -197,7 +240,7 @@ class ReplyView:
         if self.is_done:
             self.finished.set()
 
-    async def _show(self, text: str) -> None:
+    async def _show(self, text: str, rate_job: str = "") -> None:
         """Show ``text`` (split to fit), waiting first if the last edit was under ``interval_s`` ago."""
         async with self._show_lock:
             if self._last_show_at is not None:
@@ -205,7 +248,7 @@ class ReplyView:
                 if wait_s > 0:
                     await asyncio.sleep(wait_s)
             self._last_show_at = time.monotonic()
-            await self.surface.show(split_message(text, MESSAGE_LIMIT))
+            await self.surface.show(split_message(text, MESSAGE_LIMIT), rate_job)
 
     def _is_due(self) -> bool:
         return self._last_show_at is None or time.monotonic() - self._last_show_at >= self._interval_s
@@ -215,9 +258,10 @@ class AnswerView(ReplyView):
     """One job's reply: status lines until text arrives, then the streamed answer and its sources."""
 
     def __init__(self, surface: Surface, interval_s: float,
-                 links: Callable[[], Awaitable[LinkResolver]] | None = None):
+                 links: Callable[[], Awaitable[LinkResolver]] | None = None, is_rated: bool = False):
         super().__init__(surface, interval_s)
         self._links = links
+        self.is_rated = is_rated  # an ask: the final answer carries 👍/👎
         self.stream = StreamedAnswer(self._render, min_interval_s=interval_s)
         self._is_done = False
 
@@ -266,7 +310,8 @@ class AnswerView(ReplyView):
         citations = final.citations if final is not None else ()
         link = await self._links() if self._links and citations else None
         sources = format_sources(citations, link)
-        await self._show(f"{text}\n\n{sources}" if sources else text or "(no answer)")
+        rate_job = final.job_id if final is not None and self.is_rated else ""
+        await self._show(f"{text}\n\n{sources}" if sources else text or "(no answer)", rate_job)
 
 
 @dataclass

@@ -28,6 +28,8 @@ class DiscordSettings:
     # Follow up through the interaction until a minute before Discord expires its token.
     interaction_token_ttl_s: float = INTERACTION_TOKEN_TTL_S - 60
     answer_timeout_s: float = 30 * 60  # give up waiting for a worker's reply after this long
+    interaction_retention_days: float = 90.0  # the interaction log's bounds, which ratings trim to as well
+    interaction_max_entries: int = 100_000
     sync_commands: bool = True
     api_url: str = ""  # REST base, e.g. https://discord.com/api/v10; "": discord.py's default
     gateway_url: str = ""  # websocket URL; "": the one Discord names at login

@@ -8,7 +8,11 @@ request so tests can assert on what Discord would have received. Tests drive it 
 It is strict where Discord is: message content over 2,000 characters answers 400 / code 50035; an
 interaction not acknowledged within 3 s is gone (404 / 10062 Unknown interaction, for its token too);
 an interaction token older than 15 minutes (``interaction_token_ttl_s``, shrinkable per test) answers
-401 / 50027 Invalid Webhook Token; message edits are rate limited per channel (``edit_calls`` per
+401 / 50027 Invalid Webhook Token; message components are checked (at most 5 action rows of at most
+5 buttons, custom_id at most 100 characters), a button click is possible only on a button a message
+shows, a modal (callback type 9) must have a title of at most 45 characters and 1 to 5 rows of one
+text input each, cannot answer a modal submission, and can be submitted only once it was opened;
+message edits are rate limited per channel (``edit_calls`` per
 ``edit_window_s``) with a 429 carrying ``retry_after`` JSON, ``Retry-After`` and ``X-RateLimit-*``
 headers, counted in :attr:`FakeDiscord.rate_limited`.
 
@@ -48,8 +52,11 @@ OP_DISPATCH, OP_HEARTBEAT, OP_IDENTIFY, OP_HELLO, OP_HEARTBEAT_ACK = 0, 1, 2, 10
 # Channel types.
 GUILD_TEXT, DM, PUBLIC_THREAD = 0, 1, 11
 # Interaction types and the callback types the adapter may answer with.
-APPLICATION_COMMAND, AUTOCOMPLETE = 2, 4
-CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, AUTOCOMPLETE_RESULT = 4, 5, 8
+APPLICATION_COMMAND, MESSAGE_COMPONENT, AUTOCOMPLETE, MODAL_SUBMIT = 2, 3, 4, 5
+CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, AUTOCOMPLETE_RESULT, MODAL = 4, 5, 8, 9
+EPHEMERAL = 64  # message flag: shown only to the user who interacted
+ACTION_ROW, BUTTON, TEXT_INPUT = 1, 2, 4  # component types
+CUSTOM_ID_CHARS, ROWS, ROW_BUTTONS, MODAL_TITLE_CHARS, LABEL_CHARS = 100, 5, 5, 45, 45
 MESSAGE_CHARS = 2000  # Discord's limit on a message's content
 ACK_DEADLINE_S = 3.0  # an interaction must be acknowledged this soon
 INTERACTION_TOKEN_TTL_S = 15 * 60
@@ -79,6 +86,38 @@ def _check_content(body: Any) -> None:
     if len(content) > MESSAGE_CHARS:
         raise _DiscordError(400, "Invalid Form Body", 50035, {"content": {"_errors": [
             {"code": "BASE_TYPE_MAX_LENGTH", "message": f"Must be {MESSAGE_CHARS} or fewer in length."}]}})
+
+
+def _invalid(field_name: str, message: str) -> _DiscordError:
+    return _DiscordError(400, "Invalid Form Body", 50035, {field_name: {"_errors": [
+        {"code": "BASE_TYPE_INVALID", "message": message}]}})
+
+
+def _check_components(body: Any) -> None:
+    rows = (body or {}).get("components") or []
+    if len(rows) > ROWS:
+        raise _invalid("components", f"Must be {ROWS} or fewer in length.")
+    for row in rows:
+        buttons = row.get("components") or []
+        if row.get("type") != ACTION_ROW or not buttons or len(buttons) > ROW_BUTTONS:
+            raise _invalid("components", "An action row holds 1 to 5 buttons.")
+        for button in buttons:
+            if button.get("type") != BUTTON or not 1 <= len(button.get("custom_id", "")) <= CUSTOM_ID_CHARS:
+                raise _invalid("components", "custom_id must be 1 to 100 characters.")
+
+
+def _check_modal(data: dict[str, Any]) -> None:
+    rows = data.get("components") or []
+    if not 1 <= len(data.get("title", "")) <= MODAL_TITLE_CHARS:
+        raise _invalid("data.title", "Must be between 1 and 45 in length.")
+    if not 1 <= len(data.get("custom_id", "")) <= CUSTOM_ID_CHARS or not 1 <= len(rows) <= ROWS:
+        raise _invalid("data", "A modal needs a custom_id and 1 to 5 rows.")
+    for row in rows:
+        inputs = row.get("components") or []
+        if (row.get("type") != ACTION_ROW or len(inputs) != 1 or inputs[0].get("type") != TEXT_INPUT
+                or not 1 <= len(inputs[0].get("label", "")) <= LABEL_CHARS
+                or inputs[0].get("max_length", 1) > 4000):
+            raise _invalid("data.components", "Each row holds one text input with a label of 1 to 45.")
 
 
 def _now_iso() -> str:
@@ -121,6 +160,7 @@ class FakeInteraction:
     dispatched_at: float = field(default_factory=time.monotonic)
     callbacks: list[dict[str, Any]] = field(default_factory=list)  # bodies POSTed to /callback
     original: FakeMessage | None = None  # the response message, once there is one
+    modal: dict[str, Any] | None = None  # the modal this interaction opened (callback type 9)
     followups: list[FakeMessage] = field(default_factory=list)
 
 
@@ -300,6 +340,46 @@ class FakeDiscord:
         await self.dispatch("INTERACTION_CREATE", payload)
         return interaction
 
+    def _interaction_payload(self, interaction_type: int, channel_id: int, user_id: int,
+                             data: dict[str, Any], **extra: Any) -> FakeInteraction:
+        channel = self.channels[channel_id]
+        token = f"itoken-{self.snowflake()}"
+        payload = {
+            "id": str(self.snowflake()), "application_id": str(APPLICATION_ID), "type": interaction_type,
+            "token": token, "version": 1, "guild_id": channel.get("guild_id"), "channel_id": str(channel_id),
+            "channel": channel, "member": self.member_payload(self.user_payload(user_id, "alice")),
+            "app_permissions": "0", "locale": "en-US", "guild_locale": "en-US", "entitlements": [],
+            "authorizing_integration_owners": {}, "context": 0, "attachment_size_limit": 10 * 1024 * 1024,
+            "data": data, **extra,
+        }
+        interaction = FakeInteraction(payload)
+        self.interactions[token] = interaction
+        return interaction
+
+    async def click(self, message: FakeMessage, custom_id: str, *, user_id: int = 1001) -> FakeInteraction:
+        """A user clicks a button ``message`` shows now (a button it does not show cannot be clicked)."""
+        shown = [b.get("custom_id") for row in message.payload.get("components") or []
+                 for b in row.get("components") or []]
+        assert custom_id in shown, f"message {message.id} shows no button {custom_id!r} (it shows {shown})"
+        interaction = self._interaction_payload(MESSAGE_COMPONENT, message.channel_id, user_id,
+                                                {"custom_id": custom_id, "component_type": BUTTON},
+                                                message=message.payload)
+        await self.dispatch("INTERACTION_CREATE", interaction.payload)
+        return interaction
+
+    async def submit_modal(self, opened_by: FakeInteraction, values: dict[str, str], *,
+                           user_id: int = 1001) -> FakeInteraction:
+        """The user fills in and sends the modal that ``opened_by`` answered with."""
+        modal = opened_by.modal
+        assert modal is not None, "no modal was opened by that interaction"
+        rows = [{"type": ACTION_ROW, "components": [{"type": TEXT_INPUT, "custom_id": row["components"][0]["custom_id"],
+                                                     "value": values.get(row["components"][0]["custom_id"], "")}]}
+                for row in modal["components"]]
+        interaction = self._interaction_payload(MODAL_SUBMIT, int(opened_by.payload["channel_id"]), user_id,
+                                                {"custom_id": modal["custom_id"], "components": rows})
+        await self.dispatch("INTERACTION_CREATE", interaction.payload)
+        return interaction
+
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
         """Send one gateway DISPATCH to every connected client."""
         frame = json.dumps({"op": OP_DISPATCH, "t": event, "s": next(self._sequence), "d": data})
@@ -469,11 +549,13 @@ class FakeDiscord:
 
     async def _create_message(self, parts: list[str], body: Any, request: web.Request) -> Any:
         _check_content(body)
+        _check_components(body)
         channel_id = int(parts[1])
         extra: dict[str, Any] = {}
         if body.get("message_reference"):
             extra["message_reference"] = body["message_reference"]
         payload = self._message_payload(channel_id, self.bot_user, body.get("content") or "", **extra)
+        payload["components"] = body.get("components") or []
         message = FakeMessage(payload, history=[payload["content"]])
         message.payload["allowed_mentions"] = body.get("allowed_mentions")
         self.messages[message.id] = message
@@ -484,6 +566,7 @@ class FakeDiscord:
         if message is None:
             raise _DiscordError(404, "Unknown Message", 10008)
         _check_content(body)
+        _check_components(body)
         self._take_edit(f"edit:{parts[1]}")
         return self._apply_edit(message, body)
 
@@ -497,6 +580,8 @@ class FakeDiscord:
             message.payload["content"] = body["content"] or ""
             message.history.append(message.payload["content"])
             message.edit_times.append(time.monotonic())
+        if "components" in body:
+            message.payload["components"] = body["components"] or []
         message.payload["edited_timestamp"] = _now_iso()
         message.payload["allowed_mentions"] = body.get("allowed_mentions")
         return message.payload
@@ -544,15 +629,23 @@ class FakeDiscord:
         if interaction.callbacks:
             raise _DiscordError(400, "Interaction has already been acknowledged.", 40060)
         _check_content(body.get("data"))
-        interaction.callbacks.append(body)
         callback_type = body["type"]
-        response: dict[str, Any] = {"interaction": {"id": interaction.payload["id"], "type": 2}}
+        if callback_type == MODAL:
+            if interaction.payload["type"] == MODAL_SUBMIT:
+                raise _invalid("type", "A modal cannot answer a modal submission.")
+            _check_modal(body.get("data") or {})
+            interaction.modal = body["data"]
+        interaction.callbacks.append(body)
+        response: dict[str, Any] = {"interaction": {"id": interaction.payload["id"],
+                                                    "type": interaction.payload["type"]}}
         if callback_type in (CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE):
             content = (body.get("data") or {}).get("content") or ""
             payload = self._message_payload(int(interaction.payload["channel_id"]), self.bot_user, content,
-                                            interaction={"id": interaction.payload["id"], "type": 2,
-                                                         "name": interaction.payload["data"]["name"],
+                                            interaction={"id": interaction.payload["id"],
+                                                         "type": interaction.payload["type"],
+                                                         "name": interaction.payload["data"].get("name", ""),
                                                          "user": interaction.payload["member"]["user"]})
+            payload["flags"] = (body.get("data") or {}).get("flags") or 0
             interaction.original = FakeMessage(payload, history=[content])
             self.messages[interaction.original.id] = interaction.original
             response["interaction"]["response_message_id"] = payload["id"]
@@ -565,8 +658,10 @@ class FakeDiscord:
     async def _create_followup(self, parts: list[str], body: Any, request: web.Request) -> Any:
         interaction = self._interaction(parts[2])
         _check_content(body)
+        _check_components(body)
         payload = self._message_payload(int(interaction.payload["channel_id"]), self.bot_user,
                                         body.get("content") or "")
+        payload["components"] = body.get("components") or []
         message = FakeMessage(payload, history=[payload["content"]])
         message.payload["allowed_mentions"] = body.get("allowed_mentions")
         interaction.followups.append(message)
@@ -576,6 +671,7 @@ class FakeDiscord:
     async def _edit_webhook_message(self, parts: list[str], body: Any, request: web.Request) -> Any:
         interaction = self._interaction(parts[2])
         _check_content(body)
+        _check_components(body)
         self._take_edit(f"webhook:{parts[2]}")
         if parts[4] == "@original":
             if interaction.original is None:
