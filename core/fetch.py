@@ -242,6 +242,17 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def _checked_socket(address: str, port: int, timeout: float | None, check: Callable[[str], None]) -> socket.socket:
+    """A connection to ``address``, whose peer (the address actually connected) passes ``check``."""
+    sock = socket.create_connection((address, port), timeout)
+    try:
+        check(str(sock.getpeername()[0]))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class _PinnedHTTP(http.client.HTTPConnection):
     """An HTTP connection to a checked address, sending the URL's host name in the Host header."""
 
@@ -251,13 +262,7 @@ class _PinnedHTTP(http.client.HTTPConnection):
         self._check = check
 
     def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
-        try:
-            self._check(str(sock.getpeername()[0]))
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
+        self.sock = _checked_socket(self._address, self.port, self.timeout, self._check)
 
 
 class _PinnedHTTPS(http.client.HTTPSConnection):
@@ -269,9 +274,8 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
         self._check = check
 
     def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
+        sock = _checked_socket(self._address, self.port, self.timeout, self._check)
         try:
-            self._check(str(sock.getpeername()[0]))
             self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
         except BaseException:
             sock.close()
