@@ -17,16 +17,12 @@ from core.documents import Chunk, DocumentInfo  # noqa: E402
 from core.index import ScopeIndex  # noqa: E402
 
 MANUALS = ROOT / ".cache" / "r-manuals"
-EVAL = ROOT.parent / "shared" / "eval"  # ../shared/eval from the repository root
-if not EVAL.exists():
-    EVAL = Path("/work/shared/eval")
 
 
 def manual(name: str) -> Path:
-    for folder in (MANUALS, Path("/work/main/.cache/r-manuals")):
-        if (folder / name).exists():
-            return folder / name
-    raise SystemExit(f"{name} not found; run: bash ../shared/eval/get-r-manuals.sh {MANUALS}")
+    if (MANUALS / name).exists():
+        return MANUALS / name
+    raise SystemExit(f"{name} not found; run: bash bench/get-r-manuals.sh {MANUALS}")
 
 
 def concrete_embedder(settings):  # type: ignore[no-untyped-def]

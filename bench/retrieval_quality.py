@@ -46,8 +46,6 @@ CHUNK_TOKENS, OVERLAP_TOKENS = 250, 30
 
 def load_split(name: str) -> list[dict]:
     path = EVAL_DIR / f"{name}.jsonl"
-    if not path.exists() and name == "dev":
-        path = Path("/work/shared/eval/dev.jsonl")
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
