@@ -104,6 +104,10 @@ class JobMetrics:
             self.first_token_s = time.monotonic() - self.started
             FIRST_TOKEN.labels(model=self.model or "unknown").observe(self.first_token_s)
 
+    def elapsed_s(self) -> float:
+        """Seconds since the job started on this worker."""
+        return time.monotonic() - self.started
+
     def finished(self, outcome: str, answer: str = "") -> None:
         """The job's terminal event was posted."""
         duration_s = time.monotonic() - self.started

@@ -34,7 +34,6 @@ class JobContext:
 
     delivery: Delivery
     job: Job
-    enqueued_at_s: float  # its submit time, from its stream entry id
     cancel: threading.Event = field(default_factory=threading.Event)  # timeout, lost lease, shutdown
     is_handing_back: bool = False  # shutting down: the job goes back to the queue instead of finishing
 

@@ -267,7 +267,7 @@ class Worker:
             metrics.dead_lettered(job.kind)
             log.error("job %s dead-lettered after %d deliveries", job.id, delivery.times_delivered - 1)
             return None
-        context = JobContext(delivery, job, _entry_time_s(delivery.entry_id))
+        context = JobContext(delivery, job)
         if job.deadline_at is not None and time.time() > job.deadline_at:
             self._publisher(context).error("This request waited past its deadline before a worker was free, "
                                            "so it was dropped rather than answered late. Please ask again.",
@@ -406,21 +406,13 @@ class Worker:
         publisher.observed.model = model
         params = GenerationParams(max_new_tokens=spec.max_new_tokens, temperature=spec.temperature)
         limit_s = seconds_left(job.deadline_at, self.config.generation_timeout_s)
-        started_at_s = time.time()
-        first_token_at_s: list[float] = []
-
-        def on_delta(text: str) -> None:
-            if not first_token_at_s:
-                first_token_at_s.append(time.time())
-            publisher.delta(text)
-
         context = self._context()
         with Watchdog(context.cancel, limit_s) as watchdog:
             if not self._wait_for_generator(model, context.cancel):
                 answer = None
             else:
                 try:
-                    answer = self.engine.answer(question, job.scope, generator, params, on_delta=on_delta,
+                    answer = self.engine.answer(question, job.scope, generator, params, on_delta=publisher.delta,
                                                 history=self.memory.turns(job.scope.key), cancel=context.cancel)
                 finally:
                     self._generator_slots[model].release()
@@ -433,12 +425,12 @@ class Worker:
         text = "\n".join([*notes, "", answer.text]) if notes else answer.text
         if publisher.final(text, answer.citations):  # remembered once, by the worker that posted it
             self.memory.remember(job.scope.key, question, answer.text.removeprefix(NO_DOCUMENTS_NOTE))
+            timings = publisher.observed  # the same measurements /metrics and the job's log line use
             self.interactions.record_answer(AnsweredQuestion(
                 job_id=job.id, scope_key=job.scope.key, model=model, grounded=answer.grounded,
                 sources=tuple(Source(hit.chunk.file_name, hit.chunk.pages, hit.score) for hit in answer.sources),
-                queue_wait_s=max(0.0, started_at_s - context.enqueued_at_s),
-                first_token_s=first_token_at_s[0] - started_at_s if first_token_at_s else None,
-                answer_s=time.time() - started_at_s, question=job.text, answer=answer.text))
+                queue_wait_s=timings.queue_wait_s or 0.0, first_token_s=timings.first_token_s,
+                answer_s=timings.elapsed_s(), question=job.text, answer=answer.text))
 
     def _wait_for_generator(self, model: str, cancel: threading.Event) -> bool:
         """Take a turn on ``model`` (its backend runs ``max_concurrency`` streams at once); False if cancelled first."""
@@ -576,10 +568,3 @@ class Worker:
                      f"{cache.nbytes:,} of {cache.max_bytes:,} bytes.")
         publisher.final("\n".join(lines))
 
-
-def _entry_time_s(entry_id: str) -> float:
-    """A stream entry id starts with the milliseconds at which Redis added it: the job's submit time."""
-    try:
-        return int(entry_id.split("-", 1)[0]) / 1000
-    except ValueError:
-        return time.time()
