@@ -103,7 +103,7 @@ class JobClient:
                     await self.start_listening()
                 batches: Any = await self.redis.xreadgroup(
                     keys.REPLY_GROUP, self.adapter_id, {self.reply_stream: cursor},
-                    block=None if cursor == "0" else block_ms, count=REPLY_BATCH)
+                    block=None if cursor != ">" else block_ms, count=REPLY_BATCH)
                 failures = 0
             except REDIS_DOWN as exc:
                 _raise_if_cancelling()
@@ -118,17 +118,18 @@ class JobClient:
                 self._is_listening = False  # the stream was deleted: make the group again
                 continue
             entries = [entry for _stream, stream_entries in batches or [] for entry in stream_entries]
-            if cursor == "0" and not entries:
-                cursor = ">"
+            if cursor != ">" and not entries:
+                cursor = ">"  # the pending list is read to its end: new entries from now on
                 continue
             for entry_id, fields in entries:
-                if cursor == "0":
-                    cursor = _text(entry_id)  # page through the pending list
+                if cursor != ">":
+                    cursor = _text(entry_id)  # page through the pending list, after the last entry seen
                 delivery = await self._decode(_text(entry_id), fields)
                 if delivery is not None:
                     yield delivery
 
     async def _decode(self, entry_id: str, fields: dict[Any, Any]) -> Delivery | None:
+        fields = fields or {}  # an entry trimmed from the stream while still pending has no fields
         raw = fields.get(b"event") or fields.get("event") or ""
         try:
             event = ReplyEvent.from_json(raw)
