@@ -5,7 +5,8 @@
 Each split's documents share one scope (as in a channel), so a hit must name the right document and
 one of the right pages. Pipelines, all on the same embedder:
   tutorial   the tutorial's pipeline (spaCy sentences, 10 per chunk, dense top-k)
-  hybrid     today's Phobos before this work: 250-token chunks, dense + BM25 fused
+  rrf        Phobos before the fusion change: 250-token chunks, dense + BM25 by reciprocal rank fusion
+  hybrid     the same first stage fused by a weighted sum of normalised scores (core.hybrid, the default)
   +S         section context: title and heading path embedded and indexed with each chunk
   +U         small matching units (~100 tokens) that return their parent chunk
   +R         second stage: dense re-scoring of sub-passages over the top 40
@@ -27,11 +28,12 @@ from pathlib import Path
 import numpy as np
 from common import ROOT, tutorial_ingest
 
-from core.chunking import SECTION_RESERVE_TOKENS, chunk_pages
+from core.chunking import SECTION_RESERVE_TOKENS, Chunker
 from core.documents import Chunk, Hit, PageText
 from core.embedders import choose_embedder, model_location
 from core.embedding import SentenceTransformerEmbedder
 from core.hybrid import LexicalIndex, hybrid_search, reciprocal_rank_fusion, top_indices
+from core.navigation import navigation_mask
 from core.pdf_sandbox import ParseLimits, SandboxedPdf
 from core.rerank import RERANK_CANDIDATES, fuse_orders
 from core.units import matching_units, parent_scores
@@ -58,17 +60,21 @@ def document(name: str) -> Path:
     raise SystemExit(f"{name} not found; run: bash bench/eval/get-documents.sh {DOC_DIRS[0]}")
 
 
-def read_pages(name: str) -> list[PageText]:
-    """Pages as the worker reads them (sandboxed, cleaned, with sections), cached per file."""
+def read_pages(name: str) -> tuple[list[PageText], str]:
+    """Pages as the worker reads them (sandboxed, cleaned, with sections) and what they are (page,
+    slide), cached per file."""
     data = document(name).read_bytes()
-    cached = CACHE / "pages" / f"{hashlib.sha256(data).hexdigest()[:16]}.json"
+    cached = CACHE / "pages" / f"{hashlib.sha256(data).hexdigest()[:16]}-v2.json"
     if cached.exists():
-        return [PageText(n, t, tuple((o, p) for o, p in s)) for n, t, s in json.loads(cached.read_text())]
+        saved = json.loads(cached.read_text())
+        return [PageText(n, t, label, tuple((o, p) for o, p in s)) for n, t, label, s in saved["pages"]], \
+            saved["unit"]
     with SandboxedPdf(data, name, ParseLimits(ocr=False)) as pdf:
         pages = list(pdf.pages())
+        unit = pdf.unit
     cached.parent.mkdir(parents=True, exist_ok=True)
-    cached.write_text(json.dumps([[p.number, p.text, p.sections] for p in pages]))
-    return pages
+    cached.write_text(json.dumps({"unit": unit, "pages": [[p.number, p.text, p.label, p.sections] for p in pages]}))
+    return pages, unit
 
 
 class CachedEmbedder:
@@ -124,24 +130,31 @@ class Scope:
     lexical: LexicalIndex
     unit_vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), np.float32))
     unit_parents: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    navigation: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
 
-def build_scope(docs: dict[str, list[PageText]], embedder: CachedEmbedder, sections: bool, units: bool) -> Scope:
+def build_scope(docs: dict[str, tuple[list[PageText], str]], embedder: CachedEmbedder, sections: bool,
+                units: bool) -> Scope:
     chunks: list[Chunk] = []
-    for name, pages in docs.items():
+    for name, (pages, unit) in docs.items():
         if not sections:
-            pages = [PageText(p.number, p.text) for p in pages]
+            pages = [PageText(p.number, p.text, p.label) for p in pages]
         max_tokens = min(CHUNK_TOKENS, embedder.max_tokens - (SECTION_RESERVE_TOKENS if sections else 0))
-        chunks += chunk_pages(pages, name, name, embedder.count_tokens, max_tokens, OVERLAP_TOKENS)
+        # as core.ingest chunks them: slides and sections are never packed together
+        chunker = Chunker(name, name, embedder.count_tokens, max_tokens, OVERLAP_TOKENS,
+                          break_at_parts=unit in ("section", "slide"))
+        chunks += chunker.add(pages) + chunker.finish()
     vectors = embedder.embed([c.indexed_text() for c in chunks])
-    scope = Scope(chunks, vectors, LexicalIndex([c.indexed_text() for c in chunks]))
+    scope = Scope(chunks, vectors, LexicalIndex([c.indexed_text() for c in chunks]),
+                  navigation=navigation_mask([c.text for c in chunks]))
     if units:
         texts, parents = matching_units(chunks, embedder.count_tokens)
         scope.unit_vectors, scope.unit_parents = embedder.embed(texts), parents
     return scope
 
 
-def search(scope: Scope, query: str, query_vectors: Sequence[np.ndarray], units: bool, rerank: bool) -> list[Hit]:
+def search(scope: Scope, query: str, query_vectors: Sequence[np.ndarray], units: bool, rerank: bool,
+           fusion: str = "sum") -> list[Hit]:
     """Top MRR_DEPTH hits. Several query vectors (expansion) each give a dense ranking, all fused."""
     def dense(vector: np.ndarray) -> np.ndarray:
         scores = scope.vectors @ vector
@@ -149,7 +162,8 @@ def search(scope: Scope, query: str, query_vectors: Sequence[np.ndarray], units:
 
     dense_scores = [dense(v) for v in query_vectors]
     depth = max(RERANK_CANDIDATES if rerank else MRR_DEPTH, MRR_DEPTH)
-    hits = hybrid_search(scope.chunks, dense_scores[0], scope.lexical, query, depth)
+    hits = hybrid_search(scope.chunks, dense_scores[0], scope.lexical, query, depth, fusion=fusion,
+                         navigation=scope.navigation)
     if len(dense_scores) > 1:  # expansion: fuse the extra dense rankings with the first stage's order
         row = {id(c): i for i, c in enumerate(scope.chunks)}
         first = np.array([row[id(h.chunk)] for h in hits])
@@ -236,9 +250,9 @@ def main() -> None:
     off_topic = {split: [q["question"] for q in probes if q.get("split", "heldout") == split] for split in splits}
     docs = {name: {d: read_pages(d) for d in sorted({q["doc"] for q in qs})} for name, qs in splits.items()}
     hyde = hypothetical_answers([q for qs in splits.values() for q in qs]) if args.expansion else {}
-    pipelines = [("hybrid", False, False, False), ("+S", True, False, False), ("+U", False, True, False),
-                 ("+R", False, True, True), ("+S+U", True, True, False), ("+S+R", True, True, True),
-                 ("+S+U+R", True, True, True)]
+    pipelines = [("rrf", False, False, False), ("hybrid", False, False, False), ("+S", True, False, False),
+                 ("+U", False, True, False), ("+R", False, True, True), ("+S+U", True, True, False),
+                 ("+S+R", True, True, True), ("+S+U+R", True, True, True)]
     if args.pipelines:
         pipelines = [p for p in pipelines if p[0] in args.pipelines.split(",")]
     out: dict = {"k": K, "mrr_depth": MRR_DEPTH, "rerank_candidates": RERANK_CANDIDATES,
@@ -267,8 +281,9 @@ def main() -> None:
                 use_units = units and label != "+S+R" and label != "+R"
 
                 def rank(q: dict, scope: Scope = scope, use_units: bool = use_units, rerank: bool = rerank,
-                         extra: tuple = (), qvec: dict = qvec) -> list[tuple[str, tuple[int, ...]]]:
-                    hits = search(scope, q["question"], [qvec[q["id"]], *extra], use_units, rerank)
+                         extra: tuple = (), qvec: dict = qvec,
+                         fusion: str = "rrf" if label == "rrf" else "sum") -> list[tuple[str, tuple[int, ...]]]:
+                    hits = search(scope, q["question"], [qvec[q["id"]], *extra], use_units, rerank, fusion)
                     return [(h.chunk.file_name, h.chunk.pages) for h in hits]
 
                 row[label] = evaluate(questions, rank)

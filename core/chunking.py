@@ -14,6 +14,8 @@ SECTION_RESERVE_TOKENS = 40  # room left in the embedder's window for the sectio
 
 # A sentence ends at . ! or ? followed by space and an upper-case letter, digit or opening bracket/quote.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
+# A list item starts at a bullet glyph: slides and itemised lists have no full stops between items.
+_BULLET = re.compile(r"\s+(?=[\u2022\u00b7\u25aa\u2023\u25e6\u25cf\u25a0\u27a2\u25ba\u2713\u2714]\s)")
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class _Sentence:
 
 
 def split_sentences(text: str) -> list[str]:
-    return [s for s in (part.strip() for part in _SENTENCE_END.split(text)) if s]
+    return [s for part in _SENTENCE_END.split(text) for s in (item.strip() for item in _BULLET.split(part)) if s]
 
 
 def chunk_pages(

@@ -41,6 +41,7 @@ class ScopeIndex:
     _lexical: LexicalIndex | None = field(default=None, init=False, repr=False, compare=False)
     _rows: dict[tuple[str, int], int] | None = field(default=None, init=False, repr=False, compare=False)
     _sizes: tuple[int, int] | None = field(default=None, init=False, repr=False, compare=False)
+    _navigation: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def row_of(self, doc_id: str, ordinal: int) -> int | None:
         """The row of a document's ``ordinal``-th chunk, or None when there is none."""
@@ -78,6 +79,14 @@ class ScopeIndex:
             self._lexical = LexicalIndex([c.indexed_text() for c in self.chunks])
         return self._lexical
 
+    def navigation(self) -> np.ndarray:
+        """Which chunks are tables of contents or indexes (core.navigation), computed once per index."""
+        if self._navigation is None:
+            from core.navigation import navigation_mask
+
+            self._navigation = navigation_mask([c.text for c in self.chunks])
+        return self._navigation
+
     def hybrid_search(self, query_vector: np.ndarray, query: str, k: int, mode: str = "hybrid") -> list[Hit]:
         """Top-``k`` chunks by dense cosine and BM25 fused (see :mod:`core.hybrid`); exact on both sides."""
         from core.hybrid import hybrid_search
@@ -86,7 +95,7 @@ class ScopeIndex:
             return []
         dense = self.vectors @ query_vector  # (n_chunks,)
         lexical = self.lexical() if mode != "dense" else None
-        return hybrid_search(self.chunks, dense, lexical, query, k, mode)
+        return hybrid_search(self.chunks, dense, lexical, query, k, mode, navigation=self.navigation())
 
 
 class SearchIndex(Protocol):

@@ -47,7 +47,8 @@ class JoinedIndex:
             return []
         dense = np.concatenate([part.vectors @ query_vector for part in self.parts])  # (n_chunks,)
         lexical = _JoinedLexical(self.parts) if mode != "dense" else None
-        return hybrid_search(self.chunks, dense, lexical, query, k, mode)
+        navigation = np.concatenate([part.navigation() for part in self.parts])
+        return hybrid_search(self.chunks, dense, lexical, query, k, mode, navigation=navigation)
 
 
 class _JoinedLexical:

@@ -69,6 +69,33 @@ def page_lines(document: pymupdf.Document, index: int) -> list[str]:
     return unicodedata.normalize("NFKC", raw).splitlines()
 
 
+# A slide deck: landscape pages (4:3 is 1.33, 16:9 is 1.78; A4/Letter landscape reports are 1.29-1.41)
+# that hold little text each. Its pages are indexed one per passage, never packed together: packing five
+# short slides into one passage blurs its vector so no single slide's question finds it.
+SLIDE_MIN_ASPECT = 1.2
+SLIDE_MAX_WORDS = 120  # median words on a page; a landscape report page carries several hundred
+SLIDE_SAMPLE_PAGES = 30
+
+
+def looks_like_slides(document: pymupdf.Document) -> bool:
+    """True for a presentation exported to PDF: most sampled pages landscape and short."""
+    count = min(document.page_count, SLIDE_SAMPLE_PAGES)
+    if count < 2:
+        return False
+    landscape, words = 0, []
+    for index in range(count):
+        try:
+            page = document.load_page(index)
+            rect = page.rect
+            landscape += rect.height > 0 and rect.width / rect.height >= SLIDE_MIN_ASPECT
+            words.append(len(page.get_text("text").split()))
+        except Exception:  # an unreadable page says nothing about the layout
+            continue
+    if not words or landscape < 0.8 * count:
+        return False
+    return sorted(words)[len(words) // 2] <= SLIDE_MAX_WORDS
+
+
 def read_page_lines(document: pymupdf.Document, index: int) -> list[str]:
     """:func:`page_lines`, or [] for a page that cannot be read: one broken page must not lose the rest."""
     try:

@@ -268,7 +268,7 @@ def _read_pdf(config: dict[str, Any], data: bytes) -> None:
     from core.cleaning import RawPage, strip_running_lines
     from core.headings import SectionTracker, body_font_size, document_title, font_headings, outline_by_page
     from core.ocr import PageRecognizer, is_garbage, looks_scanned
-    from core.pdf import clean_text, open_document, page_lines
+    from core.pdf import clean_text, looks_like_slides, open_document, page_lines
 
     file_name = str(config["file_name"])
     document = open_document(data, file_name, int(config["max_pages"]))
@@ -276,8 +276,9 @@ def _read_pdf(config: dict[str, Any], data: bytes) -> None:
     engine = str(config.get("ocr_engine", "rapidocr"))
     use_ocr = bool(config["ocr"]) and ocr_available(engine)
     recognizer = PageRecognizer(engine) if use_ocr else None
+    unit = "slide" if looks_like_slides(document) else "page"
     _emit({"type": "open", "pages": document.page_count, "repaired": bool(document.is_repaired),
-           "ocr": use_ocr, "unit": "page", "title": str((document.metadata or {}).get("title") or "").strip()})
+           "ocr": use_ocr, "unit": unit, "title": str((document.metadata or {}).get("title") or "").strip()})
     # Headings from the outline when the file has one, else from font sizes (core/headings.py).
     outline = outline_by_page(document)
     body_size = 0.0 if outline else body_font_size(document)
@@ -328,6 +329,7 @@ def _read_pdf(config: dict[str, Any], data: bytes) -> None:
         any_text = any_text or bool(text)
         headings = outline.get(page.number, []) if outline else font_headings(document, page.number - 1, body_size)
         _emit({"type": "page", "number": page.number, "text": text, "ocr": page.number in ocr_pages,
+               "label": f"slide {page.number}" if unit == "slide" else "",
                "sections": tracker.page(text, headings)})
     if not any_text:
         _emit({"type": "error", "message": _nothing_read_message(file_name, use_ocr, failed, config)})

@@ -28,6 +28,33 @@ def pdf_with_pages(pages: list[str]) -> bytes:
     return bytes(data)
 
 
+def slide_deck_pdf(slides: list[tuple[str, list[str]]], width: float = 960, height: float = 540) -> bytes:
+    """A presentation exported to PDF: landscape pages, a large heading and a few bulleted lines each."""
+    doc = pymupdf.open()
+    for number, (heading, lines) in enumerate(slides, start=1):
+        page = doc.new_page(width=width, height=height)
+        page.insert_text((40, 70), heading, fontsize=32)
+        for row, line in enumerate(lines):
+            page.insert_text((60, 140 + 44 * row), "\u00b7  " + line, fontsize=22)
+        page.insert_text((width - 50, height - 20), str(number), fontsize=12)
+    data = doc.tobytes()
+    doc.close()
+    return bytes(data)
+
+
+# A deck whose slides are short and share no full stops: each slide answers one question.
+DECK_SLIDES = [
+    ("Welcome to the Borealis Cluster", ["Onboarding for new lab members", "Research Computing Team"]),
+    ("Storage at a Glance", ["/home: 50 GB, backed up nightly", "/scratch: 100 TB, no backup",
+                             "Scratch files untouched for 30 days are purged"]),
+    ("Checking Your Quota", ["Run: quota-report", "Warnings arrive by email at 90%",
+                             "Over quota: writes fail, jobs crash"]),
+    ("Moving Data In and Out", ["Small files: scp or rsync via login node",
+                                "Large transfers: use the data transfer node"]),
+    ("Getting Help", ["Ticket: help@rc.example.org", "Office hours: Thursdays 14:00-16:00"]),
+]
+
+
 def encrypted_pdf() -> bytes:
     doc = pymupdf.open()
     doc.new_page().insert_text((72, 72), "secret minutes of the board")
