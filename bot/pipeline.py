@@ -162,7 +162,9 @@ class ReplyRouter:
                     return
                 interval_s = reply.interval_s()
                 try:
-                    delivery = await asyncio.wait_for(inbox.get(), timeout=interval_s)
+                    # Not asyncio.wait_for: on Python 3.11 it drops a cancel that lands as get() returns.
+                    async with asyncio.timeout(interval_s):
+                        delivery = await inbox.get()
                 except TimeoutError:
                     silent_s += interval_s
                     await _best_effort(reply.flush())

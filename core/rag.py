@@ -16,6 +16,7 @@ from core.index import DocumentStore, SearchIndex
 from core.intent import OPENING_CHUNKS_PER_DOCUMENT, is_overview_question
 from core.joined import JoinedIndex
 from core.prompt import cited_numbers, plain_messages, rag_messages
+from core.rerank import RERANK_CANDIDATES, Reranker
 from core.scope import Scope
 
 NO_DOCUMENTS_NOTE = ("No documents are shared in this conversation yet, so this answer does not come "
@@ -38,7 +39,8 @@ class RagEngine:
     """Answers questions in a scope from its documents. Holds no model; generators are passed in."""
 
     def __init__(self, embedder: Embedder, store: DocumentStore, top_k: int = 5, min_relevance: float = 0.0,
-                 mode: str = "hybrid", context_tokens: int = 1500, history_tokens: int = 512):
+                 mode: str = "hybrid", context_tokens: int = 1500, history_tokens: int = 512,
+                 reranker: Reranker | None = None):
         self.embedder = embedder
         self.store = store
         self.top_k = top_k
@@ -46,6 +48,7 @@ class RagEngine:
         self.mode = mode  # "hybrid" (dense + BM25), "dense" or "lexical"
         self.context_tokens = context_tokens  # sources shown to the model, in embedder tokens
         self.history_tokens = history_tokens  # earlier turns shown to the model, in the generator's tokens
+        self.reranker = reranker  # reorders the first stage's top RERANK_CANDIDATES (core/rerank.py)
 
     def index_for(self, scope: Scope) -> SearchIndex:
         """The scope's index; in a thread, the thread's and the channel's joined without copying either."""
@@ -72,7 +75,11 @@ class RagEngine:
         if not index.chunks:
             return index, np.zeros(self.embedder.dim, dtype=np.float32), []
         query = self.embedder.embed([question])[0]
-        return index, query, index.hybrid_search(query, question, k or self.top_k, self.mode)
+        k = k or self.top_k
+        if self.reranker is None:
+            return index, query, index.hybrid_search(query, question, k, self.mode)
+        candidates = index.hybrid_search(query, question, max(k, RERANK_CANDIDATES), self.mode)
+        return index, query, self.reranker.rerank(question, candidates)[:k]
 
     def answer(self, question: str, scope: Scope, generator: Generator, params: GenerationParams,
                on_delta: Callable[[str], None], history: Sequence[ChatMessage] = (),

@@ -9,6 +9,7 @@ its best unit, fused with the first-stage order.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -57,19 +58,33 @@ class CrossEncoderReranker:
 
         self._model = CrossEncoder(location, device=device)
         self.batch_size = batch_size
+        self._lock = threading.Lock()  # a fast tokenizer is not safe to share between a worker's threads
 
     def scores(self, query: str, texts: Sequence[str]) -> np.ndarray:
         """The model's relevance score for each (query, text) pair."""
         if not texts:
             return np.zeros(0, dtype=np.float32)
         pairs = [(query, text) for text in texts]
-        return np.asarray(self._model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False),
-                          dtype=np.float32).reshape(len(texts))
+        with self._lock:
+            scores = self._model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False)
+        return np.asarray(scores, dtype=np.float32).reshape(len(texts))
 
     def rerank(self, query: str, hits: Sequence[Hit]) -> list[Hit]:
         scores = self.scores(query, [hit.chunk.indexed_text() for hit in hits])
         order = np.argsort(-scores, kind="stable")
         return [hits[i] for i in order.tolist()]
+
+
+def make_reranker(name: str, embedder: Embedder) -> Reranker | None:
+    """The reranker PHOBOS_RERANKER names: "" (none), "subpassage" (dense re-scoring with ``embedder``),
+    or a sentence-transformers cross-encoder (a folder, ``package:MODULE/FOLDER`` or a hub id)."""
+    if not name or name == "off":
+        return None
+    if name == "subpassage":
+        return SubPassageReranker(embedder)
+    from core import package_files
+
+    return CrossEncoderReranker(package_files.resolve(name))
 
 
 def fuse_orders(hits: Sequence[Hit], rescored: np.ndarray) -> list[Hit]:

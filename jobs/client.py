@@ -98,6 +98,9 @@ class JobClient:
         failures = 0
         cursor = "0"  # our pending entries first, then ">" (never delivered to anyone)
         while True:
+            # A cancel that a Redis call swallowed (see _raise_if_cancelling) must still end the loop:
+            # otherwise the reader polls on and whoever awaits its task (an adapter's close()) hangs.
+            _raise_if_cancelling()
             try:
                 if not self._is_listening:
                     await self.start_listening()
@@ -184,7 +187,12 @@ class Delivery:
 
 
 def _raise_if_cancelling() -> None:
-    """redis-py turns a cancellation during connect into a ConnectionError; the cancel must still win."""
+    """Raise CancelledError if this task was cancelled and the cancel got lost on the way.
+
+    redis-py turns a cancellation during connect into a ConnectionError, and on Python 3.11 the
+    ``asyncio.wait_for`` it sends commands under returns normally when the cancel lands just as the
+    send finishes. ``Task.cancelling()`` still counts the request, so the cancel can win here.
+    """
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError

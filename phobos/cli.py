@@ -143,7 +143,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                               index_cache_max_bytes=settings.index_cache_max_bytes, links=settings.links,
                               fetch_limits=runtime.fetch_limits(settings), fetch_max_links=settings.fetch_max_links)
         worker = Worker(client, embedder, generators, registry, config, top_k=settings.top_k,
-                        min_relevance=runtime.relevance_floor(settings))
+                        min_relevance=runtime.relevance_floor(settings), reranker=settings.reranker)
         worker.install_signal_handlers()
         if health:
             health.mark_loaded()
@@ -325,13 +325,15 @@ def _print_progress(done: int, total: int, what: str) -> None:
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     from core.index import EmbedderMismatchError
     from core.rag import RagEngine
+    from core.rerank import make_reranker
     from workers.store import RedisDocumentStore
 
     scope = Scope.parse(args.scope)
     questions = [args.question] if args.question else (line.strip() for line in sys.stdin)
     with runtime.redis_url(settings) as url:
         store = RedisDocumentStore(runtime.connect(url, settings))
-        engine = RagEngine(runtime.load_embedder(settings), store, top_k=settings.top_k)
+        embedder = runtime.load_embedder(settings)
+        engine = RagEngine(embedder, store, top_k=settings.top_k, reranker=make_reranker(settings.reranker, embedder))
         for question in questions:
             if not question:
                 continue

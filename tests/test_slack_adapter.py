@@ -41,6 +41,7 @@ BOT_TOKEN = "xoxb-test-token"
 CHANNEL = "C0CHAN"
 _harness_numbers = itertools.count(1)  # each harness talks in channels and DMs of its own
 USER = "U0USER"
+CLOSE_DEADLINE_S = 60.0  # a stuck shutdown fails the test instead of hanging the run
 NO_DOCUMENTS = "No documents are shared"  # the worker's answer in a scope without PDFs
 # Small chunks and one passage per answer, so each fact cites exactly its page.
 WORKER_ENV = {"PHOBOS_DEFAULT_MODEL": "extractive", "PHOBOS_CHUNK_TOKENS": "60", "PHOBOS_TOP_K": "1"}
@@ -171,9 +172,14 @@ async def harness(redis_url: str, mode: str = "http", limits: SlackLimits | None
         async with aiohttp.ClientSession() as http:
             yield Harness(fake, adapter, redis, http, channel=f"C{number:04d}", dm=f"D{number:04d}")
     finally:
-        await adapter.close()
-        await redis.aclose()
-        await fake.close()
+        try:
+            async with asyncio.timeout(CLOSE_DEADLINE_S):
+                await adapter.close()
+        except TimeoutError:
+            pytest.fail(f"the Slack adapter did not close within {CLOSE_DEADLINE_S:.0f} s")
+        finally:
+            await redis.aclose()
+            await fake.close()
 
 
 def thread_messages(fake: FakeSlack, channel: str, thread_ts: str) -> list[str]:

@@ -31,6 +31,7 @@ from core.links import index_links, links_in, without_links
 from core.pdf import DocumentError
 from core.rag import NO_DOCUMENTS_NOTE, RagEngine
 from core.registry import ModelRegistry, UnknownModelError
+from core.rerank import make_reranker
 from core.scope import Scope
 from jobs import keys
 from jobs.interactions import AnsweredQuestion, InteractionLog, Source
@@ -82,7 +83,8 @@ class WorkerConfig:
 
 class Worker:
     def __init__(self, client: redis.Redis, embedder: Embedder, generators: dict[str, Generator],
-                 registry: ModelRegistry, config: WorkerConfig, top_k: int = 5, min_relevance: float = 0.0):
+                 registry: ModelRegistry, config: WorkerConfig, top_k: int = 5, min_relevance: float = 0.0,
+                 reranker: str = ""):
         self.redis = client
         self.generators = generators
         self.registry = registry
@@ -102,7 +104,8 @@ class Worker:
                                            retention_days=config.interaction_retention_days,
                                            max_entries=config.interaction_max_entries)
         self.engine = RagEngine(self.embedder, self.store, top_k=top_k, min_relevance=min_relevance,
-                                history_tokens=config.memory_tokens)
+                                history_tokens=config.memory_tokens,
+                                reranker=make_reranker(reranker, self.embedder))
         # Forwarded asks have waited once already, so a worker reads its models' streams first.
         streams = [keys.model_stream(name) for name in sorted(generators)] + [keys.JOBS_STREAM]
         self.queue = JobQueue(client, self.worker_id, config.reclaim_idle_s, streams)
