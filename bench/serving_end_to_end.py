@@ -304,9 +304,6 @@ async def submit_asks(redis_url: str, channel: Any, asks: int, run: str, deadlin
         log(run=run, note="stopped waiting before every ask was answered")
     for task in (waiting, listener):
         task.cancel()
-    # A cancel that lands inside a blocking XREADGROUP can sit there; dropping the connection makes the
-    # read fail, and the client then honours the pending cancel.
-    await client.connection_pool.disconnect()
     await asyncio.wait([waiting, listener], timeout=30)
     if listener.done() and not listener.cancelled() and listener.exception() is not None:
         raise listener.exception()  # type: ignore[misc]
