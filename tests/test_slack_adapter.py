@@ -528,10 +528,19 @@ def test_a_job_restarted_by_another_worker_streams_over_the_same_message(redis_u
                 reply = SlackReply(route, client, http, PermalinkStore(redis), update_interval_s=0)
                 await reply.feed(ReplyEvent("j3", ReplyType.DELTA, seq=1, text="The night "))
                 await reply.feed(ReplyEvent("j3", ReplyType.DELTA, seq=2, text="train "))
-                # The first worker died; the job's second delivery numbers its events from 1 again.
-                await reply.feed(ReplyEvent("j3", ReplyType.DELTA, seq=1, text="The night "))
-            [shown] = thread_messages(fake, CHANNEL, "1700000011.000100")
-            assert shown.strip() == "The night"  # not "The night train The night"
+                # The first worker died; the job's second delivery (attempt 2) numbers its events from 1 again.
+                await reply.feed(ReplyEvent("j3", ReplyType.DELTA, seq=1, text="The night ", attempt=2))
+                await reply.feed(ReplyEvent("j3", ReplyType.DELTA, seq=3, text="leaves ", attempt=1))  # late
+                # Deltas inside the update interval wait for the router's timer: show what arrived since.
+                await reply.flush()
+                [shown] = thread_messages(fake, CHANNEL, "1700000011.000100")
+                assert shown.strip() == "The night"  # not "The night train The night"
+                await reply.feed(ReplyEvent("j3", ReplyType.DELTA, seq=2, text="bus ", attempt=2))
+                await reply.feed(ReplyEvent("j3", ReplyType.FINAL, seq=3, text="The night bus.", attempt=2))
+            [post] = fake.api("chat.postMessage", thread_ts="1700000011.000100")  # edited, never reposted
+            assert thread_messages(fake, CHANNEL, "1700000011.000100") == ["The night bus."]
+            edits = [c.args["text"] for c in fake.api("chat.update", ts=post.args["ts"])]
+            assert not [text for text in edits if "train The night" in text or "leaves" in text]
         finally:
             await redis.aclose()
             await fake.close()
