@@ -150,10 +150,6 @@ class Worker:
         timer = threading.Timer(STUCK_GRACE_S, lambda: os._exit(STUCK_EXIT_CODE))
         timer.daemon = True
         timer.start()
-        # A generator deaf to ``cancel`` would keep the process alive: the lease lapses once it exits.
-        timer = threading.Timer(STUCK_GRACE_S, lambda: os._exit(STUCK_EXIT_CODE))
-        timer.daemon = True
-        timer.start()
 
     def run(self, burst: bool = False) -> None:
         """Serve jobs until stopped; with ``burst``, exit once the stream has nothing new."""
