@@ -218,8 +218,11 @@ class DiscordAdapter(discord.Client):
         with contextlib.suppress(discord.HTTPException):
             await message.channel.typing()  # shows at once; the answer message follows
         if after is not None:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that lands as
+            # the wait ends (see jobs/client.py deliveries()).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(after.finished.wait(), timeout=INGEST_WAIT_S)
+                async with asyncio.timeout(INGEST_WAIT_S):
+                    await after.finished.wait()
         scope = await self._scope_of(message)
         opens_thread = (self.settings.thread_on_channel_question
                         and isinstance(message.channel, discord.TextChannel))
