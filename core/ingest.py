@@ -76,6 +76,7 @@ class IngestLimits:
     chunk_tokens: int
     overlap_tokens: int
     parse_timeout_s: float = 600.0
+    parse_ocr_page_s: float = 60.0  # added to parse_timeout_s for each scanned page recognised
     parse_memory_mb: int = 2048
     max_text_chars: int = 50_000_000
     ocr: bool = True
@@ -85,7 +86,7 @@ class IngestLimits:
     section_context: bool = False  # embed and index each chunk with its title and heading path
 
     def parse_limits(self) -> ParseLimits:
-        return ParseLimits(max_pages=self.max_pages, timeout_s=self.parse_timeout_s,
+        return ParseLimits(max_pages=self.max_pages, timeout_s=self.parse_timeout_s, ocr_page_s=self.parse_ocr_page_s,
                            max_memory_mb=self.parse_memory_mb, max_text_chars=self.max_text_chars, ocr=self.ocr,
                            ocr_engine=self.ocr_engine, max_unpacked_bytes=self.max_unpacked_bytes)
 

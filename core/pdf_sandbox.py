@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,9 @@ class ParseLimits:
 
     max_pages: int = 5000
     timeout_s: float = 600.0  # wall time for the whole file
+    # Added to that (wall time, and CPU time per core) for each scanned page recognised: OCR takes seconds a
+    # page, so a long scan would otherwise hit a limit sized for reading text layers.
+    ocr_page_s: float = 60.0
     max_memory_mb: int = 2048  # address space of the child process (OCR's models need about 1.4 GB)
     max_text_chars: int = 50_000_000  # extracted text, all pages together
     ocr: bool = True  # recognise scanned pages (and pages whose text layer is garbage)
@@ -80,6 +84,7 @@ class SandboxedPdf:
                "MALLOC_ARENA_MAX": "2"}
         config = json.dumps({"file_name": self.file_name, "max_pages": self.limits.max_pages,
                              "max_memory_mb": self.limits.max_memory_mb, "timeout_s": self.limits.timeout_s,
+                             "ocr_page_s": self.limits.ocr_page_s,
                              "max_text_chars": self.limits.max_text_chars, "ocr": self.limits.ocr,
                              "ocr_engine": self.limits.ocr_engine,
                              "max_unpacked_bytes": self.limits.max_unpacked_bytes, "kind": self.kind,
@@ -87,9 +92,9 @@ class SandboxedPdf:
         self._process = subprocess.Popen([sys.executable, "-m", "core.pdf_sandbox", config],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
                                          env=env, cwd=ROOT, start_new_session=True)
-        self._timer = threading.Timer(self.limits.timeout_s, self._on_timeout)
-        self._timer.daemon = True
-        self._timer.start()
+        self.allowed_s = self.limits.timeout_s  # grows by ocr_page_s with each recognised page
+        self._started = time.monotonic()
+        self._timer = self._start_timer(self.allowed_s)
         self._writer = threading.Thread(target=self._write_input, daemon=True)
         self._writer.start()
         try:
@@ -119,6 +124,7 @@ class SandboxedPdf:
             text = str(message["text"])
             if message.get("ocr"):
                 self.ocr_pages.append(number)
+                self._extend(self.limits.ocr_page_s)
             if not text:
                 self.unreadable_pages.append(number)
             sections = tuple((int(offset), str(path)) for offset, path in message.get("sections", ()))
@@ -143,6 +149,20 @@ class SandboxedPdf:
         except (BrokenPipeError, OSError, ValueError):
             pass  # the child died or was killed; _next() reports why
 
+    def _start_timer(self, delay_s: float) -> threading.Timer:
+        timer = threading.Timer(max(0.0, delay_s), self._on_timeout)
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def _extend(self, extra_s: float) -> None:
+        """Push the wall-time deadline back by ``extra_s``. A timer that has already fired stays fired."""
+        if extra_s <= 0 or self._timed_out.is_set():
+            return
+        self._timer.cancel()
+        self.allowed_s += extra_s
+        self._timer = self._start_timer(self._started + self.allowed_s - time.monotonic())
+
     def _on_timeout(self) -> None:
         self._timed_out.set()
         self._kill()
@@ -166,7 +186,9 @@ class SandboxedPdf:
         code = self._process.wait()
         name = self.file_name
         if self._timed_out.is_set():
-            return (f"Reading {name} took longer than the {self.limits.timeout_s:.0f} s allowed, so it was "
+            ocr = (f" ({self.limits.timeout_s:.0f} s, plus {self.limits.ocr_page_s:.0f} s for each of the "
+                   f"{len(self.ocr_pages)} scanned pages recognised)") if self.ocr_pages else ""
+            return (f"Reading {name} took longer than the {self.allowed_s:.0f} s allowed{ocr}, so it was "
                     "stopped. The file may be damaged or built to be slow to read.")
         self._stderr.seek(0)
         tail = self._stderr.read()[-2000:].decode("utf-8", "replace")
@@ -193,13 +215,28 @@ def _emit(message: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def _set_limits(max_memory_mb: int, timeout_s: float) -> None:
+def _set_limits(max_memory_mb: int, timeout_s: float, ocr_cpu_s: float) -> None:
+    """Address space and CPU time. The soft CPU limit covers reading text layers; :func:`_allow_ocr_page`
+    raises it for each page recognised, up to a hard limit that covers every page being scanned."""
     import resource
 
     memory = max_memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     cpu = int(timeout_s) + 1
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1 + int(ocr_cpu_s)))
+
+
+def _allow_ocr_page(cpu_s: float) -> None:
+    """Raise the soft CPU limit by ``cpu_s`` (never past the hard one) after a page was recognised."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    resource.setrlimit(resource.RLIMIT_CPU, (min(hard, soft + int(cpu_s)), hard))
+
+
+def _ocr_cpu_s_per_page(config: dict[str, Any]) -> float:
+    """CPU seconds one recognised page may use: its wall allowance on every core (OCR runs threads)."""
+    return float(config.get("ocr_page_s", 0.0)) * (os.cpu_count() or 1)
 
 
 def ocr_available(engine: str = "rapidocr") -> bool:
@@ -213,7 +250,8 @@ def _child(config: dict[str, Any]) -> None:
     # pymupdf-layout (pulled in by pymupdf4llm) loads an ONNX model whenever pymupdf is imported; text
     # extraction does not use it, so the child blocks it: faster start, and memory left for the file.
     sys.modules["pymupdf.layout"] = None  # type: ignore[assignment]
-    _set_limits(int(config["max_memory_mb"]), float(config["timeout_s"]))
+    _set_limits(int(config["max_memory_mb"]), float(config["timeout_s"]),
+                _ocr_cpu_s_per_page(config) * int(config["max_pages"]) if config["ocr"] else 0.0)
     data = sys.stdin.buffer.read()
     kind = str(config.get("kind", "pdf"))
     if kind == "pdf":
@@ -303,6 +341,7 @@ def _read_pdf(config: dict[str, Any], data: bytes) -> None:
         except Exception as exc:  # one page the engine cannot handle must not lose the others
             log.warning("OCR of page %d failed: %s", index + 1, exc)
             return lines
+        _allow_ocr_page(_ocr_cpu_s_per_page(config))
         if any(line.strip() for line in found):
             ocr_pages.add(index + 1)
             return found

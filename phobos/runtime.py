@@ -176,7 +176,8 @@ def admission_limits(settings: Settings) -> AdmissionLimits:
 def ingest_limits(settings: Settings) -> IngestLimits:
     return IngestLimits(max_bytes=int(settings.max_upload_mb * 1_000_000), max_pages=settings.max_pages,
                         chunk_tokens=settings.chunk_tokens, overlap_tokens=settings.chunk_overlap_tokens,
-                        parse_timeout_s=settings.parse_timeout_s, parse_memory_mb=settings.parse_memory_mb,
+                        parse_timeout_s=settings.parse_timeout_s, parse_ocr_page_s=settings.parse_ocr_page_s,
+                        parse_memory_mb=settings.parse_memory_mb,
                         max_text_chars=settings.max_text_chars, ocr=settings.ocr, ocr_engine=settings.ocr_engine,
                         max_unpacked_bytes=settings.max_unpacked_mb * 1_000_000,
                         slice_pages=settings.ingest_slice_pages, section_context=settings.section_context)

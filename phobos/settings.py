@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     max_pages: int = Field(5000, validation_alias=_env("PHOBOS_MAX_PAGES"))
     # Wall time allowed to read one PDF in its disposable child process.
     parse_timeout_s: float = Field(600.0, validation_alias=_env("PHOBOS_PARSE_TIMEOUT_S"))
+    # Added to that for each scanned page recognised by OCR (wall time, and CPU time per core): OCR
+    # takes seconds a page, so a long scan would otherwise hit the limit sized for text layers.
+    parse_ocr_page_s: float = Field(60.0, validation_alias=_env("PHOBOS_PARSE_OCR_PAGE_S"))
     # Address space (RLIMIT_AS) of the child process that reads one file; OCR's models need about 1.4 GB of it.
     parse_memory_mb: int = Field(2048, validation_alias=_env("PHOBOS_PARSE_MEMORY_MB"))
     # Extracted text allowed from one file, all pages together.

@@ -26,6 +26,18 @@ def test_scanned_pages_are_recognised_and_text_pages_are_not() -> None:
     assert "Skerry Point" in texts[0] and "twelve hives" in texts[1]
 
 
+def test_each_recognised_page_adds_its_allowance_to_the_time_limit() -> None:
+    limits = ParseLimits(timeout_s=300, ocr_page_s=45)
+    with SandboxedPdf(scanned_pdf(FACT_PAGES[:2]), "scan.pdf", limits) as pdf:
+        assert pdf.allowed_s == 300
+        texts = [page.text for page in pdf.pages()]
+        assert pdf.ocr_pages == [1, 2] and "twelve hives" in texts[1]
+        assert pdf.allowed_s == 300 + 2 * 45  # a long scan is not stopped by the limit for text layers
+    with SandboxedPdf(pdf_with_pages(FACT_PAGES[:2]), "text.pdf", limits) as pdf:
+        list(pdf.pages())
+        assert pdf.allowed_s == 300
+
+
 def test_ocr_off_reports_the_scan_as_unreadable() -> None:
     with pytest.raises(DocumentError, match="no text layer"):
         read(scanned_pdf(FACT_PAGES[:1]), ParseLimits(ocr=False))
