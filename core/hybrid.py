@@ -8,7 +8,7 @@ however weak its match is. A question in everyday words shares only common words
 with the page that answers it, so BM25's top ranks are noise, and RRF lets any passage that is mediocre
 on both sides outrank the one the dense side put first. Scores keep how sure each side is (Bruch et al.,
 "An Analysis of Fusion Functions for Hybrid Retrieval", 2023). On the dev split of bench/eval the sum
-reached recall@5 0.91 against RRF's 0.82 (bench/retrieval_quality.py; held-out is reported there too).
+reached recall@5 0.918 against RRF's 0.816 (bench/retrieval_quality.py; held-out is reported there too).
 """
 
 from __future__ import annotations
@@ -118,6 +118,8 @@ def hybrid_search(chunks: Sequence[Chunk], dense_scores: np.ndarray, lexical: Le
     """Top-``k`` chunks. A hit's ``score`` stays its cosine similarity, so a relevance floor keeps meaning.
 
     ``navigation`` marks table-of-contents and index passages (core.navigation), ranked below content."""
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion must be one of {FUSIONS}, not {fusion!r}")
     if mode == "hybrid" and lexical is not None and fusion == "sum":
         scores = fused_scores(dense_scores, lexical.scores(query))
         if navigation is not None:
