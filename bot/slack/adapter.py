@@ -43,6 +43,7 @@ from jobs.protocol import Job, JobKind
 from telemetry import metrics
 
 log = logging.getLogger(__name__)
+CLOSE_TIMEOUT_S = 30.0  # how long close() waits for its tasks to end after cancelling them
 
 PLATFORM = "slack"
 SLASH_COMMAND = "/phobos"
@@ -111,18 +112,28 @@ class SlackAdapter:
                      self.settings.http_path)
         log.info("Slack adapter up (%s mode, API %s)", self.settings.mode, self.settings.api_url)
 
-    async def close(self) -> None:
+    async def close(self) -> int:
+        """Stop listening, cancel every task and wait for them, at most CLOSE_TIMEOUT_S. Returns how many
+        tasks had not stopped by then (0 on a clean shutdown)."""
         if self._socket is not None:
             await self._socket.close_async()
         if self._runner is not None:
             await self._runner.cleanup()
-        for task in [self._router_task, *self._tasks]:
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(*[t for t in [self._router_task, *self._tasks] if t is not None],
-                             return_exceptions=True)
+        tasks = [t for t in [self._router_task, *self._tasks] if t is not None]
+        for task in tasks:
+            task.cancel()
+        stuck: set[asyncio.Task[None]] = set()
+        if tasks:
+            # Bounded: a task that loses its cancel inside a library call must not keep a stopping process
+            # (a rolling deploy, SIGTERM) from exiting; replies it had not shown stay pending in the reply
+            # stream for the next adapter to read.
+            _, stuck = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
+            if stuck:
+                log.warning("%d task(s) did not stop within %.0f s of shutdown; leaving them", len(stuck),
+                            CLOSE_TIMEOUT_S)
         if self._http is not None:
             await self._http.close()
+        return len(stuck)
 
     async def serve_forever(self) -> None:
         await self.start()
