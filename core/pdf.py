@@ -82,18 +82,22 @@ def looks_like_slides(document: pymupdf.Document) -> bool:
     count = min(document.page_count, SLIDE_SAMPLE_PAGES)
     if count < 2:
         return False
-    landscape, words = 0, []
+    pages = []
     for index in range(count):
         try:
-            page = document.load_page(index)
-            rect = page.rect
-            landscape += rect.height > 0 and rect.width / rect.height >= SLIDE_MIN_ASPECT
-            words.append(len(page.get_text("text").split()))
+            pages.append(document.load_page(index))
         except Exception:  # an unreadable page says nothing about the layout
             continue
-    if not words or landscape < 0.8 * count:
-        return False
-    return sorted(words)[len(words) // 2] <= SLIDE_MAX_WORDS
+    landscape = [p for p in pages if p.rect.height > 0 and p.rect.width / p.rect.height >= SLIDE_MIN_ASPECT]
+    if len(landscape) < 0.8 * count:
+        return False  # most documents stop here, before any text is read twice
+    words = []
+    for page in pages:
+        try:
+            words.append(len(page.get_text("text").split()))
+        except Exception:
+            continue
+    return bool(words) and sorted(words)[len(words) // 2] <= SLIDE_MAX_WORDS
 
 
 def read_page_lines(document: pymupdf.Document, index: int) -> list[str]:
