@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from common import ROOT, tutorial_ingest
 
-from core.chunking import SECTION_RESERVE_TOKENS, Chunker
+from core.chunking import SECTION_RESERVE_TOKENS, SELF_CONTAINED_UNITS, Chunker
 from core.documents import Chunk, Hit, PageText
 from core.embedders import choose_embedder, model_location
 from core.embedding import SentenceTransformerEmbedder
@@ -142,7 +142,7 @@ def build_scope(docs: dict[str, tuple[list[PageText], str]], embedder: CachedEmb
         max_tokens = min(CHUNK_TOKENS, embedder.max_tokens - (SECTION_RESERVE_TOKENS if sections else 0))
         # as core.ingest chunks them: slides and sections are never packed together
         chunker = Chunker(name, name, embedder.count_tokens, max_tokens, OVERLAP_TOKENS,
-                          break_at_parts=unit in ("section", "slide"))
+                          break_at_parts=unit in SELF_CONTAINED_UNITS)
         chunks += chunker.add(pages) + chunker.finish()
     vectors = embedder.embed([c.indexed_text() for c in chunks])
     scope = Scope(chunks, vectors, LexicalIndex([c.indexed_text() for c in chunks]),

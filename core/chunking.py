@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from core.documents import Chunk, PageText, span_label
 from core.headings import section_at
 
+# Units whose parts stand alone (a slide, a section under its heading): a chunk never runs from one into
+# the next. Pages and paragraphs do run on, so a passage split by the layout stays together.
+SELF_CONTAINED_UNITS = ("section", "slide")
 SECTION_RESERVE_TOKENS = 40  # room left in the embedder's window for the section path embedded with a chunk
 
 # A sentence ends at . ! or ? followed by space and an upper-case letter, digit or opening bracket/quote.

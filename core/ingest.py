@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from core.chunking import SECTION_RESERVE_TOKENS, Chunker
+from core.chunking import SECTION_RESERVE_TOKENS, SELF_CONTAINED_UNITS, Chunker
 from core.documents import Chunk, DocumentInfo, PageText
 from core.embedding import Embedder
 from core.formats import detect_kind
@@ -175,7 +175,7 @@ def ingest_document(data: bytes, file_name: str, scope_key: str, embedder: Embed
         if source_url:  # a linked page is named by its title and URL (a web page's parts cite the URL)
             file_name = f"{pdf.title or file_name} ({source_url})" if kind == "pdf" else pdf.title or source_url
         chunker = Chunker(doc_id, file_name, embedder.count_tokens, max_tokens,
-                          min(limits.overlap_tokens, max_tokens // 2), break_at_parts=pdf.unit in ("section", "slide"))
+                          min(limits.overlap_tokens, max_tokens // 2), break_at_parts=pdf.unit in SELF_CONTAINED_UNITS)
         if resumed is not None:
             chunker.restore(resumed.chunker)
         report(pages_done, total,
