@@ -12,7 +12,9 @@ import asyncio
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -118,22 +120,24 @@ def test_eight_asks_run_together_each_answered_once_and_status_answers_meanwhile
     assert f"holds up to {ASKS} ask(s) at once (chosen from" in worker.log_path.read_text()
 
 
-def test_eight_asks_in_flight_when_the_worker_is_killed_are_answered_once_by_another(
-        redis_server: RedisServer, redis_client: redis.Redis, start_worker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def asks_outlive_their_worker(redis_server: RedisServer, redis_client: redis.Redis, start_worker,  # type: ignore[no-untyped-def]
+                              tmp_path: Path, adapter: str, stop: Callable[[Any], None],
+                              **env: str) -> tuple[dict[str, ReplyEvent], Counter[str], Any]:
+    """ASKS asks held mid-generation by one worker; ``stop(worker)`` ends it; a plain worker takes over.
+    Returns the final event of each ask, the terminal events counted per job, and the first worker."""
     never = tmp_path / "never-created"
     held_models = models_file(tmp_path, "held.toml",
                               f"delay_s=0.01;max_concurrency={ASKS};test_barrier={ASKS};test_hold_file={never}")
-    victim = start_worker(models=MODEL, **worker_env(held_models, PHOBOS_WORKER_CONCURRENCY=str(ASKS)))
+    first = start_worker(models=MODEL, **worker_env(held_models, PHOBOS_WORKER_CONCURRENCY=str(ASKS), **env))
 
     async def scenario() -> tuple[dict[str, ReplyEvent], Counter[str]]:
         client = aioredis.Redis.from_url(redis_server.url)
         try:
-            jobs = JobClient(client, "chaos-adapter")
+            jobs = JobClient(client, adapter)
             await jobs.start_listening()
             ids = await submit_asks(jobs)
-            await asyncio.to_thread(wait_until_all_generating, victim.log_path)
-            victim.process.send_signal(signal.SIGKILL)
-            victim.process.wait()
+            await asyncio.to_thread(wait_until_all_generating, first.log_path)
+            await asyncio.to_thread(stop, first)
             plain = models_file(tmp_path, "plain.toml", f"delay_s=0.01;max_concurrency={ASKS}")
             await asyncio.to_thread(start_worker, models=MODEL,
                                     **worker_env(plain, PHOBOS_WORKER_CONCURRENCY=str(ASKS)))
@@ -146,38 +150,27 @@ def test_eight_asks_in_flight_when_the_worker_is_killed_are_answered_once_by_ano
     assert len(finals) == ASKS
     assert all(f.type is ReplyType.FINAL and "six" in f.text for f in finals.values())
     assert all(counts[i] == 1 for i in finals)
+    return finals, counts, first
+
+
+def test_eight_asks_in_flight_when_the_worker_is_killed_are_answered_once_by_another(
+        redis_server: RedisServer, redis_client: redis.Redis, start_worker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    def kill(worker) -> None:  # type: ignore[no-untyped-def]
+        worker.process.send_signal(signal.SIGKILL)
+        worker.process.wait()
+
+    asks_outlive_their_worker(redis_server, redis_client, start_worker, tmp_path, "chaos-adapter", kill)
     assert redis_client.xpending(keys.JOBS_STREAM, keys.WORKER_GROUP)["pending"] == 0  # type: ignore[index]
 
 
 def test_sigterm_hands_back_every_ask_in_flight_and_another_worker_answers_them_once(
         redis_server: RedisServer, redis_client: redis.Redis, start_worker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    never = tmp_path / "never-created"
-    held_models = models_file(tmp_path, "held.toml",
-                              f"delay_s=0.01;max_concurrency={ASKS};test_barrier={ASKS};test_hold_file={never}")
-    stopping = start_worker(models=MODEL, **worker_env(held_models, PHOBOS_WORKER_CONCURRENCY=str(ASKS),
-                                                       PHOBOS_SHUTDOWN_GRACE_S="0.5"))
+    def terminate(worker) -> None:  # type: ignore[no-untyped-def]
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.process.wait(WAIT_S) == 0
 
-    async def scenario() -> tuple[dict[str, ReplyEvent], Counter[str]]:
-        client = aioredis.Redis.from_url(redis_server.url)
-        try:
-            jobs = JobClient(client, "term-adapter")
-            await jobs.start_listening()
-            ids = await submit_asks(jobs)
-            await asyncio.to_thread(wait_until_all_generating, stopping.log_path)
-            stopping.process.send_signal(signal.SIGTERM)
-            assert await asyncio.to_thread(stopping.process.wait, WAIT_S) == 0
-            plain = models_file(tmp_path, "plain.toml", f"delay_s=0.01;max_concurrency={ASKS}")
-            await asyncio.to_thread(start_worker, models=MODEL,
-                                    **worker_env(plain, PHOBOS_WORKER_CONCURRENCY=str(ASKS)))
-            finals = await collect(jobs, ids, timeout_s=WAIT_S)
-            return finals, terminal_counts(redis_client, jobs.reply_stream)
-        finally:
-            await client.aclose()
-
-    finals, counts = asyncio.run(scenario())
-    assert len(finals) == ASKS
-    assert all(f.type is ReplyType.FINAL and "six" in f.text for f in finals.values())
-    assert all(counts[i] == 1 for i in finals)
+    _, _, stopping = asks_outlive_their_worker(redis_server, redis_client, start_worker, tmp_path, "term-adapter",
+                                               terminate, PHOBOS_SHUTDOWN_GRACE_S="0.5")
     assert stopping.log_path.read_text().count("handed back to the queue") == ASKS
 
 
