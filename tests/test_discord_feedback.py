@@ -3,17 +3,12 @@ worker that keeps question text; a click and the reason modal land in the intera
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import time
-
 import pytest
 
 from jobs.interactions import InteractionLog
-from tests.conftest import ROOT, phobos_env
 from tests.fakes import fake_discord
 from tests.fakes.fake_discord import FakeDiscord, FakeMessage
+from tests.ratings import export_feedback, wait_for_rating
 from tests.test_discord_adapter import finals, pdf_file, run, running_bot
 
 pytestmark = pytest.mark.discord
@@ -30,15 +25,6 @@ async def rated_answer(fake: FakeDiscord) -> FakeMessage:
     await fake.wait_for(lambda: finals(fake, fake.channel_id, "✅"))
     question = await fake.post_message(QUESTION, mention_bot=True)
     return (await fake.wait_for(lambda: [m for m in finals(fake, question.id, "Sources:") if buttons(m)]))[0]
-
-
-def wait_for_rating(redis_client, predicate) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + 60  # the worker records the answer just after posting it
-    while time.monotonic() < deadline:
-        rated = InteractionLog(redis_client).rated_answers()
-        if rated and predicate(rated[0]):
-            return
-        time.sleep(0.05)
 
 
 def test_a_thumbs_down_on_discord_with_a_reason_lands_in_the_log_and_is_exported(
@@ -68,10 +54,7 @@ def test_a_thumbs_down_on_discord_with_a_reason_lands_in_the_log_and_is_exported
     assert rated.answer.job_id == job_id and rated.rating == "bad"
     assert len(rated.ratings) == 1, "the reason replaces the bare 👎 of the same person"
 
-    exported = subprocess.run([sys.executable, "-m", "phobos", "feedback", "export"], env=phobos_env(redis_server.url),
-                              cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
-    print(exported.stdout)  # one exported line, for the record
-    (line,) = [json.loads(raw) for raw in exported.stdout.splitlines()]
+    _, (line,) = export_feedback(redis_server.url)
     assert line["id"] == job_id and line["question"] == QUESTION
     assert line["rating"] == "bad" and line["reasons"] == ["it cited the wrong manual"]
     assert line["doc"] == "manual.pdf" and line["pages"] == [1]

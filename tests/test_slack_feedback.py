@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 import urllib.parse
 from typing import Any
@@ -21,8 +19,8 @@ from bot.slack.replies import VIA_CHAT, Route, SlackReply
 from bot.slack.settings import SlackSettings
 from jobs.interactions import InteractionLog
 from jobs.protocol import JobKind, ReplyEvent, ReplyType
-from tests.conftest import ROOT, phobos_env
 from tests.fakes.fake_slack import TEAM_ID, FakeSlack, SlackLimits
+from tests.ratings import export_feedback, wait_for_rating
 from tests.test_slack_adapter import BOT_TOKEN, USER, Harness, harness, share_pdf
 from tests.test_slack_adapter import web_client as slack_web_client
 
@@ -93,24 +91,16 @@ def test_a_thumbs_down_on_slack_with_a_reason_lands_in_the_log_and_is_exported(
             return job_id
 
     job_id = asyncio.run(scenario())
-    deadline = time.monotonic() + 60  # the worker records the answer just after posting it
-    while time.monotonic() < deadline:
-        rated = InteractionLog(redis_client).rated_answers()
-        if rated and rated[0].reasons:
-            break
-        time.sleep(0.05)
+    wait_for_rating(redis_client, lambda r: r.reasons)
     (rated_answer,) = InteractionLog(redis_client).rated_answers()
     assert rated_answer.answer.job_id == job_id and rated_answer.rating == "bad"
     assert len(rated_answer.ratings) == 1, "the reason replaces the bare 👎 of the same person"
 
-    exported = subprocess.run([sys.executable, "-m", "phobos", "feedback", "export"], env=phobos_env(redis_server.url),
-                              cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
-    print(exported.stdout)  # one exported line, for the record
-    (line,) = [json.loads(raw) for raw in exported.stdout.splitlines()]
+    output, (line,) = export_feedback(redis_server.url)
     assert line["id"] == job_id and line["question"] == QUESTION
     assert line["rating"] == "bad" and line["reasons"] == ["it cited the railway page"]
     assert line["doc"] == "facts.pdf" and line["pages"] == [4]
-    assert "U0USER" not in exported.stdout, "raters are never exported"
+    assert "U0USER" not in output, "raters are never exported"
 
 
 def test_a_thumbs_down_whose_trigger_expired_is_kept_without_a_reason(redis_server, redis_client,
