@@ -64,8 +64,9 @@ class Settings(BaseSettings):
     # embedder's own floor from core/embedders.toml, calibrated on the dev split by bench/retrieval_quality.py.
     min_relevance: float | None = Field(None, validation_alias=_env("PHOBOS_MIN_RELEVANCE"))
     # Second stage over the first stage's top 40: "" (none), "subpassage" (dense re-scoring of ~100-token
-    # sub-passages with the embedder; CPU-cheap), or a cross-encoder folder or hub id such as
-    # cross-encoder/ms-marco-MiniLM-L-6-v2 (for GPU workers; bench/retrieval_quality.py, pipeline +R).
+    # sub-passages with the embedder; no extra model, ~1.8 s a question on 2 CPU cores), or a cross-encoder
+    # folder or hub id such as cross-encoder/ms-marco-MiniLM-L-6-v2 (for GPU workers; bench/retrieval_quality.py,
+    # pipeline +R).
     reranker: str = Field("", validation_alias=_env("PHOBOS_RERANKER"))
     # Memory a worker keeps for scope indexes (vectors, texts, BM25); the least recently asked go first.
     index_cache_max_bytes: int = Field(256 * 1024 * 1024, validation_alias=_env("PHOBOS_INDEX_CACHE_MAX_BYTES"))
