@@ -153,7 +153,9 @@ class Worker:
 
     def run(self, burst: bool = False) -> None:
         """Serve jobs until stopped; with ``burst``, exit once the stream has nothing new."""
-        self._with_redis(self.ensure_group)
+        if not self._with_redis(self.ensure_group):
+            log.info("worker %s stopped before Redis answered", self.worker_id)
+            return
         info = WorkerInfo(self.worker_id, socket.gethostname(), os.getpid(), sorted(self.generators),
                           time.time())
         heartbeat = HeartbeatThread(self.redis, info, self.config.heartbeat_ttl_s)
@@ -231,16 +233,20 @@ class Worker:
             self.queue.drain_own = not self._running
         self._stopping.wait(wait_s)
 
-    def _with_redis(self, call: Callable[[], None]) -> None:
+    def _with_redis(self, call: Callable[[], None]) -> bool:
+        """Run ``call``, waiting out Redis being away; False when stopped first (a stop never waits on Redis)."""
         for attempt in range(len(RECONNECT_BACKOFF_S) * 10):
+            if self._stopping.is_set():
+                return False
             try:
                 call()
-                return
+                return True
             except REDIS_DOWN as exc:
                 wait_s = RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)]
                 log.warning("Redis is unreachable (%s); retrying in %.1f s", exc, wait_s)
-                time.sleep(wait_s)
+                self._stopping.wait(wait_s)
         call()
+        return True
 
     def _process(self, delivery: Delivery) -> None:
         """Run one job on this thread, from its delivery to its finish (or hand-back)."""
