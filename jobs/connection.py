@@ -46,11 +46,14 @@ def connection_kwargs(url: str, options: RedisOptions) -> dict[str, Any]:
     return kwargs
 
 
-def redis_client(url: str, options: RedisOptions) -> redis.Redis:
-    """A (thread-safe, pooled) client for workers and the CLI."""
-    return redis.Redis.from_url(url, **connection_kwargs(url, options))
+def redis_client(url: str, options: RedisOptions, connection_class: type | None = None) -> redis.Redis:
+    """A (thread-safe, pooled) client for workers and the CLI; ``connection_class`` replaces redis-py's
+    own for ``url``'s scheme (the embedded server's restarts it when it finds it gone)."""
+    extra = {"connection_class": connection_class} if connection_class else {}
+    return redis.Redis.from_url(url, **connection_kwargs(url, options), **extra)
 
 
-def async_redis_client(url: str, options: RedisOptions) -> aioredis.Redis:
+def async_redis_client(url: str, options: RedisOptions, connection_class: type | None = None) -> aioredis.Redis:
     """An asyncio client for adapters (through :class:`jobs.client.JobClient`)."""
-    return aioredis.Redis.from_url(url, **connection_kwargs(url, options))
+    extra: dict[str, Any] = {"connection_class": connection_class} if connection_class else {}
+    return aioredis.Redis.from_url(url, **connection_kwargs(url, options), **extra)

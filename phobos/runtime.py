@@ -23,7 +23,7 @@ from core.ingest import IngestLimits
 from core.registry import ModelRegistry
 from jobs.admission import AdmissionLimits
 from jobs.connection import RedisOptions, async_redis_client, redis_client
-from phobos.redis_server import EmbeddedRedis
+from phobos.redis_server import EmbeddedRedis, reviving_async_connection_class, reviving_connection_class
 from phobos.settings import Settings
 from telemetry.server import Health, serve
 
@@ -39,20 +39,39 @@ def quiet_offline_libraries() -> None:
 
 @contextlib.contextmanager
 def redis_url(settings: Settings) -> Iterator[str]:
-    """REDIS_URL when set; else the embedded server, started here if no Phobos process runs it yet
-    (and then stopped on the way out)."""
+    """REDIS_URL when set; else the embedded server, started here if no Phobos process runs it yet.
+
+    The embedded server is detached: it stays up when this process exits (``phobos redis stop``
+    stops it; see :mod:`phobos.redis_server`).
+    """
     if settings.redis_url:
         yield settings.redis_url.get_secret_value()
         return
     embedded = EmbeddedRedis(settings.state_path)
-    started = embedded.ensure_running()
-    if started:
-        log.info("started embedded Redis at %s", embedded.url)
-    try:
-        yield embedded.url
-    finally:
-        if started:
-            embedded.stop()
+    if embedded.ensure_running():
+        log.info("started the embedded Redis at %s (it keeps running; `phobos redis stop` stops it)", embedded.url)
+    yield embedded.url
+
+
+def is_embedded(settings: Settings) -> bool:
+    return not settings.redis_url
+
+
+def running_redis_url(settings: Settings) -> str | None:
+    """REDIS_URL, or the embedded server's URL while it runs (None when not): for looks that start nothing."""
+    if settings.redis_url:
+        return settings.redis_url.get_secret_value()
+    embedded = EmbeddedRedis(settings.state_path)
+    return embedded.url if embedded.is_running() else None
+
+
+def unreachable(settings: Settings, exc: Exception) -> str:
+    """The one sentence a command prints when Redis does not answer."""
+    if is_embedded(settings):
+        return (f"The embedded Redis ({EmbeddedRedis(settings.state_path).url}) does not answer ({exc}); "
+                "`phobos redis stop` and the next command start it afresh.")
+    return (f"Redis at {masked_url(settings.redis_url.get_secret_value())} does not answer ({exc}); "
+            "check that it runs and that REDIS_URL is right (unset, Phobos runs its own).")
 
 
 def serve_metrics(settings: Settings, url: str) -> Health | None:
@@ -85,13 +104,18 @@ def redis_options(settings: Settings) -> RedisOptions:
 
 
 def connect(url: str, settings: Settings) -> redis.Redis:
-    """A Redis client with the timeouts and keepalive the settings ask for (workers, the CLI)."""
-    return redis_client(url, redis_options(settings))
+    """A Redis client with the timeouts and keepalive the settings ask for (workers, the CLI).
+
+    On the embedded server, a client that finds it gone starts it again (unless it was stopped on purpose).
+    """
+    revive = reviving_connection_class(EmbeddedRedis(settings.state_path)) if is_embedded(settings) else None
+    return redis_client(url, redis_options(settings), revive)
 
 
 def connect_async(url: str, settings: Settings) -> aioredis.Redis:
     """The asyncio counterpart of :func:`connect`, for adapters."""
-    return async_redis_client(url, redis_options(settings))
+    revive = reviving_async_connection_class(EmbeddedRedis(settings.state_path)) if is_embedded(settings) else None
+    return async_redis_client(url, redis_options(settings), revive)
 
 
 def load_embedder(settings: Settings) -> Embedder:
