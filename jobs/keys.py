@@ -24,6 +24,7 @@ RATE_PREFIX = "phobos:rate:"  # + Job.sender_key: token bucket hash (tokens, at_
 POSTED_PREFIX = "phobos:posted:"  # + job id: set by the adapter once the job's answer is shown to the user
 REPLY_MESSAGES_PREFIX = "phobos:reply:messages:"  # + job id: JSON of the platform messages showing its reply
 INTERACTIONS_STREAM = "phobos:interactions"  # answered questions and their ratings (jobs/interactions.py)
+SUPERVISED_KEY = "phobos:supervised"  # hash: host:pid:name -> state of a `phobos up` child (jobs/supervised.py)
 
 REPLY_STREAM_MAXLEN = 10_000  # reply streams are read live; old events are history only
 JOB_SEEN_TTL_S = 7 * 24 * 3600

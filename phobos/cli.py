@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import ctypes
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -26,14 +22,12 @@ from jobs.client import JobClient, run_job
 from jobs.interactions import AsyncRatings
 from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
 from phobos import runtime
-from phobos.adapters import configured_adapters
+from phobos.redis_server import EmbeddedRedis, EmbeddedRedisError, describe_uptime
 from phobos.settings import Settings
 from telemetry import logs
 from workers.heartbeat import live_models, live_workers
 
 log = logging.getLogger("phobos")
-WORKER_READY_TIMEOUT_S = 300.0
-PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args, settings) or 0)
     except KeyboardInterrupt:
         return 130
+    except (redis.ConnectionError, redis.TimeoutError) as exc:  # one sentence, not a traceback
+        print(runtime.unreachable(settings, exc), file=sys.stderr)
+        return 1
+    except EmbeddedRedisError as exc:
+        print(exc, file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,6 +94,11 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="Redis, workers, queue depth")
     status.set_defaults(func=cmd_status)
+
+    redis_cmd = sub.add_parser("redis", help="the embedded Redis (REDIS_URL unset): stop it")
+    redis_cmd.add_argument("action", choices=["stop"], help="stop: fsync its data and stop it (the next "
+                                                            "Phobos command starts it again)")
+    redis_cmd.set_defaults(func=cmd_redis)
 
     reindex = sub.add_parser("reindex", help="re-embed stored documents with the configured embedder")
     which = reindex.add_mutually_exclusive_group(required=True)
@@ -183,100 +188,15 @@ def _serve_adapter_metrics(settings: Settings, url: str) -> None:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    started = time.monotonic()
-    # SIGTERM must unwind like Ctrl-C, so the worker and the embedded Redis are stopped below.
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    # With the console, every process logs to files: log lines in the middle of a conversation are noise.
-    log_dir = None if args.no_console else settings.state_path / "logs"
-    if log_dir is not None:
-        logs.configure(settings.log_level or "INFO", settings.log_format, settings.log_text,
-                       path=log_dir / "phobos.log")
-    with runtime.redis_url(settings) as url:
-        health = runtime.serve_metrics(settings, url)
-        worker = _start_child("worker", url, settings, 1, log_dir)
-        children = [worker]
-        try:
-            client = runtime.connect(url, settings)
-            if not _wait_for_worker(client, worker, started, log_dir):
-                return 1
-            for offset, platform in enumerate(configured_adapters(settings), start=2):
-                print(f"Starting the {platform} adapter.", file=sys.stderr, flush=True)
-                children.append(_start_child(platform, url, settings, offset, log_dir))
-            if health:
-                health.mark_loaded()
-            where = runtime.masked_url(url) if settings.redis_url else "embedded"
-            print(f"Phobos is ready in {time.monotonic() - started:.1f} s (Redis: {where}).", file=sys.stderr,
-                  flush=True)
-            if log_dir is not None:
-                print(f"Logs: {log_dir}", file=sys.stderr, flush=True)
-            if args.no_console:
-                worker.wait()
-                return worker.returncode
-            asyncio.run(_console(url, settings))
-            return 0
-        finally:
-            for child in reversed(children):
-                _stop_child(child)
+    from phobos.supervisor import run_up
 
-
-def _start_child(command: str, url: str, settings: Settings, port_offset: int,
-                 log_dir: Path | None) -> subprocess.Popen[bytes]:
-    """`phobos COMMAND` as a child: the same Redis, the next metrics port, its output to log_dir when given."""
-    port = settings.metrics_port + port_offset if settings.metrics_port else 0
-    env = {**os.environ, "REDIS_URL": url, "PHOBOS_METRICS_PORT": str(port)}
-    output = None
-    if log_dir is not None:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        output = (log_dir / f"{command}.log").open("ab")
-    try:
-        return subprocess.Popen([sys.executable, "-m", "phobos", command], env=env, stdout=output,
-                                stderr=subprocess.STDOUT if output else None, preexec_fn=_die_with_parent)
-    finally:
-        if output is not None:
-            output.close()  # the child holds its own copy
-
-
-def _stop_child(child: subprocess.Popen[bytes]) -> None:
-    if child.poll() is None:
-        child.terminate()
-        try:
-            child.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-
-
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def _die_with_parent() -> None:
-    """In the child: ask Linux to SIGTERM it when `phobos up` dies, even by SIGKILL, so no worker is orphaned."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _wait_for_worker(client: redis.Redis, worker: subprocess.Popen[bytes], started: float,
-                     log_dir: Path | None) -> bool:
-    print("Starting a worker and loading models...", file=sys.stderr, flush=True)
-    while time.monotonic() - started < WORKER_READY_TIMEOUT_S:
-        if worker.poll() is not None:
-            where = "see the log above"
-            if log_dir is not None:
-                log_file = log_dir / "worker.log"
-                where = f"the end of {log_file}:\n" + "\n".join(log_file.read_text(errors="replace").splitlines()[-20:])
-            print(f"The worker exited during start-up (code {worker.returncode}); {where}", file=sys.stderr)
-            return False
-        if any(w.pid == worker.pid for w in live_workers(client)):
-            return True
-        time.sleep(0.2)
-    print("The worker did not become ready in time.", file=sys.stderr)
-    return False
+    return run_up(settings, with_console=not args.no_console, console=_console)
 
 
 async def _console(url: str, settings: Settings) -> None:
     client = runtime.connect_async(url, settings)
     try:
+        await client.ping()  # an unreachable Redis is said at once, not after the first question
         jobs = JobClient(client, adapter_id=f"console-{uuid.uuid4().hex[:8]}",
                          limits=runtime.admission_limits(settings), job_deadline_s=settings.job_deadline_s)
         ratings = AsyncRatings(client, retention_days=settings.interaction_retention_days,
@@ -419,8 +339,8 @@ async def _ask(url: str, scope: Scope, args: argparse.Namespace, settings: Setti
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     registry = runtime.load_registry(settings)
-    with runtime.redis_url(settings) as url:
-        live = live_models(runtime.connect(url, settings))
+    url = runtime.running_redis_url(settings)  # a listing does not start the embedded Redis
+    live = live_models(runtime.connect(url, settings)) if url else set()
     for spec in registry.specs():
         mark = "*" if spec.name in live else " "
         default = " (default)" if spec.name == settings.default_model else ""
@@ -430,17 +350,55 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from jobs import keys
+    from jobs import keys, supervised
 
-    with runtime.redis_url(settings) as url:
-        client = runtime.connect(url, settings)
-        workers = live_workers(client)
-        depth = client.xlen(keys.JOBS_STREAM) if client.exists(keys.JOBS_STREAM) else 0
-    print(f"Redis: {runtime.masked_url(url)}")
+    url = runtime.running_redis_url(settings)  # a look does not start the embedded Redis
+    if url is None:
+        print(f"Redis: embedded, not running (data in {EmbeddedRedis(settings.state_path).data_dir}; "
+              "the next `phobos up`, `worker` or `ingest` starts it)")
+        print("Workers live: 0")
+        return 0
+    client = runtime.connect(url, settings)
+    workers = live_workers(client)
+    depth = client.xlen(keys.JOBS_STREAM) if client.exists(keys.JOBS_STREAM) else 0
+    children = supervised.current(client)
+    print(f"Redis: {_redis_line(settings, url)}")
     print(f"Workers live: {len(workers)}")
     for w in workers:
         print(f"  {w.worker_id} on {w.host} (pid {w.pid}): {', '.join(w.models)}")
     print(f"Jobs in stream: {depth}")
+    if children:
+        print("Run by `phobos up`:")
+        for child in children:
+            print(f"  {child.describe()}")
+    return 0
+
+
+def _redis_line(settings: Settings, url: str) -> str:
+    if not runtime.is_embedded(settings):
+        return runtime.masked_url(url)
+    info = EmbeddedRedis(settings.state_path).info()
+    if info is None:  # stopped between the two looks
+        return f"embedded, not running ({url})"
+    return f"embedded, pid {info.pid}, up {describe_uptime(info.uptime_s)} ({url})"
+
+
+def cmd_redis(args: argparse.Namespace, settings: Settings) -> int:
+    if not runtime.is_embedded(settings):
+        print("REDIS_URL is set, so there is no embedded Redis to stop; stop that server where it runs.",
+              file=sys.stderr)
+        return 2
+    embedded = EmbeddedRedis(settings.state_path)
+    stopped = embedded.stop()
+    if stopped is None:
+        print(f"The embedded Redis is not running (data in {embedded.data_dir}).")
+        return 0
+    others = stopped.clients - 1  # less the connection that asked
+    print(f"Stopped the embedded Redis (pid {stopped.pid}, up {describe_uptime(stopped.uptime_s)}); "
+          f"its data stays in {embedded.data_dir}.")
+    if others > 0:
+        print(f"{others} connection(s) were still open: those processes wait for Redis until the next Phobos "
+              "command starts it.")
     return 0
 
 

@@ -33,7 +33,7 @@ from core.rag import NO_DOCUMENTS_NOTE, RagEngine
 from core.registry import ModelRegistry, UnknownModelError
 from core.rerank import make_reranker
 from core.scope import Scope
-from jobs import keys
+from jobs import keys, supervised
 from jobs.interactions import AnsweredQuestion, InteractionLog, Source
 from jobs.protocol import Job, JobKind, ReplyEvent
 from telemetry import metrics
@@ -568,6 +568,7 @@ class Worker:
         dead = self.redis.xlen(keys.DEAD_STREAM)
         lines = [f"{len(workers)} worker(s) live; {depth} job(s) queued or running; {dead} dead-lettered."]
         lines += [f"- {w.worker_id} on {w.host}: {', '.join(w.models)}" for w in workers]
+        lines += [f"- {child.describe()}" for child in supervised.current(self.redis) if child.name != "worker"]
         cache = self.store.cache
         lines.append(f"This worker ({self.worker_id}) holds {len(cache)} scope index(es) in "
                      f"{cache.nbytes:,} of {cache.max_bytes:,} bytes.")
