@@ -255,7 +255,9 @@ def run_up(settings: Settings, with_console: bool, console: Console) -> int:
             if log_dir is not None:
                 say(f"Logs: {log_dir}")
             if not with_console:
-                threading.Event().wait()  # until SIGTERM or Ctrl-C
+                with contextlib.suppress(KeyboardInterrupt):  # SIGTERM or Ctrl-C: the normal way to end
+                    threading.Event().wait()
+                return 0
             asyncio.run(console(url, settings))
             return 0
         finally:
