@@ -45,4 +45,6 @@ eval-docs: install
 	PYTHON=$(abspath $(PY)) bench/eval/get-documents.sh .cache/eval-docs
 
 clean:
+	# The embedded Redis outlives every command (README: Settings); stop it before its files go.
+	-test -x $(PHOBOS) && $(PHOBOS) redis stop
 	rm -rf $(VENV) .phobos .pytest_cache .mypy_cache .ruff_cache

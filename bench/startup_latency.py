@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from phobos.redis_server import EmbeddedRedis
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "phobos" / "samples" / "phobos-handbook.pdf"
 QUESTIONS = [
@@ -55,6 +57,7 @@ def main() -> None:
         finally:
             up.terminate()
             up.wait(timeout=60)
+            EmbeddedRedis(Path(state)).stop()  # detached: it would outlive the temp dir
     print(json.dumps({
         "up_to_ready_s": round(ready_s, 2),
         "first_token_s_median": round(statistics.median(a["first_token_s"] for a in asks), 3),
