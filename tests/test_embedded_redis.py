@@ -310,3 +310,39 @@ def test_redis_stop_with_nothing_running_and_with_redis_url_set(state_dir: Path)
     external = phobos(state_dir, "redis", "stop", REDIS_URL="redis://127.0.0.1:1/0")
     assert external.returncode == 2 and "REDIS_URL is set" in external.stderr
     assert "Traceback" not in idle.stderr + external.stderr
+
+
+def test_a_client_that_finds_the_server_gone_starts_it_again_unless_it_was_stopped(state_dir: Path) -> None:
+    import asyncio
+
+    from phobos import runtime
+    from phobos.settings import Settings
+
+    settings = Settings(state_dir=state_dir, redis_url="")
+    embedded = EmbeddedRedis(state_dir)
+    embedded.ensure_running()
+    sync_client = runtime.connect(embedded.url, settings)
+    for round_ in ("sync", "asyncio"):
+        first = embedded.info()
+        assert first is not None
+        os.kill(first.pid, signal.SIGKILL)
+        wait_for("the killed server's lock to go", lambda: not embedded.is_alive())
+        if round_ == "sync":
+            assert sync_client.ping()
+        else:
+            async def ping() -> bool:
+                client = runtime.connect_async(embedded.url, settings)
+                try:
+                    return bool(await client.ping())
+                finally:
+                    await client.aclose()
+
+            assert asyncio.run(ping())
+        revived = embedded.info()
+        assert revived is not None and revived.pid != first.pid
+        assert servers_on(embedded) == [revived.pid]
+
+    embedded.stop()
+    with pytest.raises(redis.ConnectionError):
+        sync_client.ping()  # stopped on purpose: a running process waits for it
+    assert not embedded.is_alive()
