@@ -240,6 +240,7 @@ def run_up(settings: Settings, with_console: bool, console: Console) -> int:
     with runtime.redis_url(settings) as url:
         health = runtime.serve_metrics(settings, url)
         client = runtime.connect(url, settings)
+        client.ping()  # an unreachable REDIS_URL: one sentence now (cli.main), not a worker retrying for minutes
         supervisor = Supervisor(settings, url, log_dir, client)
         worker = supervisor.start_child("worker", 1)
         try:

@@ -17,7 +17,8 @@ GRACE_S = 30.0
 
 
 @pytest.mark.parametrize("url", GONE.values(), ids=GONE.keys())
-@pytest.mark.parametrize("command", [["status"], ["models"], ["console"], ["ask", "anything"], ["dlq", "list"]])
+@pytest.mark.parametrize("command", [["status"], ["models"], ["console"], ["ask", "anything"], ["dlq", "list"],
+                                     ["up"]], ids=" ".join)
 def test_a_command_without_redis_says_so_in_one_sentence(command: list[str], url: str) -> None:
     done = subprocess.run([sys.executable, "-m", "phobos", *command], env=phobos_env(url), cwd=ROOT,
                           input="/status\n", capture_output=True, text=True, timeout=120)
