@@ -4,10 +4,13 @@ Used when REDIS_URL is unset. The first Phobos process that needs it starts it; 
 session of its own, so it outlives that process, and every later process on the machine finds it by
 its unix socket and uses it. Its append-only file stays in ``STATE_DIR/redis/``, where it always was.
 
-The promise: at most one server on a data directory, and no process ever waits on a dead one.
+The promise: at most one server on a data directory, and a server that died is replaced by the
+first Phobos process that needs it.
 - ``server.lock`` is flocked by the redis-server itself (it inherits the locked descriptor), so the
   lock is held exactly as long as that process lives, whatever pid, socket or pid file it left
-  behind, and however it died. A free lock means no server; a held one, a live server.
+  behind, and however it died. A free lock means no server; a held one, a live server. (The one
+  exception: an append-only-file rewrite child outliving a killed server holds it until it ends;
+  starters then wait up to STARTUP_TIMEOUT_S and say so.)
 - ``start.lock`` is held while a process checks and starts (or stops) the server: two processes
   racing to start it are serialised, and the second finds the first one's server.
 - A process that finds the server gone while it runs (killed, crashed) starts it again the same way
@@ -139,6 +142,8 @@ class EmbeddedRedis:
         with self._start_lock():
             if self.is_alive():
                 self._wait_until_answering()
+                return False
+            if self.is_running():  # a server that holds no lock (started by an older Phobos): use it, never a second
                 return False
             if revive and self._stopped_path.exists():
                 return False

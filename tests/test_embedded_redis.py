@@ -346,3 +346,20 @@ def test_a_client_that_finds_the_server_gone_starts_it_again_unless_it_was_stopp
     with pytest.raises(redis.ConnectionError):
         sync_client.ping()  # stopped on purpose: a running process waits for it
     assert not embedded.is_alive()
+
+
+def test_a_server_that_holds_no_lock_is_used_not_doubled(state_dir: Path) -> None:
+    """One started by an older Phobos (it stopped its server on exit and took no server lock)."""
+    from phobos.redis_server import redis_server_binary
+
+    embedded = EmbeddedRedis(state_dir)
+    older = subprocess.Popen([redis_server_binary(), "--port", "0", "--unixsocket", str(embedded.socket_path),
+                              "--dir", str(embedded.data_dir), "--appendonly", "yes", "--save", ""],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for("the older server", embedded.is_running)
+        assert embedded.ensure_running() is False
+        assert servers_on(embedded) == [older.pid]
+    finally:
+        older.terminate()
+        older.wait(timeout=30)
