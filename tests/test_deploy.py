@@ -35,7 +35,7 @@ import pytest
 import redis
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
-from pydantic import SecretStr
+from pydantic import AliasChoices, SecretStr
 
 from core.registry import ModelRegistry
 from jobs import keys
@@ -111,11 +111,12 @@ def env_of(container: dict[str, Any]) -> dict[str, Any]:
 
 def secret_settings() -> set[str]:
     """The environment variables of every SecretStr setting."""
-    names = set()
+    names: set[str] = set()
     for field in Settings.model_fields.values():
         if field.annotation is SecretStr:
             alias = field.validation_alias
-            names.update(alias.choices if hasattr(alias, "choices") else [alias])  # type: ignore[union-attr]
+            assert isinstance(alias, AliasChoices)  # settings declare each as _env(NAME)
+            names.update(str(choice) for choice in alias.choices)
     return names
 
 
@@ -547,3 +548,165 @@ def test_kubernetes_redis_requires_the_password_and_phobos_keeps_it_secret(
     assert status.returncode == 0, status.stderr
     assert "Redis: redis://:***@127.0.0.1" in status.stdout
     assert password not in status.stdout + status.stderr
+
+
+# --- NetworkPolicies, evaluated -----------------------------------------------------------------------
+# A small evaluator of the rendered NetworkPolicies (podSelector, namespaceSelector, ipBlock with
+# except, ports): a connection is allowed when the policies selecting each Phobos end allow it (a pod no
+# policy selects allows everything; one selected for a direction allows only what some rule there allows).
+NAMESPACE = "phobos"
+Peer = tuple[str, dict[str, str]]  # (namespace, pod labels), or ("ip", {"ip": address}) for an address
+OUTSIDE: dict[str, Peer] = {
+    "keda-operator": ("keda", {"app": "keda-operator"}),
+    "kube-dns": ("kube-system", {"k8s-app": "kube-dns"}),
+    "prometheus": ("monitoring", {"app": "prometheus"}),
+    "pod in default": ("default", {"app": "anything"}),
+    "vllm (labelled)": ("models", {"phobos.io/model-endpoint": "true"}),
+    "public 93.184.215.14": ("ip", {"ip": "93.184.215.14"}),
+    "metadata 169.254.169.254": ("ip", {"ip": "169.254.169.254"}),
+    "private 10.0.0.5": ("ip", {"ip": "10.0.0.5"}),
+    "private 192.168.1.10": ("ip", {"ip": "192.168.1.10"}),
+    "private 172.20.0.1": ("ip", {"ip": "172.20.0.1"}),
+    "external redis 192.0.2.10": ("ip", {"ip": "192.0.2.10"}),
+}
+
+
+def matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator = expression["key"], expression["operator"]
+        present, value_in = key in labels, labels.get(key) in expression.get("values", [])
+        if not {"In": value_in, "NotIn": not value_in, "Exists": present, "DoesNotExist": not present}[operator]:
+            return False
+    return True
+
+
+def peer_matches(rule_peer: dict[str, Any], peer: Peer) -> bool:
+    namespace, labels = peer
+    if "ipBlock" in rule_peer:
+        if namespace != "ip":
+            return False  # pods have private addresses: every ipBlock here leaves them out
+        address = ipaddress.ip_address(labels["ip"])
+        block = rule_peer["ipBlock"]
+        return (address in ipaddress.ip_network(block["cidr"])
+                and not any(address in ipaddress.ip_network(e) for e in block.get("except", [])))
+    if namespace == "ip":
+        return False
+    if "namespaceSelector" in rule_peer:
+        if not matches(rule_peer["namespaceSelector"], {"kubernetes.io/metadata.name": namespace}):
+            return False
+    elif namespace != NAMESPACE:
+        return False
+    return matches(rule_peer.get("podSelector", {}), labels)
+
+
+def port_matches(rule: dict[str, Any], port: int, protocol: str) -> bool:
+    ports = rule.get("ports")
+    return not ports or any(p.get("protocol", "TCP") == protocol and p.get("port") in (None, port) for p in ports)
+
+
+def allows(policies: list[dict[str, Any]], pod: dict[str, str], direction: str, peer: Peer, port: int,
+           protocol: str) -> bool:
+    kind, side = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    selecting = [p for p in policies if matches(p["spec"]["podSelector"], pod)
+                 and direction in p["spec"].get("policyTypes", ["Ingress"])]
+    if not selecting:
+        return True
+    return any(port_matches(rule, port, protocol)
+               and (side not in rule or any(peer_matches(q, peer) for q in rule[side]))
+               for policy in selecting for rule in policy["spec"].get(kind, []))
+
+
+def connection_allowed(docs: list[dict[str, Any]], source: Peer, target: Peer, port: int,
+                       protocol: str = "TCP") -> bool:
+    policies = of_kind(docs, "NetworkPolicy")
+    allowed = True
+    if source[0] == NAMESPACE:
+        allowed &= allows(policies, source[1], "Egress", target, port, protocol)
+    if target[0] == NAMESPACE:
+        allowed &= allows(policies, target[1], "Ingress", source, port, protocol)
+    return allowed
+
+
+def phobos_pods(docs: list[dict[str, Any]]) -> dict[str, Peer]:
+    return {w["metadata"]["name"]: (NAMESPACE, w["spec"]["template"]["metadata"]["labels"]) for w in workloads(docs)}
+
+
+# (source, target, port, protocol): allowed? Names are pods of the overlay or OUTSIDE's.
+EXPECTED_CONNECTIONS = [
+    ("phobos-worker", "phobos-redis", 6379, "TCP", True),
+    ("phobos-slack", "phobos-redis", 6379, "TCP", True),
+    ("phobos-discord", "phobos-redis", 6379, "TCP", True),
+    ("keda-operator", "phobos-redis", 6379, "TCP", True),
+    ("pod in default", "phobos-redis", 6379, "TCP", False),
+    ("prometheus", "phobos-redis", 6379, "TCP", False),
+    ("phobos-redis", "public 93.184.215.14", 443, "TCP", False),
+    ("phobos-redis", "kube-dns", 53, "UDP", False),
+    ("phobos-worker", "kube-dns", 53, "UDP", True),
+    ("phobos-worker", "public 93.184.215.14", 443, "TCP", True),
+    ("phobos-worker", "public 93.184.215.14", 80, "TCP", True),
+    ("phobos-worker", "public 93.184.215.14", 22, "TCP", False),
+    ("phobos-worker", "vllm (labelled)", 8000, "TCP", True),
+    ("phobos-worker", "metadata 169.254.169.254", 80, "TCP", False),
+    ("phobos-worker", "private 10.0.0.5", 443, "TCP", False),
+    ("phobos-worker", "private 192.168.1.10", 80, "TCP", False),
+    ("phobos-worker", "private 172.20.0.1", 443, "TCP", False),
+    ("phobos-worker", "phobos-slack", 9100, "TCP", False),
+    ("phobos-slack", "kube-dns", 53, "UDP", True),
+    ("phobos-slack", "public 93.184.215.14", 443, "TCP", True),
+    ("phobos-slack", "public 93.184.215.14", 80, "TCP", False),
+    ("phobos-discord", "public 93.184.215.14", 443, "TCP", True),
+    ("phobos-slack", "metadata 169.254.169.254", 80, "TCP", False),
+    ("phobos-discord", "private 10.0.0.5", 443, "TCP", False),
+    ("phobos-slack", "vllm (labelled)", 8000, "TCP", False),
+    ("phobos-slack", "phobos-worker", 9100, "TCP", False),
+    ("prometheus", "phobos-worker", 9100, "TCP", True),
+    ("prometheus", "phobos-slack", 9100, "TCP", True),
+    ("prometheus", "phobos-worker", 8080, "TCP", False),
+    ("pod in default", "phobos-worker", 9100, "TCP", False),
+    ("phobos-worker", "external redis 192.0.2.10", 6379, "TCP", False),
+]
+EXTERNAL_REDIS_CONNECTIONS = [
+    ("phobos-worker", "external redis 192.0.2.10", 6379, "TCP", True),
+    ("phobos-slack", "external redis 192.0.2.10", 6379, "TCP", True),
+    ("phobos-discord", "external redis 192.0.2.10", 6379, "TCP", True),
+    ("phobos-worker", "external redis 192.0.2.10", 6380, "TCP", False),
+]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=OVERLAY_IDS)
+def test_network_policies_let_only_the_expected_connections_through(overlay: str) -> None:
+    docs = rendered(overlay)
+    (deny,) = [p for p in of_kind(docs, "NetworkPolicy") if p["spec"]["podSelector"] == {}]
+    assert deny["spec"]["policyTypes"] == ["Ingress", "Egress"] and not {"ingress", "egress"} & set(deny["spec"])
+    peers = {**OUTSIDE, **phobos_pods(docs)}
+    expected = EXPECTED_CONNECTIONS
+    if overlay == "external-redis":
+        expected = [e for e in expected if "phobos-redis" not in e[:2] and "external redis" not in e[1]]
+        expected += EXTERNAL_REDIS_CONNECTIONS
+    table, wrong = [], []
+    for source, target, port, protocol, allowed in expected:
+        actual = connection_allowed(docs, peers[source], peers[target], port, protocol)
+        table.append(f"{source:>16} -> {target:<26} {port:>5}/{protocol}  {'allowed' if actual else 'denied'}")
+        if actual != allowed:
+            wrong.append(table[-1])
+    print(f"\n{overlay}:\n" + "\n".join(table))
+    assert not wrong, "\n".join(wrong)
+    # Every Phobos pod is selected by a policy for both directions (the default deny, at least).
+    for name, (_, labels) in phobos_pods(docs).items():
+        for direction in ("Ingress", "Egress"):
+            assert any(matches(p["spec"]["podSelector"], labels) and direction in p["spec"]["policyTypes"]
+                       for p in of_kind(docs, "NetworkPolicy")), (name, direction)
+
+
+def test_public_internet_rules_leave_out_every_non_public_range() -> None:
+    for policy in of_kind(rendered("cpu"), "NetworkPolicy"):
+        for rule in policy["spec"].get("egress", []):
+            for peer in rule.get("to", []):
+                if peer.get("ipBlock", {}).get("cidr") == "0.0.0.0/0":
+                    left_out = [ipaddress.ip_network(e) for e in peer["ipBlock"]["except"]]
+                    for network in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+                                    "169.254.0.0/16", "127.0.0.0/8", "0.0.0.0/8"):
+                        assert ipaddress.ip_network(network) in left_out, (policy["metadata"]["name"], network)
+                    assert {p["port"] for p in rule["ports"]} <= {80, 443}
