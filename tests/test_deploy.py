@@ -439,8 +439,9 @@ def test_phobos_images_are_pinned_by_a_digest_the_overlay_must_set(overlay: str)
     """Our own images' digests are not known here: each overlay carries an all-zero placeholder that
     pulls nothing, so a deployment that forgets to set it fails instead of running a moving tag."""
     text = (DEPLOY / "k8s" / "overlays" / overlay / "kustomization.yaml").read_text()
-    base = (DEPLOY / "k8s" / "overlays" / "cpu" / "kustomization.yaml").read_text() if "images:" not in text else text
-    assert "REQUIRED" in base and "digest: sha256:" + "0" * 64 in base
+    if "images:" not in text:  # external-redis takes its images from ../cpu
+        text = (DEPLOY / "k8s" / "overlays" / "cpu" / "kustomization.yaml").read_text()
+    assert "REQUIRED" in text and "digest: sha256:" + "0" * 64 in text
     images = {c["image"] for w in workloads(rendered(overlay)) for c in w["spec"]["template"]["spec"]["containers"]}
     assert all(DIGEST.search(image) for image in images), images
 
@@ -710,3 +711,36 @@ def test_public_internet_rules_leave_out_every_non_public_range() -> None:
                                     "169.254.0.0/16", "127.0.0.0/8", "0.0.0.0/8"):
                         assert ipaddress.ip_network(network) in left_out, (policy["metadata"]["name"], network)
                     assert {p["port"] for p in rule["ports"]} <= {80, 443}
+
+
+def can_unshare_mounts() -> bool:
+    try:
+        return subprocess.run(["unshare", "-m", "true"], capture_output=True, timeout=30).returncode == 0
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not can_unshare_mounts(), reason="needs `unshare -m` (root or CAP_SYS_ADMIN)")
+def test_phobos_ingests_on_a_read_only_root_filesystem(tmp_path: Path) -> None:
+    """What readOnlyRootFilesystem and compose's read_only give a container: the root filesystem read-only,
+    one fresh tmpfs for scratch files (TMPDIR), state and the hub cache (the images' /tmp and /data).
+    Ingesting the sample reads it in the sandboxed child, embeds it and stores it in a password-protected
+    Redis. The tmpfs is not mounted on /tmp itself, which may hold this checkout."""
+    password = secrets.token_hex(16)
+    port = free_port()
+    server = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--requirepass", password,
+              "--dir", str(tmp_path), "--save", ""]
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    sample = ROOT / "phobos" / "samples" / "phobos-handbook.pdf"
+    script = (f"mount -o remount,bind,ro / && mount -t tmpfs -o size=1g tmpfs {scratch} && "
+              "if touch /probe-of-a-read-only-root 2>/dev/null; then echo 'root is writable'; exit 3; fi && "
+              f'exec "$0" -m phobos ingest {sample}')
+    env = {**os.environ, "REDIS_URL": f"redis://:{password}@127.0.0.1:{port}/0", "TMPDIR": str(scratch),
+           "PHOBOS_STATE_DIR": str(scratch / "state"), "HF_HOME": str(scratch / "hf"), "PHOBOS_LOG_LEVEL": "WARNING"}
+    with running_redis(server, tmp_path):
+        result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, sys.executable],
+                                capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Indexed phobos-handbook.pdf" in result.stdout + result.stderr
+    assert password not in result.stdout + result.stderr
