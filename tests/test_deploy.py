@@ -23,6 +23,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Iterator
 from functools import cache
@@ -44,6 +45,7 @@ from phobos.redis_server import redis_server_binary
 from phobos.runtime import masked_url
 from phobos.settings import Settings
 from telemetry import metrics
+from workers.heartbeat import live_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -721,13 +723,15 @@ def can_unshare_mounts() -> bool:
 
 
 @pytest.mark.skipif(not can_unshare_mounts(), reason="needs `unshare -m` (root or CAP_SYS_ADMIN)")
-def test_phobos_ingests_on_a_read_only_root_filesystem(tmp_path: Path) -> None:
+def test_phobos_ingests_and_answers_on_a_read_only_root_filesystem(tmp_path: Path) -> None:
     """What readOnlyRootFilesystem and compose's read_only give a container: the root filesystem read-only,
     one fresh tmpfs for scratch files (TMPDIR), state and the hub cache (the images' /tmp and /data).
-    Ingesting the sample reads it in the sandboxed child, embeds it and stores it in a password-protected
-    Redis. The tmpfs is not mounted on /tmp itself, which may hold this checkout."""
+    There, `phobos ingest` reads the sample in its sandboxed child, embeds it and stores it in a
+    password-protected Redis, and a worker answers a question about it. The tmpfs is not mounted on
+    /tmp itself, which may hold this checkout."""
     password = secrets.token_hex(16)
     port = free_port()
+    url = f"redis://:{password}@127.0.0.1:{port}/0"
     server = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--requirepass", password,
               "--dir", str(tmp_path), "--save", ""]
     scratch = tmp_path / "scratch"
@@ -735,12 +739,33 @@ def test_phobos_ingests_on_a_read_only_root_filesystem(tmp_path: Path) -> None:
     sample = ROOT / "phobos" / "samples" / "phobos-handbook.pdf"
     script = (f"mount -o remount,bind,ro / && mount -t tmpfs -o size=1g tmpfs {scratch} && "
               "if touch /probe-of-a-read-only-root 2>/dev/null; then echo 'root is writable'; exit 3; fi && "
-              f'exec "$0" -m phobos ingest {sample}')
-    env = {**os.environ, "REDIS_URL": f"redis://:{password}@127.0.0.1:{port}/0", "TMPDIR": str(scratch),
-           "PHOBOS_STATE_DIR": str(scratch / "state"), "HF_HOME": str(scratch / "hf"), "PHOBOS_LOG_LEVEL": "WARNING"}
+              f'"$0" -m phobos ingest {sample} && exec "$0" -m phobos worker --models extractive')
+    env = {**os.environ, "REDIS_URL": url, "TMPDIR": str(scratch), "PHOBOS_STATE_DIR": str(scratch / "state"),
+           "HF_HOME": str(scratch / "hf"), "PHOBOS_LOG_LEVEL": "INFO"}
     with running_redis(server, tmp_path):
-        result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, sys.executable],
-                                capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Indexed phobos-handbook.pdf" in result.stdout + result.stderr
-    assert password not in result.stdout + result.stderr
+        # unshare and sh exec: the process is the worker, and terminate() reaches it.
+        worker = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script, sys.executable],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env)
+        try:
+            assert worker.stdout is not None
+            output = []
+            for line in worker.stdout:  # EOF if the ingest or the worker fails
+                output.append(line)
+                if " ready; serving extractive" in line:
+                    break
+            else:
+                raise AssertionError("".join(output))
+            assert any("Indexed phobos-handbook.pdf" in line for line in output), "".join(output)
+            client = redis_client(url, RedisOptions())
+            deadline = time.monotonic() + 60  # its first heartbeat follows the log line
+            while not live_workers(client) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            ask = subprocess.run([sys.executable, "-m", "phobos", "ask", "--model", "extractive",
+                                  "Which command starts Phobos?"], capture_output=True, text=True, timeout=300,
+                                 cwd=ROOT, env={**env, "PHOBOS_LOG_LEVEL": "WARNING"})
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
+    assert ask.returncode == 0, ask.stdout + ask.stderr
+    assert "phobos-handbook.pdf" in ask.stdout  # the answer cites the document
+    assert worker.returncode == 0 and password not in "".join(output) + ask.stdout + ask.stderr
