@@ -455,7 +455,8 @@ def compose_services() -> dict[str, Any]:
 def test_compose_gives_each_service_only_the_secrets_its_role_uses(tmp_path: Path) -> None:
     """Whatever .env holds (here: every secret), each service ends up with its own role's secrets only."""
     env_file = {name: f"<{name}>" for name in secret_settings()}
-    file_secrets = {"HF_TOKEN": "hf_token"}  # reach their roles as files in /run/secrets, not as env
+    # Reach their roles as files in /run/secrets, not as env (the entry point builds REDIS_URL).
+    file_secrets = {"HF_TOKEN": "hf_token", "REDIS_URL": "redis_password"}
     for name, service in compose_services().items():
         secrets_given = set(service.get("secrets", []))
         environment = {k: str(v) for k, v in service.get("environment", {}).items()}
@@ -472,7 +473,8 @@ def test_compose_gives_each_service_only_the_secrets_its_role_uses(tmp_path: Pat
         assert held == SECRETS_BY_ROLE[role], (name, held)
         if "hf_token" in secrets_given:
             assert env["HF_TOKEN_FILE"] == "/run/secrets/hf_token"
-        assert env["REDIS_URL"].startswith("redis://:${REDIS_PASSWORD:?") and env["REDIS_PASSWORD"] == ""
+        assert env["REDIS_URL"] == env["REDIS_PASSWORD"] == ""  # not in `docker inspect`
+        assert "/run/secrets/redis_password" in service["entrypoint"][2]
     vllm = compose_services()["vllm"]
     assert vllm["environment"]["HF_TOKEN_PATH"] == "/run/secrets/hf_token" and "HF_TOKEN" not in vllm["environment"]
 
@@ -489,32 +491,43 @@ def test_compose_containers_are_read_only_without_capabilities_and_limited() -> 
             assert DIGEST.search(service["image"]), name
 
 
-def test_compose_redis_command_requires_the_password_from_its_secret_file(tmp_path: Path) -> None:
-    """The compose Redis command line and healthcheck, run as written (sh -c) on a real redis-server."""
-    redis_service = compose_services()["redis"]
+def test_compose_redis_and_phobos_take_the_password_from_its_secret_file(tmp_path: Path) -> None:
+    """Compose's Redis command line and healthcheck, and the Phobos entry point, run as written (sh -c) on a
+    real redis-server: Redis refuses clients without the password (and refuses to start without one);
+    `phobos status` through the entry point connects and prints the password as ***."""
+    services = compose_services()
     password = secrets.token_hex(16)
     secret_file = tmp_path / "redis_password"
-    secret_file.write_text(password)
     port = free_port()
     binary = Path(redis_server_binary())
 
-    def local(script: str) -> str:  # compose's $$ is a literal $; the secret file and binaries are local
+    def local(script: str) -> str:  # compose's $$ is a literal $; the secret file, binaries and Redis are local
         return (script.replace("$$", "$").replace("/run/secrets/redis_password", str(secret_file))
-                .replace("redis-server", str(binary)).replace("redis-cli", f"{binary.parent / 'redis-cli'} -p {port}"))
+                .replace("redis-server", str(binary)).replace("redis-cli", f"{binary.parent / 'redis-cli'} -p {port}")
+                .replace("@redis:6379", f"@127.0.0.1:{port}")
+                .replace("exec phobos", f"exec {sys.executable} -m phobos"))
 
-    shell, flag, script = redis_service["command"]
+    shell, flag, script = services["redis"]["command"]
     command = [shell, flag, local(script) + f" --port {port} --bind 127.0.0.1 --dir {tmp_path}"]
+    secret_file.write_text("")  # REDIS_PASSWORD unset: compose makes an empty secret
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert refused.returncode != 0 and "set REDIS_PASSWORD" in refused.stderr
+    secret_file.write_text(password)
     with running_redis(command, tmp_path):
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(port=port).ping()
-        url = compose_services()["worker"]["environment"]["REDIS_URL"]
-        url = re.sub(r"\$\{REDIS_PASSWORD:\?[^}]*\}", password, url).replace("redis:6379", f"127.0.0.1:{port}")
-        assert redis_client(url, RedisOptions()).ping()
-        (kind, check) = redis_service["healthcheck"]["test"]
+        (kind, check) = services["redis"]["healthcheck"]["test"]
         assert kind == "CMD-SHELL"
         assert subprocess.run(["sh", "-c", local(check)], timeout=30).returncode == 0
         wrong = local(check).replace(str(secret_file), str(tmp_path / "missing"))
         assert subprocess.run(["sh", "-c", wrong], capture_output=True, timeout=30).returncode != 0
+        shell, flag, script, name = services["worker"]["entrypoint"]
+        status = subprocess.run([shell, flag, local(script), name, "status"], capture_output=True, text=True,
+                                timeout=120, cwd=tmp_path, env={**os.environ, "REDIS_URL": "",
+                                                                 "PHOBOS_STATE_DIR": str(tmp_path / "state")})
+    assert status.returncode == 0, status.stderr
+    assert f"Redis: redis://:***@127.0.0.1:{port}/0" in status.stdout
+    assert password not in status.stdout + status.stderr
 
 
 def test_kubernetes_redis_requires_the_password_and_phobos_keeps_it_secret(
