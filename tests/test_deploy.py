@@ -157,9 +157,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_redis(command: list[str], directory: Path) -> Iterator[None]:
+def running_redis(command: list[str], directory: Path, env: dict[str, str] | None = None) -> Iterator[None]:
     """Run a deployed Redis command line on the local redis-server until it accepts connections."""
-    server = subprocess.Popen(command, cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(command, cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=env)
     try:
         assert server.stdout is not None
         log = []
@@ -311,8 +312,8 @@ def test_workers_and_adapters_are_deployed_as_the_queue_needs(overlay: str) -> N
                    == "REDIS_URL" for d in of_kind(docs, "Deployment"))
     else:
         (statefulset,) = redis
-        args = statefulset["spec"]["template"]["spec"]["containers"][0]["args"]
-        assert args[args.index("--appendonly") + 1] == "yes" and statefulset["spec"]["volumeClaimTemplates"]
+        script = statefulset["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+        assert "--appendonly yes" in script and statefulset["spec"]["volumeClaimTemplates"]
 
 
 def test_gpu_workers_request_a_gpu() -> None:
@@ -540,11 +541,15 @@ def test_kubernetes_redis_requires_the_password_and_phobos_keeps_it_secret(
     (statefulset,) = of_kind(docs, "StatefulSet")
     (container,) = statefulset["spec"]["template"]["spec"]["containers"]
     env = resolved_env(container, secret)
-    args = [expand(arg, env) for arg in container["args"]]
-    args[args.index("--dir") + 1] = str(tmp_path)
     port = free_port()
     binary = Path(redis_server_binary())
-    with running_redis([str(binary), *args, "--port", str(port), "--bind", "127.0.0.1"], tmp_path):
+    shell, flag, script = container["command"]
+    script = script.replace("redis-server", str(binary)).replace("/data", str(tmp_path))
+    command = [shell, flag, script + f" --port {port} --bind 127.0.0.1"]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=30, cwd=tmp_path,
+                             env={**os.environ, "REDIS_PASSWORD": ""})  # an empty key in the Secret
+    assert refused.returncode != 0 and "no REDIS_PASSWORD" in refused.stderr
+    with running_redis(command, tmp_path, env={**os.environ, **env}):
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(port=port).ping()
         probe = container["readinessProbe"]["exec"]["command"]
