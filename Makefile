@@ -5,13 +5,21 @@ TORCH_VERSION ?= 2.13.0
 PY          := $(VENV)/bin/python
 PHOBOS      := $(VENV)/bin/phobos
 STAMP       := $(VENV)/.phobos-installed
+# checkov, the policy tool tests/test_deploy.py runs, pins old packaging, networkx, dateutil, ...:
+# a virtualenv of its own keeps them out of Phobos's.
+CHECKOV     := $(VENV)-checkov/bin/checkov
+CHECKOV_VERSION ?= 3.3.30
 SAMPLE_PDF  := phobos/samples/phobos-handbook.pdf
 # Portable llama.cpp build (no -march=native), so one cached wheel serves every x86-64 machine.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
 .PHONY: install run test lint bench eval-docs clean
 
-install: $(STAMP)
+install: $(STAMP) $(CHECKOV)
+
+$(CHECKOV):
+	$(PYTHON) -m venv $(VENV)-checkov
+	$(VENV)-checkov/bin/python -m pip install -q "checkov==$(CHECKOV_VERSION)"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,4 +55,4 @@ eval-docs: install
 clean:
 	# The embedded Redis outlives every command (README: Settings); stop it before its files go.
 	-test -x $(PHOBOS) && $(PHOBOS) redis stop
-	rm -rf $(VENV) .phobos .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV)-checkov .phobos .pytest_cache .mypy_cache .ruff_cache
