@@ -15,7 +15,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
 .PHONY: install run test lint bench eval-docs clean
 
-install: $(STAMP) $(CHECKOV)
+install: $(STAMP)
 
 $(CHECKOV):
 	$(PYTHON) -m venv $(VENV)-checkov
@@ -35,7 +35,8 @@ run: install
 	@$(PHOBOS) ingest $(SAMPLE_PDF)
 	@$(PHOBOS) up
 
-test: install
+# checkov only for the tests: `make run` does not need it.
+test: install $(CHECKOV)
 	@$(PY) -c "from phobos.redis_server import redis_server_binary as b; import os, sys; p = b(); \
 	  sys.exit(0 if os.access(p, os.X_OK) else 'no redis-server binary: apt-get install redis-server')"
 	$(PY) -m pytest -q
