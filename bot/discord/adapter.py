@@ -46,6 +46,7 @@ from bot.discord.settings import DiscordSettings, intents, invite_url, point_at
 from bot.pipeline import ReplyRouter
 from core.formats import ACCEPTED
 from core.scope import Scope
+from core.text_safety import normalise_question
 from jobs.client import JobClient
 from jobs.heartbeats import live_heartbeats
 from jobs.interactions import BAD, AsyncRatings
@@ -215,6 +216,7 @@ class DiscordAdapter(discord.Client):
         return board
 
     async def _ask(self, message: discord.Message, question: str, after: IngestBoard | None) -> None:
+        question = normalise_question(question)  # it also names the thread
         with contextlib.suppress(discord.HTTPException):
             await message.channel.typing()  # shows at once; the answer message follows
         if after is not None:
