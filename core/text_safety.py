@@ -2,8 +2,9 @@
 
 - A question (:func:`normalise_question`): invalid UTF-8 becomes U+FFFD (a command line or a pipe hands
   Python undecodable bytes as lone surrogates, which the embedder's tokenizer refuses with a TypeError);
-  control characters other than line breaks and tabs, and the bidirectional overrides and isolates that
-  make text read differently from how it is stored, are removed. What is left empty is no question:
+  terminal escape sequences, control characters other than line breaks and tabs, and the bidirectional
+  overrides and isolates that make text read differently from how it is stored, are removed. What is
+  left empty is no question:
   the caller answers :data:`EMPTY_QUESTION_HINT` instead of queueing it. Console, Slack, Discord and
   the CLI's ``ask``/``search`` call it, the queue (jobs/client.py) before admission and the worker before
   embedding.
@@ -24,6 +25,8 @@ EMPTY_QUESTION_HINT = ("That question is empty (nothing is left once control cha
                        "Ask something about the documents shared here, for example "
                        "\"What does the handbook say about backups?\"")
 _SURROGATES = re.compile("[\ud800-\udfff]")
+# A terminal escape sequence as a whole (CSI "\x1b[31m", OSC "\x1b]0;title\x07"), so no "[31m" is left behind.
+_TERMINAL_SEQUENCE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?")
 _REMOVED_FROM_QUESTIONS = re.compile(f"[\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f{BIDI_CONTROLS}]")
 _ESCAPED_IN_NAMES = re.compile(f"[\\x00-\\x1f\\x7f-\\x9f{BIDI_CONTROLS}\ud800-\udfff]")
 
@@ -32,7 +35,7 @@ def normalise_question(text: str | bytes) -> str:
     """``text`` as valid Unicode, without control or bidi characters, stripped; "" when nothing is left."""
     text = valid_unicode(text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return _REMOVED_FROM_QUESTIONS.sub("", text).strip()
+    return _REMOVED_FROM_QUESTIONS.sub("", _TERMINAL_SEQUENCE.sub("", text)).strip()
 
 
 def valid_unicode(text: str | bytes) -> str:

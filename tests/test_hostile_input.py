@@ -71,7 +71,9 @@ def with_content_type(data: bytes, part_name: str, content_type: str) -> bytes:
 
 
 def document_xml(data: bytes) -> str:
-    return zipfile.ZipFile(io.BytesIO(data)).read("word/document.xml").decode()
+    """The main part, its declaration in double quotes (python-docx writes single ones)."""
+    return zipfile.ZipFile(io.BytesIO(data)).read("word/document.xml").decode().replace(
+        "encoding='UTF-8'", 'encoding="UTF-8"')
 
 
 def with_dtd(xml: str) -> str:
@@ -100,7 +102,7 @@ def hostile_packages() -> dict[str, bytes]:
             "?>", '?><!DOCTYPE d [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>', 1).encode()}),
         "pptx slide in UTF-16": rewrite(pptx_with_slides(), {"ppt/slides/slide1.xml": with_dtd(
             zipfile.ZipFile(io.BytesIO(pptx_with_slides())).read("ppt/slides/slide1.xml").decode()).replace(
-            'encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-16")}),
+            "encoding='UTF-8'", "encoding='UTF-16'").encode("utf-16")}),
     }
 
 
@@ -197,7 +199,8 @@ def test_ask_refuses_an_empty_question_with_a_hint(cli_env: dict[str, str]) -> N
     ("caf\udcff?", "caf\ufffd?"),  # a byte smuggled in by surrogateescape
     ("\ud800 lone", "\ufffd lone"),  # a surrogate from JSON
     (b"caf\xff?", "caf\ufffd?"),
-    ("  \x1b[31mred\x1b[0m \u202etxt.exe\u202c  ", "[31mred[0m txt.exe"),
+    ("  \x1b[31mred\x1b[0m \u202etxt.exe\u202c  ", "red txt.exe"),
+    ("\x1b]0;owned\x07title?", "title?"),
     ("line one\r\nline\ttwo", "line one\nline\ttwo"),
     ("\u2067\u200f\x00 ", ""),
     ("👩\u200d💻 ok", "👩\u200d💻 ok"),  # a joiner is not a control character
@@ -261,11 +264,12 @@ def test_a_worker_answers_a_question_with_invalid_utf8_queued_by_anyone(redis_se
         client = JobClient(connection, adapter_id="raw-asker")
         try:
             job = Job(id=f"test:{uuid.uuid4().hex}", kind=JobKind.ASK, scope=Scope("test", "w", "worker"),
-                      user="u", reply_to=client.reply_stream, text="When does the caf\udcff open?")
+                      user="u", reply_to=client.reply_stream, text="When does the caf\udcff open?", model="extractive")
             await client.start_listening()
             await admit(connection, job, client.limits)  # straight into the queue, past the client's rule
             async for event in client.replies():
                 if event.job_id == job.id and event.is_terminal:
+                    print(event.type, event.text)
                     return event.type
             raise AssertionError("no reply")
         finally:
@@ -299,15 +303,15 @@ def test_text_too_deep_to_read_is_reported_not_silently_dropped(redis_client, em
 
 def test_names_are_escaped_and_bidi_overrides_leave_document_text(redis_client, embedder) -> None:
     store = RedisDocumentStore(redis_client)
-    name = "esc\x1b[31mred\u202etxt.exe"
+    name = "esc\x1b[31mred\u202eexe.txt"
     result = ingest_document("The password is \u202edrowssap\u202c in reverse.\n".encode(), name, "test:w:names",
                              embedder, store, LIMITS)
     summary = result.summary()
     print(summary)
-    assert "\x1b" not in summary and "\u202e" not in summary and "esc\\x1b[31mred\\u202etxt.exe" in summary
+    assert "\x1b" not in summary and "\u202e" not in summary and "esc\\x1b[31mred\\u202eexe.txt" in summary
     (info,) = store.list_documents(["test:w:names"])
     assert info.file_name == escape_name(name)
     hits = RagEngine(embedder, store).retrieve("password", Scope("test", "w", "names"))
     assert hits and all("\u202e" not in hit.chunk.text and "\u202c" not in hit.chunk.text for hit in hits)
     # a document stored before names were escaped is still shown escaped
-    assert Citation(name, (1,)).label() == "esc\\x1b[31mred\\u202etxt.exe, p. 1"
+    assert Citation(name, (1,)).label() == "esc\\x1b[31mred\\u202eexe.txt, p. 1"
