@@ -4,10 +4,9 @@
   Python undecodable bytes as lone surrogates, which the embedder's tokenizer refuses with a TypeError);
   terminal escape sequences, control characters other than line breaks and tabs, and the bidirectional
   overrides and isolates that make text read differently from how it is stored, are removed. What is
-  left empty is no question:
-  the caller answers :data:`EMPTY_QUESTION_HINT` instead of queueing it. Console, Slack, Discord and
-  the CLI's ``ask``/``search`` call it, the queue (jobs/client.py) before admission and the worker before
-  embedding.
+  left empty is no question: the caller answers :data:`EMPTY_QUESTION_HINT` instead of queueing it.
+  Console, Slack, Discord and the CLI's ``ask``/``search`` call it, the queue (jobs/client.py) before
+  admission and the worker before embedding.
 - A name (:func:`escape_name`): a file name or title is shown with its control, bidi and unpaired
   surrogate characters escaped (``\\x1b``, ``\\u202e``), so a name cannot repaint a terminal or reverse
   the text after it, and the person still sees that the name holds them.

@@ -28,6 +28,7 @@ from jobs.interactions import AsyncRatings
 from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
 from phobos import runtime
 from phobos.adapters import configured_adapters
+from phobos.child_env import environment_for
 from phobos.settings import Settings
 from telemetry import logs
 from workers.heartbeat import live_models, live_workers
@@ -238,7 +239,7 @@ def _start_child(command: str, url: str, settings: Settings, port_offset: int,
                  log_dir: Path | None) -> subprocess.Popen[bytes]:
     """`phobos COMMAND` as a child: the same Redis, the next metrics port, its output to log_dir when given."""
     port = settings.metrics_port + port_offset if settings.metrics_port else 0
-    env = {**os.environ, "REDIS_URL": url, "PHOBOS_METRICS_PORT": str(port)}
+    env = environment_for(command, {"REDIS_URL": url, "PHOBOS_METRICS_PORT": str(port)})  # its role's secrets only
     output = None
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)

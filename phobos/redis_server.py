@@ -19,6 +19,8 @@ from pathlib import Path
 
 import redis
 
+from core.child_process import allowed_environment
+
 STARTUP_TIMEOUT_S = 20.0
 MAX_SOCKET_PATH_CHARS = 100  # unix socket paths are limited to ~107 bytes
 
@@ -85,7 +87,7 @@ class EmbeddedRedis:
             ]
             # A new session, so Ctrl-C in the terminal reaches Phobos, which then shuts Redis down cleanly.
             self._process = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL,
-                                             stderr=subprocess.DEVNULL)
+                                             stderr=subprocess.DEVNULL, env=allowed_environment())  # no secret
             deadline = time.monotonic() + STARTUP_TIMEOUT_S
             while time.monotonic() < deadline:
                 if self._process.poll() is not None:

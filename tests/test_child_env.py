@@ -100,3 +100,22 @@ def test_the_child_environment_is_an_allow_list(secrets_in_env: dict[str, str]) 
     env = allowed_environment({"EXTRA": "1"})
     assert env["EXTRA"] == "1" and "PATH" in env
     assert not set(secrets_in_env) & set(env)
+
+
+@pytest.mark.parametrize(("role", "kept"), [
+    ("worker", {"HF_TOKEN", "OPENAI_API_KEY", "REDIS_URL"}),
+    ("slack", {"SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "REDIS_URL"}),
+    ("discord", {"DISCORD_TOKEN", "REDIS_URL"}),
+    ("console", {"REDIS_URL"}),
+    ("anything-else", set()),
+])
+def test_each_child_of_phobos_up_gets_only_its_roles_secrets(secrets_in_env: dict[str, str], role: str,
+                                                             kept: set[str]) -> None:
+    from phobos.child_env import environment_for, secret_names
+
+    assert set(SECRETS) <= secret_names()
+    env = environment_for(role, {"PHOBOS_METRICS_PORT": "0"})
+    print(f"{role}: secrets kept {sorted(set(SECRETS) & set(env))}")
+    assert set(SECRETS) & set(env) == kept
+    assert env["PHOBOS_METRICS_PORT"] == "0" and env["PATH"] == os.environ["PATH"]
+
