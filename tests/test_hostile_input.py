@@ -315,3 +315,10 @@ def test_names_are_escaped_and_bidi_overrides_leave_document_text(redis_client, 
     assert hits and all("\u202e" not in hit.chunk.text and "\u202c" not in hit.chunk.text for hit in hits)
     # a document stored before names were escaped is still shown escaped
     assert Citation(name, (1,)).label() == "esc\\x1b[31mred\\u202eexe.txt, p. 1"
+
+
+def test_a_slack_file_name_is_escaped_where_the_adapter_first_sees_it() -> None:
+    from bot.slack.files import SharedFile
+
+    shared = SharedFile.from_event({"id": "F1", "name": "report\x1b[8m\u202efdp.pdf", "filetype": "pdf"})
+    assert shared.name == "report\\x1b[8m\\u202efdp.pdf" and shared.is_pdf
