@@ -88,23 +88,26 @@ class _Isolation:
     must not import, load libraries or take locks another thread might have held at the fork."""
 
     def __init__(self) -> None:
-        self.libc: Any = None
+        self.unshare: Any = None
+        self.prctl: Any = None
         self.program: _SockFprog | None = None
-        with contextlib.suppress(OSError):
-            self.libc = ctypes.CDLL(None, use_errno=True)
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            self.unshare, self.prctl = libc.unshare, libc.prctl  # looked up now: dlsym may take a lock
         arch = _ARCHES.get(platform.machine())
-        if self.libc is not None and arch is not None:
+        if self.prctl is not None and arch is not None:
             code = _socket_filter(*arch)
             self.filter = ctypes.create_string_buffer(code, len(code))  # kept: the program points into it
             self.program = _SockFprog(len(code) // _BPF_INSTRUCTION_BYTES, ctypes.addressof(self.filter))
+            self.program_ref = ctypes.byref(self.program)
 
     def apply(self, report_fd: int) -> None:
         """In the child, after fork: the network namespace (where allowed), then the filter; report which."""
         layers = []
-        if self.libc is not None and self.libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) == 0:
+        if self.unshare is not None and self.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) == 0:
             layers.append("netns")
-        if (self.program is not None and self.libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
-                and self.libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(self.program), 0, 0) == 0):
+        if (self.program is not None and self.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+                and self.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, self.program_ref, 0, 0) == 0):
             layers.insert(0, "seccomp")
         os.write(report_fd, "+".join(layers).encode("ascii"))
         os.close(report_fd)
