@@ -5,9 +5,11 @@ text and HTML files are read into parts (:mod:`core.office`, :mod:`core.textfile
 
 The parent (:class:`SandboxedPdf`) starts ``python -m core.pdf_sandbox``, writes the file's bytes to its
 stdin and reads one JSON object per line from its stdout, page by page, so a 3,500-page document
-streams through in flat memory. The child caps its own address space (RLIMIT_AS) and CPU time; the
-parent kills it at the wall-time limit. Whatever happens to the child, the parent raises
-:class:`~core.pdf.DocumentError` with a message for the person who shared the file.
+streams through in flat memory. The child starts with an allow-listed environment (no token, no API
+key) and no network (a seccomp filter, and a network namespace where the OS allows: core/child_process.py);
+it caps its own address space (RLIMIT_AS) and CPU time; the parent kills it at the wall-time limit.
+Whatever happens to the child, the parent raises :class:`~core.pdf.DocumentError` with a message for
+the person who shared the file.
 
 Child -> parent lines:
     {"type": "open", "pages": 120, "repaired": false, "ocr": true, "unit": "page", "title": "",
