@@ -8,6 +8,7 @@ When stdin is not a terminal, it answers each line in turn and exits at the end 
 from __future__ import annotations
 
 import asyncio
+import io
 import sys
 import uuid
 from pathlib import Path
@@ -17,7 +18,10 @@ from bot.commands import COMMANDS as TABLE
 from bot.commands import usage_lines
 from bot.pipeline import ReplyRouter
 from bot.render import format_sources
+from core.local_files import read_local_file
+from core.pdf import DocumentError
 from core.scope import Scope
+from core.text_safety import normalise_question
 from jobs.client import JobClient
 from jobs.interactions import BAD, GOOD, AsyncRatings
 from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
@@ -36,7 +40,8 @@ COMMANDS = {f"/{c.name}": c.kind for c in TABLE}
 
 class ConsoleAdapter:
     def __init__(self, client: JobClient, user: str = "console-user", scope: Scope = CONSOLE_SCOPE,
-                 out: TextIO = sys.stdout, answer_timeout_s: float = 600.0, ratings: AsyncRatings | None = None):
+                 out: TextIO = sys.stdout, answer_timeout_s: float = 600.0, ratings: AsyncRatings | None = None,
+                 max_upload_bytes: int = 50_000_000):
         self.client = client
         self.ratings = ratings or AsyncRatings(client.redis)
         self.last_answer: str | None = None  # the job id of the last answered question, for /good and /bad
@@ -44,9 +49,12 @@ class ConsoleAdapter:
         self.scope = scope
         self.out = out
         self.answer_timeout_s = answer_timeout_s
+        self.max_upload_bytes = max_upload_bytes
 
     async def run(self, lines: TextIO = sys.stdin) -> None:
         is_interactive = lines.isatty()
+        if isinstance(lines, io.TextIOWrapper):  # invalid UTF-8 typed or piped in is normalised, not fatal
+            lines.reconfigure(errors="surrogateescape")
         if is_interactive:
             self._print("Phobos console. Ask a question about the documents shared here; /help for commands.")
         loop = asyncio.get_running_loop()
@@ -62,7 +70,7 @@ class ConsoleAdapter:
             if line in ("/quit", "/exit"):
                 break
             if not is_interactive:
-                self._print(f"> {line}")
+                self._print(f"> {normalise_question(line)}")
             await self.handle_line(line)
 
     async def handle_line(self, line: str) -> ReplyEvent | None:
@@ -77,11 +85,15 @@ class ConsoleAdapter:
             await self._rate(RATINGS[command], argument)
             return None
         if command == "/upload":
-            path = Path(argument).expanduser()
-            if not argument or not path.is_file():
-                self._print(f"No file at '{argument}'. Usage: /upload PATH")
+            if not argument:
+                self._print("Usage: /upload PATH")
                 return None
-            blob = path.read_bytes()
+            path = Path(argument).expanduser()
+            try:
+                blob = read_local_file(path, self.max_upload_bytes)
+            except DocumentError as exc:
+                self._print(f"[!] {exc}")
+                return None
             job = self._job(JobKind.INGEST, file_name=path.name)
         elif command in COMMANDS:
             if command in ("/model", "/ask") and not argument:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from core.text_safety import escape_name
+
 
 @dataclass(frozen=True)
 class PageText:
@@ -67,11 +69,14 @@ class Citation:
         return cls(chunk.file_name, chunk.pages, chunk.location)
 
     def label(self) -> str:
+        """How a person sees the source; the name's control characters escaped (documents stored before
+        names were escaped at ingest still carry them)."""
+        name = escape_name(self.file_name)
         if self.location:
-            return f"{self.file_name}, {self.location}"
+            return f"{name}, {self.location}"
         if len(self.pages) == 1:
-            return f"{self.file_name}, p. {self.pages[0]}"
-        return f"{self.file_name}, pp. {self.pages[0]}-{self.pages[-1]}"
+            return f"{name}, p. {self.pages[0]}"
+        return f"{name}, pp. {self.pages[0]}-{self.pages[-1]}"
 
 
 @dataclass(frozen=True)

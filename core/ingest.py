@@ -27,6 +27,7 @@ from core.formats import detect_kind
 from core.index import DocumentStore
 from core.pdf import DocumentError
 from core.pdf_sandbox import ParseLimits, SandboxedPdf
+from core.text_safety import escape_name
 
 if TYPE_CHECKING:
     import numpy as np
@@ -133,6 +134,7 @@ def ingest_document(data: bytes, file_name: str, scope_key: str, embedder: Embed
     asked after each slice, ends the ingest with :class:`IngestInterrupted`.
     """
     report = progress or (lambda done, total, what: None)
+    file_name = escape_name(file_name)  # stored so: every surface (replies, /docs, sources) shows it escaped
     if len(data) > limits.max_bytes:
         raise DocumentError(f"{file_name} is {len(data) / 1e6:.1f} MB; the limit is "
                             f"{limits.max_bytes / 1e6:.0f} MB.")
@@ -222,6 +224,7 @@ def _notes(pdf: SandboxedPdf) -> tuple[str, ...]:
     if pdf.ocr_pages:
         notes.append(f"{len(pdf.ocr_pages)} scanned {'page was' if len(pdf.ocr_pages) == 1 else 'pages were'} "
                      f"read by text recognition (OCR): {_page_list(pdf.ocr_pages)}.")
+    notes.extend(pdf.dropped)
     if pdf.unreadable_pages:
         why = "" if pdf.has_ocr else " (scanned images; OCR is not installed here)"
         notes.append(f"No text could be read from {_page_list(pdf.unreadable_pages)}{why}.")

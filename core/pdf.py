@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from core.cleaning import RawPage, strip_running_lines
 from core.documents import PageText
+from core.text_safety import BIDI_CONTROLS
 
 if TYPE_CHECKING:
     import pymupdf
@@ -130,7 +131,7 @@ def no_text_message(file_name: str, ocr_available: bool = False) -> str:
 
 # A word broken at a line end: "retrie-\nval". Only before a lower-case letter, so "GC-\nBased" stays.
 _HYPHEN_BREAK = re.compile(r"(\w)[-\u00ad][ \t]*\n[ \t]*([a-z])")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\u00ad\ufffe\uffff]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\u00ad\ufffe\uffff" + BIDI_CONTROLS + "]")
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _LINE_BREAK = re.compile(r"\s*\n\s*")
 

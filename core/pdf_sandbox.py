@@ -5,12 +5,15 @@ text and HTML files are read into parts (:mod:`core.office`, :mod:`core.textfile
 
 The parent (:class:`SandboxedPdf`) starts ``python -m core.pdf_sandbox``, writes the file's bytes to its
 stdin and reads one JSON object per line from its stdout, page by page, so a 3,500-page document
-streams through in flat memory. The child caps its own address space (RLIMIT_AS) and CPU time; the
-parent kills it at the wall-time limit. Whatever happens to the child, the parent raises
-:class:`~core.pdf.DocumentError` with a message for the person who shared the file.
+streams through in flat memory. The child starts with an allow-listed environment (no token, no API
+key) and no network (a seccomp filter, and a network namespace where the OS allows: core/child_process.py);
+it caps its own address space (RLIMIT_AS) and CPU time; the parent kills it at the wall-time limit.
+Whatever happens to the child, the parent raises :class:`~core.pdf.DocumentError` with a message for
+the person who shared the file.
 
 Child -> parent lines:
-    {"type": "open", "pages": 120, "repaired": false, "ocr": true, "unit": "page", "title": ""}
+    {"type": "open", "pages": 120, "repaired": false, "ocr": true, "unit": "page", "title": "",
+     "dropped": ["Text nested more than 2,048 elements deep could not be read and was not indexed."]}
     {"type": "page", "number": 1, "text": "...", "ocr": false, "label": "", "sections": [[0, "Title > 1 Intro"]]}
                                                                   (one per page, in order)
     {"type": "done"}
@@ -34,8 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from core.child_process import NO_ISOLATION, start_isolated
 from core.documents import PageText
 from core.pdf import DocumentError, PageReadError, no_text_message
+from core.text_safety import escape_name
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +79,16 @@ class SandboxedPdf:
     has_ocr: bool = False
     ocr_pages: list[int] = field(default_factory=list)
     unreadable_pages: list[int] = field(default_factory=list)  # no text layer and no OCR result
+    dropped: list[str] = field(default_factory=list)  # what the reader could not take in, one sentence each
+    network_isolation: str = ""  # how the reader is kept off the network: "seccomp+netns", "seccomp", ... "none"
 
     def __post_init__(self) -> None:
         self._timed_out = threading.Event()
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         # Two malloc arenas, not one per thread: onnxruntime's threads would otherwise reserve address space
         # that counts against the child's limit without ever being used.
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-               "MALLOC_ARENA_MAX": "2"}
+        # The child gets no secret and no network (core/child_process.py): it reads untrusted bytes.
+        env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), "MALLOC_ARENA_MAX": "2"}
         config = json.dumps({"file_name": self.file_name, "max_pages": self.limits.max_pages,
                              "max_memory_mb": self.limits.max_memory_mb, "timeout_s": self.limits.timeout_s,
                              "ocr_page_s": self.limits.ocr_page_s,
@@ -89,9 +96,11 @@ class SandboxedPdf:
                              "ocr_engine": self.limits.ocr_engine,
                              "max_unpacked_bytes": self.limits.max_unpacked_bytes, "kind": self.kind,
                              "source_url": self.source_url})
-        self._process = subprocess.Popen([sys.executable, "-m", "core.pdf_sandbox", config],
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-                                         env=env, cwd=ROOT, start_new_session=True)
+        self._process, self.network_isolation = start_isolated(
+            [sys.executable, "-m", "core.pdf_sandbox", config], env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self._stderr, cwd=ROOT, start_new_session=True)
+        if self.network_isolation == NO_ISOLATION:
+            _warn_once_without_isolation()
         self.allowed_s = self.limits.timeout_s  # grows by ocr_page_s with each recognised page
         self._started = time.monotonic()
         self._timer = self._start_timer(self.allowed_s)
@@ -106,7 +115,8 @@ class SandboxedPdf:
         self.is_repaired = bool(header["repaired"])
         self.has_ocr = bool(header["ocr"])
         self.unit = str(header.get("unit", "page"))
-        self.title = str(header.get("title", ""))
+        self.title = escape_name(str(header.get("title", "")))
+        self.dropped = [str(note) for note in header.get("dropped", ())]
 
     def __enter__(self) -> SandboxedPdf:
         return self
@@ -201,6 +211,16 @@ class SandboxedPdf:
                 "The file is probably corrupt; try exporting or printing it to PDF again.")
 
 
+_warned_without_isolation = threading.Event()
+
+
+def _warn_once_without_isolation() -> None:
+    if not _warned_without_isolation.is_set():
+        _warned_without_isolation.set()
+        log.warning("this system refused both a seccomp filter and a network namespace, so the file reader can "
+                    "reach the network; it still holds no secret and runs under its memory and time limits")
+
+
 def read_pages(data: bytes, file_name: str, limits: ParseLimits) -> Iterator[PageText]:
     """Pages of ``data`` read in a sandboxed process; a shorthand when the report is not needed."""
     with SandboxedPdf(data, file_name, limits) as pdf:
@@ -267,6 +287,7 @@ def _read_other(config: dict[str, Any], kind: str, data: bytes) -> None:
     file_name = str(config["file_name"])
     title = ""
     unit = "section"
+    dropped: list[str] = []
     parts: list[PageText]
     if kind in ("docx", "pptx"):
         office.check_package(data, file_name, int(config["max_unpacked_bytes"]))
@@ -281,7 +302,7 @@ def _read_other(config: dict[str, Any], kind: str, data: bytes) -> None:
         elif kind == "md":
             parts = list(textfiles.markdown_parts(text))
         else:  # html: an upload cites its headings; a page fetched from a link cites its URL
-            markdown, title = textfiles.html_to_markdown(text)
+            markdown, title, dropped = textfiles.html_to_markdown(text)
             parts = list(textfiles.markdown_parts(markdown, str(config.get("source_url", ""))))
     del data
     max_chars = int(config["max_text_chars"])
@@ -291,7 +312,8 @@ def _read_other(config: dict[str, Any], kind: str, data: bytes) -> None:
     if not any(part.text for part in parts):
         _emit({"type": "error", "message": f"{file_name} has no text to index."})
         return
-    _emit({"type": "open", "pages": len(parts), "repaired": False, "ocr": False, "unit": unit, "title": title})
+    _emit({"type": "open", "pages": len(parts), "repaired": False, "ocr": False, "unit": unit, "title": title,
+           "dropped": dropped})
     for part in parts:
         _emit({"type": "page", "number": part.number, "text": part.text, "ocr": False, "label": part.label})
     _emit({"type": "done"})

@@ -47,8 +47,9 @@ class Scope:
     def parse(cls, key: str) -> Scope:
         """Inverse of :attr:`key`. Accepts 3 or 4 parts."""
         parts = key.split(SEPARATOR)
-        if len(parts) not in (3, 4):
-            raise ValueError(f"a scope looks like platform:workspace:channel[:thread], not {key!r}")
+        if len(parts) not in (3, 4) or not all(parts):
+            raise ValueError(f"{key!r} is not a scope: a scope is platform:workspace:channel[:thread], each part "
+                             "non-empty (for example console:local:console)")
         return cls(*parts)
 
     def to_dict(self) -> dict[str, str | None]:

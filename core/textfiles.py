@@ -16,6 +16,7 @@ from core.pdf import DocumentError, clean_text
 
 _HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.+?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s{0,3}(```|~~~)")
+MAX_HTML_DEPTH = 2048  # libxml2's nesting limit with XML_PARSE_HUGE
 
 
 def decode_text(data: bytes, file_name: str) -> str:
@@ -70,12 +71,27 @@ def markdown_parts(text: str, fixed_label: str = "") -> Iterator[PageText]:
         yield PageText(number + 1, clean_text("\n".join(lines)), fixed_label or label)
 
 
-def html_to_markdown(html: str) -> tuple[str, str]:
-    """The page's main text as Markdown and its title ("" when it has none), by trafilatura."""
+def html_to_markdown(html: str) -> tuple[str, str, list[str]]:
+    """The page's main text as Markdown, its title ("" when it has none), and what could not be read.
+
+    The page is parsed by lxml with libxml2's large-document option, so text nested up to
+    :data:`MAX_HTML_DEPTH` elements deep is kept (libxml2 otherwise stops at 256 and drops what lies
+    deeper without an error); deeper text is still lost, and the returned notes say so.
+    """
+    import lxml.html
     import trafilatura
 
-    markdown = trafilatura.extract(html, output_format="markdown", include_formatting=True, include_tables=True,
+    parser = lxml.html.HTMLParser(huge_tree=True, collect_ids=False, remove_comments=True, remove_pis=True)
+    dropped: list[str] = []
+    try:
+        tree = lxml.html.document_fromstring(html, parser=parser)
+    except (ValueError, lxml.etree.ParserError):  # nothing parseable: trafilatura finds no text either
+        return "", "", dropped
+    if any("Excessive depth" in str(error.message) for error in parser.error_log):
+        dropped.append(f"Text nested more than {MAX_HTML_DEPTH:,} elements deep could not be read and was not "
+                       "indexed.")
+    markdown = trafilatura.extract(tree, output_format="markdown", include_formatting=True, include_tables=True,
                                    include_comments=False, include_links=False, favor_recall=True) or ""
-    metadata = trafilatura.extract_metadata(html)
+    metadata = trafilatura.extract_metadata(tree)
     title = (metadata.title if metadata is not None else None) or ""
-    return markdown, title.strip()
+    return markdown, title.strip(), dropped

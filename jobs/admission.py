@@ -12,6 +12,7 @@ from enum import StrEnum
 
 import redis.asyncio as aioredis
 
+from core.text_safety import EMPTY_QUESTION_HINT
 from jobs import keys
 from jobs.protocol import Job
 
@@ -50,6 +51,7 @@ class Admission(StrEnum):
     RATE_LIMITED = "rate_limited"
     QUEUE_FULL = "queue_full"
     USER_QUEUE_FULL = "user_queue_full"
+    EMPTY_QUESTION = "empty_question"  # an ask with nothing left once normalised: answered with a hint
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,8 @@ class SubmitResult:
         if self.status is Admission.USER_QUEUE_FULL:
             return ("You already have questions waiting; this one was not queued. Ask again when they "
                     "are answered.")
+        if self.status is Admission.EMPTY_QUESTION:
+            return EMPTY_QUESTION_HINT
         return ""
 
 

@@ -14,9 +14,10 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from core.text_safety import normalise_question
 from jobs import keys
-from jobs.admission import AdmissionLimits, SubmitResult, admit
-from jobs.protocol import Job, ReplyEvent, ReplyType
+from jobs.admission import Admission, AdmissionLimits, SubmitResult, admit
+from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
 from telemetry import metrics
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,11 @@ class JobClient:
         """Queue ``job`` (with the file bytes for an ingest) unless this event was already submitted or a
         limit says no. The user's answer to that, a queued position or a refusal, arrives as a reply event.
         """
+        if job.kind is JobKind.ASK:
+            question = normalise_question(job.text)
+            if not question:
+                return await self._refuse_empty(job)
+            job = dataclasses.replace(job, text=question)
         if job.deadline_at is None and self.job_deadline_s:
             job = dataclasses.replace(job, deadline_at=time.time() + self.job_deadline_s)
         blob_key = keys.BLOB_PREFIX + job.id
@@ -66,6 +72,15 @@ class JobClient:
             log.info("job %s already submitted; ignoring the redelivered event", job.id)
         if blob is not None and not result.is_queued and result.status != "duplicate":
             await self.redis.delete(blob_key)
+        return result
+
+    async def _refuse_empty(self, job: Job) -> SubmitResult:
+        """An empty question is not queued; its asker gets a hint, once even if the event comes again."""
+        if not await self.redis.set(keys.JOB_SEEN_PREFIX + job.id, "1", nx=True, ex=keys.JOB_SEEN_TTL_S):
+            return SubmitResult(Admission.DUPLICATE)
+        result = SubmitResult(Admission.EMPTY_QUESTION)
+        metrics.submitted(job.kind, result.status)
+        await self._tell(job, ReplyType.ERROR, result.message())
         return result
 
     async def _tell(self, job: Job, event_type: ReplyType, text: str, position: int | None = None) -> None:

@@ -18,6 +18,7 @@ from bot.console import CONSOLE_SCOPE, ConsoleAdapter
 from bot.render import format_sources
 from core.documents import Citation
 from core.scope import Scope
+from core.text_safety import EMPTY_QUESTION_HINT, normalise_question
 from jobs.client import JobClient, run_job
 from jobs.interactions import AsyncRatings
 from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
@@ -38,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_level or default_level, settings.log_format, settings.log_text)
     try:
         return int(args.func(args, settings) or 0)
+    except UsageError as exc:
+        print(f"phobos {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     except (redis.ConnectionError, redis.TimeoutError) as exc:  # one sentence, not a traceback
@@ -48,9 +52,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+class UsageError(Exception):
+    """What a command was given cannot be used: shown as one sentence, exit status 2, no traceback."""
+
+
+def _scope(key: str) -> Scope:
+    try:
+        return Scope.parse(key)
+    except ValueError as exc:
+        raise UsageError(f"{exc}.") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="phobos", description="Ask questions about the PDFs shared in a chat.")
-    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND", dest="command")
 
     up = sub.add_parser("up", help="start Redis (if embedded), a worker and the console adapter")
     up.add_argument("--no-console", action="store_true", help="run without the console adapter")
@@ -202,7 +217,8 @@ async def _console(url: str, settings: Settings) -> None:
         ratings = AsyncRatings(client, retention_days=settings.interaction_retention_days,
                                max_entries=settings.interaction_max_entries)
         await ConsoleAdapter(jobs, user=os.environ.get("USER", "console-user"),
-                             answer_timeout_s=settings.answer_timeout_s, ratings=ratings).run()
+                             answer_timeout_s=settings.answer_timeout_s, ratings=ratings,
+                             max_upload_bytes=int(settings.max_upload_mb * 1_000_000)).run()
         await client.delete(jobs.reply_stream)
     finally:
         await client.aclose()
@@ -210,16 +226,23 @@ async def _console(url: str, settings: Settings) -> None:
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from core.ingest import IngestResult, document_id, ingest_document
+    from core.local_files import read_local_file
     from core.pdf import DocumentError
     from workers.store import RedisDocumentStore
 
-    scope = Scope.parse(args.scope)
+    scope = _scope(args.scope)
+    limits = runtime.ingest_limits(settings)
     failures = 0
     with runtime.redis_url(settings) as url:
         store = RedisDocumentStore(runtime.connect(url, settings))
         embedder = None
         for path in args.files:
-            data = path.read_bytes()
+            try:
+                data = read_local_file(path, limits.max_bytes)
+            except DocumentError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                failures += 1
+                continue
             known = store.get_document(scope.key, document_id(data))
             if known is not None:  # skip loading the embedder when there is nothing to embed
                 print(IngestResult(known, already_indexed=True).summary())
@@ -228,7 +251,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
                 print("Loading the embedding model...", file=sys.stderr, flush=True)
                 embedder = runtime.load_embedder(settings)
             try:
-                result = ingest_document(data, path.name, scope.key, embedder, store, runtime.ingest_limits(settings),
+                result = ingest_document(data, path.name, scope.key, embedder, store, limits,
                                     user="cli", progress=_print_progress)
             except DocumentError as exc:
                 print(f"error: {exc}", file=sys.stderr)
@@ -248,14 +271,20 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     from core.rerank import make_reranker
     from workers.store import RedisDocumentStore
 
-    scope = Scope.parse(args.scope)
-    questions = [args.question] if args.question else (line.strip() for line in sys.stdin)
+    scope = _scope(args.scope)
+    # Bytes from stdin, not text: a line of invalid UTF-8 is normalised like any question, not a decode error.
+    questions = [args.question] if args.question is not None else (
+        line for line in sys.stdin.buffer if line.strip())
+    failures = 0
     with runtime.redis_url(settings) as url:
         store = RedisDocumentStore(runtime.connect(url, settings))
         embedder = runtime.load_embedder(settings)
         engine = RagEngine(embedder, store, top_k=settings.top_k, reranker=make_reranker(settings.reranker, embedder))
-        for question in questions:
+        for asked in questions:
+            question = normalise_question(asked)
             if not question:
+                print(f"error: {EMPTY_QUESTION_HINT}", file=sys.stderr)
+                failures += 1
                 continue
             try:
                 hits = engine.retrieve(question, scope, k=args.k)
@@ -273,7 +302,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
             for rank, hit in enumerate(hits, 1):
                 where = Citation.of(hit.chunk).label()
                 print(f"  {rank}. {where}  score={hit.score:.3f}  {hit.chunk.text[:160]}")
-    return 0
+    return 1 if failures else 0
 
 
 def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
@@ -282,7 +311,7 @@ def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
 
     with runtime.redis_url(settings) as url:
         store = RedisDocumentStore(runtime.connect(url, settings))
-        scopes = store.scope_keys() if args.all else [Scope.parse(args.scope).key]
+        scopes = store.scope_keys() if args.all else [_scope(args.scope).key]
         embedder = runtime.load_embedder(settings)
         done = sum(reindex_scope(store, scope, embedder, report=print) for scope in scopes)
     print(f"Re-embedded {done} document(s) in {len(scopes)} scope(s) with {embedder.name} "
@@ -291,7 +320,10 @@ def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
-    scope = Scope.parse(args.scope)
+    scope = _scope(args.scope)
+    args.question = normalise_question(args.question)
+    if not args.question:
+        raise UsageError(EMPTY_QUESTION_HINT)
     with runtime.redis_url(settings) as url:
         if not live_workers(runtime.connect(url, settings)):
             print("No worker is running, so nobody can answer. Start one with `phobos worker` "

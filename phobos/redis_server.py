@@ -45,6 +45,8 @@ import redis.asyncio.connection as aioconnection
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from core.child_process import allowed_environment
+
 STARTUP_TIMEOUT_S = 20.0  # a large append-only file takes a while to load
 STOP_TIMEOUT_S = 20.0  # SIGTERM, then this long to fsync and exit, then SIGKILL
 POLL_S = 0.05
@@ -175,7 +177,7 @@ class EmbeddedRedis:
             launcher = subprocess.Popen(["/bin/sh", "-c", '"$@" </dev/null >/dev/null 2>&1 &', "sh", *args],
                                         pass_fds=(lock.fileno(),), start_new_session=True,
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+                                        stderr=subprocess.DEVNULL, env=allowed_environment())  # no secret
             launcher.wait()
         # Our copy of the descriptor is closed; the lock now lives as long as the server.
         deadline = time.monotonic() + STARTUP_TIMEOUT_S

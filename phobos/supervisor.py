@@ -34,6 +34,7 @@ from jobs import supervised
 from jobs.supervised import ChildState
 from phobos import runtime
 from phobos.adapters import configured_adapters
+from phobos.child_env import environment_for
 from phobos.settings import Settings
 from telemetry import logs
 from workers.heartbeat import live_workers
@@ -153,7 +154,7 @@ class Supervisor:
         self._last_publish = 0.0
 
     def start_child(self, name: str, port_offset: int) -> Child:
-        child = Child(name, child_env(self.settings, self.url, port_offset), self.log_dir)
+        child = Child(name, child_env(name, self.settings, self.url, port_offset), self.log_dir)
         child.start()
         with self._lock:
             self.children.append(child)
@@ -200,14 +201,14 @@ class Supervisor:
         self.publish(stopped=True)
 
 
-def child_env(settings: Settings, url: str, port_offset: int) -> dict[str, str]:
-    """A child's environment: the same Redis, the next metrics port.
+def child_env(role: str, settings: Settings, url: str, port_offset: int) -> dict[str, str]:
+    """A child's environment: its role's secrets only (phobos.child_env), the same Redis, the next metrics port.
 
     With the embedded Redis the child finds it through the state dir rather than a URL, so that it too
     starts the server again should it find it gone.
     """
     port = settings.metrics_port + port_offset if settings.metrics_port else 0
-    env = {**os.environ, "PHOBOS_METRICS_PORT": str(port)}
+    env = environment_for(role, {"PHOBOS_METRICS_PORT": str(port)})
     if runtime.is_embedded(settings):
         env.pop("REDIS_URL", None)
         env["PHOBOS_STATE_DIR"] = str(settings.state_path)

@@ -44,7 +44,8 @@ DEAD_LETTERS = Counter("phobos_dead_letters", "Jobs moved to the dead-letter str
 
 # --- adapters ---
 SUBMITTED = Counter("phobos_jobs_submitted", "Jobs an adapter offered to the queue, by kind and admission result "
-                    "(queued, duplicate, rate_limited, queue_full, user_queue_full)", ["kind", "result"])
+                    "(queued, duplicate, rate_limited, queue_full, user_queue_full, empty_question)",
+                    ["kind", "result"])
 PLATFORM_ERRORS = Counter("phobos_platform_api_errors", "Chat platform API calls that failed, by HTTP status",
                           ["platform", "status"])
 PLATFORM_RATE_LIMITED = Counter("phobos_platform_rate_limited", "Chat platform API calls answered 429",

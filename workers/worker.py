@@ -33,6 +33,7 @@ from core.rag import NO_DOCUMENTS_NOTE, RagEngine
 from core.registry import ModelRegistry, UnknownModelError
 from core.rerank import make_reranker
 from core.scope import Scope
+from core.text_safety import EMPTY_QUESTION_HINT, escape_name, normalise_question
 from jobs import keys, supervised
 from jobs.interactions import AnsweredQuestion, InteractionLog, Source
 from jobs.protocol import Job, JobKind, ReplyEvent
@@ -396,9 +397,13 @@ class Worker:
 
     def _ask(self, job: Job, publisher: ReplyPublisher) -> None:
         notes = self._index_links(job, publisher)
-        question = without_links(job.text) if notes else job.text
+        # Also here, not only in the adapters: whatever queued the job, the embedder gets valid text.
+        question = normalise_question(without_links(job.text) if notes else job.text)
         if notes and not question:  # only links: the reply says what was indexed
             publisher.final("\n".join(notes))
+            return
+        if not question:
+            publisher.error(EMPTY_QUESTION_HINT)
             return
         model = self._model_for(job)
         spec = self.registry.get(model)
@@ -524,20 +529,21 @@ class Worker:
         lines = [f"Documents a question here searches ({len(documents)}):"]
         for doc in documents:
             where = "this thread" if doc.scope_key == job.scope.key and job.scope.thread else "this channel"
-            lines.append(f"- {doc.file_name} ({doc.pages} {doc.unit}s, {doc.chunks} passages; {where})")
+            lines.append(f"- {escape_name(doc.file_name)} ({doc.pages} {doc.unit}s, {doc.chunks} passages; {where})")
         publisher.final("\n".join(lines))
 
     def _forget(self, job: Job, publisher: ReplyPublisher) -> None:
         target = job.text.strip()
         documents = self.store.list_documents([job.scope.key])
-        chosen = documents if target in ("", "all", "*") else [d for d in documents if d.file_name == target]
+        chosen = documents if target in ("", "all", "*") else [
+            d for d in documents if target in (d.file_name, escape_name(d.file_name))]
         if not chosen:
-            names = ", ".join(d.file_name for d in documents) or "none"
-            publisher.error(f"No document called '{target}' here. Documents: {names}.")
+            names = ", ".join(escape_name(d.file_name) for d in documents) or "none"
+            publisher.error(f"No document called '{escape_name(target)}' here. Documents: {names}.")
             return
         for doc in chosen:
             self.store.forget(doc.scope_key, doc.doc_id)
-        publisher.final("Forgot " + ", ".join(d.file_name for d in chosen) + ".")
+        publisher.final("Forgot " + ", ".join(escape_name(d.file_name) for d in chosen) + ".")
 
     def _set_model(self, job: Job, publisher: ReplyPublisher) -> None:
         name = job.text.strip()

@@ -46,6 +46,7 @@ from bot.discord.settings import DiscordSettings, intents, invite_url, point_at
 from bot.pipeline import ReplyRouter
 from core.formats import ACCEPTED
 from core.scope import Scope
+from core.text_safety import escape_name, normalise_question
 from jobs.client import JobClient
 from jobs.heartbeats import live_heartbeats
 from jobs.interactions import BAD, AsyncRatings
@@ -187,11 +188,12 @@ class DiscordAdapter(discord.Client):
         scope = await self._scope_of(message)
         board = IngestBoard(ChannelSurface(message.channel, reference=message), self.settings.edit_interval_s)
         for attachment in others:
-            board.fail(attachment.filename, f"is not a format I read; I index {ACCEPTED}.")
+            board.fail(escape_name(attachment.filename), f"is not a format I read; I index {ACCEPTED}.")
         limit_mb = self.settings.max_attachment_mb
         for attachment in pdfs:
+            name = escape_name(attachment.filename)  # shown, linked and stored under this one name
             if attachment.size > self.settings.max_attachment_bytes:
-                board.fail(attachment.filename,
+                board.fail(name,
                            f"is {attachment.size / 2**20:.1f} MB; the limit here is {limit_mb:g} MB.")
                 continue
             try:
@@ -199,15 +201,15 @@ class DiscordAdapter(discord.Client):
                 data = await attachment.read()
             except discord.HTTPException as exc:
                 metrics.platform_error("discord", exc)
-                board.fail(attachment.filename, f"could not be downloaded from Discord ({exc.status}); "
-                                                "please upload it again.")
+                board.fail(name, f"could not be downloaded from Discord ({exc.status}); "
+                                 "please upload it again.")
                 continue
             job = make_job(attachment_job_id(message.id, attachment.id), JobKind.INGEST, scope,
-                           message.author.id, self.jobs.reply_stream, file_name=attachment.filename,
+                           message.author.id, self.jobs.reply_stream, file_name=name,
                            channel_id=message.channel.id, message_id=message.id)
-            await self.links.remember(scope, attachment.filename, message.jump_url)
+            await self.links.remember(scope, name, message.jump_url)
             if await self._submit(job, board, blob=data):
-                board.add(job.id, attachment.filename)
+                board.add(job.id, name)
         if not board.has_lines:
             return None
         await board.show_now()
@@ -215,6 +217,7 @@ class DiscordAdapter(discord.Client):
         return board
 
     async def _ask(self, message: discord.Message, question: str, after: IngestBoard | None) -> None:
+        question = normalise_question(question)  # it also names the thread
         with contextlib.suppress(discord.HTTPException):
             await message.channel.typing()  # shows at once; the answer message follows
         if after is not None:

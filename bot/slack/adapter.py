@@ -36,6 +36,7 @@ from bot.slack.permalinks import PermalinkStore
 from bot.slack.replies import VIA_CHAT, VIA_RESPONSE_URL, Route, escape, make_reply_factory
 from bot.slack.settings import SlackSettings
 from core.scope import Scope
+from core.text_safety import normalise_question
 from jobs import keys
 from jobs.client import JobClient
 from jobs.interactions import BAD, AsyncRatings
@@ -194,6 +195,8 @@ class SlackAdapter:
         if name not in SUBCOMMANDS:  # "/phobos what is X" asks
             name, rest = "ask", command["text"].strip()
         kind, is_public = SUBCOMMANDS[name]
+        if kind is JobKind.ASK:
+            rest = normalise_question(rest)  # it is also shown, in the header
         if kind is JobKind.ASK and not rest:
             await ack(text="Usage: `/phobos ask QUESTION`")
             return

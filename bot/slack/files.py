@@ -10,6 +10,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 
 from core.formats import accepted_name
+from core.text_safety import escape_name
 
 DEFAULT_FILE_HOSTS = ("files.slack.com",)
 MAX_REDIRECTS = 3
@@ -35,7 +36,8 @@ class SharedFile:
 
     @classmethod
     def from_event(cls, raw: Mapping[str, Any]) -> SharedFile:
-        name = str(raw.get("name") or raw.get("title") or raw.get("id") or "file")
+        # Escaped once here: the status line, the permalink map and the stored document all use this name.
+        name = escape_name(str(raw.get("name") or raw.get("title") or raw.get("id") or "file"))
         is_pdf = (raw.get("filetype") == "pdf" or raw.get("mimetype") == PDF_MIMETYPE
                   or accepted_name(name))  # any format the worker indexes, not only PDFs
         return cls(id=str(raw.get("id", "")), name=name,
