@@ -2,13 +2,20 @@
 
 Every platform shows a reply the same way: the text is split into pieces (bot/render.py), and the
 posted messages are made to read those pieces. Only how to post, edit and delete one message is the
-platform's (a :class:`MessageSurface`); the bookkeeping lives here once.
+platform's (a :class:`MessageSurface`); the bookkeeping lives here once. With a :class:`PostedStore`,
+the posted messages are kept in Redis as they change, so an adapter restarted mid-answer edits the
+messages it had posted instead of posting the answer a second time.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
+
+import redis.asyncio as aioredis
+
+from jobs import keys
 
 Ref = TypeVar("Ref")
 
@@ -25,14 +32,58 @@ class MessageSurface(Protocol[Ref]):
     async def delete(self, ref: Ref) -> None:
         """Remove the message."""
 
+    def ref_key(self, ref: Ref) -> str:
+        """The message's id as a string, to keep in Redis."""
+
+    def ref_of(self, key: str) -> Ref:
+        """The reference for an id :meth:`ref_key` gave (after a restart)."""
+
+
+class PostedStore:
+    """One job's posted messages (and a surface's other state, e.g. an open stream) in Redis, for a day."""
+
+    def __init__(self, redis: aioredis.Redis, job_id: str):
+        self.redis = redis
+        self.key = keys.REPLY_MESSAGES_PREFIX + job_id
+
+    async def load(self) -> dict[str, Any]:
+        raw = await self.redis.get(self.key)
+        if not raw:
+            return {}
+        state = json.loads(raw)
+        return {"messages": state} if isinstance(state, list) else dict(state)
+
+    async def save(self, state: dict[str, Any]) -> None:
+        await self.redis.set(self.key, json.dumps(state), ex=keys.REPLY_MESSAGES_TTL_S)
+
 
 class PostedMessages(Generic[Ref]):
     """The messages posted for one reply and the text each shows, in order."""
 
-    def __init__(self, surface: MessageSurface[Ref], on_change: Callable[[], None] | None = None):
+    def __init__(self, surface: MessageSurface[Ref], on_change: Callable[[], None] | None = None,
+                 store: PostedStore | None = None):
         self.surface = surface
         self.posted: list[tuple[Ref, str]] = []
+        self.extra: dict[str, Any] = {}  # the surface's own state, kept with the messages
         self._on_change = on_change
+        self.store = store
+        self._is_loaded = store is None
+
+    async def load(self) -> None:
+        """Pick up what an earlier adapter process posted for this reply (once; no-op without a store)."""
+        if self._is_loaded:
+            return
+        self._is_loaded = True
+        assert self.store is not None
+        state = await self.store.load()
+        if state and not self.posted:
+            self.posted = [(self.surface.ref_of(str(key)), str(text)) for key, text in state.get("messages", [])]
+            self.extra = {k: v for k, v in state.items() if k != "messages"}
+
+    async def save(self) -> None:
+        if self.store is not None:
+            messages = [[self.surface.ref_key(ref), text] for ref, text in self.posted]
+            await self.store.save({"messages": messages, **self.extra})
 
     def edits_needed(self, pieces: list[str]) -> int:
         """Edits and deletions (the calls edit budgets count) that :meth:`sync` would make."""
@@ -41,26 +92,29 @@ class PostedMessages(Generic[Ref]):
 
     async def sync(self, pieces: list[str]) -> None:
         """Make the messages read ``pieces``. A failure leaves what was done recorded, so a retry resumes."""
+        await self.load()
         for index, piece in enumerate(pieces):
             if index < len(self.posted):
                 ref, shown = self.posted[index]
                 if shown != piece:
                     self.posted[index] = (await self.surface.edit(ref, piece), piece)
-                    self._changed()
+                    await self._changed()
             else:
                 self.posted.append((await self.surface.post(piece, index), piece))
-                self._changed()
+                await self._changed()
         # The final text can be shorter than the streamed one (an error after partial text, say).
         while len(self.posted) > len(pieces):
             await self.surface.delete(self.posted[-1][0])
             self.posted.pop()
-            self._changed()
+            await self._changed()
 
-    def start_afresh(self) -> None:
+    async def start_afresh(self) -> None:
         """Forget the posted messages: the next sync posts new ones (editing the old ones keeps failing)."""
+        await self.load()
         self.posted = []
-        self._changed()
+        await self._changed()
 
-    def _changed(self) -> None:
+    async def _changed(self) -> None:
         if self._on_change is not None:
             self._on_change()
+        await self.save()

@@ -59,7 +59,7 @@ def slow_echo_models(tmp_path: Path) -> Path:
 
 
 def thread_texts(fake: FakeSlack, channel: str, thread_ts: str) -> list[str]:
-    posted = [c.args["ts"] for c in fake.api("chat.postMessage", channel=channel, thread_ts=thread_ts)]
+    posted = fake.thread_posts(channel, thread_ts)
     shown = fake.messages(channel)
     return [shown[ts] for ts in posted if ts in shown]
 

@@ -12,7 +12,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import discord
@@ -35,15 +35,18 @@ from bot.discord.payloads import (
     thread_scope_for,
 )
 from bot.discord.replies import (
+    MARKUP,
     NO_MENTIONS,
-    AnswerView,
+    AnswerReply,
     ChannelSurface,
     IngestBoard,
     InteractionSurface,
-    ReplyView,
 )
 from bot.discord.settings import DiscordSettings, intents, invite_url, point_at
-from bot.pipeline import ReplyRouter
+from bot.messages import PostedStore
+from bot.pipeline import Reply, ReplyRouter
+from bot.reply import LinkResolver
+from core.documents import Citation
 from core.formats import ACCEPTED
 from core.scope import Scope
 from jobs.client import JobClient
@@ -114,8 +117,9 @@ class DiscordAdapter(discord.Client):
 
     # ---- replies -------------------------------------------------------------------------------
 
-    def _late_reply(self, event: ReplyEvent) -> AnswerView | None:
-        """A reply for a job from before a restart: its answer still belongs in the channel it came from."""
+    def _late_reply(self, event: ReplyEvent) -> AnswerReply | None:
+        """A reply for a job from before a restart: its answer still belongs in the channel it came from,
+        in the messages it was streaming into, with its 👍/👎 and source links like any other."""
         if not event.meta.get("channel_id"):
             return None
         # The thread the question opened (Discord gives it the question's id), else the channel.
@@ -131,9 +135,18 @@ class DiscordAdapter(discord.Client):
                     return channel
             raise RuntimeError(f"no channel of {candidates} takes messages")
 
-        return AnswerView(ChannelSurface(None, resolve=find_channel), self.settings.edit_interval_s)
+        surface = ChannelSurface(None, resolve=find_channel, interval_s=self.settings.edit_interval_s,
+                                 store=PostedStore(self.jobs.redis, event.job_id))
+        scope = Scope.parse(event.meta["scope"]) if event.meta.get("scope") else None
+        return AnswerReply(surface, MARKUP, is_rated=event.meta.get("kind") == JobKind.ASK.value,
+                           links=self._links(scope) if scope else None)
 
-    async def _submit(self, job: Job, view: ReplyView, blob: bytes | None = None) -> bool:
+    def _links(self, scope: Scope) -> Callable[[Sequence[Citation]], Awaitable[LinkResolver]]:
+        async def links(citations: Sequence[Citation]) -> LinkResolver:
+            return await self.links.resolver(scope)
+        return links
+
+    async def _submit(self, job: Job, view: Reply, blob: bytes | None = None) -> bool:
         """Submit ``job`` with its replies going to ``view`` (held until ``router.release(view)``).
 
         False (and nothing to show) for a duplicate.
@@ -185,7 +198,8 @@ class DiscordAdapter(discord.Client):
     async def _ingest(self, message: discord.Message, pdfs: list[discord.Attachment],
                       others: list[discord.Attachment]) -> IngestBoard | None:
         scope = await self._scope_of(message)
-        board = IngestBoard(ChannelSurface(message.channel, reference=message), self.settings.edit_interval_s)
+        board = IngestBoard(ChannelSurface(message.channel, reference=message,
+                                           interval_s=self.settings.edit_interval_s))
         for attachment in others:
             board.fail(attachment.filename, f"is not a format I read; I index {ACCEPTED}.")
         limit_mb = self.settings.max_attachment_mb
@@ -232,9 +246,9 @@ class DiscordAdapter(discord.Client):
         job = make_job(message_job_id(message.id), JobKind.ASK, scope, message.author.id,
                        self.jobs.reply_stream, text=question, channel_id=message.channel.id,
                        message_id=message.id, thread_id=message.id if opens_thread else None)
-        surface = ChannelSurface(message.channel, reference=message)
-        view = AnswerView(surface, self.settings.edit_interval_s, links=lambda: self.links.resolver(scope),
-                          is_rated=True)
+        surface = ChannelSurface(message.channel, reference=message, interval_s=self.settings.edit_interval_s,
+                                 store=PostedStore(self.jobs.redis, job.id))
+        view = AnswerReply(surface, MARKUP, links=self._links(scope), is_rated=True)
         if not await self._submit(job, view):
             return
         if opens_thread:
@@ -317,9 +331,8 @@ class DiscordAdapter(discord.Client):
         scope = scope_of(interaction.channel, interaction.guild_id)
         job = make_job(interaction_job_id(interaction.id), kind, scope, interaction.user.id,
                        self.jobs.reply_stream, text=text, channel_id=interaction.channel_id or 0)
-        surface = InteractionSurface(interaction, deadline=deadline)
-        view = AnswerView(surface, self.settings.edit_interval_s, links=lambda: self.links.resolver(scope),
-                          is_rated=kind is JobKind.ASK)
+        surface = InteractionSurface(interaction, deadline=deadline, interval_s=self.settings.edit_interval_s)
+        view = AnswerReply(surface, MARKUP, links=self._links(scope), is_rated=kind is JobKind.ASK)
         if await self._submit(job, view):
             self.router.release(view)
 

@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import re
 import socket
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import aiohttp
@@ -30,11 +30,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.budget import Budgets
 from bot.commands import COMMANDS, usage_lines
 from bot.pipeline import ReplyRouter
-from bot.slack.feedback import RATE_ACTION_IDS, REASON_VIEW_ID, reason_modal, submitted_reason
+from bot.ratelimits import RateGate, current_workspace
+from bot.slack.feedback import RATE_ACTION_ID, REASON_VIEW_ID, parse_rating, reason_modal, submitted_reason
 from bot.slack.files import FileRejected, SharedFile, download, too_large
 from bot.slack.permalinks import PermalinkStore
 from bot.slack.replies import VIA_CHAT, VIA_RESPONSE_URL, Route, escape, make_reply_factory
 from bot.slack.settings import SlackSettings
+from bot.slack.surfaces import StreamSupport
 from core.scope import Scope
 from jobs import keys
 from jobs.client import JobClient
@@ -69,13 +71,14 @@ class SlackAdapter:
         self.settings = settings
         self.job_client = job_client
         self.permalinks = PermalinkStore(job_client.redis)
-        self.client = web_client(settings)
+        self.gate = RateGate()  # 429s per method and workspace, shared by every reply
+        self.streams = StreamSupport(settings.native_streaming)
+        self.client = web_client(settings, self.gate)
         self.app = AsyncApp(client=self.client, signing_secret=settings.signing_secret, name="phobos")
         self.app.event("app_mention")(self._on_mention)
         self.app.event("message")(self._on_message)
         self.app.command(SLASH_COMMAND)(self._on_command)
-        for rating, action_id in RATE_ACTION_IDS.items():
-            self.app.action(action_id)(self._rater(rating))
+        self.app.action(RATE_ACTION_ID)(self._on_rate)
         self.app.view(REASON_VIEW_ID)(self._on_reason)
         self.ratings = AsyncRatings(job_client.redis, retention_days=settings.interaction_retention_days,
                                     max_entries=settings.interaction_max_entries)
@@ -94,9 +97,11 @@ class SlackAdapter:
         self._http = aiohttp.ClientSession()
         await self.job_client.start_listening()
         budgets = Budgets(self.settings.edits_per_min, self.settings.update_interval_s)
+        append_budgets = Budgets(self.settings.appends_per_min, self.settings.update_interval_s)
         make_reply = make_reply_factory(self.client, self._http, self.permalinks, budgets,
                                         limit=self.settings.message_limit,
-                                        update_interval_s=self.settings.update_interval_s)
+                                        update_interval_s=self.settings.update_interval_s, gate=self.gate,
+                                        append_budgets=append_budgets, streams=self.streams)
         self._router = ReplyRouter(self.job_client, make_reply, answer_timeout_s=self.settings.answer_timeout_s)
         self._router_task = asyncio.create_task(self._router.run())
         if self.settings.mode == "socket":
@@ -216,22 +221,22 @@ class SlackAdapter:
 
     # ---- 👍/👎
 
-    def _rater(self, rating: str) -> Callable[..., Awaitable[None]]:
-        async def on_rate(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
-            """A 👍/👎 click: acked at once, recorded; a 👎 opens the "what was wrong?" modal."""
-            await ack()
-            job_id, rater = str(action.get("value", "")), _rater_of(body)
-            await self.ratings.rate(job_id, rating, rater)
-            metrics.feedback_rating(PLATFORM, rating)
-            if rating == BAD and body.get("trigger_id"):
-                channel = str((body.get("channel") or {}).get("id", ""))
-                try:
-                    await self.client.views_open(trigger_id=body["trigger_id"], view=reason_modal(job_id, channel))
-                except SlackApiError as exc:  # expired_trigger_id: the 👎 is kept without a reason
-                    metrics.platform_error("slack", exc)
-                    log.info("could not ask what was wrong: %s", exc.response.get("error"))
-
-        return on_rate
+    async def _on_rate(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        """A 👍/👎 click on the feedback buttons: acked at once, recorded; a 👎 opens the "what was wrong?" modal."""
+        await ack()
+        parsed = parse_rating(str(action.get("value", "")))
+        if parsed is None:
+            return
+        rating, job_id = parsed
+        await self.ratings.rate(job_id, rating, _rater_of(body))
+        metrics.feedback_rating(PLATFORM, rating)
+        if rating == BAD and body.get("trigger_id"):
+            channel = str((body.get("channel") or {}).get("id", ""))
+            try:
+                await self.client.views_open(trigger_id=body["trigger_id"], view=reason_modal(job_id, channel))
+            except SlackApiError as exc:  # expired_trigger_id: the 👎 is kept without a reason
+                metrics.platform_error("slack", exc)
+                log.info("could not ask what was wrong: %s", exc.response.get("error"))
 
     async def _on_reason(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         """The modal's submission: the 👎 is recorded again, now with its reason."""
@@ -243,7 +248,7 @@ class SlackAdapter:
     # ---- jobs
 
     async def _ask(self, job_id: str, scope: Scope, user: str, question: str, route: Route) -> None:
-        route = dataclasses.replace(route, kind=JobKind.ASK.value)
+        route = dataclasses.replace(route, kind=JobKind.ASK.value, user=user)
         job = Job(id=job_id, kind=JobKind.ASK, scope=scope, user=user, reply_to=self.job_client.reply_stream,
                   text=question, meta=route.to_meta())
         await self.job_client.submit(job)
@@ -328,19 +333,37 @@ async def serve(settings: SlackSettings, jobs: JobClient) -> None:
 
 
 class CountedRateLimitRetryHandler(AsyncRateLimitErrorRetryHandler):
-    """The SDK's own 429 handler (it waits Retry-After), counting each 429 for /metrics on the way."""
+    """The SDK's own 429 handler (it waits Retry-After), counting each 429 for /metrics on the way and
+    closing the :class:`RateGate` for that method in the caller's workspace, so no other call goes first."""
+
+    def __init__(self, gate: RateGate | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.gate = gate
 
     async def prepare_for_next_attempt_async(self, *, state: Any, request: Any, response: Any = None,
                                              error: Exception | None = None) -> None:
         metrics.platform_rate_limited("slack")
+        if self.gate is not None and response is not None:
+            method = str(request.url).rstrip("/").rsplit("/", 1)[-1]
+            self.gate.close_for(current_workspace.get(), method, _retry_after_s(response.headers))
         await super().prepare_for_next_attempt_async(state=state, request=request, response=response, error=error)
 
 
-def web_client(settings: SlackSettings) -> AsyncWebClient:
+def _retry_after_s(headers: Mapping[str, Any]) -> float:
+    for name, value in headers.items():
+        if name.lower() == "retry-after":
+            try:
+                return float(value[0] if isinstance(value, list) else value)
+            except (TypeError, ValueError, IndexError):
+                break
+    return 1.0
+
+
+def web_client(settings: SlackSettings, gate: RateGate | None = None) -> AsyncWebClient:
     """The Web API client: the SDK's own retries wait out 429s (Retry-After) and connection errors."""
     return AsyncWebClient(token=settings.bot_token, base_url=settings.api_url, retry_handlers=[
         AsyncConnectionErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
-        CountedRateLimitRetryHandler(max_retry_count=RATE_LIMIT_RETRIES)])
+        CountedRateLimitRetryHandler(gate, max_retry_count=RATE_LIMIT_RETRIES)])
 
 
 def workspace_of(payload: Mapping[str, Any]) -> str:
