@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_bolt.async_app import AsyncApp, AsyncAssistant, AsyncBoltContext
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -31,6 +31,16 @@ from bot.budget import Budgets
 from bot.commands import COMMANDS, usage_lines
 from bot.pipeline import ReplyRouter
 from bot.ratelimits import RateGate, current_workspace
+from bot.slack.assistant import (
+    GREETING,
+    LOADING_MESSAGES,
+    RedisThreadContextStore,
+    is_member,
+    started_thread,
+    suggested_prompts,
+    take_title,
+    title_of,
+)
 from bot.slack.feedback import RATE_ACTION_ID, REASON_VIEW_ID, parse_rating, reason_modal, submitted_reason
 from bot.slack.files import FileRejected, SharedFile, download, too_large
 from bot.slack.permalinks import PermalinkStore
@@ -80,6 +90,12 @@ class SlackAdapter:
         self.app.command(SLASH_COMMAND)(self._on_command)
         self.app.action(RATE_ACTION_ID)(self._on_rate)
         self.app.view(REASON_VIEW_ID)(self._on_reason)
+        # The AI app pane: bolt's Assistant takes the pane's events before the plain message listener.
+        self.pane_contexts = RedisThreadContextStore(job_client.redis)
+        assistant = AsyncAssistant(thread_context_store=self.pane_contexts)
+        assistant.thread_started(self._on_pane_started)
+        assistant.user_message(self._on_pane_message)
+        self.app.assistant(assistant)
         self.ratings = AsyncRatings(job_client.redis, retention_days=settings.interaction_retention_days,
                                     max_entries=settings.interaction_max_entries)
         self.http_port: int | None = None  # the bound port in HTTP mode, once started
@@ -188,6 +204,47 @@ class SlackAdapter:
             self._after(ingests, self._ask(f"slack:{team}:{channel}:{ts}", scope, _sender(event),
                                            question, Route(VIA_CHAT, channel, scope.key,
                                                            thread_ts=thread_ts or "")))
+
+    async def _on_pane_started(self, body: dict[str, Any], payload: dict[str, Any]) -> None:
+        """A thread opens in the pane: greet, and suggest questions about the channel the user views."""
+        _user, channel, thread_ts, viewed = started_thread(payload)
+        team = workspace_of(body)
+        if viewed:
+            await self.pane_contexts.save(channel_id=channel, thread_ts=thread_ts,
+                                          context={"channel_id": viewed, "team_id": team})
+        prompts = await suggested_prompts(self.job_client.redis, team, viewed if viewed else "")
+        try:  # a greeting is a courtesy: a refused one must not keep the thread from working
+            await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=GREETING)
+            await self.client.assistant_threads_setSuggestedPrompts(channel_id=channel, thread_ts=thread_ts,
+                                                                    title="Try asking", prompts=prompts)
+        except SlackApiError as exc:
+            metrics.platform_error("slack", exc)
+            log.info("could not greet in the pane: %s", exc.response.get("error"))
+
+    async def _on_pane_message(self, body: dict[str, Any], payload: dict[str, Any],
+                               context: AsyncBoltContext) -> None:
+        """A question in a pane thread: title the thread, show a status, ask in the viewed channel's scope
+        when the asker is a member of it (else in the pane thread's own), and stream the answer there."""
+        event = payload
+        team, channel, ts, thread_ts = workspace_of(body), event["channel"], event["ts"], event["thread_ts"]
+        user = _sender(event)
+        own_scope = Scope(PLATFORM, team, channel, thread_ts)
+        ingests = await self._ingest_files(event, own_scope, thread_ts)
+        question = _strip_mention(event.get("text", ""), context.bot_user_id)
+        if not question:
+            return
+        if await take_title(self.job_client.redis, channel, thread_ts):
+            await self.client.assistant_threads_setTitle(channel_id=channel, thread_ts=thread_ts,
+                                                         title=title_of(question))
+        await self.client.assistant_threads_setStatus(channel_id=channel, thread_ts=thread_ts,
+                                                      status="is looking through the documents…",
+                                                      loading_messages=LOADING_MESSAGES)
+        scope = own_scope
+        viewed = await self.pane_contexts.find(channel_id=channel, thread_ts=thread_ts)
+        if viewed is not None and user and await is_member(self.client, viewed.channel_id, user):
+            scope = Scope(PLATFORM, team, viewed.channel_id)
+        route = Route(VIA_CHAT, channel, scope.key, thread_ts=thread_ts, assistant="1")
+        self._after(ingests, self._ask(f"slack:{team}:{channel}:{ts}", scope, user, question, route))
 
     async def _on_command(self, ack: Any, command: dict[str, Any]) -> None:
         """/phobos SUBCOMMAND ...: acked at once; the answer comes by response_url or in the channel."""

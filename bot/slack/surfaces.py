@@ -280,11 +280,24 @@ class StreamSurface:
         if self._is_fallen_back or (not self.stream and update.is_final):
             return await self.chat.show(update)  # nothing streamed: one message says it all
         if not update.is_streaming and not update.is_final:
-            return True  # a status line: the pane shows it as the thread's status; a stream cannot take it back
+            return await self._status(update)
         text = "\n\n".join(part for part in (update.header, update.body) if part)
         if not update.is_final:
             return await self._append(text, update)
         return await self._stop(text, update)
+
+    async def _status(self, update: Update) -> bool:
+        """A status line: in the pane, the thread's status; in a channel thread, nothing until text
+        streams (a stream cannot take text back)."""
+        if not self.route.assistant or self.stream:
+            return True
+        try:
+            await self.chat.call("assistant.threads.setStatus", lambda: self.chat.client.assistant_threads_setStatus(
+                channel_id=self.route.channel, thread_ts=self.route.thread_ts, status=update.body))
+            return True
+        except SlackApiError as exc:
+            log.info("could not set the pane's status: %s", exc.response.get("error"))
+            return False
 
     async def _append(self, text: str, update: Update) -> bool:
         streamed = str(self.stream.get("streamed", ""))

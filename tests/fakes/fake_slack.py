@@ -148,6 +148,8 @@ class FakeSlack:
     calls: list[ApiCall] = field(default_factory=list)  # accepted calls only
     refused: list[ApiCall] = field(default_factory=list)  # calls answered with an error
     rate_limited: collections.Counter[str] = field(default_factory=collections.Counter)  # 429s by method
+    # Calls that came while a 429's Retry-After for that method (and channel, for posts) still ran.
+    unhonoured: collections.Counter[str] = field(default_factory=collections.Counter)
     downloads: list[Download] = field(default_factory=list)
     responses: list[dict[str, Any]] = field(default_factory=list)  # posts to response_url
     files: dict[str, bytes] = field(default_factory=dict)  # path under /files/ -> bytes
@@ -155,6 +157,7 @@ class FakeSlack:
     not_member_of: set[str] = field(default_factory=set)  # channels where posting fails
     socket_acks: list[str] = field(default_factory=list)  # envelope ids the app acknowledged
     refused_responses: int = 0  # response_url posts past its 5 uses or 30 minutes
+    members: dict[str, list[str]] = field(default_factory=dict)  # channel -> user ids (conversations.members)
     refuses_streams: bool = False  # chat.startStream answers an error (GovSlack, an old plan)
     streams: dict[str, dict[str, Any]] = field(default_factory=dict)  # ts -> {"channel", "text", "open"}
     port: int = 0
@@ -165,6 +168,7 @@ class FakeSlack:
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _tier3: _Window | None = None
     _windows: dict[str, _Window] = field(default_factory=dict)  # per method, for the streaming tiers
+    _quiet_until: dict[str, float] = field(default_factory=dict)  # limit key -> end of its last Retry-After
     _post_buckets: dict[str, _Bucket] = field(default_factory=dict)
     _response_urls: dict[str, list[float]] = field(default_factory=dict)  # id -> times of its posts
     _triggers: dict[str, float] = field(default_factory=dict)  # trigger_id -> when it was issued
@@ -174,6 +178,7 @@ class FakeSlack:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)  # conversations.members and other reads
         app.router.add_get("/files/{path:.*}", self._file)
         app.router.add_post("/response/{id}", self._response)
         app.router.add_get("/socket", self._socket_mode)
@@ -286,15 +291,20 @@ class FakeSlack:
         if request.content_type == "application/json":
             args = await request.json()
         else:
-            args = dict(await request.post())
+            args = {**request.query, **dict(await request.post())}  # the SDK sends some methods' args as a query
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         call = ApiCall(method, args, token)
+        limit_key = f"{method}:{args.get('channel')}" if method == "chat.postMessage" else method
+        if time.monotonic() < self._quiet_until.get(limit_key, 0.0):
+            self.unhonoured[method] += 1
         retry_after_s = self._retry_after_s(method, args)
         if retry_after_s > 0:
             self.rate_limited[method] += 1
             await self._record(call, self.refused)
+            retry_after = max(1, math.ceil(retry_after_s))
+            self._quiet_until[limit_key] = time.monotonic() + retry_after
             return web.json_response({"ok": False, "error": "ratelimited"}, status=429,
-                                     headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))})
+                                     headers={"Retry-After": str(retry_after)})
         result: dict[str, Any] = {"ok": True}
         if method in ("chat.postMessage", "chat.update") and len(str(args.get("text", ""))) > self.limits.text_chars:
             result = {"ok": False, "error": "msg_too_long"}
@@ -304,6 +314,11 @@ class FakeSlack:
             result = self._stream(method, args)
         elif method in ASSISTANT_METHODS:
             result = self._assistant(method, args)
+        elif method == "conversations.members":
+            if args.get("channel") in self.members:
+                result.update(members=self.members[str(args["channel"])], response_metadata={"next_cursor": ""})
+            else:
+                result = {"ok": False, "error": "channel_not_found"}
         elif method == "views.open":
             result = self._open_view(args)
         elif method == "auth.test":
