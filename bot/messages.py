@@ -15,6 +15,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 
+from bot.tasks import finish_anyway
 from jobs import keys
 
 Ref = TypeVar("Ref")
@@ -100,13 +101,18 @@ class PostedMessages(Generic[Ref]):
                     self.posted[index] = (await self.surface.edit(ref, piece), piece)
                     await self._changed()
             else:
-                self.posted.append((await self.surface.post(piece, index), piece))
-                await self._changed()
+                # Shielded: a post that reaches the platform is recorded even if this task is cancelled
+                # (an adapter stopping mid-answer), so the next adapter edits it instead of posting again.
+                await finish_anyway(self._post(piece, index))
         # The final text can be shorter than the streamed one (an error after partial text, say).
         while len(self.posted) > len(pieces):
             await self.surface.delete(self.posted[-1][0])
             self.posted.pop()
             await self._changed()
+
+    async def _post(self, piece: str, index: int) -> None:
+        self.posted.append((await self.surface.post(piece, index), piece))
+        await self._changed()
 
     async def start_afresh(self) -> None:
         """Forget the posted messages: the next sync posts new ones (editing the old ones keeps failing)."""

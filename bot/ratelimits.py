@@ -2,8 +2,10 @@
 
 A 429 names how long the platform wants to hear nothing more of that method from that workspace.
 :class:`RateGate` remembers it, so no other answer calls the same method there until the time has
-passed: before a call, :meth:`RateGate.is_open` (intermediate updates skip while closed) or
-:meth:`RateGate.wait` (final updates wait); after a 429, :meth:`RateGate.close_for`. Slack's tiers are
+passed: a call is made inside :meth:`RateGate.hold`, which waits out a Retry-After and lets one call
+of a method at a time go to one workspace (so no call is already on its way when a 429 comes back;
+the platforms' limits are far below what one call at a time allows); intermediate updates check
+:meth:`RateGate.is_open` first and skip while it is closed; after a 429, :meth:`RateGate.close_for`. Slack's tiers are
 per method per workspace (https://docs.slack.dev/apis/web-api/rate-limits); Discord's buckets are per
 route and its major parameter (the channel), https://discord.com/developers/docs/topics/rate-limits,
 which discord.py already keeps, so only Slack's adapter keys this gate itself.
@@ -16,9 +18,10 @@ inside that call, in the same context).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 current_workspace: contextvars.ContextVar[str] = contextvars.ContextVar("current_workspace", default="")
 
@@ -29,6 +32,7 @@ class RateGate:
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self._clock = clock
         self._closed_until: dict[tuple[str, str], float] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     def close_for(self, workspace: str, method: str, retry_after_s: float) -> None:
         """The platform answered 429 with ``Retry-After: retry_after_s``: hold that method there."""
@@ -54,3 +58,11 @@ class RateGate:
         """Return once ``method`` may be called in ``workspace`` (at once when no 429 holds it)."""
         while (left := self.wait_s(workspace, method)) > 0:
             await asyncio.sleep(left)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, workspace: str, method: str) -> AsyncIterator[None]:
+        """The one turn to call ``method`` in ``workspace``: after any Retry-After, one call at a time."""
+        lock = self._locks.setdefault((workspace, method), asyncio.Lock())
+        async with lock:
+            await self.wait(workspace, method)
+            yield

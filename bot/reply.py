@@ -192,3 +192,25 @@ class AnswerReply:
         shown = [dataclasses.replace(c, file_name=escape(c.file_name)) for c in citations]
         by_shown = {id(s): c for s, c in zip(shown, citations, strict=True)}
         return format_sources(shown, (lambda s: link(by_shown[id(s)])) if link else None)
+
+
+class QuietReply:
+    """A reply nobody sees: a file shared along with a question, whose answer says the rest."""
+
+    def __init__(self) -> None:
+        self.is_done = False
+
+    def interval_s(self) -> float:
+        return IDLE_WAIT_S
+
+    async def feed(self, event: ReplyEvent) -> None:
+        """Progress of a quiet job is not shown."""
+
+    async def flush(self) -> None:
+        """Nothing is pending."""
+
+    async def finish(self, event: ReplyEvent, attempt: int) -> None:
+        self.is_done = True
+
+    async def give_up(self) -> None:
+        self.is_done = True

@@ -489,8 +489,11 @@ def test_manifest_subscribes_to_what_the_adapter_handles() -> None:
     manifest = yaml.safe_load((Path(__file__).parents[1] / "deploy" / "slack-manifest.yml").read_text())
     events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
-    assert {"app_mention", "message.channels", "message.groups", "message.im"} <= events
-    assert {"app_mentions:read", "chat:write", "commands", "files:read", "im:history"} <= scopes
+    assert {"app_mention", "message.channels", "message.groups", "message.im", "assistant_thread_started",
+            "assistant_thread_context_changed"} <= events
+    assert {"app_mentions:read", "chat:write", "commands", "files:read", "im:history", "assistant:write",
+            "channels:read"} <= scopes
+    assert "assistant_view" in manifest["features"]  # the AI app pane
     assert [c["command"] for c in manifest["features"]["slash_commands"]] == [SLASH_COMMAND]
     assert manifest["settings"]["interactivity"]["is_enabled"] is True  # the 👍/👎 buttons
 

@@ -299,6 +299,11 @@ class IngestBoard:
     def has_lines(self) -> bool:
         return bool(self._lines)
 
+    @property
+    def job_ids(self) -> list[str]:
+        """The ingest jobs it shows (not the files turned down here)."""
+        return [key for key in self._lines if not key.startswith("local:")]
+
     def add(self, job_id: str, file_name: str) -> None:
         self._lines[job_id] = _FileLine(file_name, "downloaded, waiting for a worker…", is_done=False)
 

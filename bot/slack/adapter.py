@@ -46,7 +46,8 @@ from bot.slack.files import FileRejected, SharedFile, download, too_large
 from bot.slack.permalinks import PermalinkStore
 from bot.slack.replies import VIA_CHAT, VIA_RESPONSE_URL, Route, escape, make_reply_factory
 from bot.slack.settings import SlackSettings
-from bot.slack.surfaces import StreamSupport
+from bot.slack.surfaces import StreamSupport, gated
+from bot.tasks import TaskSet
 from core.scope import Scope
 from jobs import keys
 from jobs.client import JobClient
@@ -68,7 +69,6 @@ USAGE = "\n".join([
     "and I index it.",
 ])
 RATE_LIMIT_RETRIES = 2  # the SDK waits Retry-After and tries again this often before the call fails
-INGEST_WAIT_S = 10 * 60  # a question sent with PDFs waits this long for them to be indexed
 # Message subtypes that carry something a person said or shared; edits, deletions, joins, bot posts
 # (including the message_changed events our own chat.update calls cause) are ignored.
 HANDLED_MESSAGE_SUBTYPES = (None, "file_share", "thread_broadcast")
@@ -102,7 +102,7 @@ class SlackAdapter:
         self._http: aiohttp.ClientSession | None = None
         self._router: ReplyRouter | None = None
         self._router_task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
 
@@ -140,21 +140,10 @@ class SlackAdapter:
             await self._socket.close_async()
         if self._runner is not None:
             await self._runner.cleanup()
-        tasks = [t for t in [self._router_task, *self._tasks] if t is not None]
-        for task in tasks:
-            task.cancel()
-        stuck: set[asyncio.Task[None]] = set()
-        if tasks:
-            # Bounded: a task that loses its cancel inside a library call must not keep a stopping process
-            # (a rolling deploy, SIGTERM) from exiting; replies it had not shown stay pending in the reply
-            # stream for the next adapter to read.
-            _, stuck = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
-            if stuck:
-                log.warning("%d task(s) did not stop within %.0f s of shutdown; leaving them", len(stuck),
-                            CLOSE_TIMEOUT_S)
+        stuck = await self._tasks.close(CLOSE_TIMEOUT_S, self._router_task)
         if self._http is not None:
             await self._http.close()
-        return len(stuck)
+        return stuck
 
     async def serve_forever(self) -> None:
         await self.start()
@@ -185,8 +174,7 @@ class SlackAdapter:
             self._after(ingests, self._ask(f"slack:{team}:{channel}:{ts}", scope, _sender(event),
                                            question, route))
         elif not event.get("files"):
-            await self.client.chat_postMessage(channel=channel, thread_ts=answer_thread,
-                                               text="Ask me a question after the mention, or try `/phobos`.")
+            await self._post(channel, answer_thread, "Ask me a question after the mention, or try `/phobos`.")
 
     async def _on_message(self, body: dict[str, Any], event: dict[str, Any],
                           context: AsyncBoltContext) -> None:
@@ -214,9 +202,10 @@ class SlackAdapter:
                                           context={"channel_id": viewed, "team_id": team})
         prompts = await suggested_prompts(self.job_client.redis, team, viewed if viewed else "")
         try:  # a greeting is a courtesy: a refused one must not keep the thread from working
-            await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=GREETING)
-            await self.client.assistant_threads_setSuggestedPrompts(channel_id=channel, thread_ts=thread_ts,
-                                                                    title="Try asking", prompts=prompts)
+            await self._post(channel, thread_ts, GREETING)
+            await gated(self.gate, team, "assistant.threads.setSuggestedPrompts",
+                        lambda: self.client.assistant_threads_setSuggestedPrompts(
+                            channel_id=channel, thread_ts=thread_ts, title="Try asking", prompts=prompts))
         except SlackApiError as exc:
             metrics.platform_error("slack", exc)
             log.info("could not greet in the pane: %s", exc.response.get("error"))
@@ -234,11 +223,11 @@ class SlackAdapter:
         if not question:
             return
         if await take_title(self.job_client.redis, channel, thread_ts):
-            await self.client.assistant_threads_setTitle(channel_id=channel, thread_ts=thread_ts,
-                                                         title=title_of(question))
-        await self.client.assistant_threads_setStatus(channel_id=channel, thread_ts=thread_ts,
-                                                      status="is looking through the documents…",
-                                                      loading_messages=LOADING_MESSAGES)
+            await gated(self.gate, team, "assistant.threads.setTitle", lambda: self.client.assistant_threads_setTitle(
+                channel_id=channel, thread_ts=thread_ts, title=title_of(question)))
+        await gated(self.gate, team, "assistant.threads.setStatus", lambda: self.client.assistant_threads_setStatus(
+            channel_id=channel, thread_ts=thread_ts, status="is looking through the documents…",
+            loading_messages=LOADING_MESSAGES))
         scope = own_scope
         viewed = await self.pane_contexts.find(channel_id=channel, thread_ts=thread_ts)
         if viewed is not None and user and await is_member(self.client, viewed.channel_id, user):
@@ -276,6 +265,11 @@ class SlackAdapter:
                   reply_to=self.job_client.reply_stream, text=rest, meta=route.to_meta())
         await self.job_client.submit(job)
 
+    async def _post(self, channel: str, thread_ts: str, text: str) -> None:
+        """A one-off message, under the channel's posting limit like every answer."""
+        await gated(self.gate, channel, "chat.postMessage", lambda: self.client.chat_postMessage(
+            channel=channel, thread_ts=thread_ts or None, text=text))
+
     # ---- 👍/👎
 
     async def _on_rate(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
@@ -312,21 +306,12 @@ class SlackAdapter:
 
     def _after(self, ingests: list[str], ask: Coroutine[Any, Any, None]) -> None:
         """Run ``ask`` once the ``ingests`` it came with are indexed (at once without any)."""
-        if not ingests:
-            self._spawn(ask)
-            return
-
         async def wait_then_ask() -> None:
             assert self._router is not None
-            await self._router.wait_ended(ingests, INGEST_WAIT_S)
+            await self._router.wait_for_uploads(ingests)
             await ask
 
-        self._spawn(wait_then_ask())
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)  # the loop holds tasks weakly
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(wait_then_ask())
 
     async def _ingest_files(self, event: Mapping[str, Any], scope: Scope, status_thread: str) -> list[str]:
         """Download each PDF on the message and submit it for indexing in ``scope``; the submitted job ids."""
@@ -351,8 +336,7 @@ class SlackAdapter:
             except (FileRejected, aiohttp.ClientError, TimeoutError) as exc:
                 reason = str(exc) if isinstance(exc, FileRejected) else "The download from Slack failed."
                 text = f":warning: *{escape(shared.name)}*: {escape(reason)}"
-                await self.client.chat_postMessage(channel=channel, thread_ts=status_thread or None,
-                                                   text=text)
+                await self._post(channel, status_thread, text)
                 continue
             await self.permalinks.remember(scope, shared.name, shared.permalink)
             job = Job(id=job_id, kind=JobKind.INGEST, scope=scope, user=_sender(event),

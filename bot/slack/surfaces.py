@@ -36,6 +36,7 @@ from bot.messages import PostedMessages, PostedStore
 from bot.ratelimits import RateGate, current_workspace
 from bot.reply import SurfaceLimits, Update
 from bot.slack.feedback import SECTION_TEXT_LIMIT, answer_blocks, rating_block, text_blocks
+from bot.tasks import finish_anyway
 from core.scope import Scope
 from telemetry import metrics
 
@@ -68,6 +69,17 @@ class SlackRoute:
     response_type: str = "ephemeral"  # response_url only: ephemeral | in_channel
     user: str = ""  # who asked: a stream in a channel is addressed to them
     assistant: str = ""  # "1": the thread is an assistant pane thread (status goes to its status line)
+
+
+async def gated(gate: RateGate, scope: str, method: str, make: Callable[[], Awaitable[T]]) -> T:
+    """One Web API call that waits out a 429 on ``method`` in ``scope`` (a workspace; a channel for
+    chat.postMessage, whose limit is per channel) and, meeting one, holds every other caller there."""
+    async with gate.hold(scope, method):
+        token = current_workspace.set(scope)  # the SDK's 429 handler closes the gate for this scope
+        try:
+            return await make()
+        finally:
+            current_workspace.reset(token)
 
 
 class StreamSupport:
@@ -220,13 +232,7 @@ class ChatSurface:
 
     async def call(self, method: str, make: Callable[[], Awaitable[T]], scope: str = "") -> T:
         """Make one Web API call under the rate gate of ``method`` in this workspace (or ``scope``)."""
-        scope = scope or self.workspace
-        await self.gate.wait(scope, method)
-        token = current_workspace.set(scope)  # the SDK's 429 handler closes the gate for this scope
-        try:
-            return await make()
-        finally:
-            current_workspace.reset(token)
+        return await gated(self.gate, scope or self.workspace, method, make)
 
     async def _respond(self, pieces: list[str], rate_job: str) -> None:
         if not self.route.response_url:  # a job retried from the dead letters: its posting rights are gone
@@ -311,13 +317,9 @@ class StreamSurface:
         if self.stream and not self.budget.try_spend():
             return False
         try:
-            if not self.stream:
-                await self._start(text)
-            else:
-                await self.chat.call("chat.appendStream", lambda: self.chat.client.chat_appendStream(
-                    channel=self.route.channel, ts=self.stream["ts"], markdown_text=delta))
-                self.stream["streamed"] = text
-                await self.chat.messages.save()
+            # Shielded, like every call that changes what the stream holds: what reached Slack is recorded
+            # even if this adapter is stopped meanwhile, so the next one neither restarts nor repeats it.
+            await finish_anyway(self._start(text) if not self.stream else self._append_piece(text, delta))
             return True
         except SlackApiError as exc:
             metrics.platform_error("slack", exc)
@@ -331,6 +333,12 @@ class StreamSurface:
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.info("skipped a stream update in %s: %s", self.route.channel, exc)
             return False
+
+    async def _append_piece(self, text: str, delta: str) -> None:
+        await self.chat.call("chat.appendStream", lambda: self.chat.client.chat_appendStream(
+            channel=self.route.channel, ts=self.stream["ts"], markdown_text=delta))
+        self.stream["streamed"] = text
+        await self.chat.messages.save()
 
     async def _start(self, text: str) -> None:
         # A stream outside a DM names its reader.
@@ -353,23 +361,27 @@ class StreamSurface:
         fits = (len(text) <= self.limits.text_chars and len(update.tail) <= SECTION_TEXT_LIMIT
                 and len(update.text) <= self.limits.text_chars)
         if not self.stream.get("stopped") and fits and text.startswith(streamed):
-            rest = text[len(streamed):]
-            await self.chat.gate.wait(self.chat.workspace, "chat.stopStream")
-            await self.chat.call("chat.stopStream", lambda: self.chat.client.chat_stopStream(
-                channel=self.route.channel, ts=ts, markdown_text=rest or None, blocks=blocks or None))
-            self.stream["stopped"] = True
-            self.chat.messages.posted = [(ts, update.text)]
-            self.chat.messages.extra["rated"] = ts if update.rate_job else ""
-            await self.chat.messages.save()
+            await finish_anyway(self._stop_with(ts, text[len(streamed):], blocks, update))
             return True
         if not self.stream.get("stopped"):
-            try:
-                await self.chat.call("chat.stopStream", lambda: self.chat.client.chat_stopStream(
-                    channel=self.route.channel, ts=ts))
-            except SlackApiError as exc:  # e.g. the stream had already timed out: editing it still works
-                log.info("could not stop the stream in %s: %s", self.route.channel, exc.response.get("error"))
-            self.stream["stopped"] = True
-            self.chat.messages.posted = [(ts, streamed)]
-            await self.chat.messages.save()
+            await finish_anyway(self._stop_bare(ts, streamed))
         self._is_fallen_back = True
         return await self.chat.show(update)
+
+    async def _stop_with(self, ts: str, rest: str, blocks: list[dict[str, Any]], update: Update) -> None:
+        await self.chat.call("chat.stopStream", lambda: self.chat.client.chat_stopStream(
+            channel=self.route.channel, ts=ts, markdown_text=rest or None, blocks=blocks or None))
+        self.stream["stopped"] = True
+        self.chat.messages.posted = [(ts, update.text)]
+        self.chat.messages.extra["rated"] = ts if update.rate_job else ""
+        await self.chat.messages.save()
+
+    async def _stop_bare(self, ts: str, streamed: str) -> None:
+        try:
+            await self.chat.call("chat.stopStream", lambda: self.chat.client.chat_stopStream(
+                channel=self.route.channel, ts=ts))
+        except SlackApiError as exc:  # e.g. the stream had already timed out: editing it still works
+            log.info("could not stop the stream in %s: %s", self.route.channel, exc.response.get("error"))
+        self.stream["stopped"] = True
+        self.chat.messages.posted = [(ts, streamed)]
+        await self.chat.messages.save()
