@@ -27,6 +27,7 @@ from typing import Protocol
 from bot.render import format_sources, split_message
 from bot.streaming import StreamedAnswer
 from core.documents import Citation
+from core.formats import ACCEPTED
 from jobs.protocol import ReplyEvent, ReplyType
 
 FRESH_MESSAGES_FROM_ATTEMPT = 3  # an answer whose showing failed twice is posted as new messages
@@ -34,6 +35,7 @@ STREAMING_CURSOR = " …"  # ends a message whose text is still growing, on surf
 THINKING = "Thinking…"
 NO_ANSWER = "(no answer)"
 GIVE_UP = "No worker answered in time. Please ask again later."
+NOT_A_FORMAT = f"is not a format I read; I index {ACCEPTED}."  # after a file's name, on every platform
 IDLE_WAIT_S = 1.0  # how often the router wakes a reply whose surface shows every update at once
 LinkResolver = Callable[[Citation], str | None]
 Links = Callable[[Sequence[Citation]], Awaitable[LinkResolver]]  # the links for an answer's citations

@@ -589,3 +589,23 @@ def test_shutdown_is_bounded_when_a_task_swallows_its_cancel(redis_url: str, mon
             await fake.close()
 
     asyncio.run(scenario())
+
+
+def test_an_unsupported_file_sent_to_phobos_gets_a_reply_naming_the_formats(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with harness(redis_url) as h:
+            exe = {"id": "F0EXE", "name": "tool.exe", "filetype": "binary", "mimetype": "application/octet-stream",
+                   "size": 10, "url_private": h.fake.file_url("F0EXE/tool.exe")}
+            # Shared in a channel without a word to Phobos: not ours, and nothing is said.
+            await h.send_event(h.file_share("1700000014.000100", exe))
+            # Sent to Phobos in a DM: it says which formats it reads.
+            dm = {"type": "message", "subtype": "file_share", "user": USER, "text": "", "ts": "1700000014.000200",
+                  "channel": h.dm, "channel_type": "im", "files": [exe], "team": TEAM_ID}
+            await h.send_event(dm)
+            await h.fake.wait_for(lambda: h.fake.api("chat.postMessage", channel=h.dm))
+            [reply] = h.fake.api("chat.postMessage")
+            assert reply.args["channel"] == h.dm and "*tool.exe*" in reply.args["text"]
+            assert "PDF (.pdf)" in reply.args["text"] and "Word (.docx)" in reply.args["text"]
+            assert h.fake.downloads == [] and await h.jobs_submitted() == 0
+
+    asyncio.run(scenario())

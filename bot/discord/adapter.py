@@ -44,7 +44,7 @@ from bot.discord.replies import (
 from bot.discord.settings import DiscordSettings, intents, invite_url, point_at
 from bot.messages import PostedStore
 from bot.pipeline import Reply, ReplyRouter
-from bot.reply import LinkResolver, QuietReply
+from bot.reply import NOT_A_FORMAT, LinkResolver, QuietReply
 from bot.tasks import TaskSet
 from core.documents import Citation
 from core.formats import ACCEPTED
@@ -201,7 +201,7 @@ class DiscordAdapter(discord.Client):
         board = IngestBoard(ChannelSurface(message.channel, reference=message,
                                            interval_s=self.settings.edit_interval_s))
         for attachment in others:
-            board.fail(attachment.filename, f"is not a format I read; I index {ACCEPTED}.")
+            board.fail(attachment.filename, NOT_A_FORMAT)
         limit_mb = self.settings.max_attachment_mb
         for attachment in pdfs:
             if attachment.size > self.settings.max_attachment_bytes:

@@ -31,6 +31,7 @@ from bot.budget import Budgets
 from bot.commands import COMMANDS, usage_lines
 from bot.pipeline import ReplyRouter
 from bot.ratelimits import RateGate, current_workspace
+from bot.reply import NOT_A_FORMAT
 from bot.slack.assistant import (
     GREETING,
     LOADING_MESSAGES,
@@ -186,7 +187,7 @@ class SlackAdapter:
         scope = Scope(PLATFORM, team, channel, thread_ts)
         is_dm = event.get("channel_type") == "im"
         # A DM is answered where it was said; a file's status goes in a thread under the file.
-        ingests = await self._ingest_files(event, scope, thread_ts or ("" if is_dm else ts))
+        ingests = await self._ingest_files(event, scope, thread_ts or ("" if is_dm else ts), is_addressed=is_dm)
         question = _strip_mention(event.get("text", ""), context.bot_user_id)
         if is_dm and question:
             self._after(ingests, self._ask(f"slack:{team}:{channel}:{ts}", scope, _sender(event),
@@ -313,14 +314,19 @@ class SlackAdapter:
 
         self._tasks.spawn(wait_then_ask())
 
-    async def _ingest_files(self, event: Mapping[str, Any], scope: Scope, status_thread: str) -> list[str]:
-        """Download each PDF on the message and submit it for indexing in ``scope``; the submitted job ids."""
+    async def _ingest_files(self, event: Mapping[str, Any], scope: Scope, status_thread: str,
+                            is_addressed: bool = True) -> list[str]:
+        """Download each document on the message and submit it for indexing in ``scope``; the submitted job
+        ids. Other files (images, archives, ...) get a word naming the formats when someone talks to Phobos."""
         submitted: list[str] = []
         channel, ts = event["channel"], event["ts"]
         for raw in event.get("files") or []:
             shared = await self._file_details(raw)
             if shared is None or not shared.is_pdf:
-                continue  # images, docs, ... are not ours to index
+                if is_addressed:
+                    name = (shared.name if shared else "") or str(raw.get("name") or "That file")
+                    await self._post(channel, status_thread, f":warning: *{escape(name)}* {escape(NOT_A_FORMAT)}")
+                continue
             job_id = f"slack:{scope.workspace}:{channel}:{ts}:file:{shared.id}"
             # A retried event would download the same file again only to be dropped by submit().
             if await self.job_client.redis.exists(keys.JOB_SEEN_PREFIX + job_id):
