@@ -16,12 +16,12 @@ from typing import TextIO
 from bot.commands import COMMANDS as TABLE
 from bot.commands import usage_lines
 from bot.pipeline import ReplyRouter
+from bot.ratings import rater_id, record_rating
 from bot.reply import AnswerReply, Markup, SurfaceLimits, Update
 from core.scope import Scope
 from jobs.client import JobClient
 from jobs.interactions import BAD, GOOD, AsyncRatings
 from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
-from telemetry import metrics
 
 CONSOLE_SCOPE = Scope("console", "local", "console")
 HELP = "\n".join(["Type a question, or one of:",
@@ -121,8 +121,8 @@ class ConsoleAdapter:
         if self.last_answer is None:
             self._print("There is no answer to rate yet: ask a question first.")
             return
-        await self.ratings.rate(self.last_answer, rating, rater=f"console:{self.user}", reason=reason)
-        metrics.feedback_rating("console", rating)
+        await record_rating(self.ratings, "console", self.last_answer, rating,
+                            rater_id("console", self.scope.workspace, self.user), reason)
         self._print("Thanks, noted." if rating == GOOD else "Thanks, noted: this answer is marked as wrong.")
 
     def _job(self, kind: JobKind, text: str = "", file_name: str | None = None) -> Job:

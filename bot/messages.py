@@ -24,11 +24,13 @@ Ref = TypeVar("Ref")
 class MessageSurface(Protocol[Ref]):
     """One platform's three message operations; ``Ref`` is what it needs to find a message again."""
 
-    async def post(self, text: str, index: int) -> Ref:
-        """Post a new message (``index`` 0 is the reply's first message), returning its reference."""
+    async def post(self, text: str, index: int, rate_job: str = "") -> Ref:
+        """Post a new message (``index`` 0 is the reply's first message), returning its reference.
+        With ``rate_job``, it carries the 👍/👎 controls for that job's answer."""
 
-    async def edit(self, ref: Ref, text: str) -> Ref:
-        """Make the message read ``text``; returns its (possibly new) reference."""
+    async def edit(self, ref: Ref, text: str, rate_job: str = "") -> Ref:
+        """Make the message read ``text`` (with the 👍/👎 controls for ``rate_job``); returns its
+        (possibly new) reference."""
 
     async def delete(self, ref: Ref) -> None:
         """Remove the message."""
@@ -91,28 +93,45 @@ class PostedMessages(Generic[Ref]):
         changed = sum(1 for i, piece in enumerate(pieces) if i < len(self.posted) and self.posted[i][1] != piece)
         return changed + max(0, len(self.posted) - len(pieces))
 
-    async def sync(self, pieces: list[str]) -> None:
-        """Make the messages read ``pieces``. A failure leaves what was done recorded, so a retry resumes."""
+    async def sync(self, pieces: list[str], rate_job: str = "") -> None:
+        """Make the messages read ``pieces``; with ``rate_job``, the last one carries the 👍/👎 controls
+        (the one rule for where ratings go, on every platform). A failure leaves what was done recorded,
+        so a retry resumes."""
         await self.load()
+        last = len(pieces) - 1
         for index, piece in enumerate(pieces):
+            rating = rate_job if index == last else ""
             if index < len(self.posted):
                 ref, shown = self.posted[index]
-                if shown != piece:
-                    self.posted[index] = (await self.surface.edit(ref, piece), piece)
+                if shown != piece or (rating and not self._is_rated(ref)):
+                    self.posted[index] = (await self.surface.edit(ref, piece, rating), piece)
+                    self._mark_rated(index, rating)
                     await self._changed()
             else:
                 # Shielded: a post that reaches the platform is recorded even if this task is cancelled
                 # (an adapter stopping mid-answer), so the next adapter edits it instead of posting again.
-                await finish_anyway(self._post(piece, index))
+                await finish_anyway(self._post(piece, index, rating))
         # The final text can be shorter than the streamed one (an error after partial text, say).
         while len(self.posted) > len(pieces):
             await self.surface.delete(self.posted[-1][0])
             self.posted.pop()
             await self._changed()
 
-    async def _post(self, piece: str, index: int) -> None:
-        self.posted.append((await self.surface.post(piece, index), piece))
+    async def _post(self, piece: str, index: int, rate_job: str) -> None:
+        self.posted.append((await self.surface.post(piece, index, rate_job), piece))
+        self._mark_rated(index, rate_job)
         await self._changed()
+
+    def _is_rated(self, ref: Ref) -> bool:
+        return bool(self.extra.get("rated")) and self.extra.get("rated") == self.surface.ref_key(ref)
+
+    def _mark_rated(self, index: int, rate_job: str) -> None:
+        if rate_job:
+            self.extra["rated"] = self.surface.ref_key(self.posted[index][0])
+
+    def mark_rated(self, ref: Ref) -> None:
+        """A surface showed the controls on ``ref`` itself (e.g. when stopping a stream)."""
+        self.extra["rated"] = self.surface.ref_key(ref)
 
     async def start_afresh(self) -> None:
         """Forget the posted messages: the next sync posts new ones (editing the old ones keeps failing)."""

@@ -44,6 +44,7 @@ from bot.discord.replies import (
 from bot.discord.settings import DiscordSettings, intents, invite_url, point_at
 from bot.messages import PostedStore
 from bot.pipeline import Reply, ReplyRouter
+from bot.ratings import rater_id, record_rating
 from bot.reply import NOT_A_FORMAT, LinkResolver, QuietReply
 from bot.tasks import TaskSet
 from core.documents import Citation
@@ -271,8 +272,7 @@ class DiscordAdapter(discord.Client):
                 await interaction.response.send_modal(ReasonModal(job_id))
             else:
                 await interaction.response.send_message("Thanks for the rating.", ephemeral=True)
-            await self.ratings.rate(job_id, rating, _rater_of(interaction))
-            metrics.feedback_rating("discord", rating)
+            await record_rating(self.ratings, "discord", job_id, rating, _rater_of(interaction))
         elif interaction.type is discord.InteractionType.modal_submit:
             reason = parse_reason(data)
             if reason is None:
@@ -280,7 +280,7 @@ class DiscordAdapter(discord.Client):
             job_id, text = reason
             await interaction.response.send_message("Thanks, noted.", ephemeral=True)
             if text.strip():
-                await self.ratings.rate(job_id, BAD, _rater_of(interaction), text)
+                await record_rating(self.ratings, "discord", job_id, BAD, _rater_of(interaction), text, is_new=False)
 
     # ---- slash commands ------------------------------------------------------------------------
 
@@ -413,7 +413,7 @@ def _models_in_heartbeat(raw: bytes | str) -> list[str]:
 
 def _rater_of(interaction: discord.Interaction) -> str:
     """``discord:GUILD:USER`` (``dm`` for the guild of a direct message)."""
-    return f"discord:{interaction.guild_id or 'dm'}:{interaction.user.id}"
+    return rater_id("discord", interaction.guild_id, interaction.user.id)
 
 
 def adapter_id() -> str:

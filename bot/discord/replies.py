@@ -78,34 +78,9 @@ class Paced:
             return True
 
 
-class RatedLast:
-    """Which message of a shown reply carries the 👍/👎 buttons: the last one of a rated answer."""
-
-    def __init__(self) -> None:
-        self.job = ""
-        self.count = 0
-        self.is_shown = False
-
-    def start(self, rate_job: str, count: int) -> None:
-        self.job, self.count, self.is_shown = rate_job, count, False
-
-    def view_kwargs(self, index: int) -> dict[str, Any]:
-        """``{"view": ...}`` for the message at ``index`` when it carries the buttons, else nothing
-        (a view of None would clear them)."""
-        if not self.job or index != self.count - 1:
-            return {}
-        self.is_shown = True
-        return {"view": rating_view(self.job)}
-
-    async def ensure(self, messages: PostedMessages[Any], edit: Any) -> None:
-        """Edit the last message once more when its text was already final, so no edit carried them."""
-        if self.job and not self.is_shown and messages.posted:
-            ref, text = messages.posted[-1]
-            messages.posted[-1] = (await edit(ref, text), text)
-
-
-def _index_of(messages: PostedMessages[Any], ref: Any) -> int:
-    return next((i for i, (posted, _) in enumerate(messages.posted) if posted is ref), -1)
+def _view(rate_job: str) -> dict[str, Any]:
+    """``{"view": ...}`` with the 👍/👎 buttons for ``rate_job``, else nothing (a view of None would clear them)."""
+    return {"view": rating_view(rate_job)} if rate_job else {}
 
 
 class ChannelSurface(Paced):
@@ -121,7 +96,6 @@ class ChannelSurface(Paced):
         self.reference = reference
         self.resolve = resolve  # finds the channel on first use (a reply to a job from before a restart)
         self.messages: PostedMessages[Any] = PostedMessages(self, store=store)
-        self.rated = RatedLast()
 
     async def start_afresh(self) -> None:
         await self.messages.start_afresh()
@@ -138,9 +112,7 @@ class ChannelSurface(Paced):
 
     async def show_pieces(self, pieces: list[str], rate_job: str = "") -> None:
         await self._channel()
-        self.rated.start(rate_job, len(pieces))
-        await self.messages.sync(pieces)
-        await self.rated.ensure(self.messages, self.edit)
+        await self.messages.sync(pieces, rate_job)
 
     async def _channel(self) -> discord.abc.Messageable:
         if self.channel is None:
@@ -158,17 +130,16 @@ class ChannelSurface(Paced):
         assert get_partial is not None, "messages are looked up in the channel they were posted in"
         return get_partial(int(key))
 
-    async def post(self, text: str, index: int) -> discord.Message:
+    async def post(self, text: str, index: int, rate_job: str = "") -> discord.Message:
         channel = await self._channel()
         reference = None
         if index == 0 and self.reference is not None:
             reference = self.reference.to_reference(fail_if_not_exists=False)
         return await channel.send(text, reference=reference, mention_author=False,  # type: ignore[arg-type]
-                                  allowed_mentions=NO_MENTIONS, **self.rated.view_kwargs(index))
+                                  allowed_mentions=NO_MENTIONS, **_view(rate_job))
 
-    async def edit(self, ref: Any, text: str) -> Any:
-        edited = await ref.edit(content=text, allowed_mentions=NO_MENTIONS,
-                                **self.rated.view_kwargs(_index_of(self.messages, ref)))
+    async def edit(self, ref: Any, text: str, rate_job: str = "") -> Any:
+        edited = await ref.edit(content=text, allowed_mentions=NO_MENTIONS, **_view(rate_job))
         return edited if edited is not None else ref
 
     async def delete(self, ref: Any) -> None:
@@ -191,7 +162,6 @@ class InteractionSurface(Paced):
         self.interaction = interaction
         self.deadline = deadline
         self.messages: PostedMessages[discord.WebhookMessage | None] = PostedMessages(self)
-        self.rated = RatedLast()
         self._fallback: ChannelSurface | None = None
 
     def close(self) -> None:
@@ -205,9 +175,7 @@ class InteractionSurface(Paced):
             self._start_fallback()
         if self._fallback is None:
             try:
-                self.rated.start(update.rate_job, len(pieces))
-                await self.messages.sync(pieces)
-                await self.rated.ensure(self.messages, self.edit)
+                await self.messages.sync(pieces, update.rate_job)
                 return True
             except discord.HTTPException as exc:
                 if not token_is_dead(exc):
@@ -235,20 +203,21 @@ class InteractionSurface(Paced):
     # ---- MessageSurface: the deferred response is the first message, follow-ups the rest
 
     def ref_key(self, ref: discord.WebhookMessage | None) -> str:
-        return str(ref.id) if ref is not None else ""
+        return str(ref.id) if ref is not None else "original"
 
     def ref_of(self, key: str) -> discord.WebhookMessage | None:
         raise RuntimeError("an interaction's messages are not kept across restarts")  # no store is given
 
-    async def post(self, text: str, index: int) -> discord.WebhookMessage | None:
-        view = self.rated.view_kwargs(index)
+    async def post(self, text: str, index: int, rate_job: str = "") -> discord.WebhookMessage | None:
+        view = _view(rate_job)
         if index == 0:
             await self.interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS, **view)
             return ORIGINAL
         return await self.interaction.followup.send(text, wait=True, allowed_mentions=NO_MENTIONS, **view)
 
-    async def edit(self, ref: discord.WebhookMessage | None, text: str) -> discord.WebhookMessage | None:
-        view = self.rated.view_kwargs(_index_of(self.messages, ref))
+    async def edit(self, ref: discord.WebhookMessage | None, text: str,
+                   rate_job: str = "") -> discord.WebhookMessage | None:
+        view = _view(rate_job)
         if ref is ORIGINAL:
             await self.interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS, **view)
             return ORIGINAL

@@ -31,6 +31,7 @@ from bot.budget import Budgets
 from bot.commands import COMMANDS, usage_lines
 from bot.pipeline import ReplyRouter
 from bot.ratelimits import RateGate, current_workspace
+from bot.ratings import rater_id, record_rating
 from bot.reply import NOT_A_FORMAT
 from bot.slack.assistant import (
     GREETING,
@@ -280,8 +281,7 @@ class SlackAdapter:
         if parsed is None:
             return
         rating, job_id = parsed
-        await self.ratings.rate(job_id, rating, _rater_of(body))
-        metrics.feedback_rating(PLATFORM, rating)
+        await record_rating(self.ratings, PLATFORM, job_id, rating, _rater_of(body))
         if rating == BAD and body.get("trigger_id"):
             channel = str((body.get("channel") or {}).get("id", ""))
             try:
@@ -295,7 +295,7 @@ class SlackAdapter:
         await ack()
         job_id, reason = submitted_reason(view)
         if job_id and reason.strip():
-            await self.ratings.rate(job_id, BAD, _rater_of(body), reason)
+            await record_rating(self.ratings, PLATFORM, job_id, BAD, _rater_of(body), reason, is_new=False)
 
     # ---- jobs
 
@@ -425,7 +425,7 @@ def workspace_of(payload: Mapping[str, Any]) -> str:
 def _rater_of(body: Mapping[str, Any]) -> str:
     """``slack:TEAM:USER`` for an interaction payload (block_actions, view_submission)."""
     team = (body.get("team") or {}).get("id") or (body.get("user") or {}).get("team_id") or "unknown"
-    return f"slack:{team}:{(body.get('user') or {}).get('id', '')}"
+    return rater_id(PLATFORM, team, (body.get("user") or {}).get("id", ""))
 
 
 def _sender(event: Mapping[str, Any]) -> str:

@@ -115,9 +115,7 @@ class ChatSurface:
         self.workspace = Scope.parse(route.scope).workspace if route.scope else ""
         self.limits = SurfaceLimits(limit, update_interval_s)
         self.messages: PostedMessages[str] = PostedMessages(self, store=store)  # by ts
-        self._rate_job = ""
         self._is_final = False
-        self._count = 0
         self._answer_id = f"{route.channel}:{route.thread_ts}:{id(self)}"
         self.budget.join(self._answer_id)
 
@@ -151,14 +149,9 @@ class ChatSurface:
                 return False
             if not all(self.budget.try_spend() for _ in range(edits)):
                 return False
-        self._is_final, self._rate_job, self._count = update.is_final, update.rate_job, len(pieces)
+        self._is_final = update.is_final
         try:
-            await self.messages.sync(pieces)
-            if self._rate_job and self.messages.posted:
-                # The last message's text may not have changed at the end, so no edit carried the buttons.
-                ref, text = self.messages.posted[-1]
-                if not self._shows_rating(ref):
-                    await self.edit(ref, text)
+            await self.messages.sync(pieces, update.rate_job if update.is_final else "")
             return True
         except SlackApiError as exc:
             error = exc.response.get("error")
@@ -178,9 +171,6 @@ class ChatSurface:
             log.info("skipped an update in %s: %s", self.route.channel, exc)
             return False
 
-    def _shows_rating(self, ref: str) -> bool:
-        return self.messages.extra.get("rated") == ref
-
     # ---- MessageSurface: Slack messages by ts; final edits wait for the workspace's budget
 
     def ref_key(self, ref: str) -> str:
@@ -189,24 +179,19 @@ class ChatSurface:
     def ref_of(self, key: str) -> str:
         return key
 
-    async def post(self, text: str, index: int) -> str:
-        blocks = self._blocks(text, is_last=index == self._count - 1)
-        return await self._post(text, blocks)
+    async def post(self, text: str, index: int, rate_job: str = "") -> str:
+        return await self._post(text, answer_blocks(text, rate_job) if rate_job else None)
 
     async def _post(self, text: str, blocks: list[dict[str, Any]] | None) -> str:
         resp = await self.call("chat.postMessage", lambda: self.client.chat_postMessage(
             channel=self.route.channel, text=text, blocks=blocks, thread_ts=self.route.thread_ts or None,
             unfurl_links=False, unfurl_media=False), scope=self.route.channel)
-        ts = str(resp["ts"])
-        if blocks is not None:
-            self.messages.extra["rated"] = ts
-        return ts
+        return str(resp["ts"])
 
-    async def edit(self, ref: str, text: str) -> str:
+    async def edit(self, ref: str, text: str, rate_job: str = "") -> str:
         if self._is_final:
             await self.budget.spend()
-        refs = [posted_ref for posted_ref, _ in self.messages.posted]
-        blocks = self._blocks(text, is_last=ref in refs and refs.index(ref) == self._count - 1)
+        blocks = answer_blocks(text, rate_job) if rate_job else None
         try:
             await self.call("chat.update", lambda: self.client.chat_update(
                 channel=self.route.channel, ts=ref, text=text, blocks=blocks))
@@ -215,20 +200,12 @@ class ChatSurface:
                 raise
             # Someone deleted our message: post a new one in its place, at the end of the thread.
             return await self._post(text, blocks)
-        if blocks is not None:
-            self.messages.extra["rated"] = ref
         return ref
 
     async def delete(self, ref: str) -> None:
         if self._is_final:
             await self.budget.spend()
         await self.call("chat.delete", lambda: self.client.chat_delete(channel=self.route.channel, ts=ref))
-
-    def _blocks(self, text: str, is_last: bool) -> list[dict[str, Any]] | None:
-        """The 👍/👎 blocks for the final answer's last message; None (plain text) for any other."""
-        if not (self._is_final and self._rate_job and is_last):
-            return None
-        return answer_blocks(text, self._rate_job)
 
     async def call(self, method: str, make: Callable[[], Awaitable[T]], scope: str = "") -> T:
         """Make one Web API call under the rate gate of ``method`` in this workspace (or ``scope``)."""
@@ -373,7 +350,8 @@ class StreamSurface:
             channel=self.route.channel, ts=ts, markdown_text=rest or None, blocks=blocks or None))
         self.stream["stopped"] = True
         self.chat.messages.posted = [(ts, update.text)]
-        self.chat.messages.extra["rated"] = ts if update.rate_job else ""
+        if update.rate_job:
+            self.chat.messages.mark_rated(ts)
         await self.chat.messages.save()
 
     async def _stop_bare(self, ts: str, streamed: str) -> None:
