@@ -33,6 +33,7 @@ from jobs.protocol import ReplyEvent, ReplyType
 FRESH_MESSAGES_FROM_ATTEMPT = 3  # an answer whose showing failed twice is posted as new messages
 STREAMING_CURSOR = " …"  # ends a message whose text is still growing, on surfaces that edit
 THINKING = "Thinking…"
+FILE_QUEUED = "Queued…"
 NO_ANSWER = "(no answer)"
 GIVE_UP = "No worker answered in time. Please ask again later."
 NOT_A_FORMAT = f"is not a format I read; I index {ACCEPTED}."  # after a file's name, on every platform
@@ -104,10 +105,11 @@ class Surface(Protocol):
         """The reply has ended (it stops counting in shared budgets)."""
 
 
-def status_line(event: ReplyEvent, markup: Markup, subject: str = "") -> str:
-    """The one line a queued or progress event shows: ``⏳ report.pdf: reading pages (3/9)``."""
+def status_line(event: ReplyEvent, markup: Markup, subject: str = "", idle: str = THINKING) -> str:
+    """The one line a queued or progress event shows: ``⏳ report.pdf: reading pages (3/9)``; ``idle`` is
+    what a job taken up at once says (a question thinks; a file is queued)."""
     if event.type is ReplyType.QUEUED:
-        said = f"Queued, {event.position} ahead of you…" if event.position else THINKING
+        said = f"Queued, {event.position} ahead of you…" if event.position else idle
     else:
         count = f" ({event.done}/{event.total})" if event.total else ""
         said = f"{markup.escape(event.text) or 'Working…'}{count}"
@@ -151,7 +153,8 @@ class AnswerReply:
             if self.stream.text or now - self._status_at < self.surface.interval_s():
                 return
             self._status_at = now
-            await self.surface.show(Update(self.header, status_line(event, self.markup, self.subject)))
+            idle = FILE_QUEUED if self.subject else THINKING
+            await self.surface.show(Update(self.header, status_line(event, self.markup, self.subject, idle)))
         else:
             await self.stream.feed(event)
 

@@ -82,3 +82,28 @@ def test_a_message_with_nothing_to_ask_is_refused_privately(worker_url: str) -> 
             assert callback["type"] == fake_discord.CHANNEL_MESSAGE and callback["data"]["flags"] & 64
             assert "no question" in callback["data"]["content"]
     run(scenario())
+
+
+def test_a_dm_with_phobos_shares_a_pdf_then_streams_a_rated_answer(worker_url: str) -> None:
+    async def scenario() -> list[str]:
+        async with running_bot(worker_url) as (fake, _adapter):
+            dm = fake.dm_channel_id
+            await fake.post_message("the manual", channel_id=dm, files=[pdf_file("pump.pdf")])
+            await fake.wait_for(lambda: any("✅" in m.content for m in fake.bot_messages(dm)), timeout_s=60)
+            await fake.post_message("how long is the pump warranty?", channel_id=dm)
+            await fake.wait_for(lambda: any(is_final(m) and "Sources:" in m.content for m in fake.bot_messages(dm)),
+                                timeout_s=60)
+            (answer,) = [m for m in fake.bot_messages(dm) if "Sources:" in m.content]
+            assert [b["custom_id"].split(":")[2] for row in answer.payload["components"]
+                    for b in row["components"]] == ["good", "bad"]
+            return [f"[{'edit' if n else 'post'}] {text}" for m in fake.bot_messages(dm)
+                    for n, text in enumerate(m.history)]
+
+    transcript: list[str] = []
+
+    async def recorded() -> None:
+        transcript.extend(await scenario())
+
+    run(recorded())
+    print("\n".join(transcript))
+    assert any("24 months" in line for line in transcript)

@@ -23,6 +23,7 @@ from bot.discord.settings import MESSAGE_LIMIT
 from bot.messages import PostedMessages, PostedStore
 from bot.render import split_message
 from bot.reply import (
+    FILE_QUEUED,
     FRESH_MESSAGES_FROM_ATTEMPT,
     STREAMING_CURSOR,
     AnswerReply,
@@ -302,7 +303,7 @@ class IngestBoard:
         if line is None or line.is_done:
             return
         if event.type in (ReplyType.QUEUED, ReplyType.PROGRESS):
-            line.state = status_line(event, MARKUP)
+            line.state = status_line(event, MARKUP, idle=FILE_QUEUED)
         elif event.type is ReplyType.FINAL:
             line.state, line.is_done = f"✅ {event.text or 'indexed'}", True
         elif event.type is ReplyType.ERROR:
