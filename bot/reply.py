@@ -75,6 +75,7 @@ class Update:
     is_final: bool = False
     is_streaming: bool = False
     rate_job: str = ""  # the job whose 👍/👎 the last piece carries ("" for none)
+    queue_position: int = 0  # a status line: how many jobs are ahead (0: none, or not a queue report)
 
     @property
     def text(self) -> str:
@@ -154,7 +155,9 @@ class AnswerReply:
                 return
             self._status_at = now
             idle = FILE_QUEUED if self.subject else THINKING
-            await self.surface.show(Update(self.header, status_line(event, self.markup, self.subject, idle)))
+            position = event.position or 0 if event.type is ReplyType.QUEUED else 0
+            await self.surface.show(Update(self.header, status_line(event, self.markup, self.subject, idle),
+                                           queue_position=position))
         else:
             await self.stream.feed(event)
 

@@ -231,3 +231,29 @@ def test_the_pane_searches_the_viewed_channel_only_for_its_members(redis_url: st
             assert not any("1872" in t for t in thread_messages(h.fake, h.dm, thread))
 
     asyncio.run(scenario())
+
+
+def test_a_question_waiting_in_a_queue_shows_its_place_and_is_then_posted_and_edited(redis_url: str) -> None:
+    async def scenario() -> None:
+        fake = FakeSlack()
+        await fake.start()
+        redis = aioredis.from_url(redis_url)
+        try:
+            client = AsyncWebClient(token=BOT_TOKEN, base_url=fake.url)
+            thread_ts = "1700000403.000100"
+            route = Route(VIA_CHAT, CHANNEL, f"slack:{TEAM_ID}:{CHANNEL}", thread_ts=thread_ts, user=USER,
+                          kind=JobKind.ASK.value)
+            async with aiohttp.ClientSession() as http:
+                reply = SlackReply(route, client, http, PermalinkStore(redis), EditBudget(1e9, 0),
+                                   update_interval_s=0, append_budget=EditBudget(1e9, 0), streams=StreamSupport())
+                await reply.feed(ReplyEvent("q1", ReplyType.QUEUED, seq=1, position=3))
+                assert thread_messages(fake, CHANNEL, thread_ts) == ["⏳ Queued, 3 ahead of you…"]
+                await reply.feed(ReplyEvent("q1", ReplyType.DELTA, seq=2, text="The night "))
+                await reply.feed(ReplyEvent("q1", ReplyType.FINAL, seq=3, text="The night bus."))
+            assert thread_messages(fake, CHANNEL, thread_ts) == ["The night bus."]
+            assert not fake.api("chat.startStream"), "the queued message became the answer"
+        finally:
+            await redis.aclose()
+            await fake.close()
+
+    asyncio.run(scenario())

@@ -270,10 +270,16 @@ class StreamSurface:
         return await self._stop(text, update)
 
     async def _status(self, update: Update) -> bool:
-        """A status line: in the pane, the thread's status; in a channel thread, nothing until text
-        streams (a stream cannot take text back)."""
-        if not self.route.assistant or self.stream:
+        """A status line: in the pane, the thread's status. In a channel thread a stream cannot show one
+        (it cannot take text back): a question that waits in a queue is answered by post-and-edit
+        instead, so the asker sees its place; one taken up at once shows nothing until text streams."""
+        if self.stream:
             return True
+        if not self.route.assistant:
+            if update.queue_position <= 0:
+                return True
+            self._is_fallen_back = True
+            return await self.chat.show(update)
         try:
             await self.chat.call("assistant.threads.setStatus", lambda: self.chat.client.assistant_threads_setStatus(
                 channel_id=self.route.channel, thread_ts=self.route.thread_ts, status=update.body))
