@@ -90,7 +90,7 @@ def assert_streams_append_each_piece_once(fake: FakeSlack, channel: str) -> None
         assert calls[0].method == "chat.startStream" and calls[-1].method == "chat.stopStream"
         pieces = [str(c.args.get("markdown_text") or "") for c in calls]
         assert all(pieces[1:-1]), "every append carries new text"
-        assert fake.messages(channel)[ts].startswith("".join(pieces)), ts
+        assert fake.messages(channel)[ts].startswith("".join(pieces).rstrip()), ts
 
 
 async def slack_answers(redis_url: str, *, in_pane: bool = False) -> int:

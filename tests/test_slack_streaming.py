@@ -73,7 +73,8 @@ async def one_answer(redis_url: str, fake: FakeSlack, thread_ts: str, *, native:
                 await reply.feed(ReplyEvent(f"j-{thread_ts}", ReplyType.DELTA, seq=seq, text=word))
             if attempt_two:  # another worker starts over with other words
                 await reply.feed(ReplyEvent(f"j-{thread_ts}", ReplyType.DELTA, seq=1, text="Other ", attempt=2))
-            text = final_text if final_text is not None else "".join(WORDS)
+            # As workers send it: the streamed text, trimmed.
+            text = final_text if final_text is not None else "".join(WORDS).strip()
             await reply.feed(ReplyEvent(f"j-{thread_ts}", ReplyType.FINAL, seq=99, text=text,
                                         citations=(Citation("facts.pdf", (4,)),), attempt=2 if attempt_two else 1))
             return reply

@@ -260,8 +260,11 @@ class StreamSurface:
 
     async def show(self, update: Update) -> bool:
         await self.chat.messages.load()
-        if self._is_fallen_back or (not self.stream and update.is_final):
-            return await self.chat.show(update)  # nothing streamed: one message says it all
+        # Posted and edited already (a queue's status, also by an adapter before a restart), or nothing
+        # streamed before the end (one message says it all): post-and-edit.
+        posted_plainly = bool(self.chat.messages.posted) and not self.stream
+        if self._is_fallen_back or posted_plainly or (not self.stream and update.is_final):
+            return await self.chat.show(update)
         if not update.is_streaming and not update.is_final:
             return await self._status(update)
         text = "\n\n".join(part for part in (update.header, update.body) if part)
@@ -343,8 +346,10 @@ class StreamSurface:
             blocks.append(rating_block(update.rate_job))
         fits = (len(text) <= self.limits.text_chars and len(update.tail) <= SECTION_TEXT_LIMIT
                 and len(update.text) <= self.limits.text_chars)
-        if not self.stream.get("stopped") and fits and text.startswith(streamed):
-            await finish_anyway(self._stop_with(ts, text[len(streamed):], blocks, update))
+        # The worker's final text is the streamed text, trimmed, or the streamed text and more.
+        rest = "" if text.rstrip() == streamed.rstrip() else text[len(streamed):] if text.startswith(streamed) else None
+        if not self.stream.get("stopped") and fits and rest is not None:
+            await finish_anyway(self._stop_with(ts, rest, blocks, update))
             return True
         if not self.stream.get("stopped"):
             await finish_anyway(self._stop_bare(ts, streamed))
