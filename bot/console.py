@@ -17,7 +17,8 @@ from typing import TextIO
 from bot.commands import COMMANDS as TABLE
 from bot.commands import usage_lines
 from bot.pipeline import ReplyRouter
-from bot.render import format_sources
+from bot.ratings import rater_id, record_rating
+from bot.reply import AnswerReply, Markup, SurfaceLimits, Update
 from core.local_files import read_local_file
 from core.pdf import DocumentError
 from core.scope import Scope
@@ -25,7 +26,6 @@ from core.text_safety import normalise_question
 from jobs.client import JobClient
 from jobs.interactions import BAD, GOOD, AsyncRatings
 from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
-from telemetry import metrics
 
 CONSOLE_SCOPE = Scope("console", "local", "console")
 HELP = "\n".join(["Type a question, or one of:",
@@ -36,6 +36,7 @@ HELP = "\n".join(["Type a question, or one of:",
                   "  /quit: leave"])
 RATINGS = {"/good": GOOD, "/bad": BAD}
 COMMANDS = {f"/{c.name}": c.kind for c in TABLE}
+MARKUP = Markup(warn="[!]", wait="...")
 
 
 class ConsoleAdapter:
@@ -109,7 +110,7 @@ class ConsoleAdapter:
 
     async def _run(self, job: Job, blob: bytes | None) -> ReplyEvent | None:
         """Submit ``job`` and show its replies through the shared pipeline until it ends."""
-        reply = ConsoleReply(self)
+        reply = console_reply(self)
         router = ReplyRouter(self.client, _no_other_jobs, answer_timeout_s=self.answer_timeout_s)
         router.expect(job.id, reply)
         ended = router.ended(job.id)
@@ -123,16 +124,17 @@ class ConsoleAdapter:
         finally:
             routing.cancel()
             await asyncio.gather(routing, return_exceptions=True)
-        if job.kind is JobKind.ASK and reply.final is not None and reply.final.type is ReplyType.FINAL:
+        final = reply.stream.final
+        if job.kind is JobKind.ASK and final is not None and final.type is ReplyType.FINAL:
             self.last_answer = job.id
-        return reply.final
+        return final
 
     async def _rate(self, rating: str, reason: str) -> None:
         if self.last_answer is None:
             self._print("There is no answer to rate yet: ask a question first.")
             return
-        await self.ratings.rate(self.last_answer, rating, rater=f"console:{self.user}", reason=reason)
-        metrics.feedback_rating("console", rating)
+        await record_rating(self.ratings, "console", self.last_answer, rating,
+                            rater_id("console", self.scope.workspace, self.user), reason)
         self._print("Thanks, noted." if rating == GOOD else "Thanks, noted: this answer is marked as wrong.")
 
     def _job(self, kind: JobKind, text: str = "", file_name: str | None = None) -> Job:
@@ -150,61 +152,51 @@ def _no_other_jobs(event: ReplyEvent) -> None:
     return None
 
 
-class ConsoleReply:
-    """One job's reply in the terminal: a :class:`bot.pipeline.Reply` that prints as events arrive."""
+class ConsoleSurface:
+    """The terminal: a surface that streams natively (new text is printed as it comes) and never limits."""
+
+    limits = SurfaceLimits(text_chars=10**9, edit_interval_s=0.0, streams_natively=True)
 
     def __init__(self, console: ConsoleAdapter):
         self.console = console
-        self.view = _StreamView(console)
-        self.final: ReplyEvent | None = None
-        self.is_done = False
+        self.printed = ""  # the answer text printed so far
+        self.is_streaming = False
 
     def interval_s(self) -> float:
-        return 1.0
+        return self.limits.edit_interval_s
 
-    async def feed(self, event: ReplyEvent) -> None:
-        self.view.show(event)
+    async def start_afresh(self) -> None:
+        self.printed, self.is_streaming = "", False
 
-    async def flush(self) -> None:
-        """Printed text needs no catching up."""
+    def close(self) -> None:
+        """Nothing shared to leave."""
 
-    async def finish(self, event: ReplyEvent, attempt: int) -> None:
-        self.view.show(event)
-        self.final, self.is_done = event, True
-
-    async def give_up(self) -> None:
-        self.is_done = True
-        self.console._print(f"\nNo answer within {self.console.answer_timeout_s:.0f} s. Is a worker running? "
-                            "(phobos status)")
-
-
-class _StreamView:
-    """Prints one job's events: answer text as it streams, progress lines, then sources."""
-
-    def __init__(self, console: ConsoleAdapter):
-        self.console = console
-        self.streamed = False
-
-    def show(self, event: ReplyEvent) -> None:
+    async def show(self, update: Update) -> bool:
         out = self.console
-        if event.type is ReplyType.DELTA:
-            if not self.streamed:
+        if not update.is_streaming and not update.is_final:
+            out._print(f"  {update.body}")  # a status line
+            return True
+        body = update.body
+        if not self.is_streaming:
+            if not update.is_final:
                 out._print("phobos> ", end="")
-            self.streamed = True
-            out._print(event.text, end="")
-        elif event.type is ReplyType.QUEUED and event.position:
-            out._print(f"  ... {event.text}")
-        elif event.type is ReplyType.PROGRESS:
-            out._print(f"  ... {event.text}: {event.done}/{event.total} pages")
-        elif event.type is ReplyType.FINAL:
-            if self.streamed:
-                out._print("")
-            else:
-                out._print(event.text)
-            sources = format_sources(event.citations)
-            if sources:
-                out._print(sources)
-        elif event.type is ReplyType.ERROR:
-            if self.streamed:
-                out._print("")
-            out._print(f"[!] {event.text}")
+                self.is_streaming = True
+        elif not body.startswith(self.printed):  # another worker started over, or the final text differs
+            out._print("")
+            self.printed = ""
+        if update.is_streaming:
+            out._print(body[len(self.printed):], end="")
+            self.printed = body
+            return True
+        if self.is_streaming:
+            out._print(body[len(self.printed):] if self.printed else body)
+        else:
+            out._print(body)
+        if update.tail:
+            out._print(update.tail)
+        return True
+
+
+def console_reply(console: ConsoleAdapter) -> AnswerReply:
+    """One job's reply in the terminal: the shared reply model over :class:`ConsoleSurface`."""
+    return AnswerReply(ConsoleSurface(console), MARKUP)

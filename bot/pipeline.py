@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 FINAL_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # waits between attempts to show an answer; last repeats
 ANSWER_TIMEOUT_S = 30 * 60
+UPLOAD_WAIT_S = 10 * 60  # a question sent with files waits this long for them to be indexed
 
 
 class Reply(Protocol):
@@ -87,6 +88,12 @@ class ReplyRouter:
         for job_id in job_ids:
             self._ended.pop(job_id, None)
 
+    async def wait_for_uploads(self, job_ids: list[str]) -> None:
+        """The one rule for a question sent with files: it waits until they are indexed (or failed), at
+        most UPLOAD_WAIT_S. Call :meth:`ended` for each ingest before submitting it."""
+        if job_ids:
+            await self.wait_ended(job_ids, UPLOAD_WAIT_S)
+
     def expect(self, job_id: str, reply: Reply, hold: bool = False) -> bool:
         """Send ``job_id``'s events to ``reply``; call before submitting (replies can be quick).
 
@@ -105,6 +112,12 @@ class ReplyRouter:
         if inbox is not None and id(reply) in self._held:
             self._held.discard(id(reply))
             self._spawn(self._follow(reply, inbox))
+
+    def release_job(self, job_id: str) -> None:
+        """:meth:`release` the reply expected for ``job_id``."""
+        reply = self._replies.get(job_id)
+        if reply is not None:
+            self.release(reply)
 
     def forget(self, job_id: str) -> None:
         """Undo :meth:`expect` for a job that was not submitted after all."""

@@ -71,6 +71,8 @@ def run_slack(settings: Settings, redis_url: str) -> None:
             file_hosts=tuple(h.strip() for h in settings.slack_file_hosts.split(",") if h.strip()),
             update_interval_s=settings.slack_update_interval_s,
             edits_per_min=settings.slack_edits_per_min,
+            native_streaming=settings.slack_native_streaming,
+            appends_per_min=settings.slack_appends_per_min,
             api_url=settings.slack_api_url,
             answer_timeout_s=settings.answer_timeout_s,
             interaction_retention_days=settings.interaction_retention_days,

@@ -163,6 +163,10 @@ class Settings(BaseSettings):
     slack_update_interval_s: float = Field(1.0, validation_alias=_env("PHOBOS_SLACK_UPDATE_INTERVAL_S"))
     # chat.update/chat.delete calls per minute per workspace, shared by all streaming answers (Tier 3: ~50).
     slack_edits_per_min: float = Field(45.0, validation_alias=_env("PHOBOS_SLACK_EDITS_PER_MIN"))
+    # Stream answers with chat.startStream/appendStream/stopStream (false: post and edit every answer).
+    slack_native_streaming: bool = Field(True, validation_alias=_env("PHOBOS_SLACK_NATIVE_STREAMING"))
+    # chat.appendStream calls per minute per workspace, shared by all streaming answers (Tier 4: 100+).
+    slack_appends_per_min: float = Field(90.0, validation_alias=_env("PHOBOS_SLACK_APPENDS_PER_MIN"))
     # Slack Web API base URL (GovSlack: https://slack-gov.com/api/, or a proxy).
     slack_api_url: str = Field("https://slack.com/api/", validation_alias=_env("PHOBOS_SLACK_API_URL"))
 

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 from bot.discord.adapter import HELP_TEXT, DiscordAdapter
 from bot.discord.payloads import Gate
-from bot.discord.replies import STREAMING_CURSOR, THINKING, AnswerView, ChannelSurface
+from bot.discord.replies import MARKUP, STREAMING_CURSOR, THINKING, AnswerReply, ChannelSurface
 from bot.discord.settings import DiscordSettings
 from core.documents import Citation
 from core.rag import NO_DOCUMENTS_NOTE
@@ -111,7 +111,7 @@ def test_start_prints_the_invite_syncs_commands_and_asks_for_message_content(
         async with running_bot(worker_url) as (fake, _adapter):
             path = f"/applications/{fake_discord.APPLICATION_ID}/guilds/{fake.guild_id}/commands"
             assert {c["name"] for c in fake.synced_commands[path]} == {
-                "ask", "model", "models", "docs", "forget", "status", "reset"}
+                "ask", "model", "models", "docs", "forget", "status", "reset", "Ask Phobos"}
             assert fake.identify_payload["intents"] & (1 << 15), "the message content intent"
     run(scenario())
     printed = capsys.readouterr().out
@@ -144,7 +144,7 @@ def test_a_burst_of_deltas_is_coalesced_into_a_few_edits(worker_url: str) -> Non
     async def scenario() -> None:
         async with running_bot(worker_url, edit_interval_s=0.3) as (fake, adapter):
             channel = adapter.get_channel(fake.channel_id)
-            view = AnswerView(ChannelSurface(channel), interval_s=0.3)  # type: ignore[arg-type]
+            view = AnswerReply(ChannelSurface(channel, interval_s=0.3), MARKUP)  # type: ignore[arg-type]
             words = ("lorem ipsum dolor sit amet " * 8).split()
             for word in words:  # 40 deltas at once
                 await view.feed(ReplyEvent("j", ReplyType.DELTA, text=word + " "))
@@ -166,7 +166,7 @@ def test_a_4500_character_answer_is_split_without_breaking_words_code_or_sources
     async def scenario() -> None:
         async with running_bot(worker_url) as (fake, adapter):
             channel = adapter.get_channel(fake.channel_id)
-            view = AnswerView(ChannelSurface(channel), interval_s=0.01)  # type: ignore[arg-type]
+            view = AnswerReply(ChannelSurface(channel, interval_s=0.01), MARKUP)  # type: ignore[arg-type]
             await view.finish(ReplyEvent("j", ReplyType.FINAL, text=long_answer, citations=citations), attempt=1)
             pieces = [m.content for m in fake.bot_messages(fake.channel_id)]
             assert sum(map(len, pieces)) >= 4500 and len(pieces) == 3
@@ -365,7 +365,7 @@ def test_an_error_after_a_long_streamed_answer_leaves_one_message_saying_so(work
     async def scenario() -> None:
         async with running_bot(worker_url) as (fake, adapter):
             channel = adapter.get_channel(fake.channel_id)
-            view = AnswerView(ChannelSurface(channel), interval_s=0.01)  # type: ignore[arg-type]
+            view = AnswerReply(ChannelSurface(channel, interval_s=0.01), MARKUP)  # type: ignore[arg-type]
             await view.feed(ReplyEvent("j", ReplyType.DELTA, text="partial answer " * 200))  # 3,000 chars
             assert len(fake.bot_messages(fake.channel_id)) == 2
             await view.finish(ReplyEvent("j", ReplyType.ERROR, text="The worker stopped; please ask again."), 1)

@@ -24,6 +24,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 import bot.slack.adapter as slack_adapter_module
+from bot.reply import STREAMING_CURSOR
 from bot.slack.adapter import SLASH_COMMAND, SlackAdapter, web_client
 from bot.slack.permalinks import PermalinkStore
 from bot.slack.replies import VIA_CHAT, Route, SlackReply
@@ -185,8 +186,8 @@ async def harness(redis_url: str, mode: str = "http", limits: SlackLimits | None
 
 
 def thread_messages(fake: FakeSlack, channel: str, thread_ts: str) -> list[str]:
-    """Current texts of the app's messages in one thread, in posting order."""
-    posted = [c.args["ts"] for c in fake.api("chat.postMessage", channel=channel, thread_ts=thread_ts)]
+    """Current texts of the app's messages in one thread (posted or streamed), in posting order."""
+    posted = fake.thread_posts(channel, thread_ts)
     shown = fake.messages(channel)
     return [shown[ts] for ts in posted if ts in shown]
 
@@ -216,10 +217,11 @@ def test_pdf_upload_then_mention_streams_an_answer_citing_it_in_the_thread(redis
             assert status == 200
             await h.fake.wait_for(lambda: any("Sources:" in t for t in h.thread_messages(ask_ts)))
 
-            answer_posts = h.fake.api("chat.postMessage", thread_ts=ask_ts)
-            assert len(answer_posts) == 1, "the answer is posted once, then edited"
-            edits = [c for c in h.fake.api("chat.update") if c.args["ts"] == answer_posts[0].args["ts"]]
-            assert edits, "the answer grows by chat.update while it streams"
+            [started] = h.fake.api("chat.startStream", thread_ts=ask_ts)  # streamed natively, once
+            assert not h.fake.api("chat.postMessage", thread_ts=ask_ts)
+            assert started.args["recipient_user_id"] == USER and started.args["recipient_team_id"] == TEAM_ID
+            [stopped] = h.fake.api("chat.stopStream", ts=started.args["ts"])
+            assert [b["type"] for b in stopped.args["blocks"]] == ["section", "context_actions"]
             final = h.thread_messages(ask_ts)[0]
             assert "platform nine" in final
             assert "[1] facts.pdf, p. 4 <https://test.slack.com/files/U0USER/F0PDF/facts.pdf>" in final
@@ -274,7 +276,7 @@ def test_retried_event_makes_one_job_and_one_answer(redis_url: str, worker: None
             await h.fake.wait_for(lambda: h.shows("1700000002.000100", NO_DOCUMENTS))
             await asyncio.sleep(0.5)  # time for a second answer to show up, if there were one
             assert await h.jobs_submitted() == 1
-            assert len(h.fake.api("chat.postMessage", thread_ts="1700000002.000100")) == 1
+            assert len(h.fake.thread_posts(h.channel, "1700000002.000100")) == 1
 
     asyncio.run(scenario())
 
@@ -487,8 +489,11 @@ def test_manifest_subscribes_to_what_the_adapter_handles() -> None:
     manifest = yaml.safe_load((Path(__file__).parents[1] / "deploy" / "slack-manifest.yml").read_text())
     events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
-    assert {"app_mention", "message.channels", "message.groups", "message.im"} <= events
-    assert {"app_mentions:read", "chat:write", "commands", "files:read", "im:history"} <= scopes
+    assert {"app_mention", "message.channels", "message.groups", "message.im", "assistant_thread_started",
+            "assistant_thread_context_changed"} <= events
+    assert {"app_mentions:read", "chat:write", "commands", "files:read", "im:history", "assistant:write",
+            "channels:read"} <= scopes
+    assert "assistant_view" in manifest["features"]  # the AI app pane
     assert [c["command"] for c in manifest["features"]["slash_commands"]] == [SLASH_COMMAND]
     assert manifest["settings"]["interactivity"]["is_enabled"] is True  # the 👍/👎 buttons
 
@@ -536,7 +541,8 @@ def test_a_job_restarted_by_another_worker_streams_over_the_same_message(redis_u
                 # Deltas inside the update interval wait for the router's timer: show what arrived since.
                 await reply.flush()
                 [shown] = thread_messages(fake, CHANNEL, "1700000011.000100")
-                assert shown.strip() == "The night"  # not "The night train The night"
+                # Not "The night train The night"; a growing message ends with the reply model's cursor.
+                assert shown.removesuffix(STREAMING_CURSOR).strip() == "The night"
                 await reply.feed(ReplyEvent("j3", ReplyType.DELTA, seq=2, text="bus ", attempt=2))
                 await reply.feed(ReplyEvent("j3", ReplyType.FINAL, seq=3, text="The night bus.", attempt=2))
             [post] = fake.api("chat.postMessage", thread_ts="1700000011.000100")  # edited, never reposted
@@ -581,5 +587,25 @@ def test_shutdown_is_bounded_when_a_task_swallows_its_cancel(redis_url: str, mon
             await task
             await redis.aclose()
             await fake.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_unsupported_file_sent_to_phobos_gets_a_reply_naming_the_formats(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with harness(redis_url) as h:
+            exe = {"id": "F0EXE", "name": "tool.exe", "filetype": "binary", "mimetype": "application/octet-stream",
+                   "size": 10, "url_private": h.fake.file_url("F0EXE/tool.exe")}
+            # Shared in a channel without a word to Phobos: not ours, and nothing is said.
+            await h.send_event(h.file_share("1700000014.000100", exe))
+            # Sent to Phobos in a DM: it says which formats it reads.
+            dm = {"type": "message", "subtype": "file_share", "user": USER, "text": "", "ts": "1700000014.000200",
+                  "channel": h.dm, "channel_type": "im", "files": [exe], "team": TEAM_ID}
+            await h.send_event(dm)
+            await h.fake.wait_for(lambda: h.fake.api("chat.postMessage", channel=h.dm))
+            [reply] = h.fake.api("chat.postMessage")
+            assert reply.args["channel"] == h.dm and "*tool.exe*" in reply.args["text"]
+            assert "PDF (.pdf)" in reply.args["text"] and "Word (.docx)" in reply.args["text"]
+            assert h.fake.downloads == [] and await h.jobs_submitted() == 0
 
     asyncio.run(scenario())

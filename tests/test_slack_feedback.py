@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from bot.slack.feedback import RATE_ACTION_IDS, REASON_ACTION_ID, REASON_BLOCK_ID
+from bot.slack.feedback import RATE_ACTION_ID, REASON_ACTION_ID, REASON_BLOCK_ID
 from bot.slack.permalinks import PermalinkStore
 from bot.slack.replies import VIA_CHAT, Route, SlackReply
 from bot.slack.settings import SlackSettings
@@ -43,8 +43,9 @@ def click(h: Harness, rating: str, job_id: str, message_ts: str) -> Any:
         "channel": {"id": h.channel, "name": "general"},
         "container": {"type": "message", "message_ts": message_ts, "channel_id": h.channel},
         "message": {"ts": message_ts, "text": "..."},
-        "actions": [{"type": "button", "action_id": RATE_ACTION_IDS[rating], "block_id": "phobos_rate",
-                     "value": job_id, "action_ts": str(time.time())}]})
+        "actions": [{"type": "feedback_buttons", "action_id": RATE_ACTION_ID, "block_id": "phobos_rate",
+                     "value": f"{rating}:{job_id}", "text": {"type": "plain_text", "text": "👍"},
+                     "action_ts": str(time.time())}]})
 
 
 async def answer_with_buttons(h: Harness, ask_ts: str) -> tuple[str, str]:
@@ -53,13 +54,15 @@ async def answer_with_buttons(h: Harness, ask_ts: str) -> tuple[str, str]:
     assert status == 200
 
     def buttons() -> list[dict[str, Any]]:
-        return [b for blocks in h.fake.blocks(h.channel).values() for b in blocks if b["type"] == "actions"]
+        return [b for blocks in h.fake.blocks(h.channel).values() for b in blocks if b["type"] == "context_actions"]
 
     await h.fake.wait_for(lambda: bool(buttons()))
-    (ts,) = [ts for ts, blocks in h.fake.blocks(h.channel).items() if blocks[-1]["type"] == "actions"]
-    values = {e["action_id"]: e["value"] for e in buttons()[0]["elements"]}
-    assert set(values) == set(RATE_ACTION_IDS.values()) and len(set(values.values())) == 1
-    return ts, values[RATE_ACTION_IDS["bad"]]
+    (ts,) = [ts for ts, blocks in h.fake.blocks(h.channel).items() if blocks[-1]["type"] == "context_actions"]
+    (element,) = buttons()[0]["elements"]
+    assert element["type"] == "feedback_buttons" and element["action_id"] == RATE_ACTION_ID
+    good, bad = element["positive_button"]["value"], element["negative_button"]["value"]
+    assert good.startswith("good:") and bad.startswith("bad:") and good[5:] == bad[4:]
+    return ts, bad.removeprefix("bad:")
 
 
 def test_a_thumbs_down_on_slack_with_a_reason_lands_in_the_log_and_is_exported(
@@ -72,9 +75,10 @@ def test_a_thumbs_down_on_slack_with_a_reason_lands_in_the_log_and_is_exported(
             await share_pdf(h, ts="1700000100.000100", name="facts.pdf")
             ask_ts = "1700000100.000200"
             message_ts, job_id = await answer_with_buttons(h, ask_ts)
+            # Streamed natively: the answer is the stream's text; the stop added the sources and 👍/👎.
             sections = [b for b in h.fake.blocks(h.channel)[message_ts] if b["type"] == "section"]
-            assert "platform nine" in sections[0]["text"]["text"]
-            assert "platform nine" in h.fake.messages(h.channel)[message_ts]  # text stays as the fallback
+            assert "facts.pdf, p. 4" in sections[0]["text"]["text"]
+            assert "platform nine" in h.fake.messages(h.channel)[message_ts]
 
             status, _ = await click(h, "bad", job_id, message_ts)
             assert status == 200  # acked at once
@@ -150,7 +154,7 @@ def test_a_long_final_answer_keeps_its_buttons_within_block_kit_limits(redis_ser
             assert len(shown) == 1, "only the last message carries the buttons"
             ((last_ts, blocks),) = shown.items()
             assert len(fake.messages("C0LONG")[last_ts]) > 3000, "more than one section block holds"
-            assert [b["type"] for b in blocks] == ["section", "section", "actions"]
+            assert [b["type"] for b in blocks] == ["section", "section", "context_actions"]
             assert "Line 127" in blocks[1]["text"]["text"]
         finally:
             await redis.aclose()

@@ -6,13 +6,12 @@ attachments itself while their URLs are fresh, and hands everything else to the 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import discord
@@ -35,15 +34,20 @@ from bot.discord.payloads import (
     thread_scope_for,
 )
 from bot.discord.replies import (
+    MARKUP,
     NO_MENTIONS,
-    AnswerView,
+    AnswerReply,
     ChannelSurface,
     IngestBoard,
     InteractionSurface,
-    ReplyView,
 )
 from bot.discord.settings import DiscordSettings, intents, invite_url, point_at
-from bot.pipeline import ReplyRouter
+from bot.messages import PostedStore
+from bot.pipeline import Reply, ReplyRouter
+from bot.ratings import rater_id, record_rating
+from bot.reply import NOT_A_FORMAT, LinkResolver, QuietReply
+from bot.tasks import TaskSet
+from core.documents import Citation
 from core.formats import ACCEPTED
 from core.scope import Scope
 from core.text_safety import escape_name, normalise_question
@@ -58,7 +62,12 @@ log = logging.getLogger(__name__)
 HELP_TEXT = "Ask me a question after the mention, e.g. “@Phobos what does the contract say about notice?”"
 MODELS_CACHE_S = 10.0  # autocomplete runs on every keystroke; the worker heartbeats change slowly
 AUTOCOMPLETE_LIMIT = 25  # Discord shows at most 25 choices
-INGEST_WAIT_S = 10 * 60  # a question sent with PDFs waits this long for them to be indexed
+CLOSE_TIMEOUT_S = 30.0  # how long close() waits for its tasks to end after cancelling them
+ASK_ABOUT_MESSAGE = "Ask Phobos"  # the message context-menu command
+DEFAULT_FILE_QUESTION = "What is this document about?"  # "Ask Phobos" on a message with only a file
+# Installable to a server and to a user; usable in servers, the bot's DM and other DMs / group DMs.
+INSTALLS = app_commands.AppInstallationType(guild=True, user=True)
+CONTEXTS = app_commands.AppCommandContext(guild=True, dm_channel=True, private_channel=True)
 
 
 class DiscordAdapter(discord.Client):
@@ -75,17 +84,17 @@ class DiscordAdapter(discord.Client):
                                     max_entries=settings.interaction_max_entries)
         self.gate = Gate(settings.allowed_guild_ids, settings.allowed_channel_ids, settings.allowed_role_ids,
                          settings.allow_dms)
-        self.tree = app_commands.CommandTree(self)
+        self.tree = app_commands.CommandTree(self, allowed_installs=INSTALLS, allowed_contexts=CONTEXTS)
         self._add_commands()
         self.router = ReplyRouter(jobs, self._late_reply, answer_timeout_s=settings.answer_timeout_s)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
         self._models_cache: tuple[float, list[str]] = (0.0, [])
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
     async def setup_hook(self) -> None:
         await self.jobs.start_listening()
-        self._spawn(self.router.run())
+        self._tasks.spawn(self.router.run())
         if self.application_id is not None:
             log.info("invite Phobos with %s", invite_url(self.application_id))
             print(f"Invite Phobos to a server: {invite_url(self.application_id)}", flush=True)
@@ -104,19 +113,14 @@ class DiscordAdapter(discord.Client):
                  f"guild {self.settings.dev_guild_id}" if self.settings.dev_guild_id else "global")
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        await self._tasks.close(CLOSE_TIMEOUT_S)
         await super().close()
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)  # keep a reference: the loop only holds tasks weakly
-        task.add_done_callback(self._tasks.discard)
 
     # ---- replies -------------------------------------------------------------------------------
 
-    def _late_reply(self, event: ReplyEvent) -> AnswerView | None:
-        """A reply for a job from before a restart: its answer still belongs in the channel it came from."""
+    def _late_reply(self, event: ReplyEvent) -> AnswerReply | None:
+        """A reply for a job from before a restart: its answer still belongs in the channel it came from,
+        in the messages it was streaming into, with its 👍/👎 and source links like any other."""
         if not event.meta.get("channel_id"):
             return None
         # The thread the question opened (Discord gives it the question's id), else the channel.
@@ -132,9 +136,18 @@ class DiscordAdapter(discord.Client):
                     return channel
             raise RuntimeError(f"no channel of {candidates} takes messages")
 
-        return AnswerView(ChannelSurface(None, resolve=find_channel), self.settings.edit_interval_s)
+        surface = ChannelSurface(None, resolve=find_channel, interval_s=self.settings.edit_interval_s,
+                                 store=PostedStore(self.jobs.redis, event.job_id))
+        scope = Scope.parse(event.meta["scope"]) if event.meta.get("scope") else None
+        return AnswerReply(surface, MARKUP, is_rated=event.meta.get("kind") == JobKind.ASK.value,
+                           links=self._links(scope) if scope else None)
 
-    async def _submit(self, job: Job, view: ReplyView, blob: bytes | None = None) -> bool:
+    def _links(self, scope: Scope) -> Callable[[Sequence[Citation]], Awaitable[LinkResolver]]:
+        async def links(citations: Sequence[Citation]) -> LinkResolver:
+            return await self.links.resolver(scope)
+        return links
+
+    async def _submit(self, job: Job, view: Reply, blob: bytes | None = None) -> bool:
         """Submit ``job`` with its replies going to ``view`` (held until ``router.release(view)``).
 
         False (and nothing to show) for a duplicate.
@@ -157,15 +170,15 @@ class DiscordAdapter(discord.Client):
         is_mentioned = any(user.id == self.user.id for user in message.mentions)
         pdfs = [a for a in message.attachments if is_pdf(a)]
         others = [a for a in message.attachments if not is_pdf(a)]
-        board = None
+        uploads: list[str] = []
         # Everyone's PDFs are indexed; other files are only worth a word when someone talks to Phobos.
         if pdfs or (others and (is_mentioned or is_dm)):
-            board = await self._ingest(message, pdfs, others)
+            uploads = await self._ingest(message, pdfs, others)
         if not (is_mentioned or is_dm):
             return
         question = question_of(message.content, self.user.id)
         if question:
-            await self._ask(message, question, after=board)
+            await self._ask(message, question, after=uploads)
         elif not message.attachments:
             await message.reply(HELP_TEXT, mention_author=False, allowed_mentions=NO_MENTIONS)
 
@@ -184,11 +197,13 @@ class DiscordAdapter(discord.Client):
         return scope_of(channel, message.guild.id if message.guild else None)
 
     async def _ingest(self, message: discord.Message, pdfs: list[discord.Attachment],
-                      others: list[discord.Attachment]) -> IngestBoard | None:
+                      others: list[discord.Attachment]) -> list[str]:
+        """Index the message's files, one status board under it; the submitted ingest job ids."""
         scope = await self._scope_of(message)
-        board = IngestBoard(ChannelSurface(message.channel, reference=message), self.settings.edit_interval_s)
+        board = IngestBoard(ChannelSurface(message.channel, reference=message,
+                                           interval_s=self.settings.edit_interval_s))
         for attachment in others:
-            board.fail(escape_name(attachment.filename), f"is not a format I read; I index {ACCEPTED}.")
+            board.fail(escape_name(attachment.filename), NOT_A_FORMAT)
         limit_mb = self.settings.max_attachment_mb
         for attachment in pdfs:
             name = escape_name(attachment.filename)  # shown, linked and stored under this one name
@@ -208,24 +223,20 @@ class DiscordAdapter(discord.Client):
                            message.author.id, self.jobs.reply_stream, file_name=name,
                            channel_id=message.channel.id, message_id=message.id)
             await self.links.remember(scope, name, message.jump_url)
+            self.router.ended(job.id)  # before submitting: the index may be ready quickly
             if await self._submit(job, board, blob=data):
                 board.add(job.id, name)
         if not board.has_lines:
-            return None
+            return []
         await board.show_now()
         self.router.release(board)
-        return board
+        return board.job_ids
 
-    async def _ask(self, message: discord.Message, question: str, after: IngestBoard | None) -> None:
+    async def _ask(self, message: discord.Message, question: str, after: list[str]) -> None:
         question = normalise_question(question)  # it also names the thread
         with contextlib.suppress(discord.HTTPException):
             await message.channel.typing()  # shows at once; the answer message follows
-        if after is not None:
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that lands as
-            # the wait ends (see jobs/client.py deliveries()).
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(INGEST_WAIT_S):
-                    await after.finished.wait()
+        await self.router.wait_for_uploads(after)
         scope = await self._scope_of(message)
         opens_thread = (self.settings.thread_on_channel_question
                         and isinstance(message.channel, discord.TextChannel))
@@ -235,9 +246,9 @@ class DiscordAdapter(discord.Client):
         job = make_job(message_job_id(message.id), JobKind.ASK, scope, message.author.id,
                        self.jobs.reply_stream, text=question, channel_id=message.channel.id,
                        message_id=message.id, thread_id=message.id if opens_thread else None)
-        surface = ChannelSurface(message.channel, reference=message)
-        view = AnswerView(surface, self.settings.edit_interval_s, links=lambda: self.links.resolver(scope),
-                          is_rated=True)
+        surface = ChannelSurface(message.channel, reference=message, interval_s=self.settings.edit_interval_s,
+                                 store=PostedStore(self.jobs.redis, job.id))
+        view = AnswerReply(surface, MARKUP, links=self._links(scope), is_rated=True)
         if not await self._submit(job, view):
             return
         if opens_thread:
@@ -264,8 +275,7 @@ class DiscordAdapter(discord.Client):
                 await interaction.response.send_modal(ReasonModal(job_id))
             else:
                 await interaction.response.send_message("Thanks for the rating.", ephemeral=True)
-            await self.ratings.rate(job_id, rating, _rater_of(interaction))
-            metrics.feedback_rating("discord", rating)
+            await record_rating(self.ratings, "discord", job_id, rating, _rater_of(interaction))
         elif interaction.type is discord.InteractionType.modal_submit:
             reason = parse_reason(data)
             if reason is None:
@@ -273,7 +283,7 @@ class DiscordAdapter(discord.Client):
             job_id, text = reason
             await interaction.response.send_message("Thanks, noted.", ephemeral=True)
             if text.strip():
-                await self.ratings.rate(job_id, BAD, _rater_of(interaction), text)
+                await record_rating(self.ratings, "discord", job_id, BAD, _rater_of(interaction), text, is_new=False)
 
     # ---- slash commands ------------------------------------------------------------------------
 
@@ -291,6 +301,11 @@ class DiscordAdapter(discord.Client):
                 command.autocomplete("text")(model_choices)
             self.tree.add_command(command)
 
+        async def ask_about(interaction: discord.Interaction, message: discord.Message) -> None:
+            await self._ask_about_message(interaction, message)
+
+        self.tree.add_command(app_commands.ContextMenu(name=ASK_ABOUT_MESSAGE, callback=ask_about))
+
     def _slash_command(self, spec: Command) -> app_commands.Command[Any, Any, None]:
         kind = spec.kind
         if spec.argument:
@@ -306,25 +321,73 @@ class DiscordAdapter(discord.Client):
         return app_commands.Command(name=spec.name, description=spec.description, callback=callback)
 
     async def _command(self, interaction: discord.Interaction, kind: JobKind, text: str = "") -> None:
-        received_at = time.monotonic()
         if not self._admits(interaction.guild, interaction.channel, interaction.user):
             await interaction.response.send_message("Phobos is not enabled here.", ephemeral=True)
             return
-        deadline = received_at + self.settings.interaction_token_ttl_s
+        deadline = await self._defer(interaction)
+        await self._answer(interaction, deadline, kind, text, scope_of(interaction.channel, interaction.guild_id))
+
+    async def _ask_about_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        """"Ask Phobos" on a message: its text is the question; a supported file on it is shared first
+        (into the conversation where the command is used), so the answer can cite it."""
+        if not self._admits(interaction.guild, interaction.channel, interaction.user):
+            await interaction.response.send_message("Phobos is not enabled here.", ephemeral=True)
+            return
+        question = question_of(message.content, self.user.id if self.user else 0)
+        files = [a for a in message.attachments if is_pdf(a)]
+        if not question and not files:
+            await interaction.response.send_message(
+                f"That message has no question and no file I read ({ACCEPTED}).", ephemeral=True)
+            return
+        deadline = await self._defer(interaction)
+        scope = scope_of(interaction.channel, interaction.guild_id)
+        uploads = await self._share_quietly(message, files, scope, interaction.user.id)
+        await self._answer(interaction, deadline, JobKind.ASK, question or DEFAULT_FILE_QUESTION, scope,
+                           after=uploads)
+
+    async def _defer(self, interaction: discord.Interaction) -> float:
+        """Acknowledge at once (Discord wants an answer within 3 seconds); the monotonic deadline of its token."""
+        received_at = time.monotonic()
         try:
-            # Discord wants an answer within 3 seconds; the worker may take longer, so defer first.
             await interaction.response.defer(thinking=True)
         except discord.NotFound:
             log.warning("interaction %s expired before the defer; answering in the channel", interaction.id)
-            deadline = received_at  # the token is useless: every reply goes to the channel
-        scope = scope_of(interaction.channel, interaction.guild_id)
+            return received_at  # the token is useless: every reply goes to the channel
+        return received_at + self.settings.interaction_token_ttl_s
+
+    async def _answer(self, interaction: discord.Interaction, deadline: float, kind: JobKind, text: str,
+                      scope: Scope, after: list[str] | None = None) -> None:
+        """Submit the interaction's job (once the files it came with are indexed) and show its reply there."""
+        await self.router.wait_for_uploads(after or [])
         job = make_job(interaction_job_id(interaction.id), kind, scope, interaction.user.id,
                        self.jobs.reply_stream, text=text, channel_id=interaction.channel_id or 0)
-        surface = InteractionSurface(interaction, deadline=deadline)
-        view = AnswerView(surface, self.settings.edit_interval_s, links=lambda: self.links.resolver(scope),
-                          is_rated=kind is JobKind.ASK)
+        surface = InteractionSurface(interaction, deadline=deadline, interval_s=self.settings.edit_interval_s)
+        view = AnswerReply(surface, MARKUP, links=self._links(scope), is_rated=kind is JobKind.ASK)
         if await self._submit(job, view):
             self.router.release(view)
+
+    async def _share_quietly(self, message: discord.Message, files: list[discord.Attachment], scope: Scope,
+                             user_id: int) -> list[str]:
+        """Index ``files`` into ``scope`` with no status message of their own (the answer follows them;
+        where Phobos is installed only to the user it could not post one anyway)."""
+        submitted = []
+        for attachment in files:
+            if attachment.size > self.settings.max_attachment_bytes:
+                continue
+            try:
+                data = await attachment.read()
+            except discord.HTTPException as exc:
+                metrics.platform_error("discord", exc)
+                continue
+            job = make_job(attachment_job_id(message.id, attachment.id), JobKind.INGEST, scope, user_id,
+                           self.jobs.reply_stream, file_name=attachment.filename, channel_id=message.channel.id,
+                           message_id=message.id)
+            await self.links.remember(scope, attachment.filename, message.jump_url)
+            self.router.ended(job.id)
+            if await self._submit(job, QuietReply(), blob=data):
+                self.router.release_job(job.id)
+                submitted.append(job.id)
+        return submitted
 
     async def live_models(self) -> list[str]:
         """Model names that running workers announce in their heartbeats (cached for a few seconds)."""
@@ -353,7 +416,7 @@ def _models_in_heartbeat(raw: bytes | str) -> list[str]:
 
 def _rater_of(interaction: discord.Interaction) -> str:
     """``discord:GUILD:USER`` (``dm`` for the guild of a direct message)."""
-    return f"discord:{interaction.guild_id or 'dm'}:{interaction.user.id}"
+    return rater_id("discord", interaction.guild_id, interaction.user.id)
 
 
 def adapter_id() -> str:

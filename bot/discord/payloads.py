@@ -76,7 +76,8 @@ def make_job(job_id: str, kind: JobKind, scope: Scope, user_id: int, reply_to: s
 
     ``thread_id``: the thread the answer goes to, when the question opens one (else the channel).
     """
-    meta = {"channel_id": str(channel_id)}
+    # kind and scope: a reply shown after a restart still carries 👍/👎 and links its sources.
+    meta = {"channel_id": str(channel_id), "kind": kind.value, "scope": scope.key}
     if message_id is not None:
         meta["message_id"] = str(message_id)
     if thread_id is not None:

@@ -13,13 +13,13 @@ import dataclasses
 import logging
 import re
 import socket
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_bolt.async_app import AsyncApp, AsyncAssistant, AsyncBoltContext
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -30,11 +30,26 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.budget import Budgets
 from bot.commands import COMMANDS, usage_lines
 from bot.pipeline import ReplyRouter
-from bot.slack.feedback import RATE_ACTION_IDS, REASON_VIEW_ID, reason_modal, submitted_reason
+from bot.ratelimits import RateGate, current_workspace
+from bot.ratings import rater_id, record_rating
+from bot.reply import NOT_A_FORMAT
+from bot.slack.assistant import (
+    GREETING,
+    LOADING_MESSAGES,
+    RedisThreadContextStore,
+    is_member,
+    started_thread,
+    suggested_prompts,
+    take_title,
+    title_of,
+)
+from bot.slack.feedback import RATE_ACTION_ID, REASON_VIEW_ID, parse_rating, reason_modal, submitted_reason
 from bot.slack.files import FileRejected, SharedFile, download, too_large
 from bot.slack.permalinks import PermalinkStore
 from bot.slack.replies import VIA_CHAT, VIA_RESPONSE_URL, Route, escape, make_reply_factory
 from bot.slack.settings import SlackSettings
+from bot.slack.surfaces import StreamSupport, gated
+from bot.tasks import TaskSet
 from core.scope import Scope
 from core.text_safety import normalise_question
 from jobs import keys
@@ -57,7 +72,6 @@ USAGE = "\n".join([
     "and I index it.",
 ])
 RATE_LIMIT_RETRIES = 2  # the SDK waits Retry-After and tries again this often before the call fails
-INGEST_WAIT_S = 10 * 60  # a question sent with PDFs waits this long for them to be indexed
 # Message subtypes that carry something a person said or shared; edits, deletions, joins, bot posts
 # (including the message_changed events our own chat.update calls cause) are ignored.
 HANDLED_MESSAGE_SUBTYPES = (None, "file_share", "thread_broadcast")
@@ -70,21 +84,28 @@ class SlackAdapter:
         self.settings = settings
         self.job_client = job_client
         self.permalinks = PermalinkStore(job_client.redis)
-        self.client = web_client(settings)
+        self.gate = RateGate()  # 429s per method and workspace, shared by every reply
+        self.streams = StreamSupport(settings.native_streaming)
+        self.client = web_client(settings, self.gate)
         self.app = AsyncApp(client=self.client, signing_secret=settings.signing_secret, name="phobos")
         self.app.event("app_mention")(self._on_mention)
         self.app.event("message")(self._on_message)
         self.app.command(SLASH_COMMAND)(self._on_command)
-        for rating, action_id in RATE_ACTION_IDS.items():
-            self.app.action(action_id)(self._rater(rating))
+        self.app.action(RATE_ACTION_ID)(self._on_rate)
         self.app.view(REASON_VIEW_ID)(self._on_reason)
+        # The AI app pane: bolt's Assistant takes the pane's events before the plain message listener.
+        self.pane_contexts = RedisThreadContextStore(job_client.redis)
+        assistant = AsyncAssistant(thread_context_store=self.pane_contexts)
+        assistant.thread_started(self._on_pane_started)
+        assistant.user_message(self._on_pane_message)
+        self.app.assistant(assistant)
         self.ratings = AsyncRatings(job_client.redis, retention_days=settings.interaction_retention_days,
                                     max_entries=settings.interaction_max_entries)
         self.http_port: int | None = None  # the bound port in HTTP mode, once started
         self._http: aiohttp.ClientSession | None = None
         self._router: ReplyRouter | None = None
         self._router_task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
 
@@ -95,9 +116,11 @@ class SlackAdapter:
         self._http = aiohttp.ClientSession()
         await self.job_client.start_listening()
         budgets = Budgets(self.settings.edits_per_min, self.settings.update_interval_s)
+        append_budgets = Budgets(self.settings.appends_per_min, self.settings.update_interval_s)
         make_reply = make_reply_factory(self.client, self._http, self.permalinks, budgets,
                                         limit=self.settings.message_limit,
-                                        update_interval_s=self.settings.update_interval_s)
+                                        update_interval_s=self.settings.update_interval_s, gate=self.gate,
+                                        append_budgets=append_budgets, streams=self.streams)
         self._router = ReplyRouter(self.job_client, make_reply, answer_timeout_s=self.settings.answer_timeout_s)
         self._router_task = asyncio.create_task(self._router.run())
         if self.settings.mode == "socket":
@@ -120,21 +143,10 @@ class SlackAdapter:
             await self._socket.close_async()
         if self._runner is not None:
             await self._runner.cleanup()
-        tasks = [t for t in [self._router_task, *self._tasks] if t is not None]
-        for task in tasks:
-            task.cancel()
-        stuck: set[asyncio.Task[None]] = set()
-        if tasks:
-            # Bounded: a task that loses its cancel inside a library call must not keep a stopping process
-            # (a rolling deploy, SIGTERM) from exiting; replies it had not shown stay pending in the reply
-            # stream for the next adapter to read.
-            _, stuck = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
-            if stuck:
-                log.warning("%d task(s) did not stop within %.0f s of shutdown; leaving them", len(stuck),
-                            CLOSE_TIMEOUT_S)
+        stuck = await self._tasks.close(CLOSE_TIMEOUT_S, self._router_task)
         if self._http is not None:
             await self._http.close()
-        return len(stuck)
+        return stuck
 
     async def serve_forever(self) -> None:
         await self.start()
@@ -165,8 +177,7 @@ class SlackAdapter:
             self._after(ingests, self._ask(f"slack:{team}:{channel}:{ts}", scope, _sender(event),
                                            question, route))
         elif not event.get("files"):
-            await self.client.chat_postMessage(channel=channel, thread_ts=answer_thread,
-                                               text="Ask me a question after the mention, or try `/phobos`.")
+            await self._post(channel, answer_thread, "Ask me a question after the mention, or try `/phobos`.")
 
     async def _on_message(self, body: dict[str, Any], event: dict[str, Any],
                           context: AsyncBoltContext) -> None:
@@ -178,12 +189,54 @@ class SlackAdapter:
         scope = Scope(PLATFORM, team, channel, thread_ts)
         is_dm = event.get("channel_type") == "im"
         # A DM is answered where it was said; a file's status goes in a thread under the file.
-        ingests = await self._ingest_files(event, scope, thread_ts or ("" if is_dm else ts))
+        ingests = await self._ingest_files(event, scope, thread_ts or ("" if is_dm else ts), is_addressed=is_dm)
         question = _strip_mention(event.get("text", ""), context.bot_user_id)
         if is_dm and question:
             self._after(ingests, self._ask(f"slack:{team}:{channel}:{ts}", scope, _sender(event),
                                            question, Route(VIA_CHAT, channel, scope.key,
                                                            thread_ts=thread_ts or "")))
+
+    async def _on_pane_started(self, body: dict[str, Any], payload: dict[str, Any]) -> None:
+        """A thread opens in the pane: greet, and suggest questions about the channel the user views."""
+        _user, channel, thread_ts, viewed = started_thread(payload)
+        team = workspace_of(body)
+        if viewed:
+            await self.pane_contexts.save(channel_id=channel, thread_ts=thread_ts,
+                                          context={"channel_id": viewed, "team_id": team})
+        prompts = await suggested_prompts(self.job_client.redis, team, viewed if viewed else "")
+        try:  # a greeting is a courtesy: a refused one must not keep the thread from working
+            await self._post(channel, thread_ts, GREETING)
+            await gated(self.gate, team, "assistant.threads.setSuggestedPrompts",
+                        lambda: self.client.assistant_threads_setSuggestedPrompts(
+                            channel_id=channel, thread_ts=thread_ts, title="Try asking", prompts=prompts))
+        except SlackApiError as exc:
+            metrics.platform_error("slack", exc)
+            log.info("could not greet in the pane: %s", exc.response.get("error"))
+
+    async def _on_pane_message(self, body: dict[str, Any], payload: dict[str, Any],
+                               context: AsyncBoltContext) -> None:
+        """A question in a pane thread: title the thread, show a status, ask in the viewed channel's scope
+        when the asker is a member of it (else in the pane thread's own), and stream the answer there."""
+        event = payload
+        team, channel, ts, thread_ts = workspace_of(body), event["channel"], event["ts"], event["thread_ts"]
+        user = _sender(event)
+        own_scope = Scope(PLATFORM, team, channel, thread_ts)
+        ingests = await self._ingest_files(event, own_scope, thread_ts)
+        question = _strip_mention(event.get("text", ""), context.bot_user_id)
+        if not question:
+            return
+        if await take_title(self.job_client.redis, channel, thread_ts):
+            await gated(self.gate, team, "assistant.threads.setTitle", lambda: self.client.assistant_threads_setTitle(
+                channel_id=channel, thread_ts=thread_ts, title=title_of(question)))
+        await gated(self.gate, team, "assistant.threads.setStatus", lambda: self.client.assistant_threads_setStatus(
+            channel_id=channel, thread_ts=thread_ts, status="is looking through the documents…",
+            loading_messages=LOADING_MESSAGES))
+        scope = own_scope
+        viewed = await self.pane_contexts.find(channel_id=channel, thread_ts=thread_ts)
+        if viewed is not None and user and await is_member(self.client, viewed.channel_id, user):
+            scope = Scope(PLATFORM, team, viewed.channel_id)
+        route = Route(VIA_CHAT, channel, scope.key, thread_ts=thread_ts, assistant="1")
+        self._after(ingests, self._ask(f"slack:{team}:{channel}:{ts}", scope, user, question, route))
 
     async def _on_command(self, ack: Any, command: dict[str, Any]) -> None:
         """/phobos SUBCOMMAND ...: acked at once; the answer comes by response_url or in the channel."""
@@ -217,66 +270,66 @@ class SlackAdapter:
                   reply_to=self.job_client.reply_stream, text=rest, meta=route.to_meta())
         await self.job_client.submit(job)
 
+    async def _post(self, channel: str, thread_ts: str, text: str) -> None:
+        """A one-off message, under the channel's posting limit like every answer."""
+        await gated(self.gate, channel, "chat.postMessage", lambda: self.client.chat_postMessage(
+            channel=channel, thread_ts=thread_ts or None, text=text))
+
     # ---- 👍/👎
 
-    def _rater(self, rating: str) -> Callable[..., Awaitable[None]]:
-        async def on_rate(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
-            """A 👍/👎 click: acked at once, recorded; a 👎 opens the "what was wrong?" modal."""
-            await ack()
-            job_id, rater = str(action.get("value", "")), _rater_of(body)
-            await self.ratings.rate(job_id, rating, rater)
-            metrics.feedback_rating(PLATFORM, rating)
-            if rating == BAD and body.get("trigger_id"):
-                channel = str((body.get("channel") or {}).get("id", ""))
-                try:
-                    await self.client.views_open(trigger_id=body["trigger_id"], view=reason_modal(job_id, channel))
-                except SlackApiError as exc:  # expired_trigger_id: the 👎 is kept without a reason
-                    metrics.platform_error("slack", exc)
-                    log.info("could not ask what was wrong: %s", exc.response.get("error"))
-
-        return on_rate
+    async def _on_rate(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        """A 👍/👎 click on the feedback buttons: acked at once, recorded; a 👎 opens the "what was wrong?" modal."""
+        await ack()
+        parsed = parse_rating(str(action.get("value", "")))
+        if parsed is None:
+            return
+        rating, job_id = parsed
+        await record_rating(self.ratings, PLATFORM, job_id, rating, _rater_of(body))
+        if rating == BAD and body.get("trigger_id"):
+            channel = str((body.get("channel") or {}).get("id", ""))
+            try:
+                await self.client.views_open(trigger_id=body["trigger_id"], view=reason_modal(job_id, channel))
+            except SlackApiError as exc:  # expired_trigger_id: the 👎 is kept without a reason
+                metrics.platform_error("slack", exc)
+                log.info("could not ask what was wrong: %s", exc.response.get("error"))
 
     async def _on_reason(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         """The modal's submission: the 👎 is recorded again, now with its reason."""
         await ack()
         job_id, reason = submitted_reason(view)
         if job_id and reason.strip():
-            await self.ratings.rate(job_id, BAD, _rater_of(body), reason)
+            await record_rating(self.ratings, PLATFORM, job_id, BAD, _rater_of(body), reason, is_new=False)
 
     # ---- jobs
 
     async def _ask(self, job_id: str, scope: Scope, user: str, question: str, route: Route) -> None:
-        route = dataclasses.replace(route, kind=JobKind.ASK.value)
+        route = dataclasses.replace(route, kind=JobKind.ASK.value, user=user)
         job = Job(id=job_id, kind=JobKind.ASK, scope=scope, user=user, reply_to=self.job_client.reply_stream,
                   text=question, meta=route.to_meta())
         await self.job_client.submit(job)
 
     def _after(self, ingests: list[str], ask: Coroutine[Any, Any, None]) -> None:
         """Run ``ask`` once the ``ingests`` it came with are indexed (at once without any)."""
-        if not ingests:
-            self._spawn(ask)
-            return
-
         async def wait_then_ask() -> None:
             assert self._router is not None
-            await self._router.wait_ended(ingests, INGEST_WAIT_S)
+            await self._router.wait_for_uploads(ingests)
             await ask
 
-        self._spawn(wait_then_ask())
+        self._tasks.spawn(wait_then_ask())
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)  # the loop holds tasks weakly
-        task.add_done_callback(self._tasks.discard)
-
-    async def _ingest_files(self, event: Mapping[str, Any], scope: Scope, status_thread: str) -> list[str]:
-        """Download each PDF on the message and submit it for indexing in ``scope``; the submitted job ids."""
+    async def _ingest_files(self, event: Mapping[str, Any], scope: Scope, status_thread: str,
+                            is_addressed: bool = True) -> list[str]:
+        """Download each document on the message and submit it for indexing in ``scope``; the submitted job
+        ids. Other files (images, archives, ...) get a word naming the formats when someone talks to Phobos."""
         submitted: list[str] = []
         channel, ts = event["channel"], event["ts"]
         for raw in event.get("files") or []:
             shared = await self._file_details(raw)
             if shared is None or not shared.is_pdf:
-                continue  # images, docs, ... are not ours to index
+                if is_addressed:
+                    name = (shared.name if shared else "") or str(raw.get("name") or "That file")
+                    await self._post(channel, status_thread, f":warning: *{escape(name)}* {escape(NOT_A_FORMAT)}")
+                continue
             job_id = f"slack:{scope.workspace}:{channel}:{ts}:file:{shared.id}"
             # A retried event would download the same file again only to be dropped by submit().
             if await self.job_client.redis.exists(keys.JOB_SEEN_PREFIX + job_id):
@@ -292,8 +345,7 @@ class SlackAdapter:
             except (FileRejected, aiohttp.ClientError, TimeoutError) as exc:
                 reason = str(exc) if isinstance(exc, FileRejected) else "The download from Slack failed."
                 text = f":warning: *{escape(shared.name)}*: {escape(reason)}"
-                await self.client.chat_postMessage(channel=channel, thread_ts=status_thread or None,
-                                                   text=text)
+                await self._post(channel, status_thread, text)
                 continue
             await self.permalinks.remember(scope, shared.name, shared.permalink)
             job = Job(id=job_id, kind=JobKind.INGEST, scope=scope, user=_sender(event),
@@ -331,19 +383,37 @@ async def serve(settings: SlackSettings, jobs: JobClient) -> None:
 
 
 class CountedRateLimitRetryHandler(AsyncRateLimitErrorRetryHandler):
-    """The SDK's own 429 handler (it waits Retry-After), counting each 429 for /metrics on the way."""
+    """The SDK's own 429 handler (it waits Retry-After), counting each 429 for /metrics on the way and
+    closing the :class:`RateGate` for that method in the caller's workspace, so no other call goes first."""
+
+    def __init__(self, gate: RateGate | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.gate = gate
 
     async def prepare_for_next_attempt_async(self, *, state: Any, request: Any, response: Any = None,
                                              error: Exception | None = None) -> None:
         metrics.platform_rate_limited("slack")
+        if self.gate is not None and response is not None:
+            method = str(request.url).rstrip("/").rsplit("/", 1)[-1]
+            self.gate.close_for(current_workspace.get(), method, _retry_after_s(response.headers))
         await super().prepare_for_next_attempt_async(state=state, request=request, response=response, error=error)
 
 
-def web_client(settings: SlackSettings) -> AsyncWebClient:
+def _retry_after_s(headers: Mapping[str, Any]) -> float:
+    for name, value in headers.items():
+        if name.lower() == "retry-after":
+            try:
+                return float(value[0] if isinstance(value, list) else value)
+            except (TypeError, ValueError, IndexError):
+                break
+    return 1.0
+
+
+def web_client(settings: SlackSettings, gate: RateGate | None = None) -> AsyncWebClient:
     """The Web API client: the SDK's own retries wait out 429s (Retry-After) and connection errors."""
     return AsyncWebClient(token=settings.bot_token, base_url=settings.api_url, retry_handlers=[
         AsyncConnectionErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
-        CountedRateLimitRetryHandler(max_retry_count=RATE_LIMIT_RETRIES)])
+        CountedRateLimitRetryHandler(gate, max_retry_count=RATE_LIMIT_RETRIES)])
 
 
 def workspace_of(payload: Mapping[str, Any]) -> str:
@@ -358,7 +428,7 @@ def workspace_of(payload: Mapping[str, Any]) -> str:
 def _rater_of(body: Mapping[str, Any]) -> str:
     """``slack:TEAM:USER`` for an interaction payload (block_actions, view_submission)."""
     team = (body.get("team") or {}).get("id") or (body.get("user") or {}).get("team_id") or "unknown"
-    return f"slack:{team}:{(body.get('user') or {}).get('id', '')}"
+    return rater_id(PLATFORM, team, (body.get("user") or {}).get("id", ""))
 
 
 def _sender(event: Mapping[str, Any]) -> str:

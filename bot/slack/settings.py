@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack.files import DEFAULT_FILE_HOSTS
-from bot.slack.replies import EDITS_PER_MIN, SLACK_TEXT_LIMIT, UPDATE_INTERVAL_S
+from bot.slack.surfaces import APPENDS_PER_MIN, EDITS_PER_MIN, SLACK_TEXT_LIMIT, UPDATE_INTERVAL_S
 
 MODES = ("socket", "http")
 
@@ -29,6 +29,8 @@ class SlackSettings:
     api_url: str = AsyncWebClient.BASE_URL  # GovSlack, a proxy, or a local fake Slack in tests
     update_interval_s: float = UPDATE_INTERVAL_S  # at most one chat.update per answer per this long
     edits_per_min: float = EDITS_PER_MIN  # chat.update + chat.delete per workspace, shared by all answers
+    appends_per_min: float = APPENDS_PER_MIN  # chat.appendStream per workspace, shared by all answers
+    native_streaming: bool = True  # stream answers with chat.startStream/appendStream/stopStream
     message_limit: int = SLACK_TEXT_LIMIT
     answer_timeout_s: float = 30 * 60  # stop following a job whose worker has been silent this long
     interaction_retention_days: float = 90.0  # the interaction log's bounds, which ratings trim to as well

@@ -16,6 +16,17 @@ message edits are rate limited per channel (``edit_calls`` per
 ``edit_window_s``) with a 429 carrying ``retry_after`` JSON, ``Retry-After`` and ``X-RateLimit-*``
 headers, counted in :attr:`FakeDiscord.rate_limited`.
 
+Application commands are offered where Discord offers them
+(https://discord.com/developers/docs/interactions/application-commands#interaction-contexts): a command
+reaches a user only in the contexts it lists (``contexts``: 0 guild, 1 the bot's DM, 2 other DMs and
+group DMs; all three when absent) and through the installs it lists (``integration_types``: 0 guild,
+1 user; guild only when absent); :meth:`FakeDiscord.slash_command` and
+:meth:`FakeDiscord.message_command` refuse to deliver one Discord would not offer. A message command
+(type 3) carries its target in ``data.target_id`` and ``data.resolved.messages``
+(https://discord.com/developers/docs/interactions/receiving-and-responding#interaction-object-resolved-data-structure).
+In a DM or group DM of users (context 2, :meth:`FakeDiscord.private_channel`) the bot is not a member:
+it can answer through the interaction only, and a channel message there answers 403 / 50001 Missing Access.
+
 Point discord.py at it with :meth:`FakeDiscord.patch_discord_py` (class attributes, restored by
 pytest's ``monkeypatch``): ``discord.http.Route.BASE`` for REST and
 ``DiscordWebSocket.DEFAULT_GATEWAY`` for the websocket (discord.py 2.7 connects there directly).
@@ -50,7 +61,11 @@ _SNOWFLAKE_COUNTER = itertools.count(1)  # shared by every instance, so ids neve
 # Gateway opcodes (https://discord.com/developers/docs/topics/opcodes-and-status-codes).
 OP_DISPATCH, OP_HEARTBEAT, OP_IDENTIFY, OP_HELLO, OP_HEARTBEAT_ACK = 0, 1, 2, 10, 11
 # Channel types.
-GUILD_TEXT, DM, PUBLIC_THREAD = 0, 1, 11
+GUILD_TEXT, DM, GROUP_DM, PUBLIC_THREAD = 0, 1, 3, 11
+# Installs and contexts a command may be offered in; application command types.
+GUILD_INSTALL, USER_INSTALL = 0, 1
+CONTEXT_GUILD, CONTEXT_BOT_DM, CONTEXT_PRIVATE_CHANNEL = 0, 1, 2
+CHAT_INPUT, MESSAGE_COMMAND = 1, 3
 # Interaction types and the callback types the adapter may answer with.
 APPLICATION_COMMAND, MESSAGE_COMPONENT, AUTOCOMPLETE, MODAL_SUBMIT = 2, 3, 4, 5
 CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, AUTOCOMPLETE_RESULT, MODAL = 4, 5, 8, 9
@@ -181,6 +196,7 @@ class FakeDiscord:
         self.interactions: dict[str, FakeInteraction] = {}  # by token
         self.attachments: dict[str, bytes] = {}  # by URL path
         self.synced_commands: dict[str, list[dict[str, Any]]] = {}  # by PUT path
+        self.closed_to_bot: set[int] = set()  # DMs and group DMs of users: the bot may not post there
         self.identified = asyncio.Event()
         self.ack_deadline_s = ACK_DEADLINE_S
         self.interaction_token_ttl_s: float = INTERACTION_TOKEN_TTL_S
@@ -311,13 +327,82 @@ class FakeDiscord:
         """Discord sends the same MESSAGE_CREATE again (it happens after a gateway resume)."""
         await self.dispatch("MESSAGE_CREATE", message.payload)
 
+    def private_channel(self, user_ids: tuple[int, ...] = (1001, 1002)) -> int:
+        """A group DM of users (the bot is not in it): where only a user-installed app can be used."""
+        channel_id = self.snowflake()
+        self.channels[channel_id] = {"id": str(channel_id), "type": GROUP_DM, "name": "friends",
+                                     "recipients": [self.user_payload(u, f"user{u}") for u in user_ids]}
+        self.closed_to_bot.add(channel_id)
+        return channel_id
+
+    def message_in(self, channel_id: int, content: str, *, author_id: int = 1002,
+                   files: list[tuple[str, str, bytes]] = ()) -> FakeMessage:  # type: ignore[assignment]
+        """A message in a channel the bot does not read (no gateway event): a context menu's target."""
+        payload = self._message_payload(channel_id, self.user_payload(author_id, "bob"), content,
+                                        attachments=[self._attachment(channel_id, *f) for f in files])
+        message = FakeMessage(payload, history=[content])
+        self.messages[message.id] = message
+        return message
+
+    def _attachment(self, channel_id: int, name: str, content_type: str, data: bytes) -> dict[str, Any]:
+        attachment_id = self.snowflake()
+        path = f"/attachments/{channel_id}/{attachment_id}/{name}"
+        self.attachments[path] = data
+        return {"id": str(attachment_id), "filename": name, "size": len(data), "url": self.base_url + path,
+                "proxy_url": self.base_url + path, "content_type": content_type}
+
+    def _offered(self, name: str, command_type: int, context: int, install: int) -> None:
+        """Fail as Discord would not deliver it: no such command synced, or not for this context or install."""
+        synced = [c for commands in self.synced_commands.values() for c in commands
+                  if c["name"] == name and c.get("type", CHAT_INPUT) == command_type]
+        assert synced, f"no command {name!r} of type {command_type} was synced"
+        command = synced[0]
+        contexts = command.get("contexts") or [CONTEXT_GUILD, CONTEXT_BOT_DM, CONTEXT_PRIVATE_CHANNEL]
+        installs = command.get("integration_types") or [GUILD_INSTALL]
+        assert context in contexts and install in installs, \
+            f"Discord does not offer {name!r} in context {context} to a {install} install ({command})"
+
+    def _context_fields(self, channel_id: int, user_id: int, context: int, install: int) -> dict[str, Any]:
+        """Where an interaction happens: guild and member, or (in DMs) the user alone."""
+        channel = self.channels.get(channel_id) or {"id": str(channel_id), "type": DM}
+        user = self.user_payload(user_id, "alice")
+        owners = {str(USER_INSTALL): str(user_id)} if install == USER_INSTALL else {
+            str(GUILD_INSTALL): str(channel.get("guild_id") or "0")}
+        fields: dict[str, Any] = {"channel_id": str(channel_id), "channel": channel, "context": context,
+                                  "authorizing_integration_owners": owners}
+        if channel.get("guild_id"):
+            fields.update(guild_id=channel["guild_id"], member=self.member_payload(user))
+        else:
+            fields.update(guild_id=None, user=user)
+        return fields
+
+    async def message_command(self, target: FakeMessage, name: str = "Ask Phobos", *, user_id: int = 1001,
+                              context: int = CONTEXT_GUILD, install: int = GUILD_INSTALL) -> FakeInteraction:
+        """A user picks ``name`` from a message's Apps menu (a message context-menu command)."""
+        self._offered(name, MESSAGE_COMMAND, context, install)
+        token = f"itoken-{self.snowflake()}"
+        payload = {
+            "id": str(self.snowflake()), "application_id": str(APPLICATION_ID), "type": APPLICATION_COMMAND,
+            "token": token, "version": 1, "app_permissions": "0", "locale": "en-US", "guild_locale": "en-US",
+            "entitlements": [], "attachment_size_limit": 10 * 1024 * 1024,
+            **self._context_fields(target.channel_id, user_id, context, install),
+            "data": {"id": str(self.snowflake()), "name": name, "type": MESSAGE_COMMAND,
+                     "target_id": str(target.id), "resolved": {"messages": {str(target.id): target.payload}}},
+        }
+        interaction = FakeInteraction(payload)
+        self.interactions[token] = interaction
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return interaction
+
     async def slash_command(self, name: str, options: dict[str, Any] | None = None, *,
                             channel_id: int | None = None, user_id: int = 1001,
-                            focused: str | None = None) -> FakeInteraction:
+                            focused: str | None = None, context: int = CONTEXT_GUILD,
+                            install: int = GUILD_INSTALL) -> FakeInteraction:
         """A user runs ``/name`` (or, with ``focused``, types into that option: an autocomplete)."""
         channel_id = channel_id or self.channel_id
-        channel = self.channels[channel_id]
-        user = self.user_payload(user_id, "alice")
+        if context != CONTEXT_GUILD or install != GUILD_INSTALL:
+            self._offered(name, CHAT_INPUT, context, install)
+        channel = self.channels.get(channel_id) or {"id": str(channel_id), "type": DM}
         option_payloads = []
         for key, value in (options or {}).items():
             option: dict[str, Any] = {"name": key, "type": 3, "value": value}
@@ -328,10 +413,9 @@ class FakeDiscord:
         payload = {
             "id": str(self.snowflake()), "application_id": str(APPLICATION_ID),
             "type": AUTOCOMPLETE if focused else APPLICATION_COMMAND, "token": token, "version": 1,
-            "guild_id": channel.get("guild_id"), "channel_id": str(channel_id), "channel": channel,
-            "member": self.member_payload(user), "app_permissions": "0", "locale": "en-US",
-            "guild_locale": "en-US", "entitlements": [], "authorizing_integration_owners": {},
-            "context": 0, "attachment_size_limit": 10 * 1024 * 1024,
+            "app_permissions": "0", "locale": "en-US", "guild_locale": "en-US", "entitlements": [],
+            "attachment_size_limit": 10 * 1024 * 1024,
+            **self._context_fields(channel_id, user_id, context, install),
             "data": {"id": str(self.snowflake()), "name": name, "type": 1, "options": option_payloads,
                      "guild_id": channel.get("guild_id")},
         }
@@ -551,6 +635,8 @@ class FakeDiscord:
         _check_content(body)
         _check_components(body)
         channel_id = int(parts[1])
+        if channel_id in self.closed_to_bot:
+            raise _DiscordError(403, "Missing Access", 50001)
         extra: dict[str, Any] = {}
         if body.get("message_reference"):
             extra["message_reference"] = body["message_reference"]
@@ -608,8 +694,9 @@ class FakeDiscord:
         return thread
 
     async def _sync_commands(self, parts: list[str], body: Any, request: web.Request) -> Any:
-        commands = [dict(c, id=str(self.snowflake()), application_id=str(APPLICATION_ID), version="1")
-                    for c in body or []]
+        # Discord answers every command with a description ("" for context menus, which have none).
+        commands = [dict({"description": ""}, **c, id=str(self.snowflake()), application_id=str(APPLICATION_ID),
+                         version="1") for c in body or []]
         self.synced_commands["/" + "/".join(parts)] = commands
         return commands
 
@@ -644,7 +731,8 @@ class FakeDiscord:
                                             interaction={"id": interaction.payload["id"],
                                                          "type": interaction.payload["type"],
                                                          "name": interaction.payload["data"].get("name", ""),
-                                                         "user": interaction.payload["member"]["user"]})
+                                                         "user": (interaction.payload.get("member") or {}).get("user")
+                                                         or interaction.payload.get("user")})
             payload["flags"] = (body.get("data") or {}).get("flags") or 0
             interaction.original = FakeMessage(payload, history=[content])
             self.messages[interaction.original.id] = interaction.original

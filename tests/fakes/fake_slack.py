@@ -18,6 +18,24 @@ It is strict where Slack is (https://docs.slack.dev/apis/web-api/rate-limits):
 - ``blocks`` are checked against Block Kit's limits (50 blocks a message, 3,000 characters of section
   text, 25 elements an actions block, a button's value 2,000 and action_id 255 characters): past
   one the call answers ``invalid_blocks``;
+- the streaming methods (https://docs.slack.dev/reference/methods/chat.startStream, .../chat.appendStream,
+  .../chat.stopStream): a stream is started in a thread (``thread_ts``) and, outside a DM, names its
+  reader (``recipient_user_id`` + ``recipient_team_id``); appendStream and stopStream take only the ts
+  of a stream this fake started and has not stopped (``message_not_in_streaming_state``);
+  ``markdown_text`` is at most 12,000 characters a call (``msg_too_long``); stopStream's ``blocks`` obey
+  the limits below. Rate limits per workspace: appendStream Tier 4 (100+ a minute, the .md reference
+  page's ``rate_limit: t4``), startStream and stopStream Tier 2 (about 20 a minute; api.slack.com/methods/
+  chat.stopStream lists Tier 2). A workspace in :attr:`FakeSlack.refuses_streams` answers startStream
+  with an error, as GovSlack or an old plan would;
+- assistant.threads.setStatus / setTitle / setSuggestedPrompts
+  (https://docs.slack.dev/reference/methods/assistant.threads.setStatus and siblings) need
+  ``channel_id`` and ``thread_ts``; suggested prompts are 1 to 4, each with a title and a message;
+  a title is required to set one. Events for the pane (``assistant_thread_started``,
+  ``assistant_thread_context_changed``) are built by :func:`assistant_thread_started` and
+  :func:`assistant_thread_context_changed` in the shape of https://docs.slack.dev/reference/events/;
+- ``context_actions`` blocks hold 1 to 5 ``feedback_buttons`` / ``icon_button`` elements
+  (https://docs.slack.dev/reference/block-kit/blocks/context-actions-block); a feedback button's text
+  is at most 75 characters and its value 2,000;
 - views.open takes only a trigger_id the fake issued (:meth:`FakeSlack.trigger_id`, as an interaction
   payload carries one) and only within 3 seconds of issuing it, else ``expired_trigger_id``; a modal's
   title is 24 characters at most, its private_metadata 3,000, its blocks 100.
@@ -41,6 +59,9 @@ BOT_USER_ID = "UPHOBOS"
 BOT_ID = "BPHOBOS"
 TEAM_ID = "T0TEAM"
 TIER3_METHODS = ("chat.update", "chat.delete")  # limited per workspace, shared by every conversation
+STREAM_METHODS = ("chat.startStream", "chat.appendStream", "chat.stopStream")
+ASSISTANT_METHODS = ("assistant.threads.setStatus", "assistant.threads.setTitle",
+                     "assistant.threads.setSuggestedPrompts")
 SIGN_IN_PAGE = "<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in to Slack</body></html>"
 
 
@@ -50,6 +71,12 @@ class SlackLimits:
 
     tier3_calls: int = 50  # chat.update / chat.delete per window per workspace
     tier3_window_s: float = 60.0
+    tier4_calls: int = 100  # chat.appendStream per window per workspace
+    tier2_calls: int = 20  # chat.startStream, chat.stopStream (each) per window per workspace
+    markdown_text_chars: int = 12_000  # the streaming methods' markdown_text, per call
+    context_actions_elements: int = 5
+    feedback_text_chars: int = 75
+    suggested_prompts: int = 4
     post_per_s: float = 1.0  # chat.postMessage per channel, sustained
     post_burst: int = 3  # ... and how many may come at once
     text_chars: int = 4000  # Slack's documented limit for a message's text
@@ -121,6 +148,8 @@ class FakeSlack:
     calls: list[ApiCall] = field(default_factory=list)  # accepted calls only
     refused: list[ApiCall] = field(default_factory=list)  # calls answered with an error
     rate_limited: collections.Counter[str] = field(default_factory=collections.Counter)  # 429s by method
+    # Calls that came while a 429's Retry-After for that method (and channel, for posts) still ran.
+    unhonoured: collections.Counter[str] = field(default_factory=collections.Counter)
     downloads: list[Download] = field(default_factory=list)
     responses: list[dict[str, Any]] = field(default_factory=list)  # posts to response_url
     files: dict[str, bytes] = field(default_factory=dict)  # path under /files/ -> bytes
@@ -128,6 +157,9 @@ class FakeSlack:
     not_member_of: set[str] = field(default_factory=set)  # channels where posting fails
     socket_acks: list[str] = field(default_factory=list)  # envelope ids the app acknowledged
     refused_responses: int = 0  # response_url posts past its 5 uses or 30 minutes
+    members: dict[str, list[str]] = field(default_factory=dict)  # channel -> user ids (conversations.members)
+    refuses_streams: bool = False  # chat.startStream answers an error (GovSlack, an old plan)
+    streams: dict[str, dict[str, Any]] = field(default_factory=dict)  # ts -> {"channel", "text", "open"}
     port: int = 0
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _runner: web.AppRunner | None = None
@@ -135,6 +167,8 @@ class FakeSlack:
     _socket_ready: asyncio.Event = field(default_factory=asyncio.Event)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _tier3: _Window | None = None
+    _windows: dict[str, _Window] = field(default_factory=dict)  # per method, for the streaming tiers
+    _quiet_until: dict[str, float] = field(default_factory=dict)  # limit key -> end of its last Retry-After
     _post_buckets: dict[str, _Bucket] = field(default_factory=dict)
     _response_urls: dict[str, list[float]] = field(default_factory=dict)  # id -> times of its posts
     _triggers: dict[str, float] = field(default_factory=dict)  # trigger_id -> when it was issued
@@ -144,6 +178,7 @@ class FakeSlack:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)  # conversations.members and other reads
         app.router.add_get("/files/{path:.*}", self._file)
         app.router.add_post("/response/{id}", self._response)
         app.router.add_get("/socket", self._socket_mode)
@@ -189,7 +224,10 @@ class FakeSlack:
                 and all(c.args.get(k) == v for k, v in match.items())]
 
     def messages(self, channel: str) -> dict[str, str]:
-        """The current text of every message the app posted in ``channel``: ts -> text, edits applied."""
+        """The current text of every message the app posted in ``channel``: ts -> text, edits applied.
+
+        A streamed message reads its streamed markdown, then the text of the blocks it was stopped with.
+        """
         shown: dict[str, str] = {}
         for call in self.calls:
             if call.args.get("channel") != channel:
@@ -198,13 +236,25 @@ class FakeSlack:
                 shown[call.args["ts"]] = call.args.get("text", "")
             elif call.method == "chat.delete":
                 shown.pop(call.args["ts"], None)
+            elif call.method in STREAM_METHODS:
+                ts = call.args["ts"]
+                text = shown.get(ts, "") + str(call.args.get("markdown_text") or "")
+                sections = [b["text"]["text"] for b in _parsed(call.args.get("blocks")) or []
+                            if b.get("type") == "section"]
+                shown[ts] = "\n\n".join([text, *sections]) if sections else text
         return shown
+
+    def thread_posts(self, channel: str, thread_ts: str) -> list[str]:
+        """The ts of every message the app started in one thread (posted or streamed), in order."""
+        return [c.args["ts"] for c in self.calls if c.args.get("channel") == channel
+                and c.args.get("thread_ts") == thread_ts and c.method in ("chat.postMessage", "chat.startStream")]
 
     def blocks(self, channel: str) -> dict[str, list[dict[str, Any]]]:
         """The current blocks of every message the app posted in ``channel`` with blocks: ts -> blocks."""
         shown: dict[str, list[dict[str, Any]]] = {}
         for call in self.calls:
-            if call.args.get("channel") == channel and call.method in ("chat.postMessage", "chat.update"):
+            if call.args.get("channel") == channel and call.method in ("chat.postMessage", "chat.update",
+                                                                      "chat.stopStream"):
                 blocks = _parsed(call.args.get("blocks"))
                 if blocks:
                     shown[call.args["ts"]] = blocks
@@ -241,20 +291,34 @@ class FakeSlack:
         if request.content_type == "application/json":
             args = await request.json()
         else:
-            args = dict(await request.post())
+            args = {**request.query, **dict(await request.post())}  # the SDK sends some methods' args as a query
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         call = ApiCall(method, args, token)
+        limit_key = f"{method}:{args.get('channel')}" if method == "chat.postMessage" else method
+        if time.monotonic() < self._quiet_until.get(limit_key, 0.0):
+            self.unhonoured[method] += 1
         retry_after_s = self._retry_after_s(method, args)
         if retry_after_s > 0:
             self.rate_limited[method] += 1
             await self._record(call, self.refused)
+            retry_after = max(1, math.ceil(retry_after_s))
+            self._quiet_until[limit_key] = time.monotonic() + retry_after
             return web.json_response({"ok": False, "error": "ratelimited"}, status=429,
-                                     headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))})
+                                     headers={"Retry-After": str(retry_after)})
         result: dict[str, Any] = {"ok": True}
         if method in ("chat.postMessage", "chat.update") and len(str(args.get("text", ""))) > self.limits.text_chars:
             result = {"ok": False, "error": "msg_too_long"}
         elif method in ("chat.postMessage", "chat.update") and not self._blocks_ok(_parsed(args.get("blocks"))):
             result = {"ok": False, "error": "invalid_blocks"}
+        elif method in STREAM_METHODS:
+            result = self._stream(method, args)
+        elif method in ASSISTANT_METHODS:
+            result = self._assistant(method, args)
+        elif method == "conversations.members":
+            if args.get("channel") in self.members:
+                result.update(members=self.members[str(args["channel"])], response_metadata={"next_cursor": ""})
+            else:
+                result = {"ok": False, "error": "channel_not_found"}
         elif method == "views.open":
             result = self._open_view(args)
         elif method == "auth.test":
@@ -274,6 +338,46 @@ class FakeSlack:
         await self._record(call, self.calls if result["ok"] else self.refused)
         return web.json_response(result)
 
+    def _stream(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        channel, text = str(args.get("channel", "")), str(args.get("markdown_text") or "")
+        if len(text) > self.limits.markdown_text_chars:
+            return {"ok": False, "error": "msg_too_long"}
+        if method == "chat.startStream":
+            if self.refuses_streams:
+                return {"ok": False, "error": "feature_not_enabled"}
+            if channel in self.not_member_of:
+                return {"ok": False, "error": "not_in_channel"}
+            if not args.get("thread_ts"):
+                return {"ok": False, "error": "invalid_arguments"}
+            if not channel.startswith("D") and not (args.get("recipient_user_id") and args.get("recipient_team_id")):
+                return {"ok": False, "error": "invalid_arguments"}
+            args["ts"] = f"1800000000.{next(self._ts):06d}"
+            self.streams[args["ts"]] = {"channel": channel, "open": True}
+            return {"ok": True, "channel": channel, "ts": args["ts"]}
+        stream = self.streams.get(str(args.get("ts")))
+        if stream is None or stream["channel"] != channel or not stream["open"]:
+            return {"ok": False, "error": "message_not_in_streaming_state"}
+        if method == "chat.appendStream" and not text:
+            return {"ok": False, "error": "invalid_arguments"}
+        if method == "chat.stopStream":
+            if not self._blocks_ok(_parsed(args.get("blocks"))):
+                return {"ok": False, "error": "invalid_blocks"}
+            stream["open"] = False
+        return {"ok": True, "channel": channel, "ts": args["ts"]}
+
+    def _assistant(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        needs_thread = method != "assistant.threads.setSuggestedPrompts"
+        if not args.get("channel_id") or (needs_thread and not args.get("thread_ts")):
+            return {"ok": False, "error": "invalid_arguments"}
+        if method == "assistant.threads.setTitle" and not args.get("title"):
+            return {"ok": False, "error": "invalid_arguments"}
+        if method == "assistant.threads.setSuggestedPrompts":
+            prompts = _parsed(args.get("prompts")) or []
+            if not 1 <= len(prompts) <= self.limits.suggested_prompts or not all(
+                    p.get("title") and p.get("message") for p in prompts):
+                return {"ok": False, "error": "invalid_arguments"}
+        return {"ok": True}
+
     def _blocks_ok(self, blocks: list[dict[str, Any]] | None) -> bool:
         if blocks is None:
             return True
@@ -292,6 +396,19 @@ class FakeSlack:
                     if (len(str(element.get("value", ""))) > limits.button_value_chars
                             or len(str(element.get("action_id", ""))) > limits.action_id_chars):
                         return False
+            elif block.get("type") == "context_actions":
+                elements = block.get("elements", [])
+                if not 1 <= len(elements) <= limits.context_actions_elements:
+                    return False
+                for element in elements:
+                    if element.get("type") != "feedback_buttons" or len(str(element.get("action_id", ""))) > \
+                            limits.action_id_chars:
+                        return False
+                    for side in ("positive_button", "negative_button"):
+                        button = element.get(side) or {}
+                        if (not button.get("value") or len(str(button["value"])) > limits.button_value_chars
+                                or not 0 < len(button.get("text", {}).get("text", "")) <= limits.feedback_text_chars):
+                            return False
             else:
                 return False  # this fake knows only what the adapter sends
         return True
@@ -315,6 +432,10 @@ class FakeSlack:
             if self._tier3 is None:
                 self._tier3 = _Window(self.limits.tier3_calls, self.limits.tier3_window_s)
             return self._tier3.retry_after_s(now)
+        if method in STREAM_METHODS:
+            calls = self.limits.tier4_calls if method == "chat.appendStream" else self.limits.tier2_calls
+            window = self._windows.setdefault(method, _Window(calls, self.limits.tier3_window_s))
+            return window.retry_after_s(now)
         if method == "chat.postMessage":
             channel = str(args.get("channel"))
             bucket = self._post_buckets.setdefault(channel, _Bucket(self.limits.post_per_s, self.limits.post_burst))
@@ -363,3 +484,21 @@ class FakeSlack:
 def _parsed(value: Any) -> Any:
     """``blocks`` / ``view`` as sent: a JSON body carries them as objects, a form as JSON strings."""
     return json.loads(value) if isinstance(value, str) else value
+
+
+def assistant_thread_started(user: str, channel: str, thread_ts: str, context_channel: str = "") -> dict[str, Any]:
+    """The ``assistant_thread_started`` event Slack sends when a user opens the pane
+    (https://docs.slack.dev/reference/events/assistant_thread_started)."""
+    context = {"channel_id": context_channel, "team_id": TEAM_ID, "enterprise_id": None} if context_channel else {}
+    return {"type": "assistant_thread_started", "event_ts": thread_ts,
+            "assistant_thread": {"user_id": user, "channel_id": channel, "thread_ts": thread_ts,
+                                 "context": context}}
+
+
+def assistant_thread_context_changed(user: str, channel: str, thread_ts: str, context_channel: str) -> dict[str, Any]:
+    """The ``assistant_thread_context_changed`` event: the user now views ``context_channel``
+    (https://docs.slack.dev/reference/events/assistant_thread_context_changed)."""
+    return {"type": "assistant_thread_context_changed", "event_ts": thread_ts,
+            "assistant_thread": {"user_id": user, "channel_id": channel, "thread_ts": thread_ts,
+                                 "context": {"channel_id": context_channel, "team_id": TEAM_ID,
+                                             "enterprise_id": None}}}
