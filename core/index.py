@@ -125,3 +125,7 @@ class DocumentStore(Protocol):
         """The scope's index; raises :class:`EmbedderMismatchError` when its vectors came from another
         embedder than ``embedder_name`` with ``dim`` dimensions."""
         ...
+
+    def load_indexes(self, scope_keys: list[str], dim: int, embedder_name: str = "") -> list[ScopeIndex]:
+        """:meth:`load_index` for several scopes at once, in order (a DM question reads hundreds)."""
+        ...

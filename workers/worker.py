@@ -411,8 +411,10 @@ class Worker:
                 answer = None
             else:
                 try:
+                    # From a DM, the channels its adapter found the asker can read now, and no others.
                     answer = self.engine.answer(question, job.scope, generator, params, on_delta=publisher.delta,
-                                                history=self.memory.turns(job.scope.key), cancel=context.cancel)
+                                                history=self.memory.turns(job.scope.key), cancel=context.cancel,
+                                                reads=job.search_keys())
                 finally:
                     self._generator_slots[model].release()
         if watchdog.fired:
@@ -422,7 +424,8 @@ class Worker:
         if answer is None:
             return  # stopped before its turn on the model: handed back, or taken over elsewhere
         text = "\n".join([*notes, "", answer.text]) if notes else answer.text
-        if publisher.final(text, answer.citations):  # remembered once, by the worker that posted it
+        citations = tuple(dataclasses.replace(c, channel=job.channel_name(c.scope_key)) for c in answer.citations)
+        if publisher.final(text, citations):  # remembered once, by the worker that posted it
             self.memory.remember(job.scope.key, question, answer.text.removeprefix(NO_DOCUMENTS_NOTE))
             timings = publisher.observed  # the same measurements /metrics and the job's log line use
             self.interactions.record_answer(AnsweredQuestion(
@@ -511,13 +514,15 @@ class Worker:
             self._process(delivery)
 
     def _docs(self, job: Job, publisher: ReplyPublisher) -> None:
-        documents = self.store.list_documents(job.scope.search_keys())
+        documents = self.store.list_documents(job.search_keys())
         if not documents:
             publisher.final("No documents are shared in this conversation yet.")
             return
         lines = [f"Documents a question here searches ({len(documents)}):"]
         for doc in documents:
-            where = "this thread" if doc.scope_key == job.scope.key and job.scope.thread else "this channel"
+            channel = job.channel_name(doc.scope_key)
+            where = f"#{channel}" if channel else (
+                "this thread" if doc.scope_key == job.scope.key and job.scope.thread else "this channel")
             lines.append(f"- {doc.file_name} ({doc.pages} {doc.unit}s, {doc.chunks} passages; {where})")
         publisher.final("\n".join(lines))
 
