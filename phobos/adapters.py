@@ -72,6 +72,8 @@ def run_slack(settings: Settings, redis_url: str) -> None:
             update_interval_s=settings.slack_update_interval_s,
             edits_per_min=settings.slack_edits_per_min,
             api_url=settings.slack_api_url,
+            dm_search=settings.slack_dm_search,
+            membership_ttl_s=settings.slack_membership_ttl_s,
             answer_timeout_s=settings.answer_timeout_s,
             interaction_retention_days=settings.interaction_retention_days,
             interaction_max_entries=settings.interaction_max_entries,

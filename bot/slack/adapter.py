@@ -32,6 +32,7 @@ from bot.commands import COMMANDS, usage_lines
 from bot.pipeline import ReplyRouter
 from bot.slack.feedback import RATE_ACTION_IDS, REASON_VIEW_ID, reason_modal, submitted_reason
 from bot.slack.files import FileRejected, SharedFile, download, too_large
+from bot.slack.membership import MEMBER_EVENTS, WORKSPACE_EVENTS, MembershipUnavailable, SlackMembership
 from bot.slack.permalinks import PermalinkStore
 from bot.slack.replies import VIA_CHAT, VIA_RESPONSE_URL, Route, escape, make_reply_factory
 from bot.slack.settings import SlackSettings
@@ -40,6 +41,7 @@ from jobs import keys
 from jobs.client import JobClient
 from jobs.interactions import BAD, AsyncRatings
 from jobs.protocol import Job, JobKind
+from jobs.reads import Reads
 from telemetry import metrics
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,10 @@ class SlackAdapter:
         for rating, action_id in RATE_ACTION_IDS.items():
             self.app.action(action_id)(self._rater(rating))
         self.app.view(REASON_VIEW_ID)(self._on_reason)
+        # A DM question reads the asker's channels (bot/slack/membership.py); these events keep that fresh.
+        self.membership = SlackMembership(self.client, job_client.redis, settings.membership_ttl_s)
+        for name in (*MEMBER_EVENTS, *WORKSPACE_EVENTS):
+            self.app.event(name)(self._on_membership_event)
         self.ratings = AsyncRatings(job_client.redis, retention_days=settings.interaction_retention_days,
                                     max_entries=settings.interaction_max_entries)
         self.http_port: int | None = None  # the bound port in HTTP mode, once started
@@ -182,7 +188,13 @@ class SlackAdapter:
         if is_dm and question:
             self._after(ingests, self._ask(f"slack:{team}:{channel}:{ts}", scope, _sender(event),
                                            question, Route(VIA_CHAT, channel, scope.key,
-                                                           thread_ts=thread_ts or "")))
+                                                           thread_ts=thread_ts or ""),
+                                           dm_user=str(event.get("user") or "")))
+
+    async def _on_membership_event(self, body: dict[str, Any], event: dict[str, Any],
+                                   context: AsyncBoltContext) -> None:
+        """Someone joined or left a channel, or a channel closed: drop the memberships it makes stale."""
+        await self.membership.on_event(workspace_of(body), event, context.bot_user_id)
 
     async def _on_command(self, ack: Any, command: dict[str, Any]) -> None:
         """/phobos SUBCOMMAND ...: acked at once; the answer comes by response_url or in the channel."""
@@ -242,11 +254,29 @@ class SlackAdapter:
 
     # ---- jobs
 
-    async def _ask(self, job_id: str, scope: Scope, user: str, question: str, route: Route) -> None:
+    async def _ask(self, job_id: str, scope: Scope, user: str, question: str, route: Route,
+                   dm_user: str = "") -> None:
+        """Submit the question; from a DM (``dm_user``), with the channels that person reads now."""
         route = dataclasses.replace(route, kind=JobKind.ASK.value)
+        reads = await self._dm_reads(scope, dm_user, route) if dm_user else Reads()
         job = Job(id=job_id, kind=JobKind.ASK, scope=scope, user=user, reply_to=self.job_client.reply_stream,
-                  text=question, meta=route.to_meta())
+                  text=question, meta=route.to_meta(), reads=reads.scope_keys, channel_names=reads.channel_names)
         await self.job_client.submit(job)
+
+    async def _dm_reads(self, scope: Scope, user: str, route: Route) -> Reads:
+        """The channels ``user`` reads now; when Slack cannot say, none (the DM's own documents only), said so."""
+        if not self.settings.dm_search:
+            return Reads()
+        try:
+            return await self.membership.reads(scope.workspace, user)
+        except MembershipUnavailable as exc:
+            metrics.platform_error("slack", exc)
+            log.warning("cannot look up the channels of %s in %s: %s", user, scope.workspace, exc)
+            await self.client.chat_postMessage(
+                channel=route.channel, thread_ts=route.thread_ts or None,
+                text=f"I could not check which channels you are in (Slack said: {escape(str(exc))}), so this "
+                     "answer uses only the documents shared in this conversation.")
+            return Reads()
 
     def _after(self, ingests: list[str], ask: Coroutine[Any, Any, None]) -> None:
         """Run ``ask`` once the ``ingests`` it came with are indexed (at once without any)."""
