@@ -44,3 +44,8 @@ def reply_stream(adapter_id: str) -> str:
 def model_stream(model: str) -> str:
     """The stream only the workers serving ``model`` read, in the same WORKER_GROUP."""
     return MODEL_JOBS_PREFIX + model
+
+
+def dm_search(platform: str, workspace: str) -> str:
+    """The switch saying DM questions may read ``workspace``'s channels (a Discord guild's /dm-search)."""
+    return f"{DM_SEARCH_PREFIX}{platform}:{workspace}"

@@ -26,6 +26,7 @@ class JobKind(StrEnum):
     MODELS = "models"  # list known models and whether a worker serves them
     STATUS = "status"  # workers, queue depth, models
     RESET = "reset"  # forget the conversation's recent turns (its memory); documents and model stay
+    DM_SEARCH = "dm_search"  # "on"/"off": may DM questions read this server's channels (Discord; admins only)
 
 
 class ReplyType(StrEnum):

@@ -9,7 +9,7 @@ rule for threads (``allow_thread``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,9 +30,9 @@ class Reads:
 
 
 async def with_threads(redis: Any, channels: Mapping[Scope, str],
-                       allow_thread: Callable[[Scope], bool] = lambda _thread: True) -> Reads:
-    """The ``channels`` (scope -> name) and their threads that hold documents and ``allow_thread``
-    admits; one round trip to Redis however many channels."""
+                       allow_thread: Callable[[Scope], Awaitable[bool]] | None = None) -> Reads:
+    """The ``channels`` (scope -> name) and their threads that hold documents and ``allow_thread`` admits
+    (all, without it); one round trip to Redis however many channels."""
     ordered: Sequence[Scope] = sorted(channels, key=lambda scope: scope.key)
     threads: list[Any] = []
     if ordered:
@@ -45,6 +45,6 @@ async def with_threads(redis: Any, channels: Mapping[Scope, str],
         scope_keys.append(scope.key)
         for raw in sorted(members):
             thread = Scope.parse(raw.decode() if isinstance(raw, bytes) else raw)
-            if thread.channel_scope == scope and allow_thread(thread):
+            if thread.channel_scope == scope and (allow_thread is None or await allow_thread(thread)):
                 scope_keys.append(thread.key)
     return Reads(scope_keys, {scope.key: channels[scope] for scope in ordered})

@@ -373,6 +373,7 @@ class Worker:
             JobKind.MODELS: self._models,
             JobKind.STATUS: self._status,
             JobKind.RESET: self._reset,
+            JobKind.DM_SEARCH: self._dm_search,
         }
         try:
             handlers[job.kind](job, publisher)
@@ -560,6 +561,24 @@ class Worker:
         had_turns = self.memory.clear(job.scope.key)
         publisher.final("Forgot this conversation's earlier questions and answers; its documents and model "
                         "stay." if had_turns else "This conversation had no earlier questions to forget.")
+
+    def _dm_search(self, job: Job, publisher: ReplyPublisher) -> None:
+        """Turn DM questions' reading of this server's channels on or off. The adapter lets only members
+        allowed to manage the server send this; the adapters read the switch (jobs/keys.py) at each DM."""
+        setting = job.text.strip().lower()
+        if setting not in ("on", "off"):
+            publisher.error("Say `on` or `off`: whether questions asked in a DM may read the documents of "
+                            "this server's channels the asker can read.")
+            return
+        key = keys.dm_search(job.scope.platform, job.scope.workspace)
+        if setting == "on":
+            self.redis.set(key, "on")
+            publisher.final("DM questions now read the documents of every channel of this server the asker "
+                            "can see and read the history of, checked at each question. `off` stops it.")
+        else:
+            self.redis.delete(key)
+            publisher.final("DM questions no longer read this server's channels; a DM sees only its own "
+                            "documents.")
 
     def _status(self, job: Job, publisher: ReplyPublisher) -> None:
         workers = live_workers(self.redis)

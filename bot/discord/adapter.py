@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import socket
@@ -18,10 +19,12 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.commands import COMMANDS, Command
+from bot.commands import Command, commands_for
+from bot.discord.dm_access import DmAccess
 from bot.discord.feedback import ReasonModal, parse_rating, parse_reason
 from bot.discord.links import SourceLinks
 from bot.discord.payloads import (
+    PLATFORM,
     Gate,
     attachment_job_id,
     interaction_job_id,
@@ -74,6 +77,7 @@ class DiscordAdapter(discord.Client):
                                     max_entries=settings.interaction_max_entries)
         self.gate = Gate(settings.allowed_guild_ids, settings.allowed_channel_ids, settings.allowed_role_ids,
                          settings.allow_dms)
+        self.dm_access = DmAccess(self, jobs.redis, self.gate)  # what a DM question reads
         self.tree = app_commands.CommandTree(self)
         self._add_commands()
         self.router = ReplyRouter(jobs, self._late_reply, answer_timeout_s=settings.answer_timeout_s)
@@ -232,6 +236,9 @@ class DiscordAdapter(discord.Client):
         job = make_job(message_job_id(message.id), JobKind.ASK, scope, message.author.id,
                        self.jobs.reply_stream, text=question, channel_id=message.channel.id,
                        message_id=message.id, thread_id=message.id if opens_thread else None)
+        if message.guild is None:  # a DM: also the guild channels the asker can read now, and no other
+            reads = await self.dm_access.reads(message.author.id)
+            job = dataclasses.replace(job, reads=reads.scope_keys, channel_names=reads.channel_names)
         surface = ChannelSurface(message.channel, reference=message)
         view = AnswerView(surface, self.settings.edit_interval_s, links=lambda: self.links.resolver(scope),
                           is_rated=True)
@@ -282,7 +289,7 @@ class DiscordAdapter(discord.Client):
             matching = [n for n in names if current.lower() in n.lower()][:AUTOCOMPLETE_LIMIT]
             return [app_commands.Choice(name=n, value=n) for n in matching]
 
-        for spec in COMMANDS:
+        for spec in commands_for(PLATFORM):
             command = self._slash_command(spec)
             if spec.kind is JobKind.SET_MODEL:
                 command.autocomplete("text")(model_choices)
@@ -307,6 +314,8 @@ class DiscordAdapter(discord.Client):
         if not self._admits(interaction.guild, interaction.channel, interaction.user):
             await interaction.response.send_message("Phobos is not enabled here.", ephemeral=True)
             return
+        if kind is JobKind.DM_SEARCH and not await self._may_set_dm_search(interaction):
+            return
         deadline = received_at + self.settings.interaction_token_ttl_s
         try:
             # Discord wants an answer within 3 seconds; the worker may take longer, so defer first.
@@ -322,6 +331,19 @@ class DiscordAdapter(discord.Client):
                           is_rated=kind is JobKind.ASK)
         if await self._submit(job, view):
             self.router.release(view)
+
+    @staticmethod
+    async def _may_set_dm_search(interaction: discord.Interaction) -> bool:
+        """/dm-search is a server's policy: only in a server, only by members who may manage it."""
+        if interaction.guild_id is None:
+            await interaction.response.send_message("Run /dm-search in a server: it decides whether DM "
+                                                    "questions may read that server's channels.", ephemeral=True)
+            return False
+        if not interaction.permissions.manage_guild:
+            await interaction.response.send_message("Only members who can manage this server may change whether "
+                                                    "DM questions read its channels.", ephemeral=True)
+            return False
+        return True
 
     async def live_models(self) -> list[str]:
         """Model names that running workers announce in their heartbeats (cached for a few seconds)."""

@@ -28,7 +28,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.budget import Budgets
-from bot.commands import COMMANDS, usage_lines
+from bot.commands import commands_for, usage_lines
 from bot.pipeline import ReplyRouter
 from bot.slack.feedback import RATE_ACTION_IDS, REASON_VIEW_ID, reason_modal, submitted_reason
 from bot.slack.files import FileRejected, SharedFile, download, too_large
@@ -50,10 +50,10 @@ CLOSE_TIMEOUT_S = 30.0  # how long close() waits for its tasks to end after canc
 PLATFORM = "slack"
 SLASH_COMMAND = "/phobos"
 # Subcommands of /phobos -> job kind, and whether the reply is shown to the whole channel.
-SUBCOMMANDS: dict[str, tuple[JobKind, bool]] = {c.name: (c.kind, c.is_public) for c in COMMANDS}
+SUBCOMMANDS: dict[str, tuple[JobKind, bool]] = {c.name: (c.kind, c.is_public) for c in commands_for(PLATFORM)}
 USAGE = "\n".join([
     "*/phobos* answers from the PDFs shared in this channel.",
-    *(f"• `{line.split(': ', 1)[0]}`: {line.split(': ', 1)[1]}" for line in usage_lines("/phobos ")),
+    *(f"• `{line.split(': ', 1)[0]}`: {line.split(': ', 1)[1]}" for line in usage_lines("/phobos ", PLATFORM)),
     "Just `/phobos QUESTION` asks too. Or mention me with a question; share a PDF where I am a member "
     "and I index it.",
 ])
