@@ -58,4 +58,7 @@ class _JoinedLexical:
         self.parts = parts
 
     def scores(self, query: str) -> np.ndarray:
-        return np.concatenate([part.lexical().scores(query) for part in self.parts])
+        from core.hybrid import query_terms
+
+        terms = query_terms(query)  # once: each part looks the same terms up in its own vocabulary
+        return np.concatenate([part.lexical().scores_of_terms(terms) for part in self.parts])

@@ -71,3 +71,24 @@ def test_the_union_ranks_as_one_index_over_the_same_chunks(redis_client, embedde
         floor_union = engine.context(question, DM, reads=["slack:T1:CA", "slack:T1:CB"])
         floor_single = engine.context(question, Scope("slack", "T1", "CAB"))
         assert [h.chunk.text for h in floor_union] == [h.chunk.text for h in floor_single]
+
+
+def test_a_question_split_once_scores_as_each_index_splitting_it_itself() -> None:
+    """The union splits the question into BM25 terms once (core.hybrid.query_terms); each index then looks
+    them up: the same scores as its own tokenizer gives, unknown words and stop words included."""
+    import random
+
+    import numpy as np
+
+    from core.hybrid import LexicalIndex
+
+    rng = random.Random(3)
+    words = [*" ".join(FACT_PAGES).split(), "Running", "runs", "THE", "a", "C++", "foo_bar", "don't", "e-mail",
+             "naïve", "Straße", "1872"]
+    index = LexicalIndex([" ".join(rng.choices(words, k=30)) for _ in range(300)])
+    for _ in range(200):
+        query = " ".join(rng.choices([*words, "unknownword", "zebra"], k=rng.randint(1, 10)))
+        own = [w for w in index._tokenizer.tokenize([query], update_vocab=False, return_as="string",
+                                                    show_progress=False)[0] if w]
+        expected = np.asarray(index._bm25.get_scores(own), dtype=np.float32) if own else np.zeros(index.size)
+        assert np.allclose(index.scores(query), expected), query
