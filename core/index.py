@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -101,7 +102,8 @@ class ScopeIndex:
 class SearchIndex(Protocol):
     """What answering reads from: one scope's :class:`ScopeIndex`, or several joined (core/joined.py)."""
 
-    chunks: list[Chunk]
+    @property
+    def chunks(self) -> Sequence[Chunk]: ...
 
     def row_of(self, doc_id: str, ordinal: int) -> int | None: ...
 

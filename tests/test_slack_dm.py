@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -141,6 +143,16 @@ def test_a_dm_reads_the_askers_channels_and_no_other(redis_url: str, worker: Non
                 assert all(hidden not in text for text in probes.values()), hidden
             assert "1931" not in probes["secret.pdf"] and "23:40" not in probes["general.pdf"]
             assert "1998" not in probes["nobot.pdf"] and "Inishmore" not in probes["other-team.pdf"]
+
+            # /phobos docs in the DM lists what a DM question reads, by channel.
+            form = {"token": "x", "team_id": TEAM_ID, "channel_id": h.dm, "channel_name": "directmessage",
+                    "user_id": USER, "command": "/phobos", "text": "docs", "response_url": fake.response_url(),
+                    "trigger_id": f"trig.{time.monotonic_ns()}"}
+            await h.post_signed(urllib.parse.urlencode(form), "application/x-www-form-urlencoded")
+            await fake.wait_for(lambda: any("#finance" in r.get("text", "") for r in fake.responses))
+            listing = next(r["text"] for r in fake.responses if "#finance" in r.get("text", ""))
+            assert "report.pdf" in listing and "thread-notes.pdf" in listing and "secret.pdf" not in listing
+            probes["/phobos docs"] = listing
 
             # Removed from #finance: the next question no longer reads it.
             fake.channels[fin].members.discard(USER)

@@ -326,6 +326,9 @@ class DiscordAdapter(discord.Client):
         scope = scope_of(interaction.channel, interaction.guild_id)
         job = make_job(interaction_job_id(interaction.id), kind, scope, interaction.user.id,
                        self.jobs.reply_stream, text=text, channel_id=interaction.channel_id or 0)
+        if interaction.guild_id is None and kind in (JobKind.ASK, JobKind.DOCS):  # read as a DM message reads
+            reads = await self.dm_access.reads(interaction.user.id)
+            job = dataclasses.replace(job, reads=reads.scope_keys, channel_names=reads.channel_names)
         surface = InteractionSurface(interaction, deadline=deadline)
         view = AnswerView(surface, self.settings.edit_interval_s, links=lambda: self.links.resolver(scope),
                           is_rated=kind is JobKind.ASK)

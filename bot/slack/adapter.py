@@ -222,8 +222,12 @@ class SlackAdapter:
         else:
             route = Route(VIA_RESPONSE_URL, channel, scope.key, response_url=command["response_url"],
                           response_type=response_type)
+        # /phobos ask and docs in a DM read (and list) the asker's channels, as a DM message does.
+        is_dm = command.get("channel_name") == "directmessage" and kind in (JobKind.ASK, JobKind.DOCS)
+        reads = await self._dm_reads(scope, user, route) if is_dm else Reads()
         job = Job(id=f"slack:{team}:{channel}:cmd:{command['trigger_id']}", kind=kind, scope=scope, user=user,
-                  reply_to=self.job_client.reply_stream, text=rest, meta=route.to_meta())
+                  reply_to=self.job_client.reply_stream, text=rest, meta=route.to_meta(), reads=reads.scope_keys,
+                  channel_names=reads.channel_names)
         await self.job_client.submit(job)
 
     # ---- 👍/👎
