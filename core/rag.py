@@ -21,6 +21,7 @@ from core.scope import Scope
 
 NO_DOCUMENTS_NOTE = ("No documents are shared in this conversation yet, so this answer does not come "
                      "from any file. Share a PDF here to ask about it.\n\n")
+FILES_NAMED = 20  # a DM reads many channels: a reply names this many of the files it searched, then counts
 EMPTY_ANSWER_REPLY = ("The model returned no text for this question. The passages it was given are listed "
                       "below; try rephrasing or another model (/models).")
 NOT_COVERED_REPLY = ("The documents shared here don't seem to cover this. I searched: {files}. "
@@ -105,7 +106,9 @@ class RagEngine:
 
         hits = self.context(question, scope, reads)
         if not hits:
-            files = ", ".join(sorted({d.file_name for d in documents}))
+            names = sorted({d.file_name for d in documents})
+            files = ", ".join(names[:FILES_NAMED]) + (f" and {len(names) - FILES_NAMED} more"
+                                                      if len(names) > FILES_NAMED else "")
             text = NOT_COVERED_REPLY.format(files=files)
             on_delta(text)
             return Answer(text, (), (), grounded=False)
