@@ -214,3 +214,34 @@ def test_a_dm_reads_the_channels_the_asker_can_read_in_guilds_that_allow_it(
     with capsys.disabled():  # the transcript for the closing note
         for name, text in probes.items():
             print(f"\n--- Discord DM probe: {name}\n{text}")
+
+
+def test_each_dm_question_costs_one_member_lookup_per_allowing_guild_and_429s_are_waited_out(
+        redis_server: RedisServer) -> None:
+    """20 askers: 20 lookups in the one guild that allows DM search (none in the guild that does not),
+    even past the fake's member bucket (here 5 a second: a burst), whose 429s discord.py waits out.
+    At 20 questions a minute that is 20 lookups a minute per allowing guild (see bot/discord/dm_access.py)."""
+    askers = [2000 + n for n in range(20)]
+
+    def two_guilds(fake: FakeDiscord) -> dict[str, Any]:
+        on = fake.ids(fake.add_guild("on", ["finance", "lobby"]))
+        off = fake.ids(fake.add_guild("off", ["notes"]))
+        for user in askers:
+            fake.join(on["guild"], user)
+            fake.join(off["guild"], user)
+        fake.member_calls, fake.member_window_s = 5, 1.0
+        return {"on": on, "off": off}
+
+    async def scenario() -> None:
+        async with bot_with(redis_server.url, two_guilds) as (fake, adapter, w):
+            await adapter.jobs.redis.set(keys.dm_search("discord", str(w["on"]["guild"])), "on")
+            for user in askers:
+                reads = await adapter.dm_access.reads(user)
+                assert sorted(reads.channel_names.values()) == ["finance", "lobby"]
+            asked = fake.requests_to("GET", f"/guilds/{w['on']['guild']}/members/")
+            refused = [r for r, code in fake.refused if r.path.startswith(f"/guilds/{w['on']['guild']}/members/")]
+            assert len(asked) - len(refused) == len(askers)
+            assert refused and fake.rate_limited == len(refused), "the burst met the bucket and waited"
+            assert not fake.requests_to("GET", f"/guilds/{w['off']['guild']}/members/")
+
+    run(scenario())
