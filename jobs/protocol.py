@@ -84,6 +84,9 @@ class Job:
     def to_json(self) -> str:
         data: dict[str, Any] = asdict(self)
         data["scope"] = self.scope.to_dict()
+        for name in ("reads", "channel_names"):  # only DM asks carry them, so other jobs stay as they were
+            if not data[name]:
+                del data[name]
         data["v"] = PROTOCOL_VERSION
         return json.dumps(data)
 

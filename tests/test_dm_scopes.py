@@ -24,8 +24,9 @@ def test_the_job_carries_its_scopes_through_json_and_reads_only_its_own_platform
     assert again.search_keys() == ["slack:T1:D1", "slack:T1:C1", "slack:T1:C1:17.5"]
     assert again.channel_name("slack:T1:C1:17.5") == "finance", "a thread is named by its channel"
     assert again.channel_name("slack:T1:D1") == "", "the DM's own documents need no channel name"
-    old = Job.from_json(Job(id="j0", kind=JobKind.ASK, scope=DM, user="U1", reply_to="r").to_json())
-    assert old.search_keys() == ["slack:T1:D1"], "a job without reads searches its conversation only"
+    plain = Job(id="j0", kind=JobKind.ASK, scope=DM, user="U1", reply_to="r").to_json()
+    assert "reads" not in plain, "a job outside a DM is written as before, for workers not yet upgraded"
+    assert Job.from_json(plain).search_keys() == ["slack:T1:D1"], "without reads: its conversation only"
 
 
 def test_a_citation_keeps_its_channel_through_the_reply_event() -> None:
