@@ -79,11 +79,12 @@ async def share(h: Harness, channel: str, name: str, ts: str, thread_ts: str | N
     await h.fake.wait_for(lambda: any("Indexed" in t for t in h.fake.messages(channel).values()))
 
 
-async def ask_in_dm(h: Harness, question: str, ts: str) -> tuple[str, Job]:
-    """Ask from the DM; the final answer as the DM shows it, and the job the adapter submitted for it."""
+async def ask_in_dm(h: Harness, question: str, ts: str, thread_ts: str = "") -> tuple[str, Job]:
+    """Ask from the DM (in a thread of it with ``thread_ts``: the assistant pane's shape); the final answer
+    as the DM shows it, and the job the adapter submitted for it."""
     before = set(h.fake.messages(h.dm))
     dm = {"type": "message", "user": USER, "text": question, "ts": ts, "channel": h.dm, "channel_type": "im",
-          "team": TEAM_ID}
+          "team": TEAM_ID, **({"thread_ts": thread_ts} if thread_ts else {})}
     await h.send_event(dm)
     job_id = f"slack:{TEAM_ID}:{h.dm}:{ts}"
     final: list[ReplyEvent] = []
@@ -143,6 +144,12 @@ def test_a_dm_reads_the_askers_channels_and_no_other(redis_url: str, worker: Non
                 assert all(hidden not in text for text in probes.values()), hidden
             assert "1931" not in probes["secret.pdf"] and "23:40" not in probes["general.pdf"]
             assert "1998" not in probes["nobot.pdf"] and "Inishmore" not in probes["other-team.pdf"]
+
+            # The assistant pane lives in a thread of the DM: the same reads, its own conversation.
+            text, job = await ask_in_dm(h, FACTS["report.pdf"][1], "1700000250.000200", "1700000250.000100")
+            assert set(job.reads) == granted and job.scope.thread == "1700000250.000100"
+            assert "[1] #finance · report.pdf, p. 1" in text
+            probes["report.pdf from the assistant pane (a thread of the DM)"] = text
 
             # /phobos docs in the DM lists what a DM question reads, by channel.
             form = {"token": "x", "team_id": TEAM_ID, "channel_id": h.dm, "channel_name": "directmessage",
