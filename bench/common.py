@@ -56,7 +56,10 @@ class MemoryStore:
         self._indexes.pop(scope_key, None)
         return self.docs.pop((scope_key, doc_id), None) is not None
 
-    def load_index(self, scope_key: str, dim: int) -> ScopeIndex:
+    def load_indexes(self, scope_keys: list[str], dim: int, embedder_name: str = "") -> list[ScopeIndex]:
+        return [self.load_index(key, dim) for key in scope_keys]
+
+    def load_index(self, scope_key: str, dim: int, embedder_name: str = "") -> ScopeIndex:
         if scope_key not in self._indexes:
             parts = [(c, v) for (scope, _), (_, c, v) in self.docs.items() if scope == scope_key]
             chunks = [chunk for c, _ in parts for chunk in c]

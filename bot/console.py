@@ -30,12 +30,12 @@ from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
 CONSOLE_SCOPE = Scope("console", "local", "console")
 HELP = "\n".join(["Type a question, or one of:",
                   "  /upload PATH: share a document here (.pdf, .docx, .pptx, .md, .txt, .html)",
-                  *("  " + line for line in usage_lines("/")),
+                  *("  " + line for line in usage_lines("/", "console")),
                   "  /good: say the last answer was right",
                   "  /bad [WHY]: say the last answer was wrong, and optionally what was wrong",
                   "  /quit: leave"])
 RATINGS = {"/good": GOOD, "/bad": BAD}
-COMMANDS = {f"/{c.name}": c.kind for c in TABLE}
+COMMANDS = {f"/{c.name}": c.kind for c in TABLE if "console" in c.platforms}
 MARKUP = Markup(warn="[!]", wait="...")
 
 

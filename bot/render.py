@@ -16,7 +16,8 @@ def format_sources(citations: Sequence[Citation], link: Callable[[Citation], str
     lines = ["Sources:"]
     for number, citation in enumerate(citations, start=1):
         url = link(citation) if link else None
-        lines.append(f"[{number}] {citation.label()}" + (f" <{url}>" if url else ""))
+        where = f"#{citation.channel} · " if citation.channel else ""  # a DM's answer says which channel
+        lines.append(f"[{number}] {where}{citation.label()}" + (f" <{url}>" if url else ""))
     return "\n".join(lines)
 
 

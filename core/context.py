@@ -74,7 +74,7 @@ def _passage(run: list[Hit], rank: dict[int, int]) -> tuple[int, Hit]:
     first = run[0].chunk
     chunk = Chunk(first.doc_id, first.file_name, text, min(h.chunk.page_start for h in run),
                   max(h.chunk.page_end for h in run), first.ordinal,
-                  span_label(first.location, run[-1].chunk.location))
+                  span_label(first.location, run[-1].chunk.location), scope_key=first.scope_key)
     return min(rank[id(h)] for h in run), Hit(chunk, max(h.score for h in run))
 
 

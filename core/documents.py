@@ -38,6 +38,7 @@ class Chunk:
     ordinal: int  # position of the chunk in its document
     location: str = ""  # where the passage is, for formats without pages ("slide 3"); "" for a PDF
     section: str = ""  # document title and heading path above the passage; embedded and indexed, not shown
+    scope_key: str = ""  # the scope it was read from (set by the store); names its channel in a DM's citations
 
     def indexed_text(self) -> str:
         """What is embedded and indexed: the section path, then the passage."""
@@ -63,10 +64,12 @@ class Citation:
     file_name: str
     pages: tuple[int, ...]
     location: str = ""  # shown instead of the pages when set: "slide 3", "§ Setup", a web page's URL
+    scope_key: str = ""  # the scope the passage came from ("" when it is the conversation's own)
+    channel: str = ""  # that scope's channel name, shown before the file ("finance"), set for DM questions
 
     @classmethod
     def of(cls, chunk: Chunk) -> Citation:
-        return cls(chunk.file_name, chunk.pages, chunk.location)
+        return cls(chunk.file_name, chunk.pages, chunk.location, chunk.scope_key)
 
     def label(self) -> str:
         """How a person sees the source; the name's control characters escaped (documents stored before

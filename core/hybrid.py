@@ -59,16 +59,32 @@ class LexicalIndex:
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every chunk for ``query``, shape (n_chunks,)."""
-        words = self._tokenizer.tokenize([query], update_vocab=False, return_as="string", show_progress=False)[0]
-        words = [w for w in words if w]
-        if not words or self.size == 0:
+        return self.scores_of_terms(query_terms(query))
+
+    def scores_of_terms(self, terms: Sequence[str]) -> np.ndarray:
+        """BM25 score of every chunk for a query already split into terms (:func:`query_terms`): several
+        indexes searched at once (core/joined.py) split the question once, not once each."""
+        known = [term for term in terms if term in self._bm25.vocab_dict]
+        if not known or self.size == 0:
             return np.zeros(self.size, dtype=np.float32)
-        return np.asarray(self._bm25.get_scores(words), dtype=np.float32)
+        return np.asarray(self._bm25.get_scores(known), dtype=np.float32)
 
     def nbytes(self, vocabulary_word_bytes: int) -> int:
         """Memory held: the sparse score matrix, plus ``vocabulary_word_bytes`` per vocabulary word."""
         arrays = sum(int(v.nbytes) for v in self._bm25.scores.values() if isinstance(v, np.ndarray))
         return arrays + vocabulary_word_bytes * len(self._tokenizer.word_to_id)
+
+
+def query_terms(query: str) -> list[str]:
+    """A question as BM25 terms: lowercased words, English stop words removed, stemmed as the indexes' texts.
+
+    Done without any index's vocabulary (reverse-mapping one costs time in its size), so once per question."""
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    stem = _stemmer()
+    terms = bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)[0]
+    return [stem(term) if stem else term for term in terms if term]
 
 
 def _stemmer():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -101,7 +102,8 @@ class ScopeIndex:
 class SearchIndex(Protocol):
     """What answering reads from: one scope's :class:`ScopeIndex`, or several joined (core/joined.py)."""
 
-    chunks: list[Chunk]
+    @property
+    def chunks(self) -> Sequence[Chunk]: ...
 
     def row_of(self, doc_id: str, ordinal: int) -> int | None: ...
 
@@ -124,4 +126,8 @@ class DocumentStore(Protocol):
     def load_index(self, scope_key: str, dim: int, embedder_name: str = "") -> ScopeIndex:
         """The scope's index; raises :class:`EmbedderMismatchError` when its vectors came from another
         embedder than ``embedder_name`` with ``dim`` dimensions."""
+        ...
+
+    def load_indexes(self, scope_keys: list[str], dim: int, embedder_name: str = "") -> list[ScopeIndex]:
+        """:meth:`load_index` for several scopes at once, in order (a DM question reads hundreds)."""
         ...

@@ -8,6 +8,10 @@ the fusion in :mod:`core.hybrid` takes the two rankings as it does for one scope
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator, Sequence
+from typing import overload
+
 import numpy as np
 
 from core.documents import Chunk, Hit
@@ -19,8 +23,9 @@ class JoinedIndex:
 
     def __init__(self, parts: list[ScopeIndex]):
         self.parts = [part for part in parts if part.chunks]
-        self.chunks: list[Chunk] = [chunk for part in self.parts for chunk in part.chunks]
         self._offsets = np.cumsum([0] + [len(part.chunks) for part in self.parts])
+        # A view, not a copy: a DM question joins hundreds of thousands of chunks and reads a handful.
+        self.chunks: Sequence[Chunk] = _JoinedChunks(self)
 
     def _locate(self, row: int) -> tuple[ScopeIndex, int]:
         part = int(np.searchsorted(self._offsets, row, side="right")) - 1
@@ -51,6 +56,33 @@ class JoinedIndex:
         return hybrid_search(self.chunks, dense, lexical, query, k, mode, navigation=navigation)
 
 
+class _JoinedChunks(Sequence[Chunk]):
+    """The parts' chunks in row order, looked up where they are."""
+
+    def __init__(self, joined: JoinedIndex):
+        self._joined = joined
+
+    def __len__(self) -> int:
+        return int(self._joined._offsets[-1])
+
+    @overload
+    def __getitem__(self, row: int) -> Chunk: ...
+
+    @overload
+    def __getitem__(self, row: slice) -> Sequence[Chunk]: ...
+
+    def __getitem__(self, row: int | slice) -> Chunk | Sequence[Chunk]:
+        if isinstance(row, slice):
+            return list(self)[row]
+        if not -len(self) <= row < len(self):
+            raise IndexError(row)
+        part, local = self._joined._locate(row % len(self))
+        return part.chunks[local]
+
+    def __iter__(self) -> Iterator[Chunk]:
+        return itertools.chain.from_iterable(part.chunks for part in self._joined.parts)
+
+
 class _JoinedLexical:
     """Each part's BM25 scores, concatenated in row order."""
 
@@ -58,4 +90,7 @@ class _JoinedLexical:
         self.parts = parts
 
     def scores(self, query: str) -> np.ndarray:
-        return np.concatenate([part.lexical().scores(query) for part in self.parts])
+        from core.hybrid import query_terms
+
+        terms = query_terms(query)  # once: each part looks the same terms up in its own vocabulary
+        return np.concatenate([part.lexical().scores_of_terms(terms) for part in self.parts])

@@ -21,6 +21,7 @@ from core.scope import Scope
 
 NO_DOCUMENTS_NOTE = ("No documents are shared in this conversation yet, so this answer does not come "
                      "from any file. Share a PDF here to ask about it.\n\n")
+FILES_NAMED = 20  # a DM reads many channels: a reply names this many of the files it searched, then counts
 EMPTY_ANSWER_REPLY = ("The model returned no text for this question. The passages it was given are listed "
                       "below; try rephrasing or another model (/models).")
 NOT_COVERED_REPLY = ("The documents shared here don't seem to cover this. I searched: {files}. "
@@ -50,18 +51,21 @@ class RagEngine:
         self.history_tokens = history_tokens  # earlier turns shown to the model, in the generator's tokens
         self.reranker = reranker  # reorders the first stage's top RERANK_CANDIDATES (core/rerank.py)
 
-    def index_for(self, scope: Scope) -> SearchIndex:
-        """The scope's index; in a thread, the thread's and the channel's joined without copying either."""
-        parts = [self.store.load_index(key, self.embedder.dim, self.embedder.name) for key in scope.search_keys()]
+    def index_for(self, scope: Scope, reads: Sequence[str] = ()) -> SearchIndex:
+        """The index of every scope a question in ``scope`` reads, joined without copying any: in a thread,
+        the thread's and the channel's; from a DM, also the ``reads`` its adapter granted (one ranking
+        over their union, scored as one scope's; see core/joined.py)."""
+        keys = _search_keys(scope, reads)
+        parts = self.store.load_indexes(keys, self.embedder.dim, self.embedder.name)
         return parts[0] if len(parts) == 1 else JoinedIndex(parts)
 
-    def retrieve(self, question: str, scope: Scope, k: int | None = None) -> list[Hit]:
+    def retrieve(self, question: str, scope: Scope, k: int | None = None, reads: Sequence[str] = ()) -> list[Hit]:
         """The top chunks for ``question``: dense and BM25 rankings fused. ``Hit.score`` is the cosine."""
-        return self._search(question, scope, k)[2]
+        return self._search(question, scope, k, reads)[2]
 
-    def context(self, question: str, scope: Scope) -> list[Hit]:
+    def context(self, question: str, scope: Scope, reads: Sequence[str] = ()) -> list[Hit]:
         """The passages to show the model: relevant hits, overlaps joined, neighbours added, in budget."""
-        index, query, hits = self._search(question, scope, None)
+        index, query, hits = self._search(question, scope, None, reads)
         if is_overview_question(question):
             hits = _opening_passages(index, query)  # the floor would refuse these; see core/intent.py
         else:
@@ -70,8 +74,9 @@ class RagEngine:
             return []
         return assemble_context(hits, index, query, self.embedder.count_tokens, self.context_tokens)
 
-    def _search(self, question: str, scope: Scope, k: int | None) -> tuple[SearchIndex, np.ndarray, list[Hit]]:
-        index = self.index_for(scope)
+    def _search(self, question: str, scope: Scope, k: int | None,
+                reads: Sequence[str] = ()) -> tuple[SearchIndex, np.ndarray, list[Hit]]:
+        index = self.index_for(scope, reads)
         if not index.chunks:
             return index, np.zeros(self.embedder.dim, dtype=np.float32), []
         query = self.embedder.embed([question])[0]
@@ -83,14 +88,15 @@ class RagEngine:
 
     def answer(self, question: str, scope: Scope, generator: Generator, params: GenerationParams,
                on_delta: Callable[[str], None], history: Sequence[ChatMessage] = (),
-               cancel: threading.Event | None = None) -> Answer:
+               cancel: threading.Event | None = None, reads: Sequence[str] = ()) -> Answer:
         """Stream an answer through ``on_delta`` and return it whole with its citations.
 
         ``history`` is the conversation's earlier turns, oldest first; the oldest are left out beyond
         ``history_tokens``, and before any source when the prompt would not fit the model's window.
+        ``reads``: from a DM, the other scopes the asker may read (see :meth:`index_for`).
         """
         history = fit_history(history, generator, self.history_tokens)
-        documents = self.store.list_documents(scope.search_keys())
+        documents = self.store.list_documents(_search_keys(scope, reads))
         if not documents:
             on_delta(NO_DOCUMENTS_NOTE)
             history = _drop_oldest_turns(lambda kept: plain_messages(question, kept), history, generator,
@@ -98,9 +104,11 @@ class RagEngine:
             body = _collect(generator, plain_messages(question, history), params, on_delta, cancel)
             return Answer(NO_DOCUMENTS_NOTE + body, (), (), grounded=False)
 
-        hits = self.context(question, scope)
+        hits = self.context(question, scope, reads)
         if not hits:
-            files = ", ".join(sorted({d.file_name for d in documents}))
+            names = sorted({d.file_name for d in documents})
+            files = ", ".join(names[:FILES_NAMED]) + (f" and {len(names) - FILES_NAMED} more"
+                                                      if len(names) > FILES_NAMED else "")
             text = NOT_COVERED_REPLY.format(files=files)
             on_delta(text)
             return Answer(text, (), (), grounded=False)
@@ -113,6 +121,11 @@ class RagEngine:
             body = EMPTY_ANSWER_REPLY
             on_delta(body)
         return Answer(body, citations_for(body, hits), tuple(hits), grounded=True)
+
+
+def _search_keys(scope: Scope, reads: Sequence[str]) -> list[str]:
+    keys = scope.search_keys()
+    return keys + [key for key in reads if key not in keys]
 
 
 def _opening_passages(index: SearchIndex, query: np.ndarray) -> list[Hit]:

@@ -15,6 +15,9 @@ DOC_PREFIX = "phobos:doc:"  # + scope key + ":" + doc id: a document's metadata 
 DOC_CHUNKS_PREFIX = "phobos:chunks:"  # + scope key + ":" + doc id: chunk texts (JSON list)
 DOC_VECTORS_PREFIX = "phobos:vectors:"  # + scope key + ":" + doc id: float32 matrix bytes
 SCOPE_DOCS_PREFIX = "phobos:scope:docs:"  # + scope key: set of doc ids
+CHANNEL_THREADS_PREFIX = "phobos:channel:threads:"  # + channel scope key: set of its thread scope keys with documents
+DM_SEARCH_PREFIX = "phobos:dm-search:"  # + platform:workspace: "on" where a DM question may search its channels
+MEMBERSHIP_PREFIX = "phobos:membership:"  # + platform:workspace: an adapter's cache of who reads which channel
 CONVERSATION_PREFIX = "phobos:conv:"  # + scope key: hash with the conversation's model, ...
 MEMORY_PREFIX = "phobos:memory:"  # + scope key: list of the conversation's recent turns (JSON), oldest first
 DEAD_STREAM = "phobos:dead"  # jobs that failed MAX_DELIVERIES times, for `phobos dlq`
@@ -42,3 +45,8 @@ def reply_stream(adapter_id: str) -> str:
 def model_stream(model: str) -> str:
     """The stream only the workers serving ``model`` read, in the same WORKER_GROUP."""
     return MODEL_JOBS_PREFIX + model
+
+
+def dm_search(platform: str, workspace: str) -> str:
+    """The switch saying DM questions may read ``workspace``'s channels (a Discord guild's /dm-search)."""
+    return f"{DM_SEARCH_PREFIX}{platform}:{workspace}"

@@ -26,6 +26,7 @@ class JobKind(StrEnum):
     MODELS = "models"  # list known models and whether a worker serves them
     STATUS = "status"  # workers, queue depth, models
     RESET = "reset"  # forget the conversation's recent turns (its memory); documents and model stay
+    DM_SEARCH = "dm_search"  # "on"/"off": may DM questions read this server's channels (Discord; admins only)
 
 
 class ReplyType(StrEnum):
@@ -51,6 +52,27 @@ class Job:
     blob_key: str | None = None  # ingest: Redis key holding the file's bytes
     meta: dict[str, str] = field(default_factory=dict)  # adapter context echoed back untouched
     deadline_at: float | None = None  # unix seconds; past it the job gets an "expired" reply, not an answer
+    # An ask from a DM: the scope keys of the channels (and threads) the asker can read now, as the
+    # adapter found them on the platform; searched with the DM's own. A worker searches exactly these.
+    reads: list[str] = field(default_factory=list)
+    channel_names: dict[str, str] = field(default_factory=dict)  # channel scope key -> its name, for citations
+
+    def search_keys(self) -> list[str]:
+        """The scopes this job may read: its conversation's, then (from a DM) those the adapter granted.
+
+        Only scopes of the job's own platform count: an adapter speaks for one platform."""
+        keys = self.scope.search_keys()
+        for key in self.reads:
+            if key not in keys and _is_scope_of(key, self.scope.platform):
+                keys.append(key)
+        return keys
+
+    def channel_name(self, scope_key: str) -> str:
+        """The name of the channel ``scope_key`` (a channel or one of its threads) is in, or ""."""
+        if not scope_key or scope_key in self.scope.search_keys():
+            return ""
+        channel_key = Scope.parse(scope_key).channel_scope.key
+        return self.channel_names.get(scope_key) or self.channel_names.get(channel_key, "")
 
     @property
     def sender_key(self) -> str:
@@ -62,6 +84,9 @@ class Job:
     def to_json(self) -> str:
         data: dict[str, Any] = asdict(self)
         data["scope"] = self.scope.to_dict()
+        for name in ("reads", "channel_names"):  # only DM asks carry them, so other jobs stay as they were
+            if not data[name]:
+                del data[name]
         data["v"] = PROTOCOL_VERSION
         return json.dumps(data)
 
@@ -97,8 +122,7 @@ class ReplyEvent:
 
     def to_json(self) -> str:
         data: dict[str, Any] = asdict(self)
-        data["citations"] = [{"file_name": c.file_name, "pages": list(c.pages), "location": c.location}
-                             for c in self.citations]
+        data["citations"] = [_citation_dict(c) for c in self.citations]
         data["v"] = PROTOCOL_VERSION
         return json.dumps(data)
 
@@ -109,6 +133,22 @@ class ReplyEvent:
         if version != PROTOCOL_VERSION:
             raise ValueError(f"reply protocol version {version!r} is not {PROTOCOL_VERSION}")
         data["type"] = ReplyType(data["type"])
-        data["citations"] = tuple(Citation(c["file_name"], tuple(c["pages"]), c.get("location", ""))
+        data["citations"] = tuple(Citation(c["file_name"], tuple(c["pages"]), c.get("location", ""),
+                                           c.get("scope_key", ""), c.get("channel", ""))
                                   for c in data["citations"])
         return cls(**data)
+
+
+def _is_scope_of(key: str, platform: str) -> bool:
+    try:
+        return Scope.parse(key).platform == platform
+    except ValueError:
+        return False
+
+
+def _citation_dict(citation: Citation) -> dict[str, Any]:
+    data: dict[str, Any] = {"file_name": citation.file_name, "pages": list(citation.pages),
+                            "location": citation.location}
+    if citation.channel:  # where a DM's answer found it; a conversation's own sources need no name
+        data.update(scope_key=citation.scope_key, channel=citation.channel)
+    return data

@@ -74,6 +74,8 @@ def run_slack(settings: Settings, redis_url: str) -> None:
             native_streaming=settings.slack_native_streaming,
             appends_per_min=settings.slack_appends_per_min,
             api_url=settings.slack_api_url,
+            dm_search=settings.slack_dm_search,
+            membership_ttl_s=settings.slack_membership_ttl_s,
             answer_timeout_s=settings.answer_timeout_s,
             interaction_retention_days=settings.interaction_retention_days,
             interaction_max_entries=settings.interaction_max_entries,

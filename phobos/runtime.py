@@ -37,6 +37,17 @@ def quiet_offline_libraries() -> None:
         os.environ.setdefault(name, value)
 
 
+def single_blas_thread() -> None:
+    """One BLAS thread for numpy in this process (libraries loaded later, torch's, keep their own).
+
+    Exact dense search is a matrix-vector product bound by memory bandwidth: more threads gain little on
+    an idle machine, and on a busy one OpenBLAS's spinning threads wait for cores the others hold, which
+    made the scan several times slower."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
+
+
 @contextlib.contextmanager
 def redis_url(settings: Settings) -> Iterator[str]:
     """REDIS_URL when set; else the embedded server, started here if no Phobos process runs it yet.
@@ -120,6 +131,7 @@ def connect_async(url: str, settings: Settings) -> aioredis.Redis:
 
 def load_embedder(settings: Settings) -> Embedder:
     quiet_offline_libraries()
+    single_blas_thread()  # every process that embeds also searches
     if settings.lazy_embedder:
         # Its read-only properties stand in for the protocol's plain attributes.
         return cast(Embedder, LazyEmbedder(embedder_location(settings), bf16=settings.embed_bf16,

@@ -169,6 +169,10 @@ class Settings(BaseSettings):
     slack_appends_per_min: float = Field(90.0, validation_alias=_env("PHOBOS_SLACK_APPENDS_PER_MIN"))
     # Slack Web API base URL (GovSlack: https://slack-gov.com/api/, or a proxy).
     slack_api_url: str = Field("https://slack.com/api/", validation_alias=_env("PHOBOS_SLACK_API_URL"))
+    # A DM question searches the documents of every channel of the workspace the asker is a member of now.
+    slack_dm_search: bool = Field(True, validation_alias=_env("PHOBOS_SLACK_DM_SEARCH"))
+    # How long a user's channel memberships are cached; membership events (joins, leaves, archives) drop them.
+    slack_membership_ttl_s: float = Field(60.0, validation_alias=_env("PHOBOS_SLACK_MEMBERSHIP_TTL_S"))
 
     # --- the job queue ---
     # This worker's consumer name; empty: host-pid-random. A stable name lets a restarted worker take

@@ -111,7 +111,7 @@ def test_start_prints_the_invite_syncs_commands_and_asks_for_message_content(
         async with running_bot(worker_url) as (fake, _adapter):
             path = f"/applications/{fake_discord.APPLICATION_ID}/guilds/{fake.guild_id}/commands"
             assert {c["name"] for c in fake.synced_commands[path]} == {
-                "ask", "model", "models", "docs", "forget", "status", "reset", "Ask Phobos"}
+                "ask", "model", "models", "docs", "forget", "status", "reset", "dm-search", "Ask Phobos"}
             assert fake.identify_payload["intents"] & (1 << 15), "the message content intent"
     run(scenario())
     printed = capsys.readouterr().out

@@ -18,6 +18,7 @@ import redis
 
 from core.documents import Chunk, DocumentInfo
 from core.index import EmbedderMismatchError, ScopeIndex
+from core.scope import Scope
 from jobs import keys
 from workers.index_cache import IndexCache
 
@@ -48,17 +49,23 @@ class RedisDocumentStore:
             pipe.set(_doc_key(scope, doc), json.dumps(asdict(info)))
             pipe.sadd(keys.SCOPE_DOCS_PREFIX + scope, doc)
             pipe.incr(SCOPE_VERSION_PREFIX + scope)
+            parsed = Scope.parse(scope)
+            if parsed.thread:  # so a DM question over the channel can find its threads' documents
+                pipe.sadd(keys.CHANNEL_THREADS_PREFIX + parsed.channel_scope.key, scope)
             pipe.execute()
 
     def list_documents(self, scope_keys: list[str]) -> list[DocumentInfo]:
-        found = []
-        for scope in scope_keys:
-            doc_ids = sorted(d.decode() if isinstance(d, bytes) else d
-                             for d in self.redis.smembers(keys.SCOPE_DOCS_PREFIX + scope))
-            for doc in doc_ids:
-                info = self.get_document(scope, doc)
-                if info is not None:
-                    found.append(info)
+        # Two round trips however many scopes: a DM question may read hundreds of channels.
+        with self.redis.pipeline(transaction=False) as pipe:
+            for scope in scope_keys:
+                pipe.smembers(keys.SCOPE_DOCS_PREFIX + scope)
+            members = pipe.execute()
+        wanted = [(scope, d.decode() if isinstance(d, bytes) else d)
+                  for scope, doc_ids in zip(scope_keys, members, strict=True) for d in doc_ids]
+        if not wanted:
+            return []
+        raws = self.redis.mget([_doc_key(scope, doc) for scope, doc in sorted(wanted)])
+        found = [DocumentInfo(**json.loads(raw)) for raw in raws if raw]
         return sorted(found, key=lambda d: d.added_at)
 
     def forget(self, scope_key: str, doc_id: str) -> bool:
@@ -71,13 +78,23 @@ class RedisDocumentStore:
         return bool(removed)
 
     def load_index(self, scope_key: str, dim: int, embedder_name: str = "") -> ScopeIndex:
-        version = int(self.redis.get(SCOPE_VERSION_PREFIX + scope_key) or 0)
-        cached = self.cache.get(scope_key, version)
-        if cached is not None:
-            return cached
-        index = self._read_index(scope_key, dim, embedder_name)
-        self.cache.put(scope_key, version, index)
-        return index
+        return self.load_indexes([scope_key], dim, embedder_name)[0]
+
+    def load_indexes(self, scope_keys: list[str], dim: int, embedder_name: str = "") -> list[ScopeIndex]:
+        """The scopes' indexes, in order; their versions are read in one round trip, and a scope that
+        never held a document (version 0) is empty without another."""
+        versions = [int(v or 0) for v in self.redis.mget([SCOPE_VERSION_PREFIX + key for key in scope_keys])]
+        indexes = []
+        for scope_key, version in zip(scope_keys, versions, strict=True):
+            if version == 0:
+                indexes.append(ScopeIndex([], np.zeros((0, dim), dtype=np.float32)))
+                continue
+            index = self.cache.get(scope_key, version)
+            if index is None:
+                index = self._read_index(scope_key, dim, embedder_name)
+                self.cache.put(scope_key, version, index)
+            indexes.append(index)
+        return indexes
 
     def chunks_of(self, info: DocumentInfo) -> list[Chunk]:
         """The document's chunks as stored (texts and pages), in order."""
@@ -124,8 +141,13 @@ class RedisDocumentStore:
 
 def _chunks(info: DocumentInfo, rows: list[list[Any]]) -> list[Chunk]:
     # Rows stored before locations (or sections) existed have four (or five) fields; the rest is empty.
-    return [Chunk(info.doc_id, info.file_name, text, start, end, ordinal, *rest)
+    return [Chunk(info.doc_id, info.file_name, text, start, end, ordinal, *_location_section(rest),
+                  scope_key=info.scope_key)
             for text, start, end, ordinal, *rest in rows]
+
+
+def _location_section(rest: list[Any]) -> tuple[str, str]:
+    return (str(rest[0]) if rest else "", str(rest[1]) if len(rest) > 1 else "")
 
 
 def _doc_key(scope_key: str, doc_id: str) -> str:

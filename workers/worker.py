@@ -380,6 +380,7 @@ class Worker:
             JobKind.MODELS: self._models,
             JobKind.STATUS: self._status,
             JobKind.RESET: self._reset,
+            JobKind.DM_SEARCH: self._dm_search,
         }
         try:
             handlers[job.kind](job, publisher)
@@ -422,8 +423,10 @@ class Worker:
                 answer = None
             else:
                 try:
+                    # From a DM, the channels its adapter found the asker can read now, and no others.
                     answer = self.engine.answer(question, job.scope, generator, params, on_delta=publisher.delta,
-                                                history=self.memory.turns(job.scope.key), cancel=context.cancel)
+                                                history=self.memory.turns(job.scope.key), cancel=context.cancel,
+                                                reads=job.search_keys())
                 finally:
                     self._generator_slots[model].release()
         if watchdog.fired:
@@ -433,7 +436,8 @@ class Worker:
         if answer is None:
             return  # stopped before its turn on the model: handed back, or taken over elsewhere
         text = "\n".join([*notes, "", answer.text]) if notes else answer.text
-        if publisher.final(text, answer.citations):  # remembered once, by the worker that posted it
+        citations = tuple(dataclasses.replace(c, channel=job.channel_name(c.scope_key)) for c in answer.citations)
+        if publisher.final(text, citations):  # remembered once, by the worker that posted it
             self.memory.remember(job.scope.key, question, answer.text.removeprefix(NO_DOCUMENTS_NOTE))
             timings = publisher.observed  # the same measurements /metrics and the job's log line use
             self.interactions.record_answer(AnsweredQuestion(
@@ -522,13 +526,15 @@ class Worker:
             self._process(delivery)
 
     def _docs(self, job: Job, publisher: ReplyPublisher) -> None:
-        documents = self.store.list_documents(job.scope.search_keys())
+        documents = self.store.list_documents(job.search_keys())
         if not documents:
             publisher.final("No documents are shared in this conversation yet.")
             return
         lines = [f"Documents a question here searches ({len(documents)}):"]
         for doc in documents:
-            where = "this thread" if doc.scope_key == job.scope.key and job.scope.thread else "this channel"
+            channel = job.channel_name(doc.scope_key)
+            where = f"#{channel}" if channel else (
+                "this thread" if doc.scope_key == job.scope.key and job.scope.thread else "this channel")
             lines.append(f"- {escape_name(doc.file_name)} ({doc.pages} {doc.unit}s, {doc.chunks} passages; {where})")
         publisher.final("\n".join(lines))
 
@@ -567,6 +573,24 @@ class Worker:
         had_turns = self.memory.clear(job.scope.key)
         publisher.final("Forgot this conversation's earlier questions and answers; its documents and model "
                         "stay." if had_turns else "This conversation had no earlier questions to forget.")
+
+    def _dm_search(self, job: Job, publisher: ReplyPublisher) -> None:
+        """Turn DM questions' reading of this server's channels on or off. The adapter lets only members
+        allowed to manage the server send this; the adapters read the switch (jobs/keys.py) at each DM."""
+        setting = job.text.strip().lower()
+        if setting not in ("on", "off"):
+            publisher.error("Say `on` or `off`: whether questions asked in a DM may read the documents of "
+                            "this server's channels the asker can read.")
+            return
+        key = keys.dm_search(job.scope.platform, job.scope.workspace)
+        if setting == "on":
+            self.redis.set(key, "on")
+            publisher.final("DM questions now read the documents of every channel of this server the asker "
+                            "can see and read the history of, checked at each question. `off` stops it.")
+        else:
+            self.redis.delete(key)
+            publisher.final("DM questions no longer read this server's channels; a DM sees only its own "
+                            "documents.")
 
     def _status(self, job: Job, publisher: ReplyPublisher) -> None:
         workers = live_workers(self.redis)

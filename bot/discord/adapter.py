@@ -7,6 +7,7 @@ attachments itself while their URLs are fresh, and hands everything else to the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import socket
@@ -17,10 +18,12 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.commands import COMMANDS, Command
+from bot.commands import Command, commands_for
+from bot.discord.dm_access import DmAccess
 from bot.discord.feedback import ReasonModal, parse_rating, parse_reason
 from bot.discord.links import SourceLinks
 from bot.discord.payloads import (
+    PLATFORM,
     Gate,
     attachment_job_id,
     interaction_job_id,
@@ -84,6 +87,7 @@ class DiscordAdapter(discord.Client):
                                     max_entries=settings.interaction_max_entries)
         self.gate = Gate(settings.allowed_guild_ids, settings.allowed_channel_ids, settings.allowed_role_ids,
                          settings.allow_dms)
+        self.dm_access = DmAccess(self, jobs.redis, self.gate)  # what a DM question reads
         self.tree = app_commands.CommandTree(self, allowed_installs=INSTALLS, allowed_contexts=CONTEXTS)
         self._add_commands()
         self.router = ReplyRouter(jobs, self._late_reply, answer_timeout_s=settings.answer_timeout_s)
@@ -246,6 +250,9 @@ class DiscordAdapter(discord.Client):
         job = make_job(message_job_id(message.id), JobKind.ASK, scope, message.author.id,
                        self.jobs.reply_stream, text=question, channel_id=message.channel.id,
                        message_id=message.id, thread_id=message.id if opens_thread else None)
+        if message.guild is None:  # a DM: also the guild channels the asker can read now, and no other
+            reads = await self.dm_access.reads(message.author.id)
+            job = dataclasses.replace(job, reads=reads.scope_keys, channel_names=reads.channel_names)
         surface = ChannelSurface(message.channel, reference=message, interval_s=self.settings.edit_interval_s,
                                  store=PostedStore(self.jobs.redis, job.id))
         view = AnswerReply(surface, MARKUP, links=self._links(scope), is_rated=True)
@@ -295,7 +302,7 @@ class DiscordAdapter(discord.Client):
             matching = [n for n in names if current.lower() in n.lower()][:AUTOCOMPLETE_LIMIT]
             return [app_commands.Choice(name=n, value=n) for n in matching]
 
-        for spec in COMMANDS:
+        for spec in commands_for(PLATFORM):
             command = self._slash_command(spec)
             if spec.kind is JobKind.SET_MODEL:
                 command.autocomplete("text")(model_choices)
@@ -323,6 +330,8 @@ class DiscordAdapter(discord.Client):
     async def _command(self, interaction: discord.Interaction, kind: JobKind, text: str = "") -> None:
         if not self._admits(interaction.guild, interaction.channel, interaction.user):
             await interaction.response.send_message("Phobos is not enabled here.", ephemeral=True)
+            return
+        if kind is JobKind.DM_SEARCH and not await self._may_set_dm_search(interaction):
             return
         deadline = await self._defer(interaction)
         await self._answer(interaction, deadline, kind, text, scope_of(interaction.channel, interaction.guild_id))
@@ -361,6 +370,9 @@ class DiscordAdapter(discord.Client):
         await self.router.wait_for_uploads(after or [])
         job = make_job(interaction_job_id(interaction.id), kind, scope, interaction.user.id,
                        self.jobs.reply_stream, text=text, channel_id=interaction.channel_id or 0)
+        if interaction.guild_id is None and kind in (JobKind.ASK, JobKind.DOCS):  # read as a DM message reads
+            reads = await self.dm_access.reads(interaction.user.id)
+            job = dataclasses.replace(job, reads=reads.scope_keys, channel_names=reads.channel_names)
         surface = InteractionSurface(interaction, deadline=deadline, interval_s=self.settings.edit_interval_s)
         view = AnswerReply(surface, MARKUP, links=self._links(scope), is_rated=kind is JobKind.ASK)
         if await self._submit(job, view):
@@ -379,15 +391,29 @@ class DiscordAdapter(discord.Client):
             except discord.HTTPException as exc:
                 metrics.platform_error("discord", exc)
                 continue
+            name = escape_name(attachment.filename)  # shown, linked and stored under this one name
             job = make_job(attachment_job_id(message.id, attachment.id), JobKind.INGEST, scope, user_id,
-                           self.jobs.reply_stream, file_name=attachment.filename, channel_id=message.channel.id,
+                           self.jobs.reply_stream, file_name=name, channel_id=message.channel.id,
                            message_id=message.id)
-            await self.links.remember(scope, attachment.filename, message.jump_url)
+            await self.links.remember(scope, name, message.jump_url)
             self.router.ended(job.id)
             if await self._submit(job, QuietReply(), blob=data):
                 self.router.release_job(job.id)
                 submitted.append(job.id)
         return submitted
+
+    @staticmethod
+    async def _may_set_dm_search(interaction: discord.Interaction) -> bool:
+        """/dm-search is a server's policy: only in a server, only by members who may manage it."""
+        if interaction.guild_id is None:
+            await interaction.response.send_message("Run /dm-search in a server: it decides whether DM "
+                                                    "questions may read that server's channels.", ephemeral=True)
+            return False
+        if not interaction.permissions.manage_guild:
+            await interaction.response.send_message("Only members who can manage this server may change whether "
+                                                    "DM questions read its channels.", ephemeral=True)
+            return False
+        return True
 
     async def live_models(self) -> list[str]:
         """Model names that running workers announce in their heartbeats (cached for a few seconds)."""

@@ -28,7 +28,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.budget import Budgets
-from bot.commands import COMMANDS, usage_lines
+from bot.commands import commands_for, usage_lines
 from bot.pipeline import ReplyRouter
 from bot.ratelimits import RateGate, current_workspace
 from bot.ratings import rater_id, record_rating
@@ -45,6 +45,7 @@ from bot.slack.assistant import (
 )
 from bot.slack.feedback import RATE_ACTION_ID, REASON_VIEW_ID, parse_rating, reason_modal, submitted_reason
 from bot.slack.files import FileRejected, SharedFile, download, too_large
+from bot.slack.membership import MEMBER_EVENTS, WORKSPACE_EVENTS, MembershipUnavailable, SlackMembership
 from bot.slack.permalinks import PermalinkStore
 from bot.slack.replies import VIA_CHAT, VIA_RESPONSE_URL, Route, escape, make_reply_factory
 from bot.slack.settings import SlackSettings
@@ -56,6 +57,7 @@ from jobs import keys
 from jobs.client import JobClient
 from jobs.interactions import BAD, AsyncRatings
 from jobs.protocol import Job, JobKind
+from jobs.reads import Reads
 from telemetry import metrics
 
 log = logging.getLogger(__name__)
@@ -64,10 +66,10 @@ CLOSE_TIMEOUT_S = 30.0  # how long close() waits for its tasks to end after canc
 PLATFORM = "slack"
 SLASH_COMMAND = "/phobos"
 # Subcommands of /phobos -> job kind, and whether the reply is shown to the whole channel.
-SUBCOMMANDS: dict[str, tuple[JobKind, bool]] = {c.name: (c.kind, c.is_public) for c in COMMANDS}
+SUBCOMMANDS: dict[str, tuple[JobKind, bool]] = {c.name: (c.kind, c.is_public) for c in commands_for(PLATFORM)}
 USAGE = "\n".join([
     "*/phobos* answers from the PDFs shared in this channel.",
-    *(f"• `{line.split(': ', 1)[0]}`: {line.split(': ', 1)[1]}" for line in usage_lines("/phobos ")),
+    *(f"• `{line.split(': ', 1)[0]}`: {line.split(': ', 1)[1]}" for line in usage_lines("/phobos ", PLATFORM)),
     "Just `/phobos QUESTION` asks too. Or mention me with a question; share a PDF where I am a member "
     "and I index it.",
 ])
@@ -99,6 +101,10 @@ class SlackAdapter:
         assistant.thread_started(self._on_pane_started)
         assistant.user_message(self._on_pane_message)
         self.app.assistant(assistant)
+        # A DM question reads the asker's channels (bot/slack/membership.py); these events keep that fresh.
+        self.membership = SlackMembership(self.client, job_client.redis, settings.membership_ttl_s)
+        for name in (*MEMBER_EVENTS, *WORKSPACE_EVENTS):
+            self.app.event(name)(self._on_membership_event)
         self.ratings = AsyncRatings(job_client.redis, retention_days=settings.interaction_retention_days,
                                     max_entries=settings.interaction_max_entries)
         self.http_port: int | None = None  # the bound port in HTTP mode, once started
@@ -194,7 +200,13 @@ class SlackAdapter:
         if is_dm and question:
             self._after(ingests, self._ask(f"slack:{team}:{channel}:{ts}", scope, _sender(event),
                                            question, Route(VIA_CHAT, channel, scope.key,
-                                                           thread_ts=thread_ts or "")))
+                                                           thread_ts=thread_ts or ""),
+                                           dm_user=str(event.get("user") or "")))
+
+    async def _on_membership_event(self, body: dict[str, Any], event: dict[str, Any],
+                                   context: AsyncBoltContext) -> None:
+        """Someone joined or left a channel, or a channel closed: drop the memberships it makes stale."""
+        await self.membership.on_event(workspace_of(body), event, context.bot_user_id)
 
     async def _on_pane_started(self, body: dict[str, Any], payload: dict[str, Any]) -> None:
         """A thread opens in the pane: greet, and suggest questions about the channel the user views."""
@@ -236,7 +248,8 @@ class SlackAdapter:
         if viewed is not None and user and await is_member(self.client, viewed.channel_id, user):
             scope = Scope(PLATFORM, team, viewed.channel_id)
         route = Route(VIA_CHAT, channel, scope.key, thread_ts=thread_ts, assistant="1")
-        self._after(ingests, self._ask(f"slack:{team}:{channel}:{ts}", scope, user, question, route))
+        # The pane is the asker's DM with the app: it reads every channel they read, as a DM does.
+        self._after(ingests, self._ask(f"slack:{team}:{channel}:{ts}", scope, user, question, route, dm_user=user))
 
     async def _on_command(self, ack: Any, command: dict[str, Any]) -> None:
         """/phobos SUBCOMMAND ...: acked at once; the answer comes by response_url or in the channel."""
@@ -266,8 +279,12 @@ class SlackAdapter:
         else:
             route = Route(VIA_RESPONSE_URL, channel, scope.key, response_url=command["response_url"],
                           response_type=response_type)
+        # /phobos ask and docs in a DM read (and list) the asker's channels, as a DM message does.
+        is_dm = command.get("channel_name") == "directmessage" and kind in (JobKind.ASK, JobKind.DOCS)
+        reads = await self._dm_reads(scope, user, route) if is_dm else Reads()
         job = Job(id=f"slack:{team}:{channel}:cmd:{command['trigger_id']}", kind=kind, scope=scope, user=user,
-                  reply_to=self.job_client.reply_stream, text=rest, meta=route.to_meta())
+                  reply_to=self.job_client.reply_stream, text=rest, meta=route.to_meta(), reads=reads.scope_keys,
+                  channel_names=reads.channel_names)
         await self.job_client.submit(job)
 
     async def _post(self, channel: str, thread_ts: str, text: str) -> None:
@@ -302,11 +319,28 @@ class SlackAdapter:
 
     # ---- jobs
 
-    async def _ask(self, job_id: str, scope: Scope, user: str, question: str, route: Route) -> None:
+    async def _ask(self, job_id: str, scope: Scope, user: str, question: str, route: Route,
+                   dm_user: str = "") -> None:
+        """Submit the question; from a DM (``dm_user``), with the channels that person reads now."""
         route = dataclasses.replace(route, kind=JobKind.ASK.value, user=user)
+        reads = await self._dm_reads(scope, dm_user, route) if dm_user else Reads()
         job = Job(id=job_id, kind=JobKind.ASK, scope=scope, user=user, reply_to=self.job_client.reply_stream,
-                  text=question, meta=route.to_meta())
+                  text=question, meta=route.to_meta(), reads=reads.scope_keys, channel_names=reads.channel_names)
         await self.job_client.submit(job)
+
+    async def _dm_reads(self, scope: Scope, user: str, route: Route) -> Reads:
+        """The channels ``user`` reads now; when Slack cannot say, none (the DM's own documents only), said so."""
+        if not self.settings.dm_search:
+            return Reads()
+        try:
+            return await self.membership.reads(scope.workspace, user)
+        except MembershipUnavailable as exc:
+            metrics.platform_error("slack", exc)
+            log.warning("cannot look up the channels of %s in %s: %s", user, scope.workspace, exc)
+            await self._post(route.channel, route.thread_ts,
+                             f"I could not check which channels you are in (Slack said: {escape(str(exc))}), so "
+                             "this answer uses only the documents shared in this conversation.")
+            return Reads()
 
     def _after(self, ingests: list[str], ask: Coroutine[Any, Any, None]) -> None:
         """Run ``ask`` once the ``ingests`` it came with are indexed (at once without any)."""

@@ -35,6 +35,8 @@ class SlackSettings:
     answer_timeout_s: float = 30 * 60  # stop following a job whose worker has been silent this long
     interaction_retention_days: float = 90.0  # the interaction log's bounds, which ratings trim to as well
     interaction_max_entries: int = 100_000
+    dm_search: bool = True  # a DM question reads every channel the asker is a member of (bot/slack/membership.py)
+    membership_ttl_s: float = 60.0  # how long who-is-in-which-channel is cached; membership events drop it at once
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

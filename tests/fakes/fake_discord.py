@@ -27,6 +27,13 @@ group DMs; all three when absent) and through the installs it lists (``integrati
 In a DM or group DM of users (context 2, :meth:`FakeDiscord.private_channel`) the bot is not a member:
 it can answer through the interaction only, and a channel message there answers 403 / 50001 Missing Access.
 
+For DM questions it holds several guilds (:meth:`FakeDiscord.add_guild`), who is a member of which with
+which roles (:meth:`FakeDiscord.join`), roles' permissions and channels' permission overwrites (changed
+through :meth:`FakeDiscord.set_overwrite`, which sends CHANNEL_UPDATE as Discord does), and serves
+``GET /guilds/{guild}/members/{user}``: 401 without the bot token, 404 / 10004 Unknown Guild for a guild
+the bot is not in, 404 / 10007 Unknown Member for someone who is not a member, and a per-guild bucket
+(``member_calls`` per ``member_window_s``) answered with 429 past it, as for edits.
+
 Point discord.py at it with :meth:`FakeDiscord.patch_discord_py` (class attributes, restored by
 pytest's ``monkeypatch``): ``discord.http.Route.BASE`` for REST and
 ``DiscordWebSocket.DEFAULT_GATEWAY`` for the websocket (discord.py 2.7 connects there directly).
@@ -61,11 +68,15 @@ _SNOWFLAKE_COUNTER = itertools.count(1)  # shared by every instance, so ids neve
 # Gateway opcodes (https://discord.com/developers/docs/topics/opcodes-and-status-codes).
 OP_DISPATCH, OP_HEARTBEAT, OP_IDENTIFY, OP_HELLO, OP_HEARTBEAT_ACK = 0, 1, 2, 10, 11
 # Channel types.
-GUILD_TEXT, DM, GROUP_DM, PUBLIC_THREAD = 0, 1, 3, 11
+GUILD_TEXT, DM, GROUP_DM, PUBLIC_THREAD, PRIVATE_THREAD = 0, 1, 3, 11, 12
 # Installs and contexts a command may be offered in; application command types.
 GUILD_INSTALL, USER_INSTALL = 0, 1
 CONTEXT_GUILD, CONTEXT_BOT_DM, CONTEXT_PRIVATE_CHANNEL = 0, 1, 2
 CHAT_INPUT, MESSAGE_COMMAND = 1, 3
+# Permission bits (https://discord.com/developers/docs/topics/permissions).
+VIEW_CHANNEL, SEND_MESSAGES, READ_MESSAGE_HISTORY, MANAGE_GUILD = 1 << 10, 1 << 11, 1 << 16, 1 << 5
+READER = VIEW_CHANNEL | SEND_MESSAGES | READ_MESSAGE_HISTORY
+MEMBER_CALLS, MEMBER_WINDOW_S = 10, 10.0  # member lookups per guild per window
 # Interaction types and the callback types the adapter may answer with.
 APPLICATION_COMMAND, MESSAGE_COMPONENT, AUTOCOMPLETE, MODAL_SUBMIT = 2, 3, 4, 5
 CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, AUTOCOMPLETE_RESULT, MODAL = 4, 5, 8, 9
@@ -209,9 +220,12 @@ class FakeDiscord:
         self._runner: web.AppRunner | None = None
         self.base_url = ""
         self.bot_user = self.user_payload(BOT_USER_ID, "Phobos", bot=True)
-        self.guild = self._guild_payload()
-        for channel in self.guild["channels"]:
-            self.channels[int(channel["id"])] = channel
+        self.guilds: dict[int, dict[str, Any]] = {}  # every guild the bot is in, by id
+        self.members: dict[tuple[int, int], list[int]] = {}  # (guild, user) -> role ids
+        self.member_calls, self.member_window_s = MEMBER_CALLS, MEMBER_WINDOW_S
+        self.guild = self._make_guild(self.guild_id, "Fake guild", [(self.channel_id, "papers"),
+                                                                    (self.other_channel_id, "other")],
+                                      roles=[(self.role_id, "readers", VIEW_CHANNEL)], everyone=VIEW_CHANNEL)
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -254,30 +268,74 @@ class FakeDiscord:
         return {"id": str(user_id), "username": name, "global_name": name, "discriminator": "0",
                 "avatar": None, "bot": bot}
 
-    def _guild_payload(self) -> dict[str, Any]:
-        def text_channel(channel_id: int, name: str, position: int) -> dict[str, Any]:
-            return {"id": str(channel_id), "type": GUILD_TEXT, "name": name, "position": position,
-                    "permission_overwrites": [], "guild_id": str(self.guild_id), "parent_id": None,
+    def _make_guild(self, guild_id: int, name: str, channels: list[tuple[int, str]],
+                    roles: list[tuple[int, str, int]], everyone: int) -> dict[str, Any]:
+        """A guild with text ``channels`` (id, name), ``roles`` (id, name, permissions) and @everyone's
+        permissions; the bot is a member (with no role) and the guild's owner is user 1."""
+        def text_channel(channel_id: int, channel_name: str, position: int) -> dict[str, Any]:
+            return {"id": str(channel_id), "type": GUILD_TEXT, "name": channel_name, "position": position,
+                    "permission_overwrites": [], "guild_id": str(guild_id), "parent_id": None,
                     "nsfw": False, "topic": None, "rate_limit_per_user": 0, "last_message_id": None}
 
-        everyone = {"id": str(self.guild_id), "name": "@everyone", "permissions": "1024", "position": 0,
+        def role(role_id: int, role_name: str, permissions: int, position: int) -> dict[str, Any]:
+            return {"id": str(role_id), "name": role_name, "permissions": str(permissions), "position": position,
                     "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0}
-        readers = dict(everyone, id=str(self.role_id), name="readers", position=1)
-        return {
-            "id": str(self.guild_id), "name": "Fake guild", "icon": None, "owner_id": "1",
+
+        guild = {
+            "id": str(guild_id), "name": name, "icon": None, "owner_id": "1",
             "unavailable": False, "member_count": 3, "large": False, "features": [], "emojis": [],
-            "stickers": [], "roles": [everyone, readers], "members": [], "threads": [],
+            "stickers": [], "roles": [role(guild_id, "@everyone", everyone, 0)] + [
+                role(role_id, role_name, permissions, n) for n, (role_id, role_name, permissions)
+                in enumerate(roles, start=1)],
+            "members": [self.member_payload(self.bot_user)], "threads": [],
             "voice_states": [], "presences": [], "stage_instances": [], "guild_scheduled_events": [],
-            "channels": [text_channel(self.channel_id, "papers", 0),
-                         text_channel(self.other_channel_id, "other", 1)],
+            "channels": [text_channel(cid, cname, n) for n, (cid, cname) in enumerate(channels)],
             "premium_tier": 0, "verification_level": 0, "default_message_notifications": 0,
             "explicit_content_filter": 0, "mfa_level": 0, "nsfw_level": 0, "preferred_locale": "en-US",
             "system_channel_flags": 0, "afk_timeout": 300, "joined_at": _now_iso(),
         }
+        self.guilds[guild_id] = guild
+        for channel in guild["channels"]:
+            self.channels[int(channel["id"])] = channel
+        return guild
 
-    def member_payload(self, user: dict[str, Any], roles: list[int] | None = None) -> dict[str, Any]:
+    def add_guild(self, name: str, channels: list[str], roles: dict[str, int] | None = None,
+                  everyone: int = READER) -> dict[str, Any]:
+        """Another guild the bot is in (before the client connects): channel names, role name -> permissions.
+        Returns its payload; ``ids(guild)`` maps its channel and role names to their ids."""
+        made = self._make_guild(self.snowflake(), name, [(self.snowflake(), c) for c in channels],
+                                [(self.snowflake(), r, p) for r, p in (roles or {}).items()], everyone)
+        return made
+
+    @staticmethod
+    def ids(guild: dict[str, Any]) -> dict[str, int]:
+        """A guild's channel and role names -> ids (and "guild" -> the guild's id)."""
+        named = {c["name"]: int(c["id"]) for c in guild["channels"]}
+        named.update({r["name"]: int(r["id"]) for r in guild["roles"]})
+        named["guild"] = int(guild["id"])
+        return named
+
+    def join(self, guild_id: int, user_id: int, roles: list[int] = ()) -> None:  # type: ignore[assignment]
+        """``user_id`` becomes a member of the guild with ``roles``; again, their roles change."""
+        self.members[(guild_id, user_id)] = list(roles)
+
+    def leave(self, guild_id: int, user_id: int) -> None:
+        self.members.pop((guild_id, user_id), None)
+
+    async def set_overwrite(self, channel_id: int, target_id: int, *, allow: int = 0, deny: int = 0,
+                            is_member: bool = False) -> None:
+        """Set a channel's permission overwrite for a role (or a member) and tell the bot (CHANNEL_UPDATE)."""
+        channel = self.channels[channel_id]
+        overwrites = [o for o in channel["permission_overwrites"] if int(o["id"]) != target_id]
+        overwrites.append({"id": str(target_id), "type": 1 if is_member else 0, "allow": str(allow),
+                           "deny": str(deny)})
+        channel["permission_overwrites"] = overwrites
+        await self.dispatch("CHANNEL_UPDATE", channel)
+
+    def member_payload(self, user: dict[str, Any], roles: list[int] | None = None,
+                       permissions: int = VIEW_CHANNEL) -> dict[str, Any]:
         return {"user": user, "roles": [str(r) for r in roles or []], "joined_at": _now_iso(),
-                "deaf": False, "mute": False, "flags": 0, "nick": None, "permissions": "1024"}
+                "deaf": False, "mute": False, "flags": 0, "nick": None, "permissions": str(permissions)}
 
     def _message_payload(self, channel_id: int, author: dict[str, Any], content: str,
                          **extra: Any) -> dict[str, Any]:
@@ -362,7 +420,8 @@ class FakeDiscord:
         assert context in contexts and install in installs, \
             f"Discord does not offer {name!r} in context {context} to a {install} install ({command})"
 
-    def _context_fields(self, channel_id: int, user_id: int, context: int, install: int) -> dict[str, Any]:
+    def _context_fields(self, channel_id: int, user_id: int, context: int, install: int,
+                        permissions: int = VIEW_CHANNEL) -> dict[str, Any]:
         """Where an interaction happens: guild and member, or (in DMs) the user alone."""
         channel = self.channels.get(channel_id) or {"id": str(channel_id), "type": DM}
         user = self.user_payload(user_id, "alice")
@@ -371,7 +430,7 @@ class FakeDiscord:
         fields: dict[str, Any] = {"channel_id": str(channel_id), "channel": channel, "context": context,
                                   "authorizing_integration_owners": owners}
         if channel.get("guild_id"):
-            fields.update(guild_id=channel["guild_id"], member=self.member_payload(user))
+            fields.update(guild_id=channel["guild_id"], member=self.member_payload(user, permissions=permissions))
         else:
             fields.update(guild_id=None, user=user)
         return fields
@@ -397,7 +456,7 @@ class FakeDiscord:
     async def slash_command(self, name: str, options: dict[str, Any] | None = None, *,
                             channel_id: int | None = None, user_id: int = 1001,
                             focused: str | None = None, context: int = CONTEXT_GUILD,
-                            install: int = GUILD_INSTALL) -> FakeInteraction:
+                            install: int = GUILD_INSTALL, permissions: int = VIEW_CHANNEL) -> FakeInteraction:
         """A user runs ``/name`` (or, with ``focused``, types into that option: an autocomplete)."""
         channel_id = channel_id or self.channel_id
         if context != CONTEXT_GUILD or install != GUILD_INSTALL:
@@ -415,7 +474,7 @@ class FakeDiscord:
             "type": AUTOCOMPLETE if focused else APPLICATION_COMMAND, "token": token, "version": 1,
             "app_permissions": "0", "locale": "en-US", "guild_locale": "en-US", "entitlements": [],
             "attachment_size_limit": 10 * 1024 * 1024,
-            **self._context_fields(channel_id, user_id, context, install),
+            **self._context_fields(channel_id, user_id, context, install, permissions),
             "data": {"id": str(self.snowflake()), "name": name, "type": 1, "options": option_payloads,
                      "guild_id": channel.get("guild_id")},
         }
@@ -515,10 +574,11 @@ class FakeDiscord:
         return socket
 
     async def _send_ready(self, socket: web.WebSocketResponse) -> None:
-        ready = {"v": 10, "user": self.bot_user, "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+        ready = {"v": 10, "user": self.bot_user,
+                 "guilds": [{"id": str(guild_id), "unavailable": True} for guild_id in self.guilds],
                  "session_id": "fake-session", "resume_gateway_url": self.base_url.replace("http", "ws", 1),
                  "application": {"id": str(APPLICATION_ID), "flags": 0}, "private_channels": []}
-        for event, data in (("READY", ready), ("GUILD_CREATE", self.guild)):
+        for event, data in [("READY", ready), *(("GUILD_CREATE", guild) for guild in self.guilds.values())]:
             frame = {"op": OP_DISPATCH, "t": event, "s": next(self._sequence), "d": data}
             await socket.send_str(json.dumps(frame))
         self.identified.set()
@@ -565,12 +625,16 @@ class FakeDiscord:
 
     def _take_edit(self, bucket: str) -> None:
         """Count one message edit in ``bucket``; past the limit, a 429."""
+        self._take_call(bucket, self.edit_calls, self.edit_window_s)
+
+    def _take_call(self, bucket: str, calls: int, window_s: float) -> None:
+        """Count one call in ``bucket`` (at most ``calls`` per ``window_s``); past the limit, a 429."""
         now = time.monotonic()
         times = self._edits.setdefault(bucket, collections.deque())
-        while times and now - times[0] >= self.edit_window_s:
+        while times and now - times[0] >= window_s:
             times.popleft()
-        if len(times) >= self.edit_calls:
-            raise _RateLimited(bucket, self.edit_window_s - (now - times[0]), self.edit_calls)
+        if len(times) >= calls:
+            raise _RateLimited(bucket, window_s - (now - times[0]), calls)
         times.append(now)
 
     @staticmethod
@@ -595,6 +659,7 @@ class FakeDiscord:
             ("DELETE", ("channels", "*", "messages", "*"), self._delete_message),
             ("POST", ("channels", "*", "messages", "*", "threads"), self._create_thread),
             ("GET", ("channels", "*"), self._get_channel),
+            ("GET", ("guilds", "*", "members", "*"), self._get_member),
             ("PUT", ("applications", "*", "commands"), self._sync_commands),
             ("PUT", ("applications", "*", "guilds", "*", "commands"), self._sync_commands),
             ("POST", ("interactions", "*", "*", "callback"), self._interaction_callback),
@@ -624,6 +689,18 @@ class FakeDiscord:
 
     async def _typing(self, parts: list[str], body: Any, request: web.Request) -> Any:
         return None
+
+    async def _get_member(self, parts: list[str], body: Any, request: web.Request) -> Any:
+        if request.headers.get("Authorization") != f"Bot {BOT_TOKEN}":
+            raise _DiscordError(401, "401: Unauthorized", 0)
+        guild_id, user_id = int(parts[1]), int(parts[3])
+        if guild_id not in self.guilds:
+            raise _DiscordError(404, "Unknown Guild", 10004)
+        self._take_call(f"member:{guild_id}", self.member_calls, self.member_window_s)
+        roles = self.members.get((guild_id, user_id))
+        if roles is None:
+            raise _DiscordError(404, "Unknown Member", 10007)
+        return self.member_payload(self.user_payload(user_id, f"user{user_id}"), roles)
 
     async def _get_channel(self, parts: list[str], body: Any, request: web.Request) -> Any:
         channel = self.channels.get(int(parts[1]))
@@ -680,11 +757,12 @@ class FakeDiscord:
         return thread
 
     def add_thread(self, parent_id: int, thread_id: int, name: str = "thread",
-                   auto_archive_duration: int = 1440) -> dict[str, Any]:
+                   auto_archive_duration: int = 1440, is_private: bool = False) -> dict[str, Any]:
         """A thread Discord knows; without a THREAD_CREATE the bot learns of it only by fetching it."""
         thread = {
             "id": str(thread_id),
-            "type": PUBLIC_THREAD, "guild_id": str(self.guild_id), "parent_id": str(parent_id),
+            "type": PRIVATE_THREAD if is_private else PUBLIC_THREAD,
+            "guild_id": self.channels[parent_id]["guild_id"], "parent_id": str(parent_id),
             "owner_id": str(BOT_USER_ID), "name": name, "last_message_id": None,
             "message_count": 0, "member_count": 1, "rate_limit_per_user": 0, "flags": 0,
             "thread_metadata": {"archived": False, "locked": False, "archive_timestamp": _now_iso(),

@@ -36,6 +36,14 @@ It is strict where Slack is (https://docs.slack.dev/apis/web-api/rate-limits):
 - ``context_actions`` blocks hold 1 to 5 ``feedback_buttons`` / ``icon_button`` elements
   (https://docs.slack.dev/reference/block-kit/blocks/context-actions-block); a feedback button's text
   is at most 75 characters and its value 2,000;
+- users.conversations (Tier 3, its own window of ``SlackLimits.membership_calls``) lists the channels a
+  user is a member of, from :attr:`FakeSlack.channels`: with a bot token, the private ones only where the
+  bot is a member too ("restricted to those where the calling user shares membership"); pages of at
+  most ``limit`` (1 to 999, else ``invalid_limit``; the fake may return fewer, ``page_max``, as Slack
+  may) with an opaque ``response_metadata.next_cursor`` (a cursor it did not issue: ``invalid_cursor``);
+  a token other than the bot's answers ``invalid_auth``, none ``not_authed``; a type the token lacks
+  the scope for (``channels:read``, ``groups:read``) answers ``missing_scope`` with ``needed`` and
+  ``provided``;
 - views.open takes only a trigger_id the fake issued (:meth:`FakeSlack.trigger_id`, as an interaction
   payload carries one) and only within 3 seconds of issuing it, else ``expired_trigger_id``; a modal's
   title is 24 characters at most, its private_metadata 3,000, its blocks 100.
@@ -44,6 +52,7 @@ It is strict where Slack is (https://docs.slack.dev/apis/web-api/rate-limits):
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import itertools
 import json
@@ -62,6 +71,12 @@ TIER3_METHODS = ("chat.update", "chat.delete")  # limited per workspace, shared 
 STREAM_METHODS = ("chat.startStream", "chat.appendStream", "chat.stopStream")
 ASSISTANT_METHODS = ("assistant.threads.setStatus", "assistant.threads.setTitle",
                      "assistant.threads.setSuggestedPrompts")
+MEMBERSHIP_METHOD = "users.conversations"  # Tier 3 too, in a window of its own (limits are per method)
+BOT_TOKEN_SCOPES = frozenset({"chat:write", "commands", "files:read", "channels:read", "groups:read",
+                              "im:history", "channels:history", "groups:history"})
+TYPE_SCOPES = {"public_channel": "channels:read", "private_channel": "groups:read", "im": "im:read",
+               "mpim": "mpim:read"}
+MAX_LIST_LIMIT = 999  # users.conversations: "an integer with a max value of 999"
 SIGN_IN_PAGE = "<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in to Slack</body></html>"
 
 
@@ -91,6 +106,9 @@ class SlackLimits:
     modal_title_chars: int = 24
     private_metadata_chars: int = 3000
     modal_blocks: int = 100
+    membership_calls: int = 50  # users.conversations per window per workspace (Tier 3)
+    membership_window_s: float = 60.0
+    page_max: int = 999  # the most channels one users.conversations page holds, whatever the limit asked
 
 
 class _Window:
@@ -124,6 +142,21 @@ class _Bucket:
             self.tokens -= 1
             return 0.0
         return (1 - self.tokens) / self.rate_per_s
+
+
+@dataclass
+class Channel:
+    """A channel as users.conversations describes it, and who is in it now."""
+
+    name: str
+    is_private: bool = False
+    members: set[str] = field(default_factory=set)
+    is_archived: bool = False
+
+    def payload(self, channel_id: str) -> dict[str, Any]:
+        return {"id": channel_id, "name": self.name, "is_channel": not self.is_private,
+                "is_group": self.is_private, "is_private": self.is_private, "is_archived": self.is_archived,
+                "is_im": False, "is_mpim": False, "context_team_id": TEAM_ID}
 
 
 @dataclass
@@ -172,13 +205,20 @@ class FakeSlack:
     _post_buckets: dict[str, _Bucket] = field(default_factory=dict)
     _response_urls: dict[str, list[float]] = field(default_factory=dict)  # id -> times of its posts
     _triggers: dict[str, float] = field(default_factory=dict)  # trigger_id -> when it was issued
+    # The workspace's channels: id -> Channel; members are user ids (BOT_USER_ID where the bot is in).
+    channels: dict[str, Channel] = field(default_factory=dict)
+    bot_token: str = "xoxb-test-token"
+    token_scopes: frozenset[str] = BOT_TOKEN_SCOPES
+    _membership: _Window | None = None
+    _cursors: dict[str, tuple[str, int]] = field(default_factory=dict)  # cursor -> (who, offset)
 
     # ---- lifecycle
 
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/api/{method}", self._api)
-        app.router.add_get("/api/{method}", self._api)  # conversations.members and other reads
+        # the SDK reads lists (users.conversations, conversations.members) by GET
+        app.router.add_get("/api/{method}", self._api)
         app.router.add_get("/files/{path:.*}", self._file)
         app.router.add_post("/response/{id}", self._response)
         app.router.add_get("/socket", self._socket_mode)
@@ -288,7 +328,9 @@ class FakeSlack:
 
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
-        if request.content_type == "application/json":
+        if request.method == "GET":
+            args = dict(request.query)
+        elif request.content_type == "application/json":
             args = await request.json()
         else:
             args = {**request.query, **dict(await request.post())}  # the SDK sends some methods' args as a query
@@ -321,6 +363,8 @@ class FakeSlack:
                 result = {"ok": False, "error": "channel_not_found"}
         elif method == "views.open":
             result = self._open_view(args)
+        elif method == MEMBERSHIP_METHOD:
+            result = self._user_conversations(args, token)
         elif method == "auth.test":
             result.update(user_id=BOT_USER_ID, bot_id=BOT_ID, team_id=TEAM_ID, user="phobos", team="Test")
         elif method == "chat.postMessage":
@@ -426,8 +470,52 @@ class FakeSlack:
             return {"ok": False, "error": "invalid_arguments"}
         return {"ok": True, "view": {**view, "id": f"V{uuid.uuid4().hex[:10].upper()}"}}
 
+    def _user_conversations(self, args: dict[str, Any], token: str) -> dict[str, Any]:
+        if not token:
+            return {"ok": False, "error": "not_authed"}
+        if token != self.bot_token:
+            return {"ok": False, "error": "invalid_auth"}
+        types = [t.strip() for t in str(args.get("types") or "public_channel").split(",") if t.strip()]
+        needed = [TYPE_SCOPES.get(t, "") for t in types]
+        if not all(needed):
+            return {"ok": False, "error": "invalid_types"}
+        lacking = [scope for scope in needed if scope not in self.token_scopes]
+        if lacking:
+            return {"ok": False, "error": "missing_scope", "needed": ",".join(lacking),
+                    "provided": ",".join(sorted(self.token_scopes))}
+        try:
+            limit = int(args.get("limit") or 100)
+        except ValueError:
+            return {"ok": False, "error": "invalid_limit"}
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            return {"ok": False, "error": "invalid_limit"}
+        who = str(args.get("user") or BOT_USER_ID)
+        offset = 0
+        if args.get("cursor"):
+            issued = self._cursors.get(str(args["cursor"]))
+            if issued is None or issued[0] != who:
+                return {"ok": False, "error": "invalid_cursor"}
+            offset = issued[1]
+        exclude_archived = str(args.get("exclude_archived", "false")).lower() in ("true", "1")
+        listed = [(cid, c) for cid, c in sorted(self.channels.items())
+                  if who in c.members and ("private_channel" if c.is_private else "public_channel") in types
+                  and not (exclude_archived and c.is_archived)
+                  # a bot sees a private channel's membership only where it is a member itself
+                  and (not c.is_private or BOT_USER_ID in c.members)]
+        page = listed[offset: offset + min(limit, self.limits.page_max)]
+        next_cursor = ""
+        if offset + len(page) < len(listed):
+            next_cursor = base64.b64encode(f"{who}:{offset + len(page)}:{uuid.uuid4().hex[:6]}".encode()).decode()
+            self._cursors[next_cursor] = (who, offset + len(page))
+        return {"ok": True, "channels": [c.payload(cid) for cid, c in page],
+                "response_metadata": {"next_cursor": next_cursor}}
+
     def _retry_after_s(self, method: str, args: dict[str, Any]) -> float:
         now = time.monotonic()
+        if method == MEMBERSHIP_METHOD:
+            if self._membership is None:
+                self._membership = _Window(self.limits.membership_calls, self.limits.membership_window_s)
+            return self._membership.retry_after_s(now)
         if method in TIER3_METHODS:
             if self._tier3 is None:
                 self._tier3 = _Window(self.limits.tier3_calls, self.limits.tier3_window_s)
