@@ -369,44 +369,53 @@ def check_answer(answer: str, sources: Sequence[str], embedder: Embedder,
 
     normalised = [normalise(s) for s in sources]
     stems = [content_stems(s) for s in sources]
-    units, unit_source = _source_units(sources)
-    claim_rows: list[int] = []
-    texts: list[str] = []
-    for i, span in enumerate(kept):
-        sentence = answer[span.start:span.end]
-        if not span.is_code and _is_claim(sentence):
-            claim_rows.append(i)
-            texts.append(_claim_text(sentence))
-    vectors = embedder.embed(texts + units) if texts and units else np.zeros((0, 0), dtype=np.float32)
-    sentence_vectors, unit_vectors = vectors[:len(texts)], vectors[len(texts):]
-    similarities = sentence_vectors @ unit_vectors.T if len(texts) and len(units) else None  # (claims, units)
-
-    checks: list[SentenceCheck] = []
-    row_of = {i: row for row, i in enumerate(claim_rows)}
+    units, unit_source, unit_width = _source_units(sources)
+    unit_stems = [content_stems(u) for u in units]
+    everything = list(range(len(sources)))
+    against_of: dict[int, list[int]] = {}
+    cited_of: dict[int, tuple[int, ...]] = {}
+    candidates: dict[int, list[int]] = {}  # kept index -> the source units its meaning is compared with
     for i, span in enumerate(kept):
         sentence = answer[span.start:span.end]
         cited = cited_sources(sentence, len(sources)) or tuple(n for n in span.inherited if 1 <= n <= len(sources))
-        if i not in row_of:
+        cited_of[i], against_of[i] = cited, [n - 1 for n in cited] or everything
+        if not span.is_code and _is_claim(sentence):
+            candidates[i] = _candidate_units(content_stems(_claim_text(sentence)), against_of[i], unit_stems,
+                                             unit_source, unit_width)
+    # One batch: every claim and every unit some claim needs; a unit shared by claims is embedded once.
+    needed = sorted({u for chosen in candidates.values() for u in chosen})
+    column = {u: c for c, u in enumerate(needed)}
+    claim_order = list(candidates)
+    texts = [_claim_text(answer[kept[i].start:kept[i].end]) for i in claim_order]
+    vectors = embedder.embed(texts + [units[u] for u in needed]) if texts else np.zeros((0, 0), np.float32)
+    similarities = vectors[:len(texts)] @ vectors[len(texts):].T if needed else None  # (claims, needed units)
+    row_of = {i: row for row, i in enumerate(claim_order)}
+
+    checks: list[SentenceCheck] = []
+    for i, span in enumerate(kept):
+        sentence = answer[span.start:span.end]
+        cited, against = cited_of[i], against_of[i]
+        if i not in candidates:
             if span.is_code:
                 checks.append(_check_code(sentence, span, cited, normalised))
             else:
                 checks.append(SentenceCheck(sentence, True, cited, (), 0.0, "not a claim", is_claim=False,
                                             start=span.start, end=span.end))
             continue
-        against = [n - 1 for n in cited] or list(range(len(sources)))
         missing = tuple(t.text for t in exact_terms(sentence)
                         if not any(term_occurs(t, normalised[s]) for s in against))
         similarity, best = 0.0, 0
-        if similarities is not None:
-            row = similarities[row_of[i]]
-            allowed = np.isin(unit_source, against)
-            if allowed.any():
-                column = int(np.argmax(np.where(allowed, row, -np.inf)))
-                similarity, best = float(row[column]), int(unit_source[column]) + 1
+        if similarities is not None and candidates[i]:
+            scored = [(float(similarities[row_of[i], column[u]]), u) for u in candidates[i]]
+            similarity, unit = max(scored)
+            best = int(unit_source[unit]) + 1
+        quoted = _quoted_in(sentence, [(s, normalised[s]) for s in against])
+        if quoted:  # word for word in a source: a quote, whatever the embedder makes of its context
+            similarity, best = 1.0, quoted
         words = content_stems(_claim_text(sentence))
         source_words = set().union(*(stems[s] for s in against)) if against else set()
         coverage = len(words & source_words) / len(words) if words else 1.0
-        supported, reason = _verdict(missing, similarity, coverage, limits)
+        supported, reason = verdict(missing, similarity, coverage, limits)
         checks.append(SentenceCheck(sentence, supported, cited, missing, round(similarity, 4), reason,
                                     coverage=round(coverage, 4), best_source=best, start=span.start, end=span.end))
 
@@ -415,8 +424,9 @@ def check_answer(answer: str, sources: Sequence[str], embedder: Embedder,
     return AnswerCheck(tuple(checks), round(share, 4), len(removed), answer, tuple(removed))
 
 
-def _verdict(missing: tuple[str, ...], similarity: float, coverage: float,
-             limits: ClaimThresholds) -> tuple[bool, str]:
+def verdict(missing: tuple[str, ...], similarity: float, coverage: float,
+            limits: ClaimThresholds) -> tuple[bool, str]:
+    """Whether a claim with these measurements is supported under ``limits``, and why, for people."""
     if missing:
         return False, "not in its sources: " + ", ".join(missing)
     if similarity >= limits.paraphrase_similarity:
@@ -440,8 +450,19 @@ def _check_code(block: str, span: _Span, cited: tuple[int, ...], normalised: lis
     return SentenceCheck(block, supported, cited, missing, 0.0, reason, start=span.start, end=span.end)
 
 
+QUOTE_MIN_CHARS = 20  # a sentence this long found word for word in a source is a quote of it
+
+
+def _quoted_in(sentence: str, sources: list[tuple[int, str]]) -> int:
+    """The source (1-based) holding ``sentence`` word for word, citations and end punctuation aside; 0 if none."""
+    text = normalise(_CITATION.sub(" ", sentence)).strip(" .;:!?")
+    if len(text) < QUOTE_MIN_CHARS:
+        return 0
+    return next((number + 1 for number, source in sources if text in source), 0)
+
+
 def _is_claim(sentence: str) -> bool:
-    text = normalise(_CITATION.sub(" ", sentence)).strip(" *_")
+    text = normalise(_CITATION.sub(" ", sentence)).strip(" *_.")
     words = text.split()
     if len(words) < 3 and not exact_terms(sentence):
         return False  # "Yes.", "In short:"
@@ -461,15 +482,17 @@ def _dedupe_key(sentence: str) -> str:
 
 # Sentences inside a source: PDF text wraps lines mid-sentence, so line breaks are spaces here.
 _SOURCE_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
-SOURCE_WINDOW_SENTENCES = (1, 2, 3)  # units: each sentence, and runs of two and three
-MAX_UNIT_CHARS = 1200  # about the embedder's window; longer units are cut
+SOURCE_WINDOW_SENTENCES = (1, 2)  # units: each sentence, and each run of two
+MAX_UNIT_CHARS = 600  # about 128 tokens: a longer unit (a table dump, a code listing) is cut
+CANDIDATES_PER_WIDTH = 3  # units of each width embedded per claim (those sharing most of its words)
 
 
-def _source_units(sources: Sequence[str],
-                  widths: Sequence[int] = SOURCE_WINDOW_SENTENCES) -> tuple[list[str], np.ndarray]:
-    """Each source's sentences and windows of consecutive sentences, and which source each came from."""
+def _source_units(sources: Sequence[str], widths: Sequence[int] = SOURCE_WINDOW_SENTENCES
+                  ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Each source's sentences and windows of consecutive sentences; the source and width of each."""
     units: list[str] = []
     owners: list[int] = []
+    sizes: list[int] = []
     for number, source in enumerate(sources):
         sentences = [s for s in _SOURCE_SENTENCE_END.split(_SPACE.sub(" ", source).strip()) if s]
         seen: set[str] = set()
@@ -480,7 +503,24 @@ def _source_units(sources: Sequence[str],
                     seen.add(unit)
                     units.append(unit)
                     owners.append(number)
-    return units, np.asarray(owners, dtype=np.int64)
+                    sizes.append(width)
+    return units, np.asarray(owners, dtype=np.int64), np.asarray(sizes, dtype=np.int64)
+
+
+def _candidate_units(claim: set[str], against: list[int], unit_stems: list[set[str]], owners: np.ndarray,
+                     widths: np.ndarray) -> list[int]:
+    """The units worth embedding for one claim: per window width, the few sharing most of its words.
+
+    Embedding every sentence and window of five long sources costs seconds on a CPU; the unit that
+    says what a claim says nearly always shares its words, so only the best few by overlap are embedded.
+    """
+    allowed = set(against)
+    chosen: list[int] = []
+    for width in SOURCE_WINDOW_SENTENCES:
+        ranked = sorted((u for u in range(len(unit_stems)) if owners[u] in allowed and widths[u] == width),
+                        key=lambda u: (-len(claim & unit_stems[u]), len(unit_stems[u])))
+        chosen += ranked[:CANDIDATES_PER_WIDTH]
+    return chosen
 
 
 QUOTE_MAX_CHARS = 300  # a fallback quote: one or two sentences, cut at this length
@@ -489,7 +529,7 @@ QUOTE_MAX_CHARS = 300  # a fallback quote: one or two sentences, cut at this len
 def closest_passages(question: str, sources: Sequence[str], embedder: Embedder, count: int) -> list[tuple[int, str]]:
     """(source number, quote) for the ``count`` sources whose best sentence or pair of sentences is closest
     to ``question``, closest first; the quote is that text, cut to ``QUOTE_MAX_CHARS``."""
-    units, owners = _source_units(sources, widths=(1, 2))
+    units, owners, _ = _source_units(sources, widths=(1, 2))
     if not units:
         return []
     vectors = embedder.embed([question, *units])  # (1 + units, dim)
