@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: the repo's core/
 
-from core.claims import ClaimThresholds, SentenceCheck, verdict, check_answer  # noqa: E402
+from core.claims import ClaimThresholds, SentenceCheck, check_answer, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL = ROOT / "bench" / "eval"
