@@ -66,9 +66,9 @@ def review(answer: Answer, question: str, embedder: Embedder, mode: str = "mark"
     return CheckedAnswer(text, citations, check, mode, is_fallback=False)
 
 
-def render(check: AnswerCheck, mode: str) -> str:
+def render(check: AnswerCheck, mode: str, with_count: bool = True) -> str:
     """The answer with repeats removed and unsupported sentences marked (``mark``) or left out (``drop``),
-    followed by the line that counts them."""
+    followed (``with_count``) by the line that counts them."""
     answer = check.answer
     edits = [(start, end, "remove") for start, end in check.removed_spans]
     edits += [(s.start, s.end, "remove" if mode == "drop" else "mark") for s in check.unsupported]
@@ -82,7 +82,7 @@ def render(check: AnswerCheck, mode: str) -> str:
         position = end
     pieces.append(answer[position:])
     text = _tidy("".join(pieces))
-    note = count_line(check, mode)
+    note = count_line(check, mode) if with_count else ""
     return f"{text}\n\n{note}" if note else text
 
 

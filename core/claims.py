@@ -37,7 +37,7 @@ from core.embedding import Embedder
 # Words after which a period does not end a sentence ("e.g. The", "Fig. 3", "J. Smith" handled apart).
 ABBREVIATIONS = frozenset({
     "e.g", "i.e", "cf", "vs", "viz", "al", "approx", "incl", "resp", "fig", "figs", "eq", "eqs",
-    "no", "nos", "vol", "p", "pp", "ch", "sec", "dr", "mr", "mrs", "ms", "prof", "st", "ed", "eds", "ref",
+    "vol", "p", "pp", "ch", "sec", "dr", "mr", "mrs", "ms", "prof", "st", "ed", "eds", "ref",
     "refs", "min", "max", "e.g.,", "a.k.a", "w.r.t",
 })
 _FENCE = re.compile(r"```.*?(?:```|\Z)", re.S)
@@ -111,6 +111,8 @@ def _ends_sentence(line: str, punct_at: int, after: int) -> bool:
     token = word.group(1).lower()
     if token in ABBREVIATIONS or token.rstrip(".") in ABBREVIATIONS:
         return False
+    if token in ("no", "nos") and following[:1].isdigit():
+        return False  # "No. 5", but "The answer is no. You can ..." ends a sentence
     return not (len(token) == 1 and word.group(1).isupper())  # an initial: "J. Smith"
 
 
@@ -307,10 +309,10 @@ NON_CLAIM_MAX_WORDS = 25  # a refusal or courtesy longer than this is treated as
 class ClaimThresholds:
     """When a sentence counts as supported; calibrated on the dev labels (``bench/claim_check.py``)."""
 
-    min_similarity: float = 0.55  # cosine to the best source sentence or window
-    min_coverage: float = 0.5  # share of the sentence's content words found in its sources
+    min_similarity: float = 0.725  # cosine to the best source sentence or window
+    min_coverage: float = 0.55  # share of the sentence's content words found in its sources
     # A sentence this close to a source unit is supported whatever its word coverage (a paraphrase).
-    paraphrase_similarity: float = 0.8
+    paraphrase_similarity: float = 0.75
 
 
 @dataclass(frozen=True)
@@ -374,28 +376,35 @@ def check_answer(answer: str, sources: Sequence[str], embedder: Embedder,
     everything = list(range(len(sources)))
     against_of: dict[int, list[int]] = {}
     cited_of: dict[int, tuple[int, ...]] = {}
-    candidates: dict[int, list[int]] = {}  # kept index -> the source units its meaning is compared with
+    # Each claim is judged by its weakest clause: a model often joins a true clause and an invented one
+    # with a semicolon, and the true half alone would make the whole sentence look close to a source.
+    clauses: dict[int, list[str]] = {}  # kept index -> its clauses (the sentence itself when it has one)
+    candidates: dict[tuple[int, int], list[int]] = {}  # (kept index, clause) -> source units to compare with
     for i, span in enumerate(kept):
         sentence = answer[span.start:span.end]
         cited = cited_sources(sentence, len(sources)) or tuple(n for n in span.inherited if 1 <= n <= len(sources))
         cited_of[i], against_of[i] = cited, [n - 1 for n in cited] or everything
         if not span.is_code and _is_claim(sentence):
-            candidates[i] = _candidate_units(content_stems(_claim_text(sentence)), against_of[i], unit_stems,
-                                             unit_source, unit_width)
-    # One batch: every claim and every unit some claim needs; a unit shared by claims is embedded once.
+            clauses[i] = _clauses(_claim_text(sentence))
+            for c, clause in enumerate(clauses[i]):
+                candidates[(i, c)] = _candidate_units(content_stems(clause), against_of[i], unit_stems,
+                                                      unit_source, unit_width)
+    # One batch: every clause and every unit some clause needs; a unit shared by clauses is embedded once.
     needed = sorted({u for chosen in candidates.values() for u in chosen})
     column = {u: c for c, u in enumerate(needed)}
-    claim_order = list(candidates)
-    texts = [_claim_text(answer[kept[i].start:kept[i].end]) for i in claim_order]
+    clause_order = list(candidates)
+    texts = [clauses[i][c] for i, c in clause_order]
     vectors = embedder.embed(texts + [units[u] for u in needed]) if texts else np.zeros((0, 0), np.float32)
-    similarities = vectors[:len(texts)] @ vectors[len(texts):].T if needed else None  # (claims, needed units)
-    row_of = {i: row for row, i in enumerate(claim_order)}
+    similarities = vectors[:len(texts)] @ vectors[len(texts):].T if needed else None  # (clauses, needed units)
+    row_of = {key: row for row, key in enumerate(clause_order)}
+    source_words_of = {i: set().union(*(stems[s] for s in against_of[i])) if against_of[i] else set()
+                       for i in clauses}
 
     checks: list[SentenceCheck] = []
     for i, span in enumerate(kept):
         sentence = answer[span.start:span.end]
         cited, against = cited_of[i], against_of[i]
-        if i not in candidates:
+        if i not in clauses:
             if span.is_code:
                 checks.append(_check_code(sentence, span, cited, normalised))
             else:
@@ -404,17 +413,20 @@ def check_answer(answer: str, sources: Sequence[str], embedder: Embedder,
             continue
         missing = tuple(t.text for t in exact_terms(sentence)
                         if not any(term_occurs(t, normalised[s]) for s in against))
-        similarity, best = 0.0, 0
-        if similarities is not None and candidates[i]:
-            scored = [(float(similarities[row_of[i], column[u]]), u) for u in candidates[i]]
-            similarity, unit = max(scored)
-            best = int(unit_source[unit]) + 1
+        similarity, best, coverage = 1.0, 0, 1.0
+        for c, clause in enumerate(clauses[i]):
+            clause_similarity, clause_best = 0.0, 0
+            if similarities is not None and candidates[(i, c)]:
+                scored = [(float(similarities[row_of[(i, c)], column[u]]), u) for u in candidates[(i, c)]]
+                clause_similarity, unit = max(scored)
+                clause_best = int(unit_source[unit]) + 1
+            if clause_similarity < similarity:
+                similarity, best = clause_similarity, clause_best
+            words = content_stems(clause)
+            coverage = min(coverage, len(words & source_words_of[i]) / len(words) if words else 1.0)
         quoted = _quoted_in(sentence, [(s, normalised[s]) for s in against])
         if quoted:  # word for word in a source: a quote, whatever the embedder makes of its context
             similarity, best = 1.0, quoted
-        words = content_stems(_claim_text(sentence))
-        source_words = set().union(*(stems[s] for s in against)) if against else set()
-        coverage = len(words & source_words) / len(words) if words else 1.0
         supported, reason = verdict(missing, similarity, coverage, limits)
         checks.append(SentenceCheck(sentence, supported, cited, missing, round(similarity, 4), reason,
                                     coverage=round(coverage, 4), best_source=best, start=span.start, end=span.end))
@@ -469,6 +481,16 @@ def _is_claim(sentence: str) -> bool:
     if text.endswith(":") and len(words) <= 12 and not exact_terms(sentence):
         return False  # a lead-in to a list
     return not (len(words) <= NON_CLAIM_MAX_WORDS and any(p.search(text) for p in _NON_CLAIMS))
+
+
+CLAUSE_MIN_WORDS = 4  # a shorter piece between semicolons is no claim of its own ("e.g.; see below")
+
+
+def _clauses(text: str) -> list[str]:
+    """The clauses of a claim, split at semicolons; the whole text when only one would be long enough."""
+    pieces = [p.strip() for p in text.split(";")]
+    long_enough = [p for p in pieces if len(p.split()) >= CLAUSE_MIN_WORDS]
+    return long_enough if len(long_enough) > 1 else [text]
 
 
 def _claim_text(sentence: str) -> str:

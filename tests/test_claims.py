@@ -98,6 +98,13 @@ def test_a_sentence_its_sources_do_not_say_is_unsupported(embedder) -> None:
     assert not check.sentences[0].supported
 
 
+def test_a_true_clause_does_not_carry_an_invented_one_joined_by_a_semicolon(embedder) -> None:
+    answer = ("Mount Kessler last erupted in 1931 and its crater lake is acidic and turquoise; the summit is "
+              "guarded by a colony of singing penguins that greet every visitor [2].")
+    (sentence,) = check_answer(answer, [LIGHTHOUSE, VOLCANO], embedder).sentences
+    assert not sentence.supported, sentence
+
+
 def test_a_sentence_is_checked_against_the_sources_it_cites_only(embedder) -> None:
     answer = "Mount Kessler last erupted in 1931 [1]. Mount Kessler last erupted in 1931, it says."
     check = check_answer(answer, [LIGHTHOUSE, VOLCANO], embedder)
@@ -112,16 +119,17 @@ def test_a_citation_out_of_range_counts_as_citing_nothing(embedder) -> None:
 
 
 def test_a_repeated_sentence_is_removed(embedder) -> None:
-    answer = ("Mount Kessler last erupted in 1931 [2]. Its crater lake is turquoise [2]. "
+    answer = ("Mount Kessler last erupted in 1931 [2]. Its crater lake is acidic and turquoise [2]. "
               "Mount Kessler last erupted in 1931. Mount  kessler last erupted in 1931 [1]!")
     check = check_answer(answer, [LIGHTHOUSE, VOLCANO], embedder)
     assert check.duplicates_removed == 2 and len(check.sentences) == 2
-    assert render(check, "mark") == "Mount Kessler last erupted in 1931 [2]. Its crater lake is turquoise [2]."
+    assert render(check, "mark") == ("Mount Kessler last erupted in 1931 [2]. "
+                                     "Its crater lake is acidic and turquoise [2].")
 
 
 def test_refusals_greetings_and_lead_ins_are_not_claims(embedder) -> None:
     answer = ("Hello! The documents do not say who built the lighthouse. I don't know. Here is what they say:\n"
-              "- The lens weighs four tonnes [1].")
+              "- Its lens was made in 1872 and weighs four tonnes [1].")
     check = check_answer(answer, [LIGHTHOUSE], embedder)
     assert [s.is_claim for s in check.sentences] == [False, False, False, False, True]
     assert check.support_share == 1.0 and len(check.claims) == 1

@@ -430,7 +430,8 @@ class Worker:
         text = "\n".join([*notes, "", body]) if notes else body
         if publisher.final(text, citations, claims):  # remembered once, by the worker that posted it
             # The next prompt sees the answer without the sentences its sources did not support.
-            remembered = claim_marks.render(checked.check, "drop") if checked and not checked.is_fallback else body
+            remembered = claim_marks.render(checked.check, "drop", with_count=False) \
+                if checked and not checked.is_fallback else body
             self.memory.remember(job.scope.key, question, remembered.removeprefix(NO_DOCUMENTS_NOTE))
             timings = publisher.observed  # the same measurements /metrics and the job's log line use
             self.interactions.record_answer(AnsweredQuestion(
