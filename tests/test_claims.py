@@ -218,3 +218,22 @@ def test_the_final_event_carries_the_support_data_as_json(embedder) -> None:
     assert back == event and back.claims is not None and back.claims.unsupported == 1
     assert ReplyEvent.from_json(ReplyEvent(job_id="j", type=ReplyType.FINAL).to_json()).claims is None
 
+
+
+def test_the_check_reports_its_share_verdicts_and_cost_as_metrics() -> None:
+    from prometheus_client import REGISTRY
+
+    from core.scope import Scope
+    from jobs.protocol import Job, JobKind
+    from telemetry.metrics import JobMetrics
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, {"model": "claims-test", **labels}) or 0.0
+
+    observed = JobMetrics(Job("j", JobKind.ASK, Scope("console", "t", "c"), "u", "replies"))
+    observed.model = "claims-test"
+    observed.claims_checked(support_share=0.5, claims=4, unsupported=2, check_s=0.2)
+    assert sample("phobos_answer_support_share_count") == 1 and sample("phobos_answer_support_share_sum") == 0.5
+    assert sample("phobos_claim_sentences_total", verdict="supported") == 2
+    assert sample("phobos_claim_sentences_total", verdict="unsupported") == 2
+    assert sample("phobos_claim_check_seconds_sum") == pytest.approx(0.2)
