@@ -546,25 +546,34 @@ def _candidate_units(claim: set[str], against: list[int], unit_stems: list[set[s
 
 
 QUOTE_MAX_CHARS = 300  # a fallback quote: one or two sentences, cut at this length
+QUOTE_MIN_WORDS = 8  # shorter source sentences (titles, headings) are no answer to quote
 
 
 def closest_passages(question: str, sources: Sequence[str], embedder: Embedder, count: int) -> list[tuple[int, str]]:
-    """(source number, quote) for the ``count`` sources whose best sentence or pair of sentences is closest
-    to ``question``, closest first; the quote is that text, cut to ``QUOTE_MAX_CHARS``."""
+    """(source number, quote) for the ``count`` sentences or pairs of sentences closest to ``question``,
+    closest first: one per source while there are sources left, then more from the same ones, never two
+    that overlap. Fragments shorter than ``QUOTE_MIN_WORDS`` (a title, a heading) are not quoted."""
     units, owners, _ = _source_units(sources, widths=(1, 2))
-    if not units:
+    rows = [r for r, unit in enumerate(units) if len(unit.split()) >= QUOTE_MIN_WORDS] or list(range(len(units)))
+    if not rows:
         return []
-    vectors = embedder.embed([question, *units])  # (1 + units, dim)
-    scores = vectors[1:] @ vectors[0]
-    best: dict[int, int] = {}
-    for row in np.argsort(-scores):
-        best.setdefault(int(owners[row]), int(row))
-        if len(best) == count:
-            break
+    vectors = embedder.embed([question, *(units[r] for r in rows)])  # (1 + rows, dim)
+    order = [rows[i] for i in np.argsort(-(vectors[1:] @ vectors[0]))]
+    chosen: list[int] = []
+    for one_per_source in (True, False):
+        for row in order:
+            if len(chosen) == count:
+                break
+            taken_sources = {int(owners[c]) for c in chosen}
+            if row in chosen or (one_per_source and int(owners[row]) in taken_sources):
+                continue
+            if any(units[row] in units[c] or units[c] in units[row] for c in chosen):
+                continue
+            chosen.append(row)
     quotes = []
-    for source, row in best.items():
+    for row in chosen:
         quote = units[row]
         if len(quote) > QUOTE_MAX_CHARS:
             quote = quote[:QUOTE_MAX_CHARS].rsplit(" ", 1)[0] + " …"
-        quotes.append((source + 1, quote))
+        quotes.append((int(owners[row]) + 1, quote))
     return quotes

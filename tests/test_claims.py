@@ -237,3 +237,15 @@ def test_the_check_reports_its_share_verdicts_and_cost_as_metrics() -> None:
     assert sample("phobos_claim_sentences_total", verdict="supported") == 2
     assert sample("phobos_claim_sentences_total", verdict="unsupported") == 2
     assert sample("phobos_claim_check_seconds_sum") == pytest.approx(0.2)
+
+
+def test_the_quote_fallback_skips_titles_and_quotes_twice_from_a_single_source(embedder) -> None:
+    from core.claims import closest_passages
+
+    source = ("Volcano field guide. " + VOLCANO + " Visitors must stay on the marked path around the rim. "
+              "Guided tours of the crater leave from the car park every morning at nine.")
+    quotes = closest_passages("What colour is the crater lake of Mount Kessler?", [source], embedder, 2)
+    assert len(quotes) == 2 and all(number == 1 for number, _ in quotes)
+    assert "turquoise" in quotes[0][1]
+    assert all(quote != "Volcano field guide." for _, quote in quotes)
+    assert quotes[0][1] not in quotes[1][1] and quotes[1][1] not in quotes[0][1]
