@@ -86,6 +86,13 @@ def render(check: AnswerCheck, mode: str, with_count: bool = True) -> str:
     return f"{text}\n\n{note}" if note else text
 
 
+def remembered(checked: CheckedAnswer) -> str:
+    """What the conversation's memory keeps of a checked answer: its supported sentences, or the quotes."""
+    if checked.is_fallback:
+        return "\n".join(line for line in checked.text.splitlines() if line.startswith("> "))
+    return render(checked.check, "drop", with_count=False)
+
+
 def count_line(check: AnswerCheck, mode: str) -> str:
     """One line: how many sentences the sources do not support, and what was done with them."""
     unsupported, claims = len(check.unsupported), len(check.claims)

@@ -297,7 +297,8 @@ _NON_CLAIMS = (
     re.compile(r"\b(?:i'm|i am) not sure\b"),
     re.compile(r"\b(?:documents?|sources?|passages?|context|texts?|files?|manual|handbook)\b[^.]{0,60}"
                r"\b(?:do not|don't|does not|doesn't|did not|didn't|cannot|can't|never)\b[^.]{0,20}"
-               r"\b(?:say|says|mention|cover|contain|include|provide|specify|state|explain|answer|discuss|describe)"),
+               r"\b(?:say|says|mention|cover|contain|include|provide|specify|state|explain|answer|discuss|describe|"
+               r"support)"),
     re.compile(r"\b(?:no|not any) (?:information|mention|details?)\b[^.]{0,40}\b(?:in|about|on)\b"),
     re.compile(r"^(?:hi|hello|hey|thanks|thank you|you're welcome|sure|certainly|of course|great question|"
                r"i hope (?:this|that) helps|let me know|feel free|happy to help)\b"),

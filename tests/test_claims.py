@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from core.claim_marks import FALLBACK_INTRO, MARK, render, review
+from core.claim_marks import FALLBACK_INTRO, MARK, remembered, render, review
 from core.claims import ClaimThresholds, check_answer, exact_terms, split_sentences
 from core.documents import Chunk, Hit
 from core.rag import Answer, citations_for
@@ -204,6 +204,8 @@ def test_an_answer_with_no_supported_sentence_becomes_a_quote_of_the_closest_pas
     assert second.startswith("> ") and second.endswith("[2]")
     assert [c.file_name for c in checked.citations] == ["volcano.pdf", "light.pdf"]
     assert checked.check.support_share == 0.0
+    assert remembered(checked) == f"{first}\n{second}"  # the next prompt does not learn the intro
+    assert not check_answer(FALLBACK_INTRO, [VOLCANO], embedder).sentences[0].is_claim
 
 
 def test_the_final_event_carries_the_support_data_as_json(embedder) -> None:

@@ -429,9 +429,9 @@ class Worker:
         claims = ClaimSupport.of(checked.check, checked.mode, checked.is_fallback) if checked else None
         text = "\n".join([*notes, "", body]) if notes else body
         if publisher.final(text, citations, claims):  # remembered once, by the worker that posted it
-            # The next prompt sees the answer without the sentences its sources did not support.
-            remembered = claim_marks.render(checked.check, "drop", with_count=False) \
-                if checked and not checked.is_fallback else body
+            # The next prompt sees the answer without the sentences its sources did not support (after a
+            # fallback, only the quoted passages: a model shown the fallback's own words imitates them).
+            remembered = claim_marks.remembered(checked) if checked else body
             self.memory.remember(job.scope.key, question, remembered.removeprefix(NO_DOCUMENTS_NOTE))
             timings = publisher.observed  # the same measurements /metrics and the job's log line use
             self.interactions.record_answer(AnsweredQuestion(
