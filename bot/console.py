@@ -37,6 +37,7 @@ HELP = "\n".join(["Type a question, or one of:",
 RATINGS = {"/good": GOOD, "/bad": BAD}
 COMMANDS = {f"/{c.name}": c.kind for c in TABLE if "console" in c.platforms}
 MARKUP = Markup(warn="[!]", wait="...")
+CHECKED_HEADER = "phobos, checked against the sources>"
 
 
 class ConsoleAdapter:
@@ -183,6 +184,8 @@ class ConsoleSurface:
                 self.is_streaming = True
         elif not body.startswith(self.printed):  # another worker started over, or the final text differs
             out._print("")
+            if update.is_final:  # printed text cannot be edited: the checked answer follows the streamed one
+                out._print(CHECKED_HEADER)
             self.printed = ""
         if update.is_streaming:
             out._print(body[len(self.printed):], end="")
