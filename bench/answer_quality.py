@@ -33,6 +33,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from itertools import zip_longest
 from pathlib import Path
 
 from common import ROOT, MemoryStore, ingest_cached
@@ -119,29 +120,28 @@ def answer_one(engine: RagEngine, generator, params: GenerationParams, question:
 
 def run_model(model: str, settings: Settings, engine: RagEngine, splits: dict[str, list[dict]],
               probes: dict[str, list[dict]], answers_dir: Path) -> None:
-    """Answer every question not yet in the model's answer files, appending as it goes."""
+    """Answer every question not yet in the model's answer files, appending as it goes: the splits'
+    questions taken in turn (a run cut short still has both splits), the off-topic probes after them."""
     registry = ModelRegistry.load(settings.models_file)
     spec = registry.get(model)
     params = GenerationParams(max_new_tokens=spec.max_new_tokens, temperature=spec.temperature)  # as the worker
-    generator = None
-    for split, questions in splits.items():
-        path = answers_dir / f"{model}-{split}.jsonl"
-        done = {r["id"] for r in load_jsonl(path)}
-        todo = [q for q in [*questions, *probes[split]] if q["id"] not in done]
-        if not todo:
-            continue
-        if generator is None:
-            generator = load_generators(settings, registry, [model])[model]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as out:
-            for n, q in enumerate(todo, 1):
-                record = {"id": q["id"], "model": model, "split": split, "question": q["question"],
-                          "off_topic": "doc" not in q, **answer_one(engine, generator, params, q["question"], split)}
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                out.flush()
-                print(f"{model} {split} {n}/{len(todo)} {q['id']} {record['total_s']} s", file=sys.stderr, flush=True)
-    if generator is not None:
-        generator.close()
+    paths = {split: answers_dir / f"{model}-{split}.jsonl" for split in splits}
+    done = {split: {r["id"] for r in load_jsonl(path)} for split, path in paths.items()}
+    turns = [[(split, q) for q in questions] for split, questions in splits.items()]
+    turns += [[(split, q) for q in probes[split]] for split in splits]
+    todo = [pair for group in (zip_longest(*turns[:len(splits)]), zip_longest(*turns[len(splits):]))
+            for row in group for pair in row if pair is not None and pair[1]["id"] not in done[pair[0]]]
+    if not todo:
+        return
+    generator = load_generators(settings, registry, [model])[model]
+    answers_dir.mkdir(parents=True, exist_ok=True)
+    for n, (split, q) in enumerate(todo, 1):
+        record = {"id": q["id"], "model": model, "split": split, "question": q["question"],
+                  "off_topic": "doc" not in q, **answer_one(engine, generator, params, q["question"], split)}
+        with paths[split].open("a", encoding="utf-8") as out:
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        print(f"{model} {split} {n}/{len(todo)} {q['id']} {record['total_s']} s", file=sys.stderr, flush=True)
+    generator.close()
 
 
 def claim_figures(records: Sequence[dict], embedder: Embedder) -> dict:
