@@ -235,6 +235,8 @@ def main() -> None:
     parser.add_argument("--answers-dir", type=Path, default=CACHE / "answers")
     parser.add_argument("--no-claims", action="store_true", help="skip the claim check figures")
     parser.add_argument("--summary-only", action="store_true", help="answer nothing; figures from the files")
+    parser.add_argument("--common", action="store_true",
+                        help="figures over the questions every model has answered (runs cut short)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "answer_quality.json")
     args = parser.parse_args()
 
@@ -250,17 +252,25 @@ def main() -> None:
         for model in args.models.split(","):
             run_model(model, settings, engine, splits, probes, args.answers_dir)
     questions = {q["id"]: q for qs in splits.values() for q in qs}
-    report: dict = {"limit": args.limit, "seed": args.seed, "questions": {s: len(q) for s, q in splits.items()},
+    report: dict = {"limit": args.limit, "seed": args.seed, "common": args.common,
+                    "questions": {s: len(q) for s, q in splits.items()},
                     "answers_dir": str(args.answers_dir), "top_k": settings.top_k,
                     "min_relevance": relevance_floor(settings), "reranker": settings.reranker or None,
                     "cpu_count": os.cpu_count(), "load": {"before": [round(x, 2) for x in load_before],
                                                           "after": [round(x, 2) for x in os.getloadavg()]},
                     "wall_s": round(time.perf_counter() - started, 1), "models": {}}
-    for model in args.models.split(","):
+    models = args.models.split(",")
+    answered = {(m, s): load_jsonl(args.answers_dir / f"{m}-{s}.jsonl") for m in models for s in splits}
+    for split, qs in splits.items():
+        wanted = {q["id"] for q in [*qs, *probes[split]]}
+        if args.common:
+            for model in models:
+                wanted &= {r["id"] for r in answered[(model, split)]}
+        report.setdefault("compared", {})[split] = sorted(wanted)
+    for model in models:
         row: dict = {}
-        for split, qs in splits.items():
-            wanted = {q["id"] for q in [*qs, *probes[split]]}
-            records = [r for r in load_jsonl(args.answers_dir / f"{model}-{split}.jsonl") if r["id"] in wanted]
+        for split in splits:
+            records = [r for r in answered[(model, split)] if r["id"] in set(report["compared"][split])]
             row[split] = summarise(records, questions, None if args.no_claims else embedder)
         if "dev" in row and "heldout" in row:
             row["gap"] = gap(row["dev"], row["heldout"])

