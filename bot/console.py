@@ -32,6 +32,7 @@ HELP = "\n".join(["Type a question, or one of:",
                   "  /quit: leave"])
 RATINGS = {"/good": GOOD, "/bad": BAD}
 COMMANDS = {f"/{c.name}": c.kind for c in TABLE}
+CHECKED_HEADER = "phobos, checked against the sources>"
 
 
 class ConsoleAdapter:
@@ -172,6 +173,7 @@ class _StreamView:
     def __init__(self, console: ConsoleAdapter):
         self.console = console
         self.streamed = False
+        self.text = ""  # what was streamed so far
 
     def show(self, event: ReplyEvent) -> None:
         out = self.console
@@ -179,6 +181,7 @@ class _StreamView:
             if not self.streamed:
                 out._print("phobos> ", end="")
             self.streamed = True
+            self.text += event.text
             out._print(event.text, end="")
         elif event.type is ReplyType.QUEUED and event.position:
             out._print(f"  ... {event.text}")
@@ -187,6 +190,11 @@ class _StreamView:
         elif event.type is ReplyType.FINAL:
             if self.streamed:
                 out._print("")
+                # Printed text cannot be edited: when the claim check changed the answer, the checked
+                # one follows it, as a chat platform's final edit replaces it.
+                if event.claims is not None and self.text.strip() not in event.text:
+                    out._print(CHECKED_HEADER)
+                    out._print(event.text)
             else:
                 out._print(event.text)
             sources = format_sources(event.citations)

@@ -177,7 +177,7 @@ _TERM_PATTERNS = (
     ("dotted", re.compile(r"(?<![\w.\-])([A-Za-z_][\w\-]*(?:\.[A-Za-z_]\w*)+)(?![\w(])")),
     ("snake", re.compile(r"\b[A-Za-z0-9]+(?:_[A-Za-z0-9]+)+\b")),
     ("camel", re.compile(r"\b[a-z]+[A-Z][A-Za-z0-9]*\b|\b[A-Z][a-z]+[A-Z][A-Za-z0-9]*\b")),
-    ("number", re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)*%?")),
+    ("number", re.compile(r"(?<![\w.])[-+]?\d(?:[\d,]*\d)?(?:\.\d+)*%?")),
 )
 _DOTTED_WORDS = frozenset({"e.g", "i.e", "et.al", "a.m", "p.m", "u.s", "u.k", "vs", "a.k.a", "w.r.t", "ph.d"})
 
@@ -465,14 +465,15 @@ SOURCE_WINDOW_SENTENCES = (1, 2, 3)  # units: each sentence, and runs of two and
 MAX_UNIT_CHARS = 1200  # about the embedder's window; longer units are cut
 
 
-def _source_units(sources: Sequence[str]) -> tuple[list[str], np.ndarray]:
+def _source_units(sources: Sequence[str],
+                  widths: Sequence[int] = SOURCE_WINDOW_SENTENCES) -> tuple[list[str], np.ndarray]:
     """Each source's sentences and windows of consecutive sentences, and which source each came from."""
     units: list[str] = []
     owners: list[int] = []
     for number, source in enumerate(sources):
         sentences = [s for s in _SOURCE_SENTENCE_END.split(_SPACE.sub(" ", source).strip()) if s]
         seen: set[str] = set()
-        for width in SOURCE_WINDOW_SENTENCES:
+        for width in widths:
             for i in range(max(1, len(sentences) - width + 1)):
                 unit = " ".join(sentences[i:i + width])[:MAX_UNIT_CHARS]
                 if unit and unit not in seen:
@@ -480,3 +481,28 @@ def _source_units(sources: Sequence[str]) -> tuple[list[str], np.ndarray]:
                     units.append(unit)
                     owners.append(number)
     return units, np.asarray(owners, dtype=np.int64)
+
+
+QUOTE_MAX_CHARS = 300  # a fallback quote: one or two sentences, cut at this length
+
+
+def closest_passages(question: str, sources: Sequence[str], embedder: Embedder, count: int) -> list[tuple[int, str]]:
+    """(source number, quote) for the ``count`` sources whose best sentence or pair of sentences is closest
+    to ``question``, closest first; the quote is that text, cut to ``QUOTE_MAX_CHARS``."""
+    units, owners = _source_units(sources, widths=(1, 2))
+    if not units:
+        return []
+    vectors = embedder.embed([question, *units])  # (1 + units, dim)
+    scores = vectors[1:] @ vectors[0]
+    best: dict[int, int] = {}
+    for row in np.argsort(-scores):
+        best.setdefault(int(owners[row]), int(row))
+        if len(best) == count:
+            break
+    quotes = []
+    for source, row in best.items():
+        quote = units[row]
+        if len(quote) > QUOTE_MAX_CHARS:
+            quote = quote[:QUOTE_MAX_CHARS].rsplit(" ", 1)[0] + " …"
+        quotes.append((source + 1, quote))
+    return quotes

@@ -64,7 +64,9 @@ class AnsweredQuestion:
     answer_s: float
     grounded: bool
     question: str = ""  # stored only with log_text
-    answer: str = ""  # stored only with log_text
+    answer: str = ""  # stored only with log_text; the model's text, before the claim check
+    support_share: float | None = None  # supported sentences / claims (core/claims.py); None: not checked
+    unsupported: int | None = None  # sentences its sources did not support
 
 
 @dataclass
@@ -102,6 +104,7 @@ class InteractionLog:
                         for s in answered.sources],
             "queue_wait_s": round(answered.queue_wait_s, 3), "answer_s": round(answered.answer_s, 3),
             "first_token_s": None if answered.first_token_s is None else round(answered.first_token_s, 3),
+            "support_share": answered.support_share, "unsupported": answered.unsupported,
         }
         if self.log_text:
             data["question"] = answered.question
@@ -226,7 +229,8 @@ def _answered(job_id: str, data: dict[str, Any]) -> AnsweredQuestion:
         job_id=job_id, scope_key=data["scope"], model=data["model"], grounded=data["grounded"],
         sources=tuple(Source(s["file_name"], tuple(s["pages"]), s["score"]) for s in data["sources"]),
         queue_wait_s=data["queue_wait_s"], first_token_s=data["first_token_s"], answer_s=data["answer_s"],
-        question=data.get("question", ""), answer=data.get("answer", ""))
+        question=data.get("question", ""), answer=data.get("answer", ""),
+        support_share=data.get("support_share"), unsupported=data.get("unsupported"))
 
 
 def _rater_hash(job_id: str, rater: str) -> str:

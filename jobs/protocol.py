@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from core.claims import AnswerCheck
 from core.documents import Citation
 from core.scope import Scope
 
@@ -77,6 +78,43 @@ class Job:
 
 
 @dataclass(frozen=True)
+class SentenceSupport:
+    """One sentence of a final answer as the claim check judged it (core/claims.py)."""
+
+    text: str
+    supported: bool
+    cited: tuple[int, ...] = ()  # the source numbers it cites, as the model numbered them
+    reason: str = ""
+    is_claim: bool = True  # False: a refusal, a greeting or a lead-in, neither supported nor not
+
+
+@dataclass(frozen=True)
+class ClaimSupport:
+    """What the claim check found in a final answer; the answer's ``text`` already shows it."""
+
+    mode: str  # mark: unsupported sentences marked in the text; drop: left out of it
+    support_share: float  # supported claims / claims, 1.0 for an answer without claims
+    sentences: tuple[SentenceSupport, ...] = ()  # every sentence the model wrote, repeats removed
+    duplicates_removed: int = 0
+    is_fallback: bool = False  # no claim was supported: the text quotes the closest passages instead
+
+    @property
+    def unsupported(self) -> int:
+        return sum(1 for s in self.sentences if s.is_claim and not s.supported)
+
+    @classmethod
+    def of(cls, check: AnswerCheck, mode: str, is_fallback: bool = False) -> ClaimSupport:
+        sentences = tuple(SentenceSupport(s.text, s.supported, s.cited, s.reason, s.is_claim) for s in check.sentences)
+        return cls(mode, check.support_share, sentences, check.duplicates_removed, is_fallback)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClaimSupport:
+        sentences = tuple(SentenceSupport(**{**s, "cited": tuple(s.get("cited", ()))})
+                          for s in data.get("sentences", ()))
+        return cls(**{**data, "sentences": sentences})
+
+
+@dataclass(frozen=True)
 class ReplyEvent:
     """What a worker sends back about a job. ``seq`` orders events of one job."""
 
@@ -90,6 +128,7 @@ class ReplyEvent:
     total: int | None = None  # progress
     meta: dict[str, str] = field(default_factory=dict)
     attempt: int = 1  # the delivery that sent it: a retried job streams its answer again from the start
+    claims: ClaimSupport | None = None  # final answers: which sentences their sources support
 
     @property
     def is_terminal(self) -> bool:
@@ -111,4 +150,6 @@ class ReplyEvent:
         data["type"] = ReplyType(data["type"])
         data["citations"] = tuple(Citation(c["file_name"], tuple(c["pages"]), c.get("location", ""))
                                   for c in data["citations"])
+        if data.get("claims") is not None:
+            data["claims"] = ClaimSupport.from_dict(data["claims"])
         return cls(**data)

@@ -141,7 +141,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                               interaction_retention_days=settings.interaction_retention_days,
                               interaction_max_entries=settings.interaction_max_entries,
                               index_cache_max_bytes=settings.index_cache_max_bytes, links=settings.links,
-                              fetch_limits=runtime.fetch_limits(settings), fetch_max_links=settings.fetch_max_links)
+                              fetch_limits=runtime.fetch_limits(settings), fetch_max_links=settings.fetch_max_links,
+                              claims=settings.claims)
         worker = Worker(client, embedder, generators, registry, config, top_k=settings.top_k,
                         min_relevance=runtime.relevance_floor(settings), reranker=settings.reranker)
         worker.install_signal_handlers()

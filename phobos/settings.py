@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -83,6 +84,11 @@ class Settings(BaseSettings):
     # Embed and index each chunk with the document title and heading path above it (see
     # bench/retrieval_quality.py, pipeline +S); the stored text stays clean either way.
     section_context: bool = Field(False, validation_alias=_env("PHOBOS_SECTION_CONTEXT"))
+
+    # --- answers ---
+    # A final answer's sentences checked against the sources they cite (core/claims.py): "mark" puts a
+    # warning sign before each unsupported one, "drop" leaves them out, "off" posts the model's text as is.
+    claims: Literal["mark", "drop", "off"] = Field("mark", validation_alias=_env("PHOBOS_CLAIMS"))
 
     # --- limits ---
     max_upload_mb: float = Field(50.0, validation_alias=_env("PHOBOS_MAX_UPLOAD_MB"))
@@ -209,6 +215,11 @@ class Settings(BaseSettings):
     interaction_retention_days: float = Field(90.0, validation_alias=_env("PHOBOS_INTERACTION_RETENTION_DAYS"))
     # The log never holds more entries than this (answers and ratings together).
     interaction_max_entries: int = Field(100_000, validation_alias=_env("PHOBOS_INTERACTION_MAX_ENTRIES"))
+
+    @field_validator("claims", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("min_relevance", mode="before")
     @classmethod

@@ -40,6 +40,13 @@ TOKENS = Counter("phobos_generated_tokens", "Answer tokens streamed by the gener
 INGEST_PAGES = Counter("phobos_ingest_pages", "PDF pages indexed (files already indexed count none)")
 INGEST_SECONDS = Histogram("phobos_ingest_seconds", "Wall time of one successful ingest job",
                            buckets=INGEST_BUCKETS_S)
+SUPPORT_SHARE = Histogram("phobos_answer_support_share", "Share of an answer's claims its cited sources support "
+                          "(the claim check, core/claims.py)", ["model"],
+                          buckets=(0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0))
+CLAIM_SENTENCES = Counter("phobos_claim_sentences", "Answer sentences the claim check judged, by verdict "
+                          "(supported, unsupported)", ["model", "verdict"])
+CLAIM_CHECK = Histogram("phobos_claim_check_seconds", "Time the claim check added to an answer", ["model"],
+                        buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5))
 DEAD_LETTERS = Counter("phobos_dead_letters", "Jobs moved to the dead-letter stream after too many deliveries")
 
 # --- adapters ---
@@ -92,6 +99,7 @@ class JobMetrics:
         self.started = time.monotonic()
         self.first_token_s: float | None = None
         self.tokens = 0
+        self.support_share: float | None = None  # set when the answer's claims were checked
         self.queue_wait_s = entry_age_s(entry_id, time.time())
         if self.queue_wait_s is not None:
             QUEUE_WAIT.labels(kind=self.kind).observe(self.queue_wait_s)
@@ -103,6 +111,15 @@ class JobMetrics:
         if self.first_token_s is None:
             self.first_token_s = time.monotonic() - self.started
             FIRST_TOKEN.labels(model=self.model or "unknown").observe(self.first_token_s)
+
+    def claims_checked(self, support_share: float, claims: int, unsupported: int, check_s: float) -> None:
+        """The answer's claim check ran: its support share, verdicts and cost."""
+        model = self.model or "unknown"
+        self.support_share = support_share
+        SUPPORT_SHARE.labels(model=model).observe(support_share)
+        CLAIM_SENTENCES.labels(model=model, verdict="supported").inc(claims - unsupported)
+        CLAIM_SENTENCES.labels(model=model, verdict="unsupported").inc(unsupported)
+        CLAIM_CHECK.labels(model=model).observe(check_s)
 
     def elapsed_s(self) -> float:
         """Seconds since the job started on this worker."""
@@ -120,7 +137,8 @@ class JobMetrics:
             "job_id": self.job.id, "kind": self.kind, "scope": self.job.scope.key, "outcome": outcome,
             "duration_s": round(duration_s, 4), "queue_wait_s": _rounded(self.queue_wait_s)}
         if self.kind == "ask":
-            fields.update(model=self.model, first_token_s=_rounded(self.first_token_s), tokens=self.tokens)
+            fields.update(model=self.model, first_token_s=_rounded(self.first_token_s), tokens=self.tokens,
+                          support_share=self.support_share)
         if logs.include_text():
             fields.update(question=self.job.text, answer=answer)
         log.info("job %s %s %s in %.2f s", self.job.id, self.kind, outcome, duration_s, extra=fields)

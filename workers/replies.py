@@ -9,7 +9,7 @@ import redis
 
 from core.documents import Citation
 from jobs import keys
-from jobs.protocol import Job, ReplyEvent, ReplyType
+from jobs.protocol import ClaimSupport, Job, ReplyEvent, ReplyType
 from telemetry.metrics import JobMetrics
 
 DELTA_FLUSH_INTERVAL_S = 0.1  # coalesce tokens: ~10 events/s is plenty for chat edits at 1/s
@@ -77,10 +77,11 @@ class ReplyPublisher:
     def progress(self, done: int, total: int, text: str) -> None:
         self._send(ReplyType.PROGRESS, done=done, total=total, text=text)
 
-    def final(self, text: str, citations: tuple[Citation, ...] = ()) -> bool:
-        """Send the answer; False when it was not posted (another worker had taken the job over)."""
+    def final(self, text: str, citations: tuple[Citation, ...] = (), claims: ClaimSupport | None = None) -> bool:
+        """Send the answer (with what its claim check found); False when it was not posted (another
+        worker had taken the job over)."""
         self.flush()
-        return self._send(ReplyType.FINAL, text=text, citations=citations)
+        return self._send(ReplyType.FINAL, text=text, citations=citations, claims=claims)
 
     def error(self, text: str, outcome: str = "error") -> None:
         """Send an error reply; ``outcome`` labels it in metrics (error, failed, expired, timeout)."""

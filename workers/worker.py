@@ -22,6 +22,7 @@ from typing import cast
 
 import redis
 
+from core import claim_marks
 from core.embedding import Embedder
 from core.fetch import FetchLimits, GuardedFetcher
 from core.generation import GenerationParams, Generator
@@ -29,13 +30,13 @@ from core.index import EmbedderMismatchError
 from core.ingest import IngestInterrupted, IngestLimits, ingest_document
 from core.links import index_links, links_in, without_links
 from core.pdf import DocumentError
-from core.rag import NO_DOCUMENTS_NOTE, RagEngine
+from core.rag import NO_DOCUMENTS_NOTE, Answer, RagEngine
 from core.registry import ModelRegistry, UnknownModelError
 from core.rerank import make_reranker
 from core.scope import Scope
 from jobs import keys
 from jobs.interactions import AnsweredQuestion, InteractionLog, Source
-from jobs.protocol import Job, JobKind, ReplyEvent
+from jobs.protocol import ClaimSupport, Job, JobKind, ReplyEvent
 from telemetry import metrics
 from workers import deadletter
 from workers.conversations import ConversationStore
@@ -79,6 +80,7 @@ class WorkerConfig:
     interaction_max_entries: int = 100_000
     index_cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES  # scope indexes kept in memory
     concurrency: int = 1  # asks held at once; 0: chosen from the generators' max_concurrency
+    claims: str = "mark"  # the claim check on final answers: mark, drop or off (core/claim_marks.py)
 
 
 class Worker:
@@ -421,15 +423,34 @@ class Worker:
             return
         if answer is None:
             return  # stopped before its turn on the model: handed back, or taken over elsewhere
-        text = "\n".join([*notes, "", answer.text]) if notes else answer.text
-        if publisher.final(text, answer.citations):  # remembered once, by the worker that posted it
-            self.memory.remember(job.scope.key, question, answer.text.removeprefix(NO_DOCUMENTS_NOTE))
+        checked = self._check_claims(answer, question, publisher)
+        body = checked.text if checked else answer.text
+        citations = checked.citations if checked else answer.citations
+        claims = ClaimSupport.of(checked.check, checked.mode, checked.is_fallback) if checked else None
+        text = "\n".join([*notes, "", body]) if notes else body
+        if publisher.final(text, citations, claims):  # remembered once, by the worker that posted it
+            # The next prompt sees the answer without the sentences its sources did not support.
+            remembered = claim_marks.render(checked.check, "drop") if checked and not checked.is_fallback else body
+            self.memory.remember(job.scope.key, question, remembered.removeprefix(NO_DOCUMENTS_NOTE))
             timings = publisher.observed  # the same measurements /metrics and the job's log line use
             self.interactions.record_answer(AnsweredQuestion(
                 job_id=job.id, scope_key=job.scope.key, model=model, grounded=answer.grounded,
                 sources=tuple(Source(hit.chunk.file_name, hit.chunk.pages, hit.score) for hit in answer.sources),
                 queue_wait_s=timings.queue_wait_s or 0.0, first_token_s=timings.first_token_s,
-                answer_s=timings.elapsed_s(), question=job.text, answer=answer.text))
+                answer_s=timings.elapsed_s(), question=job.text, answer=answer.text,
+                support_share=claims.support_share if claims else None,
+                unsupported=claims.unsupported if claims else None))
+
+    def _check_claims(self, answer: Answer, question: str,
+                      publisher: ReplyPublisher) -> claim_marks.CheckedAnswer | None:
+        """The answer after its claim check (None when the check is off or there were no sources);
+        the check's time and the answer's support share go to the metrics."""
+        started = time.monotonic()
+        checked = claim_marks.review(answer, question, self.embedder, self.config.claims)
+        if checked is not None:
+            publisher.observed.claims_checked(checked.check.support_share, len(checked.check.claims),
+                                              len(checked.check.unsupported), time.monotonic() - started)
+        return checked
 
     def _wait_for_generator(self, model: str, cancel: threading.Event) -> bool:
         """Take a turn on ``model`` (its backend runs ``max_concurrency`` streams at once); False if cancelled first."""
