@@ -71,6 +71,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="smollm2-135m,qwen2.5-coder-0.5b,qwen2.5-coder-1.5b")
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads (1: CPU seconds = 1-core time)")
+    parser.add_argument("--full-budget", action="store_true",
+                        help="fill the worker's whole source budget (no relevance floor, top 20): the longest prompt")
     parser.add_argument("--runs", type=int, default=len(QUESTIONS) - 1, help="measured answers per model")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "answer_speed.json")
     args = parser.parse_args()
@@ -80,10 +82,12 @@ def main() -> None:
     store = MemoryStore()
     scope = Scope("bench", "speed", "handbook")
     ingest_cached(store, HANDBOOK, scope.key, embedder, ROOT / ".cache" / "answer-bench" / "documents")
-    engine = RagEngine(embedder, store, top_k=settings.top_k, min_relevance=relevance_floor(settings))
+    engine = RagEngine(embedder, store, top_k=20 if args.full_budget else settings.top_k,
+                       min_relevance=0.0 if args.full_budget else relevance_floor(settings))
     contexts = [engine.context(q, scope) for q in QUESTIONS]
     registry = ModelRegistry.load(settings.models_file)
-    report: dict = {"cpu_count": os.cpu_count(), "threads": args.threads, "two_core_speedup": TWO_CORE_SPEEDUP,
+    report: dict = {"full_budget": args.full_budget,
+                    "cpu_count": os.cpu_count(), "threads": args.threads, "two_core_speedup": TWO_CORE_SPEEDUP,
                     "words": WORDS,
                     "limits_s": {"first_token": FIRST_TOKEN_LIMIT_S, "answer": ANSWER_LIMIT_S}, "models": {}}
     for model in args.models.split(","):
