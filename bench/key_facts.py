@@ -20,13 +20,24 @@ def normalise(text: str) -> str:
 
 def fact_stated(fact: str, answer: str) -> bool:
     """Whether ``answer`` states ``fact`` (alternatives split by "|"), as whole words where it starts or ends
-    with one ("mode" is not found in "model"; "Thursday" is in "Thursdays")."""
-    text = normalise(answer)
-    for alternative in (normalise(a) for a in fact.split("|")):
+    with one ("mode" is not found in "model"; "Thursday" is in "Thursdays"). An identifier or acronym
+    (a capital letter inside a word: LANGUAGE, vcovHC, HC3) must keep its case, so an answer that only
+    repeats the question's "language" does not state LANGUAGE."""
+    for alternative in (a.strip() for a in fact.split("|")):
         if not alternative:
             continue
-        start = r"(?<![\w])" if alternative[0].isalnum() or alternative[0] == "_" else ""
-        end = r"(?:s|es)?(?![\w])" if alternative[-1].isalnum() or alternative[-1] == "_" else ""
-        if re.search(start + re.escape(alternative) + end, text):
+        exact_case = bool(_INNER_CAPITAL.search(alternative))
+        text, wanted = _fold(answer, exact_case), _fold(alternative, exact_case)
+        start = r"(?<![\w])" if wanted[0].isalnum() or wanted[0] == "_" else ""
+        end = r"(?:s|es)?(?![\w])" if wanted[-1].isalnum() or wanted[-1] == "_" else ""
+        if re.search(start + re.escape(wanted) + end, text):
             return True
     return False
+
+
+_INNER_CAPITAL = re.compile(r"\w[A-Z]")
+
+
+def _fold(text: str, exact_case: bool) -> str:
+    folded = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).translate(_DASHES)).strip()
+    return folded if exact_case else folded.lower()

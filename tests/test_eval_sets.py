@@ -63,6 +63,9 @@ def test_key_facts_are_found_after_normalisation_and_as_whole_words() -> None:
     assert not fact_stated("mode", "the model says")  # a word inside another word is not stated
     assert not fact_stated("50", "limit of 500 jobs")
     assert not fact_stated("HC3", "")
+    assert not fact_stated("LANGUAGE", "in a different language")  # an identifier keeps its case
+    assert fact_stated("LANGUAGE", "set the `LANGUAGE` environment variable")
+    assert fact_stated("Visual Studio", "R does not compile with visual studio")  # capitals only at word starts
 
 
 def test_every_key_fact_is_in_the_gold_answer_or_on_a_cited_page() -> None:
