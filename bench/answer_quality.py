@@ -8,7 +8,8 @@ goes through the worker's own path: core.rag.RagEngine (retrieval, relevance flo
 prompt) with the generator and GenerationParams the worker builds from the registry entry. Per model and
 split:
   correctness         share of the question's key facts (bench/eval/*.jsonl `key_facts`) the answer
-                      states, after normalisation; a fact "a|b" is stated when either is
+                      states, after normalisation; a fact "a|b" is stated when either is (an alternative
+                      the question already contains does not count)
   citation_recall     the answer cites ([n]) a passage from one of the gold pages
   sources_recall      a passage from a gold page was among the sources shown (retrieval's share)
   citation_precision  of the (sentence, cited source) pairs, the share where that source alone supports
@@ -194,7 +195,7 @@ def summarise(records: list[dict], questions: dict[str, dict], embedder: Embedde
         q = questions[r["id"]]
         facts = q.get("key_facts", [])
         if facts:
-            shares.append(sum(fact_stated(f, r["answer"]) for f in facts) / len(facts))
+            shares.append(sum(fact_stated(f, r["answer"], q["question"]) for f in facts) / len(facts))
         gold = [s for s in r["sources"] if s["file"] == q["doc"] and set(s["pages"]) & set(q["pages"])]
         shown_gold += bool(gold)
         cited_gold += any(s["n"] in r["cited"] for s in gold)

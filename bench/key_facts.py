@@ -18,13 +18,14 @@ def normalise(text: str) -> str:
     return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).translate(_DASHES)).strip().lower()
 
 
-def fact_stated(fact: str, answer: str) -> bool:
+def fact_stated(fact: str, answer: str, question: str = "") -> bool:
     """Whether ``answer`` states ``fact`` (alternatives split by "|"), as whole words where it starts or ends
     with one ("mode" is not found in "model"; "Thursday" is in "Thursdays"). An identifier or acronym
     (a capital letter inside a word: LANGUAGE, vcovHC, HC3) must keep its case, so an answer that only
-    repeats the question's "language" does not state LANGUAGE."""
+    repeats the question's "language" does not state LANGUAGE. An alternative the ``question`` itself
+    contains is not evidence and is skipped."""
     for alternative in (a.strip() for a in fact.split("|")):
-        if not alternative:
+        if not alternative or (question and fact_stated(alternative, question)):
             continue
         exact_case = bool(_INNER_CAPITAL.search(alternative))
         text, wanted = _fold(answer, exact_case), _fold(alternative, exact_case)

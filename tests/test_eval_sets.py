@@ -66,6 +66,9 @@ def test_key_facts_are_found_after_normalisation_and_as_whole_words() -> None:
     assert not fact_stated("LANGUAGE", "in a different language")  # an identifier keeps its case
     assert fact_stated("LANGUAGE", "set the `LANGUAGE` environment variable")
     assert fact_stated("Visual Studio", "R does not compile with visual studio")  # capitals only at word starts
+    # repeating the question is not stating the fact
+    assert not fact_stated("twice|RcppExports", "After regenerating RcppExports, rebuild.", "regenerating RcppExports?")
+    assert fact_stated("twice|RcppExports", "Run it twice.", "regenerating RcppExports?")
 
 
 def test_every_key_fact_is_in_the_gold_answer_or_on_a_cited_page() -> None:
@@ -76,6 +79,13 @@ def test_every_key_fact_is_in_the_gold_answer_or_on_a_cited_page() -> None:
         misses += [(row["id"], f) for f in row["key_facts"]
                    if not fact_stated(f, row["answer"]) and not fact_stated(f, on_pages)]
     assert not misses, f"key facts in neither the gold answer nor its pages: {misses}"
+
+
+def test_every_key_fact_says_more_than_its_question() -> None:
+    """A fact only the question's own words state would credit an answer that repeats the question."""
+    echoes = [(row["id"], f) for rows in questions().values() for row in rows for f in row["key_facts"]
+              if all(fact_stated(a, row["question"]) for a in f.split("|"))]
+    assert not echoes, echoes
 
 
 def test_ids_are_unique_across_splits() -> None:
