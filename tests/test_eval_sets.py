@@ -1,8 +1,9 @@
-"""The retrieval evaluation sets in bench/eval: schema, split by document, and evidence on the cited pages."""
+"""The evaluation sets in bench/eval: schema, split by document, evidence and key facts on the cited pages."""
 
 import json
 import re
 import statistics
+import sys
 import unicodedata
 from functools import cache
 from pathlib import Path
@@ -10,11 +11,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from key_facts import fact_stated  # noqa: E402
+
 EVAL = ROOT / "bench" / "eval"
 DOCS = ROOT / ".cache" / "eval-docs"  # where `bench/eval/get-documents.sh .cache/eval-docs` puts them
 SPLITS = ("dev", "heldout")
 KINDS = {"paraphrase", "direct"}
-FIELDS = {"id", "question", "doc", "pages", "answer", "evidence", "kind"}
+FIELDS = {"id", "question", "doc", "pages", "answer", "evidence", "kind", "key_facts"}
 KEPT_ASIDE = {"R-intro.pdf", "R-data.pdf", "R-FAQ.pdf"}  # reserved for an independent check
 
 
@@ -44,6 +48,44 @@ def test_question_schema() -> None:
         assert row["kind"] in KINDS, row["id"]
         assert row["pages"] and all(isinstance(p, int) and p >= 1 for p in row["pages"]), row["id"]
         assert row["doc"].endswith(".pdf"), row["id"]
+        facts = row["key_facts"]
+        assert isinstance(facts, list) and 1 <= len(facts) <= 3, row["id"]
+        assert all(isinstance(f, str) and f.strip() and all(a.strip() for a in f.split("|")) for f in facts), row["id"]
+
+
+def test_key_facts_are_found_after_normalisation_and_as_whole_words() -> None:
+    assert fact_stated("--vanilla", "Run Rscript \u2013\u2013vanilla".replace("\u2013\u2013", "--"))
+    assert fact_stated("--mem", "Raise \u2011\u2011mem.".replace("\u2011", "-"))
+    assert fact_stated("Z's ordered observations", "It means Z\u2019s ordered observations")
+    assert fact_stated("is.null", "test it with `is.null()`")
+    assert fact_stated("Thursday", "office hours on Thursdays")  # a plural still states it
+    assert fact_stated("2127|2,127", "2,127 packages")  # alternatives
+    assert not fact_stated("mode", "the model says")  # a word inside another word is not stated
+    assert not fact_stated("50", "limit of 500 jobs")
+    assert not fact_stated("HC3", "")
+    assert not fact_stated("LANGUAGE", "in a different language")  # an identifier keeps its case
+    assert fact_stated("LANGUAGE", "set the `LANGUAGE` environment variable")
+    assert fact_stated("Visual Studio", "R does not compile with visual studio")  # capitals only at word starts
+    # repeating the question is not stating the fact
+    assert not fact_stated("twice|RcppExports", "After regenerating RcppExports, rebuild.", "regenerating RcppExports?")
+    assert fact_stated("twice|RcppExports", "Run it twice.", "regenerating RcppExports?")
+
+
+def test_every_key_fact_is_in_the_gold_answer_or_on_a_cited_page() -> None:
+    misses = []
+    for row in (r for rows in questions().values() for r in rows):
+        pages = page_texts(row["doc"])
+        on_pages = " ".join(pages[p - 1] for p in row["pages"]) if pages else ""
+        misses += [(row["id"], f) for f in row["key_facts"]
+                   if not fact_stated(f, row["answer"]) and not fact_stated(f, on_pages)]
+    assert not misses, f"key facts in neither the gold answer nor its pages: {misses}"
+
+
+def test_every_key_fact_says_more_than_its_question() -> None:
+    """A fact only the question's own words state would credit an answer that repeats the question."""
+    echoes = [(row["id"], f) for rows in questions().values() for row in rows for f in row["key_facts"]
+              if all(fact_stated(a, row["question"]) for a in f.split("|"))]
+    assert not echoes, echoes
 
 
 def test_ids_are_unique_across_splits() -> None:

