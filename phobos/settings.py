@@ -43,12 +43,10 @@ class Settings(BaseSettings):
     embedder: str = Field("minilm", validation_alias=_env("PHOBOS_EMBEDDER"))
     # Embed in bfloat16 on CPUs that compute it natively (AVX512-BF16/AMX); ignored elsewhere.
     embed_bf16: bool = Field(True, validation_alias=_env("PHOBOS_EMBED_BF16"))
-    # Model used when a conversation has not chosen one (a name in the registry, or "auto"); the offline
-    # default needs the qwen05b wheels (the Makefile installs them): README, "Offline models".
-    default_model: str = Field("qwen2.5-coder-0.5b", validation_alias=_env("PHOBOS_DEFAULT_MODEL"))
+    # Model used when a conversation has not chosen one (a name in the registry, or "auto").
+    default_model: str = Field("smollm2-135m", validation_alias=_env("PHOBOS_DEFAULT_MODEL"))
     # Comma-separated models this worker loads and serves.
-    worker_models: str = Field("qwen2.5-coder-0.5b,smollm2-135m,extractive",
-                               validation_alias=_env("PHOBOS_WORKER_MODELS"))
+    worker_models: str = Field("smollm2-135m,extractive", validation_alias=_env("PHOBOS_WORKER_MODELS"))
     # Extra model registry entries (TOML, same shape as core/models.toml).
     models_file: Path | None = Field(None, validation_alias=_env("PHOBOS_MODELS_FILE"))
     # CPU threads for llama.cpp; 0 means one per core.

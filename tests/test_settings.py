@@ -23,4 +23,4 @@ def test_environment_overrides_defaults(monkeypatch, tmp_path) -> None:
     assert settings.top_k == 9
     assert settings.redis_url.get_secret_value() == "redis://example:6379/0"
     assert settings.state_path == (tmp_path / "state").resolve() and settings.state_path.is_dir()
-    assert settings.served_models() == ["qwen2.5-coder-0.5b", "smollm2-135m", "extractive"]
+    assert settings.served_models() == ["smollm2-135m", "extractive"]
