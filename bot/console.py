@@ -182,7 +182,7 @@ class ConsoleSurface:
             if not update.is_final:
                 out._print("phobos> ", end="")
                 self.is_streaming = True
-        elif not body.startswith(self.printed):  # another worker started over, or the final text differs
+        elif not body.startswith(self.printed.rstrip()):  # another worker started over, or the final text differs
             out._print("")
             if update.is_final:  # printed text cannot be edited: the checked answer follows the streamed one
                 out._print(CHECKED_HEADER)
@@ -192,7 +192,8 @@ class ConsoleSurface:
             self.printed = body
             return True
         if self.is_streaming:
-            out._print(body[len(self.printed):] if self.printed else body)
+            printed = self.printed.rstrip()  # the final text is the streamed one without trailing blanks
+            out._print(body[len(printed):] if printed else body)
         else:
             out._print(body)
         if update.tail:

@@ -43,7 +43,8 @@ def test_job_ids_follow_the_discord_event_so_redelivery_is_one_job() -> None:
     job = make_job(attachment_job_id(5, 6), JobKind.INGEST, Scope("discord", "1", "2"), 3, "replies",
                    file_name="a.pdf", channel_id=2, message_id=5)
     assert job.blob_key == keys.BLOB_PREFIX + "discord:5:6"
-    assert job.meta == {"channel_id": "2", "message_id": "5"}
+    # kind and scope too: a reply re-shown after an adapter restart keeps its buttons and source links
+    assert job.meta == {"channel_id": "2", "message_id": "5", "kind": "ingest", "scope": "discord:1:2"}
     ask = make_job("discord:9", JobKind.ASK, Scope("discord", "1", "2"), 3, "r", channel_id=2)
     assert ask.blob_key is None
 
