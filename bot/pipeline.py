@@ -88,6 +88,13 @@ class ReplyRouter:
         for job_id in job_ids:
             self._ended.pop(job_id, None)
 
+    def is_pending(self, job_id: str) -> bool:
+        """True while this process shows ``job_id``'s reply (or has shown its end and nobody waited on it yet):
+        a second event about the same upload (e.g. a message command on a message whose PDF was already
+        being indexed) can then wait for it instead of asking before it is indexed."""
+        ended = self._ended.get(job_id)
+        return job_id in self._replies or (ended is not None and ended.is_set())
+
     async def wait_for_uploads(self, job_ids: list[str]) -> None:
         """The one rule for a question sent with files: it waits until they are indexed (or failed), at
         most UPLOAD_WAIT_S. Call :meth:`ended` for each ingest before submitting it."""

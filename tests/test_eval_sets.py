@@ -71,14 +71,13 @@ def test_key_facts_are_found_after_normalisation_and_as_whole_words() -> None:
     assert fact_stated("twice|RcppExports", "Run it twice.", "regenerating RcppExports?")
 
 
-def test_every_key_fact_is_in_the_gold_answer_or_on_a_cited_page() -> None:
-    misses = []
-    for row in (r for rows in questions().values() for r in rows):
-        pages = page_texts(row["doc"])
-        on_pages = " ".join(pages[p - 1] for p in row["pages"]) if pages else ""
-        misses += [(row["id"], f) for f in row["key_facts"]
-                   if not fact_stated(f, row["answer"]) and not fact_stated(f, on_pages)]
-    assert not misses, f"key facts in neither the gold answer nor its pages: {misses}"
+def test_every_key_fact_is_stated_by_the_gold_answer() -> None:
+    """The gold answer is what a correct answer looks like, so it states every fact the scorer asks for.
+
+    This holds without the documents, so it is checked on every machine (CI has no eval PDFs)."""
+    misses = [(row["id"], f) for rows in questions().values() for row in rows
+              for f in row["key_facts"] if not fact_stated(f, row["answer"])]
+    assert not misses, f"key facts the gold answer does not state: {misses}"
 
 
 def test_every_key_fact_says_more_than_its_question() -> None:

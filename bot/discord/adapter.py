@@ -400,6 +400,8 @@ class DiscordAdapter(discord.Client):
             if await self._submit(job, QuietReply(), blob=data):
                 self.router.release_job(job.id)
                 submitted.append(job.id)
+            elif self.router.is_pending(job.id):
+                submitted.append(job.id)  # already shared by the message itself: the answer waits for that
         return submitted
 
     @staticmethod
