@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from bot.console import ConsoleAdapter
 from core.scope import Scope
 from jobs import keys
-from jobs.client import JobClient
+from jobs.client import JobClient, run_job
 from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
 from tests.conftest import ROOT, WorkerProcess, phobos_env
 from tests.pdfs import FACT_PAGES, encrypted_pdf, pdf_with_pages, textless_pdf
@@ -154,7 +154,9 @@ def test_phobos_ask_goes_through_the_queue(redis_server, redis_client, start_wor
 
 
 def test_a_question_is_answered_while_a_long_ingest_runs(redis_server, start_worker, tmp_path) -> None:
-    start_worker("extractive", PHOBOS_DEFAULT_MODEL="extractive", PHOBOS_INGEST_SLICE_PAGES="4")
+    # One page per slice: the worker looks for waiting jobs after every page, so once the ingest has
+    # reported progress hundreds of slice boundaries remain for the question to be taken at.
+    start_worker("extractive", PHOBOS_DEFAULT_MODEL="extractive", PHOBOS_INGEST_SLICE_PAGES="1")
     facts = Conversation(redis_server.url, "quick")
     facts("/upload " + write(tmp_path / "facts.pdf", pdf_with_pages(FACT_PAGES)))
     long_pages = [f"Chapter {n}. " + " ".join(f"Paragraph {n}.{i} describes item {n * i} of the catalogue."
@@ -164,18 +166,35 @@ def test_a_question_is_answered_while_a_long_ingest_runs(redis_server, start_wor
 
     async def scenario() -> list[str]:
         finished: list[str] = []
+        big_ingest_is_slicing = asyncio.Event()
 
-        async def run(talk: Conversation, line: str, label: str, delay_s: float = 0.0) -> None:
-            await asyncio.sleep(delay_s)
+        async def ingest_big() -> None:
+            client = aioredis.Redis.from_url(redis_server.url)
+            try:
+                jobs = JobClient(client, "test-library")
+                job = Job(id="console:big-ingest", kind=JobKind.INGEST, scope=Scope("console", "test", "library"),
+                          user="console-user", reply_to=jobs.reply_stream, file_name="catalogue.pdf")
+
+                def watch(event: ReplyEvent) -> None:
+                    if event.type is ReplyType.PROGRESS and event.done:
+                        big_ingest_is_slicing.set()  # pages are being indexed: slice boundaries lie ahead
+
+                event = await run_job(jobs, job, Path(big).read_bytes(), on_event=watch, timeout_s=240)
+                assert event.type is ReplyType.FINAL, event
+                finished.append("big ingest")
+            finally:
+                await client.aclose()
+
+        async def after_progress(talk: Conversation, line: str, label: str) -> None:
+            await big_ingest_is_slicing.wait()  # sent while the long ingest runs, not before or after it
             event = await talk.say(line)
             assert event is not None and event.type is ReplyType.FINAL, (label, event)
             finished.append(label)
 
-        library = Conversation(redis_server.url, "library")
         await asyncio.gather(
-            run(library, "/upload " + big, "big ingest"),
-            run(Conversation(redis_server.url, "library2"), "/upload " + second, "second ingest", 0.5),
-            run(facts, "Who made the lighthouse lens?", "question", 2.0),
+            ingest_big(),
+            after_progress(Conversation(redis_server.url, "library2"), "/upload " + second, "second ingest"),
+            after_progress(facts, "Who made the lighthouse lens?", "question"),
         )
         return finished
 
