@@ -20,13 +20,13 @@ from core.documents import Citation
 from core.scope import Scope
 from core.text_safety import EMPTY_QUESTION_HINT, normalise_question
 from jobs.client import JobClient, run_job
+from jobs.heartbeats import live_models, live_workers
 from jobs.interactions import AsyncRatings
 from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
 from phobos import runtime
 from phobos.redis_server import EmbeddedRedis, EmbeddedRedisError, describe_uptime
 from phobos.settings import Settings
-from telemetry import logs
-from workers.heartbeat import live_models, live_workers
+from telemetry import logs, metrics
 
 log = logging.getLogger("phobos")
 
@@ -214,7 +214,8 @@ async def _console(url: str, settings: Settings) -> None:
     try:
         await client.ping()  # an unreachable Redis is said at once, not after the first question
         jobs = JobClient(client, adapter_id=f"console-{uuid.uuid4().hex[:8]}",
-                         limits=runtime.admission_limits(settings), job_deadline_s=settings.job_deadline_s)
+                         limits=runtime.admission_limits(settings), job_deadline_s=settings.job_deadline_s,
+                         on_submitted=metrics.job_submitted)
         ratings = AsyncRatings(client, retention_days=settings.interaction_retention_days,
                                max_entries=settings.interaction_max_entries)
         await ConsoleAdapter(jobs, user=os.environ.get("USER", "console-user"),
@@ -336,7 +337,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 async def _ask(url: str, scope: Scope, args: argparse.Namespace, settings: Settings) -> int:
     client = runtime.connect_async(url, settings)
     jobs = JobClient(client, adapter_id=f"cli-{uuid.uuid4().hex[:8]}", limits=runtime.admission_limits(settings),
-                     job_deadline_s=settings.job_deadline_s)
+                     job_deadline_s=settings.job_deadline_s, on_submitted=metrics.job_submitted)
     job = Job(id=f"cli:{uuid.uuid4().hex}", kind=JobKind.ASK, scope=scope, user="cli",
               reply_to=jobs.reply_stream, text=args.question, model=args.model)
     first_token_at: list[float] = []
@@ -383,7 +384,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from jobs import keys, supervised
+    from jobs import queue_state, supervised
 
     url = runtime.running_redis_url(settings)  # a look does not start the embedded Redis
     if url is None:
@@ -393,13 +394,14 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     client = runtime.connect(url, settings)
     workers = live_workers(client)
-    depth = client.xlen(keys.JOBS_STREAM) if client.exists(keys.JOBS_STREAM) else 0
+    state = queue_state.read(client)
     children = supervised.current(client)
     print(f"Redis: {_redis_line(settings, url)}")
     print(f"Workers live: {len(workers)}")
     for w in workers:
         print(f"  {w.worker_id} on {w.host} (pid {w.pid}): {', '.join(w.models)}")
-    print(f"Jobs in stream: {depth}")
+    print(f"Queue depth: {state.depth} waiting; {state.pending} running; {state.admitted} admitted; "
+          f"{state.dead} dead-lettered")
     if children:
         print("Run by `phobos up`:")
         for child in children:

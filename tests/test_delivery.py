@@ -135,7 +135,7 @@ def test_after_a_takeover_the_stalled_workers_text_stops(redis_server, redis_cli
 
 
 def test_heartbeats_are_read_without_scanning_the_keyspace(redis_client) -> None:
-    from workers.heartbeat import WorkerInfo, announce, live_models, live_workers, withdraw
+    from jobs.heartbeats import WorkerInfo, announce, live_models, live_workers, withdraw
 
     with redis_client.pipeline(transaction=False) as pipe:
         for n in range(5000):

@@ -15,10 +15,10 @@ from core.scope import Scope
 from jobs import keys
 from jobs.admission import AdmissionLimits
 from jobs.client import JobClient
+from jobs.heartbeats import WorkerInfo, announce
 from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
 from workers import deadletter
 from workers.delivery import JobQueue
-from workers.heartbeat import WorkerInfo, announce
 from workers.worker import Worker, WorkerConfig
 
 SCOPE = Scope("console", "q", "c")

@@ -35,7 +35,8 @@ from core.registry import ModelRegistry, UnknownModelError
 from core.rerank import make_reranker
 from core.scope import Scope
 from core.text_safety import EMPTY_QUESTION_HINT, escape_name, normalise_question
-from jobs import keys, supervised
+from jobs import keys, queue_state, supervised
+from jobs.heartbeats import WorkerInfo, live_models, live_workers
 from jobs.interactions import AnsweredQuestion, InteractionLog, Source
 from jobs.protocol import ClaimSupport, Job, JobKind, ReplyEvent
 from telemetry import metrics
@@ -43,7 +44,7 @@ from workers import deadletter
 from workers.conversations import ConversationStore
 from workers.deadlines import STUCK_EXIT_CODE, STUCK_GRACE_S, Watchdog, seconds_left
 from workers.delivery import Delivery, JobQueue, Lease
-from workers.heartbeat import HeartbeatThread, WorkerInfo, live_models, live_workers
+from workers.heartbeat import HeartbeatThread
 from workers.ingest_progress import RedisProgressStore
 from workers.memory import ConversationMemory
 from workers.replies import ReplyPublisher
@@ -616,9 +617,9 @@ class Worker:
 
     def _status(self, job: Job, publisher: ReplyPublisher) -> None:
         workers = live_workers(self.redis)
-        depth = int(self.redis.get(keys.QUEUE_DEPTH_KEY) or 0)
-        dead = self.redis.xlen(keys.DEAD_STREAM)
-        lines = [f"{len(workers)} worker(s) live; {depth} job(s) queued or running; {dead} dead-lettered."]
+        state = queue_state.read(self.redis)
+        lines = [f"{len(workers)} worker(s) live; {state.depth} job(s) waiting, {state.pending} running; "
+                 f"{state.dead} dead-lettered."]
         lines += [f"- {w.worker_id} on {w.host}: {', '.join(w.models)}" for w in workers]
         lines += [f"- {child.describe()}" for child in supervised.current(self.redis) if child.name != "worker"]
         cache = self.store.cache

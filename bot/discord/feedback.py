@@ -13,6 +13,7 @@ import discord
 
 from jobs.interactions import BAD, GOOD, RATINGS
 
+# Discord component custom_ids, not Redis keys (the Redis keys are all in jobs/keys.py).
 RATE_PREFIX = "phobos:rate:"
 REASON_PREFIX = "phobos:reason:"
 REASON_INPUT_ID = "reason"
