@@ -140,9 +140,7 @@ def _parser() -> argparse.ArgumentParser:
 # --- commands ---
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.worker import Worker, WorkerConfig
-
-    requested = [n.strip() for n in args.models.split(",")] if args.models else settings.served_models()
+    requested = [n.strip() for n in args.models.split(",")] if args.models else settings.worker.served_models()
     with runtime.redis_url(settings) as url:
         health = runtime.serve_metrics(settings, url)  # /readyz answers 503 while the models load
         client = runtime.connect(url, settings)
@@ -150,21 +148,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         embedder = runtime.load_embedder(settings)
         names, default_model = runtime.resolve_auto(settings, registry, requested)
         generators = runtime.load_generators(settings, registry, names)
-        config = WorkerConfig(default_model=default_model,
-                              ingest_limits=runtime.ingest_limits(settings), heartbeat_ttl_s=settings.heartbeat_ttl_s,
-                              worker_id=settings.worker_id,
-                              reclaim_idle_s=settings.reclaim_idle_s, max_deliveries=settings.max_deliveries,
-                              generation_timeout_s=settings.generation_timeout_s,
-                              shutdown_grace_s=settings.shutdown_grace_s, concurrency=settings.worker_concurrency,
-                              memory_turns=settings.memory_turns, memory_tokens=settings.memory_tokens,
-                              memory_ttl_s=settings.memory_ttl_s, log_text=settings.log_text,
-                              interaction_retention_days=settings.interaction_retention_days,
-                              interaction_max_entries=settings.interaction_max_entries,
-                              index_cache_max_bytes=settings.index_cache_max_bytes, links=settings.links,
-                              fetch_limits=runtime.fetch_limits(settings), fetch_max_links=settings.fetch_max_links,
-                              claims=settings.claims)
-        worker = Worker(client, embedder, generators, registry, config, top_k=settings.top_k,
-                        min_relevance=runtime.relevance_floor(settings), reranker=settings.reranker)
+        worker = runtime.build_worker(settings, client, embedder, generators, registry, default_model)
         worker.install_signal_handlers()
         if health:
             health.mark_loaded()
@@ -377,7 +361,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     live = live_models(runtime.connect(url, settings)) if url else set()
     for spec in registry.specs():
         mark = "*" if spec.name in live else " "
-        default = " (default)" if spec.name == settings.default_model else ""
+        default = " (default)" if spec.name == settings.worker.default_model else ""
         print(f"{mark} {spec.name:<22} {spec.backend:<12} {spec.description}{default}")
     print("* = served by a live worker now")
     return 0
