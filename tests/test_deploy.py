@@ -46,6 +46,7 @@ from phobos.redis_server import redis_server_binary
 from phobos.runtime import masked_url
 from phobos.settings import Settings
 from telemetry import metrics
+from workers.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -217,7 +218,7 @@ def test_compose_runs_redis_with_aof_and_gpu_and_vllm_profiles() -> None:
     for name in ("worker", "worker-gpu", "worker-vllm"):
         assert services[name]["environment"]["HF_TOKEN_FILE"] == "/run/secrets/hf_token"
     grace_s = float(services["worker"]["stop_grace_period"].rstrip("s"))
-    assert grace_s > Settings.model_fields["shutdown_grace_s"].default
+    assert grace_s > WorkerSettings.model_fields["shutdown_grace_s"].default
 
 
 def test_the_vllm_model_entry_points_the_openai_backend_at_the_vllm_service() -> None:
