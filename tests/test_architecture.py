@@ -92,3 +92,14 @@ def test_the_checker_sees_an_upward_import(tmp_path: Path) -> None:
 def test_no_module_is_over_400_lines(path: Path) -> None:
     lines = len(path.read_text().splitlines())
     assert lines <= MAX_LINES, f"{_name(path)} has {lines} lines"
+
+
+KEY_SPELLERS = {"jobs/keys.py", "bot/discord/feedback.py"}  # the keys; Discord's button custom ids (not keys)
+
+
+@pytest.mark.parametrize("path", [p for p in LAYERED if _name(p) not in KEY_SPELLERS], ids=_name)
+def test_redis_keys_are_spelled_only_in_jobs_keys(path: Path) -> None:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    literals = [node.value for node in ast.walk(tree)
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("phobos:")]
+    assert not literals, f"{_name(path)} spells {literals}: name them in jobs/keys.py"
