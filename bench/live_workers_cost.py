@@ -23,8 +23,8 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from jobs.heartbeats import WorkerInfo, announce, live_workers
 from phobos.redis_server import redis_server_binary
-from workers.heartbeat import WorkerInfo, announce, live_workers
 
 OLD_PREFIX = "phobos:worker:"  # the per-worker heartbeat keys the SCAN looked for
 WORKERS = 10

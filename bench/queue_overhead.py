@@ -31,7 +31,9 @@ from jobs.connection import RedisOptions, async_redis_client, redis_client
 from jobs.protocol import Job, JobKind
 from phobos.redis_server import EmbeddedRedis
 from workers.replies import ReplyPublisher
-from workers.worker import Worker, WorkerConfig
+from workers.runner import JobContext
+from workers.settings import WorkerSettings
+from workers.worker import Worker
 
 
 class NoEmbedder:
@@ -48,13 +50,17 @@ class TimedWorker(Worker):
         self.started_at: dict[str, float] = {}
         self.finished_at: dict[str, float] = {}
 
-    def handle(self, job: Job, publisher: ReplyPublisher) -> None:
+    def handle(self, context: JobContext, publisher: ReplyPublisher) -> None:
+        job = context.job
         self.started_at[job.id] = time.perf_counter()
-        super().handle(job, publisher)
+        finish = publisher._finish
 
-    def _finish(self, delivery, job, event):  # type: ignore[no-untyped-def]
-        self.finished_at[job.id] = time.perf_counter()
-        return super()._finish(delivery, job, event)
+        def timed_finish(event):  # type: ignore[no-untyped-def]
+            self.finished_at[job.id] = time.perf_counter()
+            return finish(event)
+
+        publisher._finish = timed_finish  # type: ignore[method-assign]
+        super().handle(context, publisher)
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -100,10 +106,10 @@ def main() -> None:
         embedded.ensure_running()
         try:
             spec = ModelSpec(name="echo", backend="echo")
-            config = WorkerConfig(default_model="echo", ingest_limits=IngestLimits(1, 1, 10, 0),
-                                  worker_id="bench")
+            config = WorkerSettings(default_model="echo", worker_id="bench")
             worker = TimedWorker(redis_client(embedded.url, RedisOptions()), NoEmbedder(),  # type: ignore[arg-type]
-                                 {"echo": EchoGenerator(spec)}, ModelRegistry({"echo": spec}), config)
+                                 {"echo": EchoGenerator(spec)}, ModelRegistry({"echo": spec}), config,
+                                 ingest_limits=IngestLimits(1, 1, 10, 0))
             thread = threading.Thread(target=worker.run, daemon=True)
             thread.start()
             result = asyncio.run(drive(embedded.url, worker, args.jobs))

@@ -185,7 +185,7 @@ class Worker:
     def wait_ready(self, redis_url: str, deadline: float) -> None:
         import redis
 
-        from workers.heartbeat import live_workers
+        from jobs.heartbeats import live_workers
 
         client = redis.Redis.from_url(redis_url)
         try:

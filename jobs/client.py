@@ -18,7 +18,6 @@ from core.text_safety import normalise_question
 from jobs import keys
 from jobs.admission import Admission, AdmissionLimits, SubmitResult, admit
 from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
-from telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +36,16 @@ class JobClient:
     """
 
     def __init__(self, redis: aioredis.Redis, adapter_id: str, limits: AdmissionLimits | None = None,
-                 job_deadline_s: float | None = None):
+                 job_deadline_s: float | None = None,
+                 on_submitted: Callable[[Job, SubmitResult], None] | None = None):
         self.redis = redis
         self.adapter_id = adapter_id
         self.reply_stream = keys.reply_stream(adapter_id)
         self.limits = limits or AdmissionLimits()
         self.job_deadline_s = job_deadline_s
+        # Told of every admission decision (the adapters' construction site passes the metric): jobs/
+        # is the contract and imports no telemetry.
+        self.on_submitted = on_submitted
         self._is_listening = False
         self._finished: OrderedDict[str, None] = OrderedDict()
 
@@ -62,7 +65,7 @@ class JobClient:
             job = dataclasses.replace(job, blob_key=blob_key)
             await self.redis.set(blob_key, blob, ex=keys.BLOB_TTL_S)
         result = await admit(self.redis, job, self.limits)
-        metrics.submitted(job.kind, result.status)
+        self._submitted(job, result)
         if result.is_queued:
             await self._tell(job, ReplyType.QUEUED, result.message(), position=result.position)
         elif result.message():
@@ -74,12 +77,16 @@ class JobClient:
             await self.redis.delete(blob_key)
         return result
 
+    def _submitted(self, job: Job, result: SubmitResult) -> None:
+        if self.on_submitted is not None:
+            self.on_submitted(job, result)
+
     async def _refuse_empty(self, job: Job) -> SubmitResult:
         """An empty question is not queued; its asker gets a hint, once even if the event comes again."""
         if not await self.redis.set(keys.JOB_SEEN_PREFIX + job.id, "1", nx=True, ex=keys.JOB_SEEN_TTL_S):
             return SubmitResult(Admission.DUPLICATE)
         result = SubmitResult(Admission.EMPTY_QUESTION)
-        metrics.submitted(job.kind, result.status)
+        self._submitted(job, result)
         await self._tell(job, ReplyType.ERROR, result.message())
         return result
 

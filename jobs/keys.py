@@ -11,10 +11,11 @@ BLOB_PREFIX = "phobos:blob:"  # + job id: an uploaded file's bytes, until the wo
 INGEST_PROGRESS_PREFIX = "phobos:ingest:"  # + scope key:doc id + :state|:chunks|:vectors: an ingest's saved slices
 WORKERS_LIVE_KEY = "phobos:workers:live"  # sorted set: worker id -> when its heartbeat expires (unix ms)
 WORKERS_INFO_KEY = "phobos:workers:info"  # hash: worker id -> its heartbeat (JSON: models served, ...)
-DOC_PREFIX = "phobos:doc:"  # + scope key + ":" + doc id: a document's metadata hash
+DOC_PREFIX = "phobos:doc:"  # + scope key + ":" + doc id: a document's metadata (a JSON string, not a hash)
 DOC_CHUNKS_PREFIX = "phobos:chunks:"  # + scope key + ":" + doc id: chunk texts (JSON list)
 DOC_VECTORS_PREFIX = "phobos:vectors:"  # + scope key + ":" + doc id: float32 matrix bytes
 SCOPE_DOCS_PREFIX = "phobos:scope:docs:"  # + scope key: set of doc ids
+SCOPE_VERSION_PREFIX = "phobos:scope:version:"  # + scope key: counter bumped at each change of its documents
 CHANNEL_THREADS_PREFIX = "phobos:channel:threads:"  # + channel scope key: set of its thread scope keys with documents
 DM_SEARCH_PREFIX = "phobos:dm-search:"  # + platform:workspace: "on" where a DM question may search its channels
 MEMBERSHIP_PREFIX = "phobos:membership:"  # + platform:workspace: an adapter's cache of who reads which channel
@@ -28,6 +29,11 @@ POSTED_PREFIX = "phobos:posted:"  # + job id: set by the adapter once the job's 
 REPLY_MESSAGES_PREFIX = "phobos:reply:messages:"  # + job id: JSON of the platform messages showing its reply
 INTERACTIONS_STREAM = "phobos:interactions"  # answered questions and their ratings (jobs/interactions.py)
 SUPERVISED_KEY = "phobos:supervised"  # hash: host:pid:name -> state of a `phobos up` child (jobs/supervised.py)
+# Adapter-owned keys (bot/): written and read by one adapter only, named here so every key is in one place.
+DISCORD_SOURCE_LINKS_PREFIX = "phobos:discord:links:"  # + scope key: hash file name -> jump URL of its message
+SLACK_PERMALINK_PREFIX = "phobos:slack:permalinks:"  # + scope key: hash file name -> permalink
+SLACK_PANE_CONTEXT_PREFIX = "phobos:slack:pane:"  # + channel:thread_ts: JSON of an assistant pane thread's context
+SLACK_PANE_TITLED_PREFIX = "phobos:slack:pane-titled:"  # + channel:thread_ts: set once the thread has its title
 
 REPLY_STREAM_MAXLEN = 10_000  # reply streams are read live; old events are history only
 JOB_SEEN_TTL_S = 7 * 24 * 3600

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from jobs.client import JobClient
 from phobos import runtime
 from phobos.settings import Settings
+from telemetry import metrics
 
 
 def _ids(csv: str) -> frozenset[int]:
@@ -94,7 +95,7 @@ def _serve_adapter(serve: Callable[[JobClient], Awaitable[None]], adapter_id: st
         client = runtime.connect_async(redis_url, settings)
         try:
             jobs = JobClient(client, adapter_id, limits=runtime.admission_limits(settings),
-                             job_deadline_s=settings.job_deadline_s)
+                             job_deadline_s=settings.job_deadline_s, on_submitted=metrics.job_submitted)
             await serve(jobs)
         finally:
             await client.aclose()

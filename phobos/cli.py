@@ -20,13 +20,13 @@ from core.documents import Citation
 from core.scope import Scope
 from core.text_safety import EMPTY_QUESTION_HINT, normalise_question
 from jobs.client import JobClient, run_job
+from jobs.heartbeats import live_models, live_workers
 from jobs.interactions import AsyncRatings
 from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
 from phobos import runtime
 from phobos.redis_server import EmbeddedRedis, EmbeddedRedisError, describe_uptime
 from phobos.settings import Settings
-from telemetry import logs
-from workers.heartbeat import live_models, live_workers
+from telemetry import logs, metrics
 
 log = logging.getLogger("phobos")
 
@@ -140,9 +140,7 @@ def _parser() -> argparse.ArgumentParser:
 # --- commands ---
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.worker import Worker, WorkerConfig
-
-    requested = [n.strip() for n in args.models.split(",")] if args.models else settings.served_models()
+    requested = [n.strip() for n in args.models.split(",")] if args.models else settings.worker.served_models()
     with runtime.redis_url(settings) as url:
         health = runtime.serve_metrics(settings, url)  # /readyz answers 503 while the models load
         client = runtime.connect(url, settings)
@@ -150,21 +148,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         embedder = runtime.load_embedder(settings)
         names, default_model = runtime.resolve_auto(settings, registry, requested)
         generators = runtime.load_generators(settings, registry, names)
-        config = WorkerConfig(default_model=default_model,
-                              ingest_limits=runtime.ingest_limits(settings), heartbeat_ttl_s=settings.heartbeat_ttl_s,
-                              worker_id=settings.worker_id,
-                              reclaim_idle_s=settings.reclaim_idle_s, max_deliveries=settings.max_deliveries,
-                              generation_timeout_s=settings.generation_timeout_s,
-                              shutdown_grace_s=settings.shutdown_grace_s, concurrency=settings.worker_concurrency,
-                              memory_turns=settings.memory_turns, memory_tokens=settings.memory_tokens,
-                              memory_ttl_s=settings.memory_ttl_s, log_text=settings.log_text,
-                              interaction_retention_days=settings.interaction_retention_days,
-                              interaction_max_entries=settings.interaction_max_entries,
-                              index_cache_max_bytes=settings.index_cache_max_bytes, links=settings.links,
-                              fetch_limits=runtime.fetch_limits(settings), fetch_max_links=settings.fetch_max_links,
-                              claims=settings.claims)
-        worker = Worker(client, embedder, generators, registry, config, top_k=settings.top_k,
-                        min_relevance=runtime.relevance_floor(settings), reranker=settings.reranker)
+        worker = runtime.build_worker(settings, client, embedder, generators, registry, default_model)
         worker.install_signal_handlers()
         if health:
             health.mark_loaded()
@@ -214,7 +198,8 @@ async def _console(url: str, settings: Settings) -> None:
     try:
         await client.ping()  # an unreachable Redis is said at once, not after the first question
         jobs = JobClient(client, adapter_id=f"console-{uuid.uuid4().hex[:8]}",
-                         limits=runtime.admission_limits(settings), job_deadline_s=settings.job_deadline_s)
+                         limits=runtime.admission_limits(settings), job_deadline_s=settings.job_deadline_s,
+                         on_submitted=metrics.job_submitted)
         ratings = AsyncRatings(client, retention_days=settings.interaction_retention_days,
                                max_entries=settings.interaction_max_entries)
         await ConsoleAdapter(jobs, user=os.environ.get("USER", "console-user"),
@@ -336,7 +321,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 async def _ask(url: str, scope: Scope, args: argparse.Namespace, settings: Settings) -> int:
     client = runtime.connect_async(url, settings)
     jobs = JobClient(client, adapter_id=f"cli-{uuid.uuid4().hex[:8]}", limits=runtime.admission_limits(settings),
-                     job_deadline_s=settings.job_deadline_s)
+                     job_deadline_s=settings.job_deadline_s, on_submitted=metrics.job_submitted)
     job = Job(id=f"cli:{uuid.uuid4().hex}", kind=JobKind.ASK, scope=scope, user="cli",
               reply_to=jobs.reply_stream, text=args.question, model=args.model)
     first_token_at: list[float] = []
@@ -376,14 +361,14 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     live = live_models(runtime.connect(url, settings)) if url else set()
     for spec in registry.specs():
         mark = "*" if spec.name in live else " "
-        default = " (default)" if spec.name == settings.default_model else ""
+        default = " (default)" if spec.name == settings.worker.default_model else ""
         print(f"{mark} {spec.name:<22} {spec.backend:<12} {spec.description}{default}")
     print("* = served by a live worker now")
     return 0
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from jobs import keys, supervised
+    from jobs import queue_state, supervised
 
     url = runtime.running_redis_url(settings)  # a look does not start the embedded Redis
     if url is None:
@@ -393,13 +378,14 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     client = runtime.connect(url, settings)
     workers = live_workers(client)
-    depth = client.xlen(keys.JOBS_STREAM) if client.exists(keys.JOBS_STREAM) else 0
+    state = queue_state.read(client)
     children = supervised.current(client)
     print(f"Redis: {_redis_line(settings, url)}")
     print(f"Workers live: {len(workers)}")
     for w in workers:
         print(f"  {w.worker_id} on {w.host} (pid {w.pid}): {', '.join(w.models)}")
-    print(f"Jobs in stream: {depth}")
+    print(f"Queue depth: {state.depth} waiting; {state.pending} running; {state.admitted} admitted; "
+          f"{state.dead} dead-lettered")
     if children:
         print("Run by `phobos up`:")
         for child in children:

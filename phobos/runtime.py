@@ -10,7 +10,7 @@ import threading
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import redis
@@ -19,15 +19,18 @@ import redis.asyncio as aioredis
 from core.backends import BackendCredentials, load_generator
 from core.embedders import choose_embedder, model_location
 from core.embedding import Embedder, SentenceTransformerEmbedder
-from core.fetch import FetchLimits
 from core.generation import Generator
 from core.ingest import IngestLimits
 from core.registry import ModelRegistry
 from jobs.admission import AdmissionLimits
 from jobs.connection import RedisOptions, async_redis_client, redis_client
+from jobs.interactions import InteractionLog
 from phobos.redis_server import EmbeddedRedis, reviving_async_connection_class, reviving_connection_class
 from phobos.settings import Settings
 from telemetry.server import Health, serve
+
+if TYPE_CHECKING:
+    from workers.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +205,7 @@ def prepare_weights(settings: Settings | None = None) -> None:
     before `phobos up`, so the worker's start is not the first to pay for it)."""
     settings = settings or Settings()
     registry = load_registry(settings)
-    for name in settings.served_models():
+    for name in settings.worker.served_models():
         spec = registry.get(name) if name in registry else None
         if spec is not None and spec.backend == "llamacpp":
             print(f"{name}: {spec.weights_path(weights_dir(settings))}", file=sys.stderr, flush=True)
@@ -237,10 +240,19 @@ def ingest_limits(settings: Settings) -> IngestLimits:
                         slice_pages=settings.ingest_slice_pages, section_context=settings.section_context)
 
 
-def fetch_limits(settings: Settings) -> FetchLimits:
-    return FetchLimits(max_bytes=int(settings.fetch_max_mb * 1_000_000), timeout_s=settings.fetch_timeout_s,
-                       max_redirects=settings.fetch_max_redirects,
-                       allow_nets=FetchLimits.parse_nets(settings.fetch_allow_nets))
+def build_worker(settings: Settings, client: redis.Redis, embedder: Embedder, generators: dict[str, Generator],
+                 registry: ModelRegistry, default_model: str) -> Worker:
+    """The worker, handed its settings section whole (with the default model "auto" resolved to) and the
+    objects built from the settings it shares with other components."""
+    from workers.worker import Worker
+
+    interactions = InteractionLog(client, log_text=settings.log_text,
+                                  retention_days=settings.interaction_retention_days,
+                                  max_entries=settings.interaction_max_entries)
+    return Worker(client, embedder, generators, registry,
+                  settings.worker.model_copy(update={"default_model": default_model}),
+                  ingest_limits=ingest_limits(settings), top_k=settings.top_k,
+                  min_relevance=relevance_floor(settings), reranker=settings.reranker, interactions=interactions)
 
 
 AUTO = "auto"
@@ -252,7 +264,7 @@ def resolve_auto(settings: Settings, registry: ModelRegistry, names: list[str]) 
     The choice is made by *free* GPU memory (the tutorial used total memory and ran out on shared cards),
     skipping gated models when no HF token is set; the decision and its reason are logged.
     """
-    default = settings.default_model
+    default = settings.worker.default_model
     if AUTO not in names and default != AUTO:
         return names, default
     from core.gpu import best_device, choose_auto_model

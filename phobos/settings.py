@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from workers.settings import WorkerSettings
 
 
 def _env(name: str) -> AliasChoices:
@@ -43,10 +45,6 @@ class Settings(BaseSettings):
     embedder: str = Field("minilm", validation_alias=_env("PHOBOS_EMBEDDER"))
     # Embed in bfloat16 on CPUs that compute it natively (AVX512-BF16/AMX); ignored elsewhere.
     embed_bf16: bool = Field(True, validation_alias=_env("PHOBOS_EMBED_BF16"))
-    # Model used when a conversation has not chosen one (a name in the registry, or "auto").
-    default_model: str = Field("smollm2-135m", validation_alias=_env("PHOBOS_DEFAULT_MODEL"))
-    # Comma-separated models this worker loads and serves.
-    worker_models: str = Field("smollm2-135m,extractive", validation_alias=_env("PHOBOS_WORKER_MODELS"))
     # Extra model registry entries (TOML, same shape as core/models.toml).
     models_file: Path | None = Field(None, validation_alias=_env("PHOBOS_MODELS_FILE"))
     # CPU threads for llama.cpp; 0 means one per core.
@@ -69,14 +67,6 @@ class Settings(BaseSettings):
     # folder or hub id such as cross-encoder/ms-marco-MiniLM-L-6-v2 (for GPU workers; bench/retrieval_quality.py,
     # pipeline +R).
     reranker: str = Field("", validation_alias=_env("PHOBOS_RERANKER"))
-    # Memory a worker keeps for scope indexes (vectors, texts, BM25); the least recently asked go first.
-    index_cache_max_bytes: int = Field(256 * 1024 * 1024, validation_alias=_env("PHOBOS_INDEX_CACHE_MAX_BYTES"))
-    # Question-and-answer turns each conversation remembers for its next prompts; 0 turns memory off.
-    memory_turns: int = Field(5, validation_alias=_env("PHOBOS_MEMORY_TURNS"))
-    # Most tokens (the answering model's) of those turns in one prompt; the oldest turns are left out first.
-    memory_tokens: int = Field(512, validation_alias=_env("PHOBOS_MEMORY_TOKENS"))
-    # A conversation quiet for this long forgets its turns.
-    memory_ttl_s: int = Field(7 * 24 * 3600, validation_alias=_env("PHOBOS_MEMORY_TTL_S"))
     # Largest chunk in embedder tokens (the embedder's own limit caps it).
     chunk_tokens: int = Field(250, validation_alias=_env("PHOBOS_CHUNK_TOKENS"))
     # Tokens repeated between neighbouring chunks, so a sentence cut at a boundary is found whole.
@@ -84,11 +74,6 @@ class Settings(BaseSettings):
     # Embed and index each chunk with the document title and heading path above it (see
     # bench/retrieval_quality.py, pipeline +S); the stored text stays clean either way.
     section_context: bool = Field(False, validation_alias=_env("PHOBOS_SECTION_CONTEXT"))
-
-    # --- answers ---
-    # A final answer's sentences checked against the sources they cite (core/claims.py): "mark" puts a
-    # warning sign before each unsupported one, "drop" leaves them out, "off" posts the model's text as is.
-    claims: Literal["mark", "drop", "off"] = Field("mark", validation_alias=_env("PHOBOS_CLAIMS"))
 
     # --- limits ---
     max_upload_mb: float = Field(50.0, validation_alias=_env("PHOBOS_MAX_UPLOAD_MB"))
@@ -109,25 +94,10 @@ class Settings(BaseSettings):
     # Unpacked size allowed for an Office file's ZIP package, all parts together (zip-bomb guard).
     max_unpacked_mb: int = Field(200, validation_alias=_env("PHOBOS_MAX_UNPACKED_MB"))
 
-    # --- links in messages ---
-    # Index the web page or PDF behind each http(s) link in a question, for that conversation.
-    links: bool = Field(True, validation_alias=_env("PHOBOS_LINKS"))
-    # Links followed per message; more are named in the reply and skipped.
-    fetch_max_links: int = Field(3, validation_alias=_env("PHOBOS_FETCH_MAX_LINKS"))
-    # Largest response body fetched for one link.
-    fetch_max_mb: float = Field(20.0, validation_alias=_env("PHOBOS_FETCH_MAX_MB"))
-    # Wall time for fetching one link, redirects included.
-    fetch_timeout_s: float = Field(20.0, validation_alias=_env("PHOBOS_FETCH_TIMEOUT_S"))
-    # Redirects followed for one link.
-    fetch_max_redirects: int = Field(5, validation_alias=_env("PHOBOS_FETCH_MAX_REDIRECTS"))
-    # Comma-separated networks fetched although not public (tests: 127.0.0.2/32); empty in production.
-    fetch_allow_nets: str = Field("", validation_alias=_env("PHOBOS_FETCH_ALLOW_NETS"))
     # Pages read, chunked and embedded per step of an ingest; bounds memory and the wait between steps.
     ingest_slice_pages: int = Field(32, validation_alias=_env("PHOBOS_INGEST_SLICE_PAGES"))
     # How long `phobos ask` and the console wait for a final answer.
     answer_timeout_s: float = Field(600.0, validation_alias=_env("PHOBOS_ANSWER_TIMEOUT_S"))
-    # A worker that misses heartbeats for this long is considered gone.
-    heartbeat_ttl_s: int = Field(15, validation_alias=_env("PHOBOS_HEARTBEAT_TTL_S"))
 
     # --- Discord (docs/discord.md); the adapter runs when DISCORD_TOKEN is set ---
     discord_token: SecretStr = Field(SecretStr(""), validation_alias=_env("DISCORD_TOKEN"))
@@ -181,21 +151,8 @@ class Settings(BaseSettings):
     slack_membership_ttl_s: float = Field(60.0, validation_alias=_env("PHOBOS_SLACK_MEMBERSHIP_TTL_S"))
 
     # --- the job queue ---
-    # This worker's consumer name; empty: host-pid-random. A stable name lets a restarted worker take
-    # back the jobs it held first.
-    worker_id: str = Field("", validation_alias=_env("PHOBOS_WORKER_ID"))
-    # A running job whose lease has not been renewed for this long (its worker died) is taken over.
-    reclaim_idle_s: float = Field(30.0, validation_alias=_env("PHOBOS_RECLAIM_IDLE_S"))
-    # Deliveries after which a job that keeps killing workers goes to the dead-letter stream.
-    max_deliveries: int = Field(3, validation_alias=_env("PHOBOS_MAX_DELIVERIES"))
     # A job not finished this long after it was submitted gets an "expired" reply instead of an answer.
     job_deadline_s: float = Field(900.0, validation_alias=_env("PHOBOS_JOB_DEADLINE_S"))
-    # Hard limit on one generation; a generator that ignores the stop request then ends the worker.
-    generation_timeout_s: float = Field(300.0, validation_alias=_env("PHOBOS_GENERATION_TIMEOUT_S"))
-    # On SIGTERM a worker finishes its job if it can within this time, else hands it back to the queue.
-    shutdown_grace_s: float = Field(30.0, validation_alias=_env("PHOBOS_SHUTDOWN_GRACE_S"))
-    # Asks one worker holds at once; 0: chosen from its models (their batch size; 1 for llama.cpp or a CPU).
-    worker_concurrency: int = Field(0, ge=0, validation_alias=_env("PHOBOS_WORKER_CONCURRENCY"))
     # Per-user token bucket: questions a user may send at once, and how many it earns back per minute.
     rate_burst: int = Field(5, validation_alias=_env("PHOBOS_RATE_BURST"))
     rate_per_min: float = Field(10.0, validation_alias=_env("PHOBOS_RATE_PER_MIN"))
@@ -204,6 +161,18 @@ class Settings(BaseSettings):
     max_queued_per_user: int = Field(5, validation_alias=_env("PHOBOS_MAX_QUEUED_PER_USER"))
     # Load the embedder at its first use rather than at start (quick worker restarts in tests).
     lazy_embedder: bool = Field(False, validation_alias=_env("PHOBOS_LAZY_EMBEDDER"))
+
+    # --- the worker (workers/settings.py: its models, queue, memory, claims, links) ---
+    # Its own section, handed whole to the worker; its variables keep their names (PHOBOS_WORKER_ID, ...).
+    # Its alias is one nobody sets; a stray variable named WORKER (the field's name, which populate_by_name
+    # also reads) is not decoded as JSON (NoDecode) and is ignored (_sections_read_their_own_variables).
+    worker: Annotated[WorkerSettings, NoDecode] = Field(default_factory=WorkerSettings,
+                                                        validation_alias=AliasChoices("PHOBOS__WORKER_SECTION"))
+
+    @field_validator("worker", mode="before")
+    @classmethod
+    def _sections_read_their_own_variables(cls, value: object) -> object:
+        return WorkerSettings() if isinstance(value, str) else value
 
     # --- logging and metrics ---
     # Empty: INFO for long-running commands (up, worker), WARNING for one-shot ones (ingest, search, ...).
@@ -224,11 +193,6 @@ class Settings(BaseSettings):
     # The log never holds more entries than this (answers and ratings together).
     interaction_max_entries: int = Field(100_000, validation_alias=_env("PHOBOS_INTERACTION_MAX_ENTRIES"))
 
-    @field_validator("claims", mode="before")
-    @classmethod
-    def _lower_case(cls, value: object) -> object:
-        return value.strip().lower() if isinstance(value, str) else value
-
     @field_validator("min_relevance", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -246,5 +210,3 @@ class Settings(BaseSettings):
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def served_models(self) -> list[str]:
-        return [name.strip() for name in self.worker_models.split(",") if name.strip()]

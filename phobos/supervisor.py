@@ -31,13 +31,13 @@ from typing import Any
 import redis
 
 from jobs import supervised
+from jobs.heartbeats import live_workers
 from jobs.supervised import ChildState
 from phobos import runtime
 from phobos.adapters import configured_adapters
 from phobos.child_env import environment_for
 from phobos.settings import Settings
 from telemetry import logs
-from workers.heartbeat import live_workers
 
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # waits after consecutive failures; the last repeats
 STABLE_AFTER_S = 60.0  # a child that ran this long before dying is restarted after the first step again

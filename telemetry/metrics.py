@@ -17,6 +17,7 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from jobs import queue_state
 from telemetry import logs
 
 log = logging.getLogger("phobos.jobs")
@@ -158,6 +159,11 @@ def submitted(kind: object, result: object) -> None:
     SUBMITTED.labels(kind=str(kind), result=str(result)).inc()
 
 
+def job_submitted(job: Any, result: Any) -> None:
+    """``JobClient``'s ``on_submitted``: counts an admission decision by job kind and result."""
+    submitted(job.kind, result.status)
+
+
 def platform_error(platform: str, exc: BaseException) -> None:
     """A failed platform API call: counts its HTTP status (429s also on their own)."""
     status = _http_status(exc)
@@ -192,14 +198,16 @@ class RedisCollector(Collector):
         self.redis = client
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from telemetry import queue_state  # Redis key names live with the queue
-
         try:
             state = queue_state.read(self.redis)
         except (redis.RedisError, OSError):
             return  # Redis away: /readyz says so; no stale numbers here
-        yield GaugeMetricFamily("phobos_queue_depth", "Jobs queued or running (the admission counter)",
-                                value=state.depth)
+        yield GaugeMetricFamily("phobos_queue_depth", "Jobs no worker has taken yet (group lag over every job "
+                                "stream; jobs/queue_state.py)", value=state.depth)
+        yield GaugeMetricFamily("phobos_queue_pending", "Jobs taken by a worker and not yet finished",
+                                value=state.pending)
+        yield GaugeMetricFamily("phobos_queue_admitted", "Jobs queued or running (the admission counter)",
+                                value=state.admitted)
         lag = GaugeMetricFamily("phobos_stream_lag", "Entries not yet delivered to the worker group",
                                 labels=["stream"])
         pending = GaugeMetricFamily("phobos_stream_pending", "Entries delivered to a worker and not yet finished",
@@ -210,6 +218,6 @@ class RedisCollector(Collector):
         yield lag
         yield pending
         yield GaugeMetricFamily("phobos_workers_live", "Workers whose heartbeat has not expired",
-                                value=state.workers_live)
+                                value=state.workers)
         yield GaugeMetricFamily("phobos_dead_letter_stream_length", "Jobs waiting in the dead-letter stream",
                                 value=state.dead)

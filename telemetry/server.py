@@ -15,6 +15,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import redis
 from prometheus_client import REGISTRY, make_wsgi_app
 
+from jobs.connection import RedisOptions, redis_client
 from telemetry.metrics import RedisCollector
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,8 @@ def _app(health: Health) -> Callable[..., Iterable[bytes]]:
 
 def serve(host: str, port: int, redis_url: str) -> Health:
     """Start the port in a daemon thread; the caller marks the returned :class:`Health` loaded when ready."""
-    client = redis.Redis.from_url(redis_url, socket_timeout=REDIS_PING_TIMEOUT_S,
-                                  socket_connect_timeout=REDIS_PING_TIMEOUT_S)
+    client = redis_client(redis_url, RedisOptions(socket_timeout_s=REDIS_PING_TIMEOUT_S,
+                                                  connect_timeout_s=REDIS_PING_TIMEOUT_S))
     health = Health(client)
     REGISTRY.register(RedisCollector(client))
     server = make_server(host, port, _app(health), server_class=_ThreadingServer, handler_class=_QuietHandler)

@@ -112,7 +112,7 @@ class WorkerProcess:
                                         stderr=subprocess.STDOUT, cwd=ROOT)
 
     def wait_ready(self, client: redis.Redis) -> None:
-        from workers.heartbeat import live_workers
+        from jobs.heartbeats import live_workers
 
         deadline = time.monotonic() + WORKER_START_TIMEOUT_S
         while time.monotonic() < deadline:

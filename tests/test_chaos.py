@@ -117,7 +117,7 @@ class Cluster:
                 proc.send_signal(signal.SIGCONT)
 
     def wait_ready(self, count: int, timeout_s: float = 60) -> None:
-        from workers.heartbeat import live_workers
+        from jobs.heartbeats import live_workers
 
         deadline = time.monotonic() + timeout_s
         while len(live_workers(self.client)) < count:

@@ -16,7 +16,8 @@ from jobs.protocol import ReplyEvent, ReplyType
 from tests.test_queue import NoEmbedder, job, replies
 from workers.delivery import RECLAIM_CALLS_PER_TAKE, JobQueue
 from workers.replies import ReplyPublisher
-from workers.worker import Worker, WorkerConfig
+from workers.settings import WorkerSettings
+from workers.worker import Worker
 
 RECLAIM_IDLE_S = 30.0
 WAIT_S = 60.0
@@ -77,8 +78,7 @@ def test_two_processes_with_one_worker_id_cannot_both_hold_a_job(redis_server, r
     first = JobQueue(redis_server.client(), "same-id", RECLAIM_IDLE_S)
     held = first.take(100)
     assert held is not None
-    stalled = ReplyPublisher(redis_client, job(1), attempt=held.times_delivered,
-                             post=lambda e: first.post(held, reply_to, e.to_json()))
+    stalled = ReplyPublisher(first, held, job(1))
     stalled.delta("half an ")
     stalled.flush()
 
@@ -99,12 +99,44 @@ def test_two_processes_with_one_worker_id_cannot_both_hold_a_job(redis_server, r
     assert redis_client.hlen(keys.FENCE_PREFIX + keys.JOBS_STREAM) == 0  # finished: its fence is gone
 
 
+def test_a_publisher_whose_lease_was_lost_cannot_publish(redis_server, redis_client) -> None:
+    JobQueue(redis_client, "any", RECLAIM_IDLE_S).ensure_group()
+    redis_client.xadd(keys.JOBS_STREAM, {"job": job(1).to_json()})
+    redis_client.set(keys.QUEUE_DEPTH_KEY, 1)
+    stalled_queue = JobQueue(redis_server.client(), "stalled", RECLAIM_IDLE_S)
+    held = stalled_queue.take(100)
+    assert held is not None
+    lost: list[bool] = []
+    publisher = ReplyPublisher(stalled_queue, held, job(1), on_lost=lambda: lost.append(True))
+    publisher.progress(1, 2, "reading")  # still its holder: posted
+    assert [e.type for e in replies(redis_client)] == [ReplyType.PROGRESS]
+
+    looks_dead(redis_client, held.entry_id, "stalled")  # its lease lapsed: another worker takes the job over
+    rescuer = JobQueue(redis_server.client(), "rescuer", RECLAIM_IDLE_S)
+    rescuer.drain_own = False
+    taken = rescuer.take(10)
+    assert taken is not None and taken.entry_id == held.entry_id
+
+    publisher.delta("a stale answer")
+    publisher.flush()
+    assert publisher.is_superseded and lost == [True]
+    publisher.progress(2, 2, "stale progress")
+    assert not publisher.final("a stale answer")  # the terminal event is fenced too: no second answer
+    assert [e.type for e in replies(redis_client)] == [ReplyType.PROGRESS]
+    assert redis_client.xpending(keys.JOBS_STREAM, keys.WORKER_GROUP)["pending"] == 1  # not acknowledged
+
+    rescued = ReplyPublisher(rescuer, taken, job(1))
+    assert rescued.final("the answer")
+    assert [(e.type, e.text) for e in replies(redis_client)][-1] == (ReplyType.FINAL, "the answer")
+    assert redis_client.get(keys.QUEUE_DEPTH_KEY) == b"0"
+
+
 def test_after_a_takeover_the_stalled_workers_text_stops(redis_server, redis_client) -> None:
     spec = ModelSpec(name="echo", backend="echo", weights="delay_s=0.05")
-    config = WorkerConfig(default_model="echo", ingest_limits=IngestLimits(1, 1, 10, 0), worker_id="w",
+    config = WorkerSettings(default_model="echo", worker_id="w",
                           reclaim_idle_s=RECLAIM_IDLE_S)
     stalled = Worker(redis_server.client(), NoEmbedder(), {"echo": EchoGenerator(spec)},  # type: ignore[arg-type]
-                     ModelRegistry({"echo": spec}), config)
+                     ModelRegistry({"echo": spec}), config, ingest_limits=IngestLimits(1, 1, 10, 0))
     stalled.ensure_group()
     words = " ".join(f"w{n}" for n in range(400))  # 400 x 50 ms: far longer than this test
     redis_client.xadd(keys.JOBS_STREAM, {"job": job(1, text=words).to_json()})
@@ -135,7 +167,7 @@ def test_after_a_takeover_the_stalled_workers_text_stops(redis_server, redis_cli
 
 
 def test_heartbeats_are_read_without_scanning_the_keyspace(redis_client) -> None:
-    from workers.heartbeat import WorkerInfo, announce, live_models, live_workers, withdraw
+    from jobs.heartbeats import WorkerInfo, announce, live_models, live_workers, withdraw
 
     with redis_client.pipeline(transaction=False) as pipe:
         for n in range(5000):

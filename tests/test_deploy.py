@@ -41,11 +41,12 @@ from pydantic import AliasChoices, SecretStr
 from core.registry import ModelRegistry
 from jobs import keys
 from jobs.connection import RedisOptions, redis_client
+from jobs.heartbeats import live_workers
 from phobos.redis_server import redis_server_binary
 from phobos.runtime import masked_url
 from phobos.settings import Settings
 from telemetry import metrics
-from workers.heartbeat import live_workers
+from workers.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -217,7 +218,7 @@ def test_compose_runs_redis_with_aof_and_gpu_and_vllm_profiles() -> None:
     for name in ("worker", "worker-gpu", "worker-vllm"):
         assert services[name]["environment"]["HF_TOKEN_FILE"] == "/run/secrets/hf_token"
     grace_s = float(services["worker"]["stop_grace_period"].rstrip("s"))
-    assert grace_s > Settings.model_fields["shutdown_grace_s"].default
+    assert grace_s > WorkerSettings.model_fields["shutdown_grace_s"].default
 
 
 def test_the_vllm_model_entry_points_the_openai_backend_at_the_vllm_service() -> None:
@@ -327,7 +328,8 @@ def test_the_dashboard_queries_only_metrics_phobos_exports() -> None:
     dashboard = json.loads((DEPLOY / "grafana" / "phobos-dashboard.json").read_text())
     exported = {family.name for metric in vars(metrics).values() if isinstance(metric, MetricWrapperBase)
                 for family in metric.describe()}
-    exported |= {"phobos_queue_depth", "phobos_stream_lag", "phobos_stream_pending", "phobos_workers_live",
+    exported |= {"phobos_queue_depth", "phobos_queue_pending", "phobos_queue_admitted", "phobos_stream_lag",
+                 "phobos_stream_pending", "phobos_workers_live",
                  "phobos_dead_letter_stream_length"}  # telemetry.metrics.RedisCollector
     queried = {name for panel in dashboard["panels"] for target in panel["targets"]
                for name in re.findall(r"phobos_[a-z_]+", target["expr"])}

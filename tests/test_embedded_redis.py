@@ -84,7 +84,7 @@ def start(state: Path, log: Path, *args: str, stdin: int | None = None) -> subpr
 
 
 def live_worker_pids(embedded: EmbeddedRedis) -> set[int]:
-    from workers.heartbeat import live_workers
+    from jobs.heartbeats import live_workers
 
     try:
         return {w.pid for w in live_workers(redis.Redis.from_url(embedded.url))}

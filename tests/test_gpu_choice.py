@@ -177,8 +177,9 @@ def test_worker_settings_resolve_auto_to_the_cpu_default_without_a_gpu(monkeypat
     import core.gpu
     from phobos.runtime import resolve_auto
     from phobos.settings import Settings
+    from workers.settings import WorkerSettings
 
     monkeypatch.setattr(core.gpu, "best_device", lambda: None)  # this machine's truth, made explicit
-    settings = Settings(PHOBOS_DEFAULT_MODEL="auto")
+    settings = Settings(worker=WorkerSettings(PHOBOS_DEFAULT_MODEL="auto"))
     names, default = resolve_auto(settings, ModelRegistry.load(), ["auto", "extractive"])
     assert names == ["smollm2-135m", "extractive"] and default == "smollm2-135m"

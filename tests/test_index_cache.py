@@ -13,8 +13,9 @@ from jobs import keys
 from jobs.protocol import Job, JobKind
 from tests.pdfs import FACT_PAGES, pdf_with_pages
 from workers.index_cache import IndexCache
+from workers.settings import WorkerSettings
 from workers.store import RedisDocumentStore
-from workers.worker import Worker, WorkerConfig
+from workers.worker import Worker
 
 LIMITS = IngestLimits(max_bytes=10_000_000, max_pages=100, chunk_tokens=60, overlap_tokens=10)
 THREAD_PAGES = [
@@ -131,10 +132,10 @@ def test_cache_alone_evicts_least_recently_used() -> None:
 
 def test_status_tells_what_the_workers_index_cache_holds(redis_client) -> None:
     spec = ModelSpec(name="echo", backend="echo")
-    config = WorkerConfig(default_model="echo", ingest_limits=IngestLimits(1, 1, 10, 0), worker_id="w",
+    config = WorkerSettings(default_model="echo", worker_id="w",
                           index_cache_max_bytes=1000)
     worker = Worker(redis_client, NoEmbedder(), {"echo": EchoGenerator(spec)},  # type: ignore[arg-type]
-                    ModelRegistry({"echo": spec}), config)
+                    ModelRegistry({"echo": spec}), config, ingest_limits=IngestLimits(1, 1, 10, 0))
     status = Job(id="status:1", kind=JobKind.STATUS, scope=Scope("slack", "T1", "C1"), user="U1",
                  reply_to=keys.reply_stream("cache"))
     worker.ensure_group()

@@ -15,7 +15,8 @@ from jobs import keys
 from jobs.admission import Admission, AdmissionLimits
 from jobs.client import JobClient
 from jobs.protocol import Job, JobKind
-from workers.worker import Worker, WorkerConfig
+from workers.settings import WorkerSettings
+from workers.worker import Worker
 
 ONE_AT_A_TIME = AdmissionLimits(rate_burst=1, rate_per_min=0.001)  # one question, then none for hours
 
@@ -63,9 +64,9 @@ def test_the_worker_releases_the_per_sender_count_it_was_admitted_under(redis_se
                           per_user)
     assert statuses == [Admission.QUEUED, Admission.QUEUED, Admission.USER_QUEUE_FULL]
     spec = ModelSpec(name="echo", backend="echo")
-    config = WorkerConfig(default_model="echo", ingest_limits=IngestLimits(1, 1, 10, 0), worker_id="w")
+    config = WorkerSettings(default_model="echo", worker_id="w")
     worker = Worker(redis_client, NoEmbedder(), {"echo": EchoGenerator(spec)},  # type: ignore[arg-type]
-                    ModelRegistry({"echo": spec}), config)
+                    ModelRegistry({"echo": spec}), config, ingest_limits=IngestLimits(1, 1, 10, 0))
     worker.run(burst=True)
     assert worker.jobs_done == 2
     for sender in ("slack:T1:U123", "slack:T2:U123"):

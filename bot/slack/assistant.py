@@ -24,11 +24,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack.permalinks import PERMALINK_PREFIX
 from core.scope import Scope
+from jobs import keys
 
 log = logging.getLogger(__name__)
 
-CONTEXT_PREFIX = "phobos:slack:pane:"  # + channel:thread_ts: JSON of the pane thread's context
-TITLED_PREFIX = "phobos:slack:pane-titled:"  # + channel:thread_ts: set once the thread has its title
+CONTEXT_PREFIX = keys.SLACK_PANE_CONTEXT_PREFIX
+TITLED_PREFIX = keys.SLACK_PANE_TITLED_PREFIX
 CONTEXT_TTL_S = 30 * 24 * 3600
 TITLE_CHARS = 80  # a thread title is a line; the question may be long
 PROMPTS = 4  # Slack shows up to four suggested prompts

@@ -11,9 +11,9 @@ from collections.abc import Iterable
 import redis.asyncio as aioredis
 
 from core.scope import Scope
+from jobs import keys
 
-# Adapter-owned keys; candidates for jobs/keys.py if another adapter needs the same idea.
-PERMALINK_PREFIX = "phobos:slack:permalinks:"  # + scope key: hash file name -> permalink
+PERMALINK_PREFIX = keys.SLACK_PERMALINK_PREFIX  # + scope key: hash file name -> permalink
 PERMALINK_TTL_S = 90 * 24 * 3600
 
 

@@ -1,4 +1,12 @@
-"""A snapshot of the job queue as Redis holds it: depth, per-stream lag and pending, live workers."""
+"""A snapshot of the job queue as Redis holds it, with one definition of queue depth.
+
+``depth`` is the consumer-group lag summed over the general jobs stream and every per-model stream:
+jobs submitted that no worker has taken yet (what KEDA scales on). Beside it, under their own names:
+``pending`` (taken by a worker and not finished: running, or held by a dead worker until reclaimed),
+``admitted`` (the admission counter, ``keys.QUEUE_DEPTH_KEY``: jobs queued or running, what
+``PHOBOS_MAX_QUEUE_DEPTH`` limits), ``workers`` (live heartbeats) and ``dead`` (dead-lettered jobs).
+``phobos status``, the worker's status job and the metrics all read this.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +16,32 @@ from typing import Any
 import redis
 
 from jobs import keys
-from workers.heartbeat import live_workers
+from jobs.heartbeats import live_workers
 
 
 @dataclass(frozen=True)
 class StreamState:
     name: str
-    lag: int  # entries the worker group has not read yet (XINFO GROUPS, Redis 7+); what KEDA scales on
+    lag: int  # entries the worker group has not read yet (XINFO GROUPS, Redis 7+)
     pending: int  # entries read by a worker and not acknowledged: jobs running, or held by a dead worker
 
 
 @dataclass(frozen=True)
 class QueueState:
-    depth: int
     streams: tuple[StreamState, ...]
-    workers_live: int
-    dead: int
+    admitted: int  # the admission counter: jobs queued or running
+    workers: int  # live workers
+    dead: int  # entries in the dead-letter stream
+
+    @property
+    def depth(self) -> int:
+        """Jobs waiting for a worker: the group's lag summed over every job stream."""
+        return sum(s.lag for s in self.streams)
+
+    @property
+    def pending(self) -> int:
+        """Jobs taken by a worker and not yet finished, over every job stream."""
+        return sum(s.pending for s in self.streams)
 
 
 def job_streams(client: redis.Redis) -> list[str]:
@@ -51,7 +69,7 @@ def read(client: redis.Redis) -> QueueState:
     streams = tuple(s for s in (stream_state(client, name) for name in job_streams(client)) if s is not None)
     workers = len(live_workers(client))
     dead = int(client.xlen(keys.DEAD_STREAM)) if client.exists(keys.DEAD_STREAM) else 0
-    return QueueState(int(client.get(keys.QUEUE_DEPTH_KEY) or 0), streams, workers, dead)
+    return QueueState(streams, int(client.get(keys.QUEUE_DEPTH_KEY) or 0), workers, dead)
 
 
 def _text(value: bytes | str) -> str:
