@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings()
     default_level = "INFO" if args.func in LONG_RUNNING else "WARNING"
-    logs.configure(settings.log_level or default_level, settings.log_format, settings.log_text)
+    logs.configure(settings.telemetry.log_level or default_level, settings.telemetry.log_format,
+                   settings.telemetry.log_text)
     try:
         return int(args.func(args, settings) or 0)
     except UsageError as exc:
@@ -157,9 +158,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                               generation_timeout_s=settings.generation_timeout_s,
                               shutdown_grace_s=settings.shutdown_grace_s, concurrency=settings.worker_concurrency,
                               memory_turns=settings.memory_turns, memory_tokens=settings.memory_tokens,
-                              memory_ttl_s=settings.memory_ttl_s, log_text=settings.log_text,
-                              interaction_retention_days=settings.interaction_retention_days,
-                              interaction_max_entries=settings.interaction_max_entries,
+                              memory_ttl_s=settings.memory_ttl_s, log_text=settings.telemetry.log_text,
+                              interaction_retention_days=settings.adapters.interaction_retention_days,
+                              interaction_max_entries=settings.adapters.interaction_max_entries,
                               index_cache_max_bytes=settings.index_cache_max_bytes, links=settings.links,
                               fetch_limits=runtime.fetch_limits(settings), fetch_max_links=settings.fetch_max_links,
                               claims=settings.claims)
@@ -215,10 +216,10 @@ async def _console(url: str, settings: Settings) -> None:
         await client.ping()  # an unreachable Redis is said at once, not after the first question
         jobs = JobClient(client, adapter_id=f"console-{uuid.uuid4().hex[:8]}",
                          limits=runtime.admission_limits(settings), job_deadline_s=settings.job_deadline_s)
-        ratings = AsyncRatings(client, retention_days=settings.interaction_retention_days,
-                               max_entries=settings.interaction_max_entries)
+        ratings = AsyncRatings(client, retention_days=settings.adapters.interaction_retention_days,
+                               max_entries=settings.adapters.interaction_max_entries)
         await ConsoleAdapter(jobs, user=os.environ.get("USER", "console-user"),
-                             answer_timeout_s=settings.answer_timeout_s, ratings=ratings,
+                             reply_timeout_s=settings.adapters.reply_timeout_s, ratings=ratings,
                              max_upload_bytes=int(settings.max_upload_mb * 1_000_000)).run()
         await client.delete(jobs.reply_stream)
     finally:
@@ -350,7 +351,7 @@ async def _ask(url: str, scope: Scope, args: argparse.Namespace, settings: Setti
                 print(event.text, end="", flush=True)
 
     try:
-        final = await run_job(jobs, job, on_event=show, timeout_s=settings.answer_timeout_s)
+        final = await run_job(jobs, job, on_event=show, timeout_s=settings.cli.ask_timeout_s)
     finally:
         await client.delete(jobs.reply_stream)
         await client.aclose()

@@ -89,9 +89,9 @@ def unreachable(settings: Settings, exc: Exception) -> str:
 
 def serve_metrics(settings: Settings, url: str) -> Health | None:
     """/metrics, /healthz and /readyz on PHOBOS_METRICS_PORT; None (nothing bound) when it is 0."""
-    if not settings.metrics_port:
+    if not settings.telemetry.metrics_port:
         return None
-    return serve(settings.metrics_host, settings.metrics_port, url)
+    return serve(settings.telemetry.metrics_host, settings.telemetry.metrics_port, url)
 
 
 def masked_url(url: str) -> str:

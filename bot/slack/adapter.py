@@ -89,7 +89,8 @@ class SlackAdapter:
         self.gate = RateGate()  # 429s per method and workspace, shared by every reply
         self.streams = StreamSupport(settings.native_streaming)
         self.client = web_client(settings, self.gate)
-        self.app = AsyncApp(client=self.client, signing_secret=settings.signing_secret, name="phobos")
+        self.app = AsyncApp(client=self.client, signing_secret=settings.signing_secret.get_secret_value(),
+                            name="phobos")
         self.app.event("app_mention")(self._on_mention)
         self.app.event("message")(self._on_message)
         self.app.command(SLASH_COMMAND)(self._on_command)
@@ -127,10 +128,11 @@ class SlackAdapter:
                                         limit=self.settings.message_limit,
                                         update_interval_s=self.settings.update_interval_s, gate=self.gate,
                                         append_budgets=append_budgets, streams=self.streams)
-        self._router = ReplyRouter(self.job_client, make_reply, answer_timeout_s=self.settings.answer_timeout_s)
+        self._router = ReplyRouter(self.job_client, make_reply, reply_timeout_s=self.settings.reply_timeout_s)
         self._router_task = asyncio.create_task(self._router.run())
         if self.settings.mode == "socket":
-            self._socket = AsyncSocketModeHandler(self.app, self.settings.app_token, web_client=self.client)
+            self._socket = AsyncSocketModeHandler(self.app, self.settings.app_token.get_secret_value(),
+                                                  web_client=self.client)
             await self._socket.connect_async()
         else:
             self._runner = web.AppRunner(self.app.web_app(path=self.settings.http_path))
@@ -373,7 +375,7 @@ class SlackAdapter:
                 if shared.size > self.settings.max_file_bytes:
                     raise FileRejected(too_large(self.settings.max_file_bytes))
                 assert self._http is not None, "start() the adapter first"
-                blob = await download(self._http, shared.url, self.settings.bot_token,
+                blob = await download(self._http, shared.url, self.settings.bot_token.get_secret_value(),
                                       max_bytes=self.settings.max_file_bytes, hosts=self.settings.file_hosts,
                                       schemes=self.settings.file_url_schemes)
             except (FileRejected, aiohttp.ClientError, TimeoutError) as exc:
@@ -445,7 +447,7 @@ def _retry_after_s(headers: Mapping[str, Any]) -> float:
 
 def web_client(settings: SlackSettings, gate: RateGate | None = None) -> AsyncWebClient:
     """The Web API client: the SDK's own retries wait out 429s (Retry-After) and connection errors."""
-    return AsyncWebClient(token=settings.bot_token, base_url=settings.api_url, retry_handlers=[
+    return AsyncWebClient(token=settings.bot_token.get_secret_value(), base_url=settings.api_url, retry_handlers=[
         AsyncConnectionErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
         CountedRateLimitRetryHandler(gate, max_retry_count=RATE_LIMIT_RETRIES)])
 
