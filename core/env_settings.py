@@ -53,7 +53,11 @@ class _DeclaredNamesOnly(EnvSettingsSource):
 
 
 class _DotEnvDeclaredNamesOnly(_DeclaredNamesOnly, DotEnvSettingsSource):
-    """The same rule for the ``.env`` file."""
+    """The same rule for the ``.env`` file, whose other lines are ignored rather than passed on as extra inputs
+    (a ``slack=...`` line would otherwise reach the section by its field name)."""
+
+    def __call__(self) -> dict[str, Any]:
+        return EnvSettingsSource.__call__(self)
 
 
 class EnvSection(BaseSettings):

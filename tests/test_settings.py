@@ -91,3 +91,12 @@ def test_the_old_answer_timeout_name_still_sets_the_reply_timeout_once_warned(mo
     monkeypatch.setenv("PHOBOS_REPLY_TIMEOUT_S", "60")  # the new name wins where both are set
     assert Settings().adapters.reply_timeout_s == 60.0
     assert "deprecated_answer_timeout_s" not in Settings().model_dump()["adapters"]
+
+
+def test_a_dotenv_file_follows_the_same_rule(monkeypatch, tmp_path) -> None:
+    (tmp_path / ".env").write_text("SLACK=foo\nMODE=http\nPHOBOS_TOP_K=7\nPHOBOS_SLACK_HTTP_PORT=4000\n"
+                                   "PHOBOS_DISCORD_ALLOWED_ROLES=3,4\n")
+    monkeypatch.chdir(tmp_path)
+    settings = Settings()
+    assert settings.top_k == 7 and settings.slack.http_port == 4000 and settings.slack.mode == "socket"
+    assert settings.discord.allowed_role_ids == frozenset({3, 4})
