@@ -3,7 +3,7 @@
 RapidOCR (``rapidocr-onnxruntime``) ships its detection and recognition models inside its wheel and runs
 them with onnxruntime on the CPU: no download, nothing to install beside the Python package. Tesseract is
 used through PyMuPDF when its binary and language data are installed. Both run in the sandboxed child
-(core/pdf_sandbox.py), under the same memory and time limits as the rest of the parse.
+(core/pdf_sandbox_child.py), under the same memory and time limits as the rest of the parse.
 """
 
 from __future__ import annotations

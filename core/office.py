@@ -9,7 +9,7 @@ part is, not by its name: a part named ``.xml``/``.rels``, one whose content typ
 Each is parsed, streamed, by defusedxml's expat parser with DTDs, entities and external references
 forbidden, so the check holds whatever the part's name or encoding (a UTF-16 part is read as UTF-16; an
 encoding expat cannot read, such as UTF-32, is refused as malformed). Nothing in a package is ever run;
-the refusal says why the file was turned down. This runs in the sandboxed child (core/pdf_sandbox.py),
+the refusal says why the file was turned down. This runs in the sandboxed child (core/pdf_sandbox_child.py),
 under its memory and time limits.
 """
 

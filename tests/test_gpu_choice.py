@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from core import gpu
-from core.backends.transformers_backend import QUANTIZATIONS, plan_load
+from core.backends.transformers_loading import QUANTIZATIONS, plan_load
 from core.chat_formats import FORMATS, TEMPLATE
 from core.registry import ModelRegistry, ModelSpec
 

@@ -6,7 +6,7 @@ import asyncio
 
 import redis.asyncio as aioredis
 
-from bot.slack.adapter import _sender
+from bot.slack.payloads import sender_of
 from core.backends.echo import EchoGenerator
 from core.ingest import IngestLimits
 from core.registry import ModelRegistry, ModelSpec
@@ -51,10 +51,10 @@ def test_events_without_a_user_do_not_share_one_bucket(redis_server, redis_clien
 
 
 def test_a_slack_event_from_a_bot_or_app_counts_against_it() -> None:
-    assert _sender({"user": "U1", "bot_id": "B1"}) == "U1"
-    assert _sender({"bot_id": "B1", "subtype": "bot_message"}) == "B1"
-    assert _sender({"app_id": "A1"}) == "A1"
-    assert _sender({}) == ""
+    assert sender_of({"user": "U1", "bot_id": "B1"}) == "U1"
+    assert sender_of({"bot_id": "B1", "subtype": "bot_message"}) == "B1"
+    assert sender_of({"app_id": "A1"}) == "A1"
+    assert sender_of({}) == ""
 
 
 def test_the_worker_releases_the_per_sender_count_it_was_admitted_under(redis_server, redis_client) -> None:

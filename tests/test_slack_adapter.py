@@ -25,10 +25,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 import bot.slack.adapter as slack_adapter_module
 from bot.reply import STREAMING_CURSOR
-from bot.slack.adapter import SLASH_COMMAND, SlackAdapter, web_client
+from bot.slack.adapter import SlackAdapter
 from bot.slack.permalinks import PermalinkStore
 from bot.slack.replies import VIA_CHAT, Route, SlackReply
 from bot.slack.settings import SlackSettings
+from bot.slack.slash_command import SLASH_COMMAND
+from bot.slack.web_client import web_client
 from jobs import keys
 from jobs.client import JobClient
 from jobs.protocol import Job, ReplyEvent, ReplyType

@@ -10,9 +10,9 @@ from contextlib import asynccontextmanager
 import pytest
 import redis.asyncio as aioredis
 
-from bot.slack.adapter import web_client
 from bot.slack.membership import MembershipUnavailable, SlackMembership
 from bot.slack.settings import SlackSettings
+from bot.slack.web_client import web_client
 from tests.conftest import RedisServer
 from tests.fakes.fake_slack import BOT_USER_ID, Channel, FakeSlack, SlackLimits
 

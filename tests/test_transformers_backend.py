@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from core import gpu
-from core.backends.transformers_backend import TransformersGenerator, plan_load
+from core.backends.transformers_backend import TransformersGenerator
+from core.backends.transformers_loading import plan_load
 from core.generation import ChatMessage, GenerationParams, Generator
 from core.registry import ModelSpec
 

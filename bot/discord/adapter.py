@@ -2,28 +2,28 @@
 
 It only translates. It acknowledges Discord at once (typing indicator, deferred interactions), downloads
 attachments itself while their URLs are fresh, and hands everything else to the workers through Redis.
+The command tree is wired in bot/discord/slash_commands.py, 👍/👎 are recorded in bot/discord/feedback.py,
+replies to jobs from before a restart are placed by bot/discord/late_replies.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import discord
 from discord import app_commands
 
-from bot.commands import Command, commands_for
 from bot.discord.dm_access import DmAccess
-from bot.discord.feedback import ReasonModal, parse_rating, parse_reason
+from bot.discord.feedback import record_feedback
+from bot.discord.late_replies import late_reply
 from bot.discord.links import SourceLinks
+from bot.discord.live_models import LiveModels
 from bot.discord.payloads import (
-    PLATFORM,
     Gate,
     attachment_job_id,
     interaction_job_id,
@@ -45,33 +45,25 @@ from bot.discord.replies import (
     InteractionSurface,
 )
 from bot.discord.settings import DiscordSettings, intents, invite_url, point_at
+from bot.discord.slash_commands import CONTEXTS, INSTALLS, add_commands, may_set_dm_search
 from bot.messages import PostedStore
 from bot.pipeline import Reply, ReplyRouter
-from bot.ratings import rater_id, record_rating
-from bot.reply import NOT_A_FORMAT, LinkResolver, QuietReply
+from bot.reply import NOT_A_FORMAT, QuietReply
 from bot.tasks import TaskSet
-from core.documents import Citation
 from core.formats import ACCEPTED
 from core.scope import Scope
 from core.sizes import mb_from_bytes
 from core.text_safety import escape_name, normalise_question
 from jobs.client import JobClient
-from jobs.heartbeats import live_heartbeats
-from jobs.interactions import BAD, AsyncRatings
+from jobs.interactions import AsyncRatings
 from jobs.protocol import Job, JobKind, ReplyEvent
 from telemetry import metrics
 
 log = logging.getLogger(__name__)
 
 HELP_TEXT = "Ask me a question after the mention, e.g. “@Phobos what does the contract say about notice?”"
-MODELS_CACHE_S = 10.0  # autocomplete runs on every keystroke; the worker heartbeats change slowly
-AUTOCOMPLETE_LIMIT = 25  # Discord shows at most 25 choices
 CLOSE_TIMEOUT_S = 30.0  # how long close() waits for its tasks to end after cancelling them
-ASK_ABOUT_MESSAGE = "Ask Phobos"  # the message context-menu command
 DEFAULT_FILE_QUESTION = "What is this document about?"  # "Ask Phobos" on a message with only a file
-# Installable to a server and to a user; usable in servers, the bot's DM and other DMs / group DMs.
-INSTALLS = app_commands.AppInstallationType(guild=True, user=True)
-CONTEXTS = app_commands.AppCommandContext(guild=True, dm_channel=True, private_channel=True)
 
 
 class DiscordAdapter(discord.Client):
@@ -89,11 +81,11 @@ class DiscordAdapter(discord.Client):
         self.gate = Gate(settings.allowed_guild_ids, settings.allowed_channel_ids, settings.allowed_role_ids,
                          settings.allow_dms)
         self.dm_access = DmAccess(self, jobs.redis, self.gate)  # what a DM question reads
+        self.models = LiveModels(jobs.redis)  # for /model's autocomplete
         self.tree = app_commands.CommandTree(self, allowed_installs=INSTALLS, allowed_contexts=CONTEXTS)
-        self._add_commands()
+        add_commands(self.tree, self._command, self._ask_about_message, self.models.names)
         self.router = ReplyRouter(jobs, self._late_reply, reply_timeout_s=settings.reply_timeout_s)
         self._tasks = TaskSet()
-        self._models_cache: tuple[float, list[str]] = (0.0, [])
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -124,33 +116,8 @@ class DiscordAdapter(discord.Client):
     # ---- replies -------------------------------------------------------------------------------
 
     def _late_reply(self, event: ReplyEvent) -> AnswerReply | None:
-        """A reply for a job from before a restart: its answer still belongs in the channel it came from,
-        in the messages it was streaming into, with its 👍/👎 and source links like any other."""
-        if not event.meta.get("channel_id"):
-            return None
-        # The thread the question opened (Discord gives it the question's id), else the channel.
-        candidates = [int(event.meta[k]) for k in ("thread_id", "channel_id") if event.meta.get(k)]
-
-        async def find_channel() -> discord.abc.Messageable:
-            for channel_id in candidates:
-                try:
-                    channel = self.get_channel(channel_id) or await self.fetch_channel(channel_id)
-                except discord.NotFound:
-                    continue  # the thread was never opened
-                if isinstance(channel, discord.abc.Messageable):
-                    return channel
-            raise RuntimeError(f"no channel of {candidates} takes messages")
-
-        surface = ChannelSurface(None, resolve=find_channel, interval_s=self.settings.edit_interval_s,
-                                 store=PostedStore(self.jobs.redis, event.job_id))
-        scope = Scope.parse(event.meta["scope"]) if event.meta.get("scope") else None
-        return AnswerReply(surface, MARKUP, is_rated=event.meta.get("kind") == JobKind.ASK.value,
-                           links=self._links(scope) if scope else None)
-
-    def _links(self, scope: Scope) -> Callable[[Sequence[Citation]], Awaitable[LinkResolver]]:
-        async def links(citations: Sequence[Citation]) -> LinkResolver:
-            return await self.links.resolver(scope)
-        return links
+        """A reply for a job from before a restart (bot/discord/late_replies.py)."""
+        return late_reply(self, event, self.jobs.redis, self.links, self.settings.edit_interval_s)
 
     async def _submit(self, job: Job, view: Reply, blob: bytes | None = None) -> bool:
         """Submit ``job`` with its replies going to ``view`` (held until ``router.release(view)``).
@@ -256,7 +223,7 @@ class DiscordAdapter(discord.Client):
             job = dataclasses.replace(job, reads=reads.scope_keys, channel_names=reads.channel_names)
         surface = ChannelSurface(message.channel, reference=message, interval_s=self.settings.edit_interval_s,
                                  store=PostedStore(self.jobs.redis, job.id))
-        view = AnswerReply(surface, MARKUP, links=self._links(scope), is_rated=True)
+        view = AnswerReply(surface, MARKUP, links=self.links.for_answer(scope), is_rated=True)
         if not await self._submit(job, view):
             return
         if opens_thread:
@@ -271,68 +238,18 @@ class DiscordAdapter(discord.Client):
     # ---- 👍/👎 ---------------------------------------------------------------------------------
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
-        """Button clicks and the reason modal's submission; slash commands are the command tree's."""
-        data: dict[str, Any] = dict(interaction.data or {})
-        if interaction.type is discord.InteractionType.component:
-            parsed = parse_rating(str(data.get("custom_id", "")))
-            if parsed is None:
-                return
-            rating, job_id = parsed
-            # Answer first: Discord drops an interaction not acknowledged within 3 seconds.
-            if rating == BAD:
-                await interaction.response.send_modal(ReasonModal(job_id))
-            else:
-                await interaction.response.send_message("Thanks for the rating.", ephemeral=True)
-            await record_rating(self.ratings, "discord", job_id, rating, _rater_of(interaction))
-        elif interaction.type is discord.InteractionType.modal_submit:
-            reason = parse_reason(data)
-            if reason is None:
-                return
-            job_id, text = reason
-            await interaction.response.send_message("Thanks, noted.", ephemeral=True)
-            if text.strip():
-                await record_rating(self.ratings, "discord", job_id, BAD, _rater_of(interaction), text, is_new=False)
+        """Button clicks and the reason modal's submission (bot/discord/feedback.py); slash commands are the
+        command tree's."""
+        await record_feedback(interaction, self.ratings)
 
     # ---- slash commands ------------------------------------------------------------------------
 
-    def _add_commands(self) -> None:
-        """One slash command per entry of the shared command table (bot/commands.py)."""
-        async def model_choices(interaction: discord.Interaction,
-                                current: str) -> list[app_commands.Choice[str]]:
-            names = await self.live_models()
-            matching = [n for n in names if current.lower() in n.lower()][:AUTOCOMPLETE_LIMIT]
-            return [app_commands.Choice(name=n, value=n) for n in matching]
-
-        for spec in commands_for(PLATFORM):
-            command = self._slash_command(spec)
-            if spec.kind is JobKind.SET_MODEL:
-                command.autocomplete("text")(model_choices)
-            self.tree.add_command(command)
-
-        async def ask_about(interaction: discord.Interaction, message: discord.Message) -> None:
-            await self._ask_about_message(interaction, message)
-
-        self.tree.add_command(app_commands.ContextMenu(name=ASK_ABOUT_MESSAGE, callback=ask_about))
-
-    def _slash_command(self, spec: Command) -> app_commands.Command[Any, Any, None]:
-        kind = spec.kind
-        if spec.argument:
-            @app_commands.rename(text=spec.argument)
-            @app_commands.describe(text=spec.argument_help)
-            async def with_text(interaction: discord.Interaction, text: str) -> None:
-                await self._command(interaction, kind, text)
-            callback: Any = with_text
-        else:
-            async def without_text(interaction: discord.Interaction) -> None:
-                await self._command(interaction, kind)
-            callback = without_text
-        return app_commands.Command(name=spec.name, description=spec.description, callback=callback)
-
-    async def _command(self, interaction: discord.Interaction, kind: JobKind, text: str = "") -> None:
+    async def _command(self, interaction: discord.Interaction, kind: JobKind, text: str) -> None:
+        """A slash command (bot/discord/slash_commands.py): acknowledged at once, its job submitted."""
         if not self._admits(interaction.guild, interaction.channel, interaction.user):
             await interaction.response.send_message("Phobos is not enabled here.", ephemeral=True)
             return
-        if kind is JobKind.DM_SEARCH and not await self._may_set_dm_search(interaction):
+        if kind is JobKind.DM_SEARCH and not await may_set_dm_search(interaction):
             return
         deadline = await self._defer(interaction)
         await self._answer(interaction, deadline, kind, text, scope_of(interaction.channel, interaction.guild_id))
@@ -375,7 +292,7 @@ class DiscordAdapter(discord.Client):
             reads = await self.dm_access.reads(interaction.user.id)
             job = dataclasses.replace(job, reads=reads.scope_keys, channel_names=reads.channel_names)
         surface = InteractionSurface(interaction, deadline=deadline, interval_s=self.settings.edit_interval_s)
-        view = AnswerReply(surface, MARKUP, links=self._links(scope), is_rated=kind is JobKind.ASK)
+        view = AnswerReply(surface, MARKUP, links=self.links.for_answer(scope), is_rated=kind is JobKind.ASK)
         if await self._submit(job, view):
             self.router.release(view)
 
@@ -404,48 +321,6 @@ class DiscordAdapter(discord.Client):
             elif self.router.is_pending(job.id):
                 submitted.append(job.id)  # already shared by the message itself: the answer waits for that
         return submitted
-
-    @staticmethod
-    async def _may_set_dm_search(interaction: discord.Interaction) -> bool:
-        """/dm-search is a server's policy: only in a server, only by members who may manage it."""
-        if interaction.guild_id is None:
-            await interaction.response.send_message("Run /dm-search in a server: it decides whether DM "
-                                                    "questions may read that server's channels.", ephemeral=True)
-            return False
-        if not interaction.permissions.manage_guild:
-            await interaction.response.send_message("Only members who can manage this server may change whether "
-                                                    "DM questions read its channels.", ephemeral=True)
-            return False
-        return True
-
-    async def live_models(self) -> list[str]:
-        """Model names that running workers announce in their heartbeats (cached for a few seconds)."""
-        fetched_at, names = self._models_cache
-        if time.monotonic() - fetched_at < MODELS_CACHE_S:
-            return names
-        found: set[str] = set()
-        for raw in await live_heartbeats(self.jobs.redis):
-            found.update(_models_in_heartbeat(raw))
-        names = sorted(found)
-        self._models_cache = (time.monotonic(), names)
-        return names
-
-
-def _models_in_heartbeat(raw: bytes | str) -> list[str]:
-    """Model names in a worker heartbeat: ``{"models": [...]}`` of names or of ``{"name": ...}`` objects."""
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return []
-    models = data.get("models", []) if isinstance(data, dict) else data
-    if not isinstance(models, list):
-        return []
-    return [str(m["name"] if isinstance(m, dict) else m) for m in models if m]
-
-
-def _rater_of(interaction: discord.Interaction) -> str:
-    """``discord:GUILD:USER`` (``dm`` for the guild of a direct message)."""
-    return rater_id("discord", interaction.guild_id, interaction.user.id)
 
 
 def adapter_id() -> str:

@@ -1,8 +1,8 @@
 """👍/👎 on Discord answers: the two buttons a final answer carries and the "what was wrong?" modal.
 
 The buttons' custom_ids carry the rating and the job id (``phobos:rate:bad:<job id>``), so a click
-is understood from the interaction alone, also after the adapter restarts: the adapter handles them in
-``on_interaction`` instead of keeping a view per message in memory.
+is understood from the interaction alone, also after the adapter restarts: :func:`record_feedback`, called
+from the adapter's ``on_interaction``, handles them instead of a view kept per message in memory.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from typing import Any
 
 import discord
 
-from jobs.interactions import BAD, GOOD, RATINGS
+from bot.ratings import rater_id, record_rating
+from jobs.interactions import BAD, GOOD, RATINGS, AsyncRatings
 
 RATE_PREFIX = "phobos:rate:"
 REASON_PREFIX = "phobos:reason:"
@@ -61,3 +62,33 @@ def parse_reason(data: dict[str, Any]) -> tuple[str, str] | None:
             if component.get("custom_id") == REASON_INPUT_ID:
                 reason = str(component.get("value") or "")
     return custom_id.removeprefix(REASON_PREFIX), reason
+
+
+async def record_feedback(interaction: discord.Interaction, ratings: AsyncRatings) -> None:
+    """A 👍/👎 click or the reason modal's submission: answered at once, then recorded; other interactions
+    (slash commands are the command tree's) are left alone."""
+    data: dict[str, Any] = dict(interaction.data or {})
+    if interaction.type is discord.InteractionType.component:
+        parsed = parse_rating(str(data.get("custom_id", "")))
+        if parsed is None:
+            return
+        rating, job_id = parsed
+        # Answer first: Discord drops an interaction not acknowledged within 3 seconds.
+        if rating == BAD:
+            await interaction.response.send_modal(ReasonModal(job_id))
+        else:
+            await interaction.response.send_message("Thanks for the rating.", ephemeral=True)
+        await record_rating(ratings, "discord", job_id, rating, _rater_of(interaction))
+    elif interaction.type is discord.InteractionType.modal_submit:
+        reason = parse_reason(data)
+        if reason is None:
+            return
+        job_id, text = reason
+        await interaction.response.send_message("Thanks, noted.", ephemeral=True)
+        if text.strip():
+            await record_rating(ratings, "discord", job_id, BAD, _rater_of(interaction), text, is_new=False)
+
+
+def _rater_of(interaction: discord.Interaction) -> str:
+    """``discord:GUILD:USER`` (``dm`` for the guild of a direct message)."""
+    return rater_id("discord", interaction.guild_id, interaction.user.id)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import redis.asyncio as aioredis
 
+from bot.reply import LinkResolver, Links
 from core.documents import Citation
 from core.scope import Scope
 
@@ -29,6 +30,12 @@ class SourceLinks:
             raw = await self.redis.hgetall(SOURCE_LINKS_PREFIX + key)
             links.update({_text(name): _text(url) for name, url in raw.items()})
         return lambda citation: links.get(citation.file_name)
+
+    def for_answer(self, scope: Scope) -> Links:
+        """The links an answer in ``scope`` cites, looked up when its sources are shown (not before)."""
+        async def links(citations: Sequence[Citation]) -> LinkResolver:
+            return await self.resolver(scope)
+        return links
 
 
 def _text(value: bytes | str) -> str:

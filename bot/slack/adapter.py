@@ -1,9 +1,10 @@
 """The Slack adapter: Slack events and /phobos become jobs; reply events become Slack messages.
 
 It only translates. A mention, a DM or a slash command becomes a :class:`Job` whose id comes from the
-Slack message (so a retried event is the same job); a shared PDF is downloaded here, with the bot
-token, and handed to the workers as bytes. Replies come back on this adapter's stream and are shown by
-:class:`bot.slack.replies.ReplyRouter`.
+Slack message (so a retried event is the same job); a shared PDF is downloaded with the bot token and
+handed to the workers as bytes (bot/slack/shares.py). Replies come back on this adapter's stream and are
+shown by :class:`bot.slack.replies.ReplyRouter`. The /phobos text is parsed in bot/slack/slash_command.py,
+payload fields are read in bot/slack/payloads.py, the Web API client is built in bot/slack/web_client.py.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import re
 import socket
 from collections.abc import Coroutine, Mapping
 from typing import Any
@@ -21,18 +21,11 @@ from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp, AsyncAssistant, AsyncBoltContext
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-)
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.budget import Budgets
-from bot.commands import commands_for, usage_lines
 from bot.pipeline import ReplyRouter
-from bot.ratelimits import RateGate, current_workspace
-from bot.ratings import rater_id, record_rating
-from bot.reply import NOT_A_FORMAT
+from bot.ratelimits import RateGate
+from bot.ratings import record_rating
 from bot.slack.assistant import (
     GREETING,
     LOADING_MESSAGES,
@@ -44,16 +37,17 @@ from bot.slack.assistant import (
     title_of,
 )
 from bot.slack.feedback import RATE_ACTION_ID, REASON_VIEW_ID, parse_rating, reason_modal, submitted_reason
-from bot.slack.files import FileRejected, SharedFile, download, too_large
 from bot.slack.membership import MEMBER_EVENTS, WORKSPACE_EVENTS, MembershipUnavailable, SlackMembership
+from bot.slack.payloads import PLATFORM, rater_of, sender_of, strip_mention, workspace_of
 from bot.slack.permalinks import PermalinkStore
 from bot.slack.replies import VIA_CHAT, VIA_RESPONSE_URL, Route, escape, make_reply_factory
 from bot.slack.settings import SlackSettings
+from bot.slack.shares import SharedFiles
+from bot.slack.slash_command import SLASH_COMMAND, parse_command
 from bot.slack.surfaces import StreamSupport, gated
+from bot.slack.web_client import web_client
 from bot.tasks import TaskSet
 from core.scope import Scope
-from core.text_safety import normalise_question
-from jobs import keys
 from jobs.client import JobClient
 from jobs.interactions import BAD, AsyncRatings
 from jobs.protocol import Job, JobKind
@@ -63,17 +57,6 @@ from telemetry import metrics
 log = logging.getLogger(__name__)
 CLOSE_TIMEOUT_S = 30.0  # how long close() waits for its tasks to end after cancelling them
 
-PLATFORM = "slack"
-SLASH_COMMAND = "/phobos"
-# Subcommands of /phobos -> job kind, and whether the reply is shown to the whole channel.
-SUBCOMMANDS: dict[str, tuple[JobKind, bool]] = {c.name: (c.kind, c.is_public) for c in commands_for(PLATFORM)}
-USAGE = "\n".join([
-    "*/phobos* answers from the PDFs shared in this channel.",
-    *(f"• `{line.split(': ', 1)[0]}`: {line.split(': ', 1)[1]}" for line in usage_lines("/phobos ", PLATFORM)),
-    "Just `/phobos QUESTION` asks too. Or mention me with a question; share a PDF where I am a member "
-    "and I index it.",
-])
-RATE_LIMIT_RETRIES = 2  # the SDK waits Retry-After and tries again this often before the call fails
 # Message subtypes that carry something a person said or shared; edits, deletions, joins, bot posts
 # (including the message_changed events our own chat.update calls cause) are ignored.
 HANDLED_MESSAGE_SUBTYPES = (None, "file_share", "thread_broadcast")
@@ -112,6 +95,7 @@ class SlackAdapter:
         self._http: aiohttp.ClientSession | None = None
         self._router: ReplyRouter | None = None
         self._router_task: asyncio.Task[None] | None = None
+        self._shared_files: SharedFiles | None = None  # needs the router and the HTTP session: made in start()
         self._tasks = TaskSet()
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
@@ -130,6 +114,8 @@ class SlackAdapter:
                                         append_budgets=append_budgets, streams=self.streams)
         self._router = ReplyRouter(self.job_client, make_reply, reply_timeout_s=self.settings.reply_timeout_s)
         self._router_task = asyncio.create_task(self._router.run())
+        self._shared_files = SharedFiles(self.settings, self.job_client, self.client, self.permalinks, self._http,
+                                         self._router, self._post)
         if self.settings.mode == "socket":
             self._socket = AsyncSocketModeHandler(self.app, self.settings.app_token.get_secret_value(),
                                                   web_client=self.client)
@@ -178,11 +164,11 @@ class SlackAdapter:
         shared_scope = Scope(PLATFORM, team, channel, thread_ts)
         answer_thread = thread_ts or ts
         ingests = await self._ingest_files(event, shared_scope, answer_thread)
-        question = _strip_mention(event.get("text", ""), context.bot_user_id)
+        question = strip_mention(event.get("text", ""), context.bot_user_id)
         if question:
             scope = Scope(PLATFORM, team, channel, answer_thread)
             route = Route(VIA_CHAT, channel, scope.key, thread_ts=answer_thread)
-            self._after(ingests, self._ask(f"slack:{team}:{channel}:{ts}", scope, _sender(event),
+            self._after(ingests, self._ask(f"slack:{team}:{channel}:{ts}", scope, sender_of(event),
                                            question, route))
         elif not event.get("files"):
             await self._post(channel, answer_thread, "Ask me a question after the mention, or try `/phobos`.")
@@ -198,9 +184,9 @@ class SlackAdapter:
         is_dm = event.get("channel_type") == "im"
         # A DM is answered where it was said; a file's status goes in a thread under the file.
         ingests = await self._ingest_files(event, scope, thread_ts or ("" if is_dm else ts), is_addressed=is_dm)
-        question = _strip_mention(event.get("text", ""), context.bot_user_id)
+        question = strip_mention(event.get("text", ""), context.bot_user_id)
         if is_dm and question:
-            self._after(ingests, self._ask(f"slack:{team}:{channel}:{ts}", scope, _sender(event),
+            self._after(ingests, self._ask(f"slack:{team}:{channel}:{ts}", scope, sender_of(event),
                                            question, Route(VIA_CHAT, channel, scope.key,
                                                            thread_ts=thread_ts or ""),
                                            dm_user=str(event.get("user") or "")))
@@ -233,10 +219,10 @@ class SlackAdapter:
         when the asker is a member of it (else in the pane thread's own), and stream the answer there."""
         event = payload
         team, channel, ts, thread_ts = workspace_of(body), event["channel"], event["ts"], event["thread_ts"]
-        user = _sender(event)
+        user = sender_of(event)
         own_scope = Scope(PLATFORM, team, channel, thread_ts)
         ingests = await self._ingest_files(event, own_scope, thread_ts)
-        question = _strip_mention(event.get("text", ""), context.bot_user_id)
+        question = strip_mention(event.get("text", ""), context.bot_user_id)
         if not question:
             return
         if await take_title(self.job_client.redis, channel, thread_ts):
@@ -255,20 +241,12 @@ class SlackAdapter:
 
     async def _on_command(self, ack: Any, command: dict[str, Any]) -> None:
         """/phobos SUBCOMMAND ...: acked at once; the answer comes by response_url or in the channel."""
-        word, _, rest = command.get("text", "").strip().partition(" ")
-        name, rest = word.lower(), rest.strip()
-        if not word or name == "help" or (name == "model" and not rest):
-            await ack(text=USAGE)
-            return
-        if name not in SUBCOMMANDS:  # "/phobos what is X" asks
-            name, rest = "ask", command["text"].strip()
-        kind, is_public = SUBCOMMANDS[name]
-        if kind is JobKind.ASK:
-            rest = normalise_question(rest)  # it is also shown, in the header
-        if kind is JobKind.ASK and not rest:
-            await ack(text="Usage: `/phobos ask QUESTION`")
+        parsed = parse_command(command.get("text", ""))
+        if isinstance(parsed, str):  # usage, or a hint: nothing to run
+            await ack(text=parsed)
             return
         await ack()
+        kind, is_public, rest = parsed.kind, parsed.is_public, parsed.text
         team, channel, user = workspace_of(command), command["channel_id"], command["user_id"]
         scope = Scope(PLATFORM, team, channel)  # slash commands carry no thread
         response_type = "in_channel" if is_public else "ephemeral"
@@ -303,7 +281,7 @@ class SlackAdapter:
         if parsed is None:
             return
         rating, job_id = parsed
-        await record_rating(self.ratings, PLATFORM, job_id, rating, _rater_of(body))
+        await record_rating(self.ratings, PLATFORM, job_id, rating, rater_of(body))
         if rating == BAD and body.get("trigger_id"):
             channel = str((body.get("channel") or {}).get("id", ""))
             try:
@@ -317,7 +295,7 @@ class SlackAdapter:
         await ack()
         job_id, reason = submitted_reason(view)
         if job_id and reason.strip():
-            await record_rating(self.ratings, PLATFORM, job_id, BAD, _rater_of(body), reason, is_new=False)
+            await record_rating(self.ratings, PLATFORM, job_id, BAD, rater_of(body), reason, is_new=False)
 
     # ---- jobs
 
@@ -355,57 +333,9 @@ class SlackAdapter:
 
     async def _ingest_files(self, event: Mapping[str, Any], scope: Scope, status_thread: str,
                             is_addressed: bool = True) -> list[str]:
-        """Download each document on the message and submit it for indexing in ``scope``; the submitted job
-        ids. Other files (images, archives, ...) get a word naming the formats when someone talks to Phobos."""
-        submitted: list[str] = []
-        channel, ts = event["channel"], event["ts"]
-        for raw in event.get("files") or []:
-            shared = await self._file_details(raw)
-            if shared is None or not shared.is_pdf:
-                if is_addressed:
-                    name = (shared.name if shared else "") or str(raw.get("name") or "That file")
-                    await self._post(channel, status_thread, f":warning: *{escape(name)}* {escape(NOT_A_FORMAT)}")
-                continue
-            job_id = f"slack:{scope.workspace}:{channel}:{ts}:file:{shared.id}"
-            # A retried event would download the same file again only to be dropped by submit().
-            if await self.job_client.redis.exists(keys.JOB_SEEN_PREFIX + job_id):
-                continue
-            route = Route(VIA_CHAT, channel, scope.key, thread_ts=status_thread, file_name=shared.name)
-            try:
-                if shared.size > self.settings.max_file_bytes:
-                    raise FileRejected(too_large(self.settings.max_file_bytes))
-                assert self._http is not None, "start() the adapter first"
-                blob = await download(self._http, shared.url, self.settings.bot_token.get_secret_value(),
-                                      max_bytes=self.settings.max_file_bytes, hosts=self.settings.file_hosts,
-                                      schemes=self.settings.file_url_schemes)
-            except (FileRejected, aiohttp.ClientError, TimeoutError) as exc:
-                reason = str(exc) if isinstance(exc, FileRejected) else "The download from Slack failed."
-                text = f":warning: *{escape(shared.name)}*: {escape(reason)}"
-                await self._post(channel, status_thread, text)
-                continue
-            await self.permalinks.remember(scope, shared.name, shared.permalink)
-            job = Job(id=job_id, kind=JobKind.INGEST, scope=scope, user=_sender(event),
-                      reply_to=self.job_client.reply_stream, file_name=shared.name,
-                      blob_key=keys.BLOB_PREFIX + job_id, meta=route.to_meta())
-            assert self._router is not None, "start() the adapter first"
-            self._router.ended(job_id)  # before submitting: the index may be ready quickly
-            if (await self.job_client.submit(job, blob=blob)).is_queued:
-                submitted.append(job_id)
-        return submitted
-
-    async def _file_details(self, raw: Mapping[str, Any]) -> SharedFile | None:
-        """The file as the event describes it, or from files.info when the event gives only its id."""
-        if raw.get("url_private") or raw.get("url_private_download"):
-            return SharedFile.from_event(raw)
-        if not raw.get("id"):
-            return None
-        try:
-            info = await self.client.files_info(file=str(raw["id"]))
-        except SlackApiError as exc:
-            metrics.platform_error("slack", exc)
-            log.warning("files.info %s failed: %s", raw.get("id"), exc.response.get("error"))
-            return None
-        return SharedFile.from_event(info["file"])
+        """Submit each document on the message for indexing in ``scope`` (bot/slack/shares.py); the job ids."""
+        assert self._shared_files is not None, "start() the adapter first"
+        return await self._shared_files.ingest(event, scope, status_thread, is_addressed)
 
 
 def adapter_id() -> str:
@@ -416,65 +346,3 @@ def adapter_id() -> str:
 async def serve(settings: SlackSettings, jobs: JobClient) -> None:
     """Run the Slack adapter until cancelled: the entry point for ``phobos slack``."""
     await SlackAdapter(settings, jobs).serve_forever()
-
-
-class CountedRateLimitRetryHandler(AsyncRateLimitErrorRetryHandler):
-    """The SDK's own 429 handler (it waits Retry-After), counting each 429 for /metrics on the way and
-    closing the :class:`RateGate` for that method in the caller's workspace, so no other call goes first."""
-
-    def __init__(self, gate: RateGate | None = None, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.gate = gate
-
-    async def prepare_for_next_attempt_async(self, *, state: Any, request: Any, response: Any = None,
-                                             error: Exception | None = None) -> None:
-        metrics.platform_rate_limited("slack")
-        if self.gate is not None and response is not None:
-            method = str(request.url).rstrip("/").rsplit("/", 1)[-1]
-            self.gate.close_for(current_workspace.get(), method, _retry_after_s(response.headers))
-        await super().prepare_for_next_attempt_async(state=state, request=request, response=response, error=error)
-
-
-def _retry_after_s(headers: Mapping[str, Any]) -> float:
-    for name, value in headers.items():
-        if name.lower() == "retry-after":
-            try:
-                return float(value[0] if isinstance(value, list) else value)
-            except (TypeError, ValueError, IndexError):
-                break
-    return 1.0
-
-
-def web_client(settings: SlackSettings, gate: RateGate | None = None) -> AsyncWebClient:
-    """The Web API client: the SDK's own retries wait out 429s (Retry-After) and connection errors."""
-    return AsyncWebClient(token=settings.bot_token.get_secret_value(), base_url=settings.api_url, retry_handlers=[
-        AsyncConnectionErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
-        CountedRateLimitRetryHandler(gate, max_retry_count=RATE_LIMIT_RETRIES)])
-
-
-def workspace_of(payload: Mapping[str, Any]) -> str:
-    """The workspace a Slack event envelope or slash command belongs to: the one the app is installed in.
-
-    Both carry it as ``team_id``; an event's ``event.team`` names the *user's* team instead, which
-    differs in Slack Connect channels, so it is never used.
-    """
-    return str(payload.get("team_id") or "unknown")
-
-
-def _rater_of(body: Mapping[str, Any]) -> str:
-    """``slack:TEAM:USER`` for an interaction payload (block_actions, view_submission)."""
-    team = (body.get("team") or {}).get("id") or (body.get("user") or {}).get("team_id") or "unknown"
-    return rater_id(PLATFORM, team, (body.get("user") or {}).get("id", ""))
-
-
-def _sender(event: Mapping[str, Any]) -> str:
-    """Who sent an event: the user, else the bot or app that posted it (a workflow, an integration).
-    "" leaves the job counted against its channel (Job.sender_key), never one bucket shared by all."""
-    return str(event.get("user") or event.get("bot_id") or event.get("app_id") or "")
-
-
-def _strip_mention(text: str, bot_user_id: str | None) -> str:
-    """The question without the bot's own @-mention (``<@U123>`` or ``<@U123|phobos>``)."""
-    if bot_user_id:
-        text = re.sub(rf"<@{re.escape(bot_user_id)}(\|[^>]*)?>", " ", text)
-    return " ".join(text.split())

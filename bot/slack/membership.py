@@ -11,7 +11,7 @@ calls a minute per workspace. A page holds up to 999 channels (``limit=999``), s
 call for its asker (ceil(channels / 999) beyond that), plus one for the bot per cache lifetime. With
 answers cached ``ttl_s`` (60 s by default) per asker, 20 questions a minute from 20 different people
 cost at most 20 + 1 = 21 calls a minute, under 50; the same person asking again within ``ttl_s`` costs
-none. Past a limit the SDK waits out Retry-After (bot/slack/adapter.py ``web_client``).
+none. Past a limit the SDK waits out Retry-After (bot/slack/web_client.py).
 
 The cache lives in Redis (every adapter on every host shares it) and is dropped at once, never merely
 aged out, by the events that change what someone reads: ``member_joined_channel`` and
