@@ -3,9 +3,8 @@
 Everything else receives a :class:`Settings` object, or the section of it that belongs to that component
 (``settings.slack``, ``settings.telemetry``, ...; each declared next to its component, on
 :class:`core.env_settings.EnvSection`); nothing else reads the environment. docs/settings.md lists every
-variable. Tokens,
-passwords and REDIS_URL (which may hold one) are ``SecretStr``: reprs and logs show ``**********``, and
-code that needs the value calls ``get_secret_value()`` where it hands it over.
+variable. Tokens, passwords and REDIS_URL (which may hold one) are ``SecretStr``: reprs and logs show
+``**********``, and code that needs the value calls ``get_secret_value()`` where it hands it over.
 """
 
 from __future__ import annotations
