@@ -19,6 +19,7 @@ from bot.commands import usage_lines
 from bot.pipeline import ReplyRouter
 from bot.ratings import rater_id, record_rating
 from bot.reply import AnswerReply, Markup, SurfaceLimits, Update
+from bot.settings import REPLY_TIMEOUT_S
 from core.local_files import read_local_file
 from core.pdf import DocumentError
 from core.scope import Scope
@@ -42,15 +43,15 @@ CHECKED_HEADER = "phobos, checked against the sources>"
 
 class ConsoleAdapter:
     def __init__(self, client: JobClient, user: str = "console-user", scope: Scope = CONSOLE_SCOPE,
-                 out: TextIO = sys.stdout, answer_timeout_s: float = 600.0, ratings: AsyncRatings | None = None,
-                 max_upload_bytes: int = 50_000_000):
+                 out: TextIO = sys.stdout, reply_timeout_s: float = REPLY_TIMEOUT_S,
+                 ratings: AsyncRatings | None = None, max_upload_bytes: int = 50_000_000):
         self.client = client
         self.ratings = ratings or AsyncRatings(client.redis)
         self.last_answer: str | None = None  # the job id of the last answered question, for /good and /bad
         self.user = user
         self.scope = scope
         self.out = out
-        self.answer_timeout_s = answer_timeout_s
+        self.reply_timeout_s = reply_timeout_s
         self.max_upload_bytes = max_upload_bytes
 
     async def run(self, lines: TextIO = sys.stdin) -> None:
@@ -112,7 +113,7 @@ class ConsoleAdapter:
     async def _run(self, job: Job, blob: bytes | None) -> ReplyEvent | None:
         """Submit ``job`` and show its replies through the shared pipeline until it ends."""
         reply = console_reply(self)
-        router = ReplyRouter(self.client, _no_other_jobs, answer_timeout_s=self.answer_timeout_s)
+        router = ReplyRouter(self.client, _no_other_jobs, reply_timeout_s=self.reply_timeout_s)
         router.expect(job.id, reply)
         ended = router.ended(job.id)
         routing = asyncio.create_task(router.run())

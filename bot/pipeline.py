@@ -9,7 +9,7 @@
 - the terminal event (the answer with its sources, or the error) is retried with backoff until the
   reply says it is shown; only then is the job recorded as posted and the event acknowledged. An
   adapter that dies first gets the event again when it restarts, and shows it then, exactly once;
-- a job silent for ``answer_timeout_s`` (its worker is gone for good) gets the reply's give-up line:
+- a job silent for ``reply_timeout_s`` (its worker is gone for good) gets the reply's give-up line:
   one timeout rule, the same on every platform.
 
 Platforms supply the :class:`Reply` (how to post, edit, split and link) and a factory that rebuilds
@@ -24,13 +24,13 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
+from bot.settings import REPLY_TIMEOUT_S
 from jobs.client import Delivery, JobClient
 from jobs.protocol import ReplyEvent, ReplyType
 
 log = logging.getLogger(__name__)
 
 FINAL_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # waits between attempts to show an answer; last repeats
-ANSWER_TIMEOUT_S = 30 * 60
 UPLOAD_WAIT_S = 10 * 60  # a question sent with files waits this long for them to be indexed
 
 
@@ -63,11 +63,11 @@ ReplyFactory = Callable[[ReplyEvent], Reply | None]
 class ReplyRouter:
     """Routes reply events to per-job replies, concurrently; see the module docstring for the promise."""
 
-    def __init__(self, jobs: JobClient, make_reply: ReplyFactory, *, answer_timeout_s: float = ANSWER_TIMEOUT_S,
+    def __init__(self, jobs: JobClient, make_reply: ReplyFactory, *, reply_timeout_s: float = REPLY_TIMEOUT_S,
                  final_backoff_s: tuple[float, ...] = FINAL_BACKOFF_S):
         self.jobs = jobs
         self.make_reply = make_reply
-        self.answer_timeout_s = answer_timeout_s
+        self.reply_timeout_s = reply_timeout_s
         self.final_backoff_s = final_backoff_s
         self._replies: dict[str, Reply] = {}  # by job id; several jobs may share one reply
         self._inboxes: dict[int, asyncio.Queue[Delivery]] = {}  # by id(reply)
@@ -176,7 +176,7 @@ class ReplyRouter:
         silent_s = 0.0
         try:
             while not reply.is_done:
-                if silent_s >= self.answer_timeout_s:
+                if silent_s >= self.reply_timeout_s:
                     log.warning("no reply event for %.0f s; giving up on the job", silent_s)
                     await _best_effort(reply.give_up())
                     return

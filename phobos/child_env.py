@@ -17,8 +17,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from pydantic import AliasChoices, SecretStr
+from pydantic import SecretStr
 
+from core.env_settings import declared_fields, env_names
 from phobos.settings import Settings
 
 # role (the `phobos` command a child runs) -> the secret variables it uses
@@ -34,9 +35,9 @@ SECRET_POINTERS = frozenset({"HF_TOKEN_FILE"})  # not secret themselves, but nam
 def secret_names() -> frozenset[str]:
     """Every environment variable Settings declares as a secret."""
     names = set(SECRET_POINTERS)
-    for field in Settings.model_fields.values():
-        if field.annotation is SecretStr and isinstance(field.validation_alias, AliasChoices):
-            names.update(str(choice) for choice in field.validation_alias.choices)
+    for _section, _name, field in declared_fields(Settings):  # the sections' fields too (settings.slack, ...)
+        if field.annotation is SecretStr:
+            names.update(env_names(field))
     return frozenset(names)
 
 

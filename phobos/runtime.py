@@ -92,9 +92,9 @@ def unreachable(settings: Settings, exc: Exception) -> str:
 
 def serve_metrics(settings: Settings, url: str) -> Health | None:
     """/metrics, /healthz and /readyz on PHOBOS_METRICS_PORT; None (nothing bound) when it is 0."""
-    if not settings.metrics_port:
+    if not settings.telemetry.metrics_port:
         return None
-    return serve(settings.metrics_host, settings.metrics_port, url)
+    return serve(settings.telemetry.metrics_host, settings.telemetry.metrics_port, url)
 
 
 def masked_url(url: str) -> str:
@@ -246,9 +246,9 @@ def build_worker(settings: Settings, client: redis.Redis, embedder: Embedder, ge
     objects built from the settings it shares with other components."""
     from workers.worker import Worker
 
-    interactions = InteractionLog(client, log_text=settings.log_text,
-                                  retention_days=settings.interaction_retention_days,
-                                  max_entries=settings.interaction_max_entries)
+    interactions = InteractionLog(client, log_text=settings.telemetry.log_text,
+                                  retention_days=settings.adapters.interaction_retention_days,
+                                  max_entries=settings.adapters.interaction_max_entries)
     return Worker(client, embedder, generators, registry,
                   settings.worker.model_copy(update={"default_model": default_model}),
                   ingest_limits=ingest_limits(settings), top_k=settings.top_k,

@@ -1,19 +1,24 @@
 """Every setting Phobos reads, with its default. Environment variables and a ``.env`` file set them.
 
-Everything else receives a :class:`Settings` object; nothing else reads the environment. Tokens,
-passwords and REDIS_URL (which may hold one) are ``SecretStr``: reprs and logs show ``**********``, and
-code that needs the value calls ``get_secret_value()`` where it hands it over.
+Everything else receives a :class:`Settings` object, or the section of it that belongs to that component
+(``settings.slack``, ``settings.telemetry``, ...; each declared next to its component, on
+:class:`core.env_settings.EnvSection`); nothing else reads the environment. docs/settings.md lists every
+variable. Tokens, passwords and REDIS_URL (which may hold one) are ``SecretStr``: reprs and logs show
+``**********``, and code that needs the value calls ``get_secret_value()`` where it hands it over.
 """
 
 from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.discord.settings import DiscordSettings
+from bot.settings import AdapterSettings
+from bot.slack.settings import SlackSettings
+from core.env_settings import EnvSection
+from telemetry.settings import TelemetrySettings
 from workers.settings import WorkerSettings
 
 
@@ -21,9 +26,15 @@ def _env(name: str) -> AliasChoices:
     return AliasChoices(name)
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
-                                      populate_by_name=True)
+class CliSettings(EnvSection):
+    """What the `phobos` commands themselves are told."""
+
+    # How long `phobos ask` waits for the final answer.
+    ask_timeout_s: float = Field(600.0, validation_alias=_env("PHOBOS_ASK_TIMEOUT_S"))
+
+
+class Settings(EnvSection):
+    """Every setting; the sections at the end belong to one component each and are handed to it whole."""
 
     # --- where things live ---
     state_dir: Path = Field(Path(".phobos"), validation_alias=_env("PHOBOS_STATE_DIR"))
@@ -93,62 +104,8 @@ class Settings(BaseSettings):
     ocr_engine: str = Field("rapidocr", validation_alias=_env("PHOBOS_OCR_ENGINE"))
     # Unpacked size allowed for an Office file's ZIP package, all parts together (zip-bomb guard).
     max_unpacked_mb: int = Field(200, validation_alias=_env("PHOBOS_MAX_UNPACKED_MB"))
-
     # Pages read, chunked and embedded per step of an ingest; bounds memory and the wait between steps.
     ingest_slice_pages: int = Field(32, validation_alias=_env("PHOBOS_INGEST_SLICE_PAGES"))
-    # How long `phobos ask` and the console wait for a final answer.
-    answer_timeout_s: float = Field(600.0, validation_alias=_env("PHOBOS_ANSWER_TIMEOUT_S"))
-
-    # --- Discord (docs/discord.md); the adapter runs when DISCORD_TOKEN is set ---
-    discord_token: SecretStr = Field(SecretStr(""), validation_alias=_env("DISCORD_TOKEN"))
-    # Application id for the invite URL; empty: learned from Discord at login.
-    discord_application_id: str = Field("", validation_alias=_env("PHOBOS_DISCORD_APPLICATION_ID"))
-    # Sync slash commands to this guild only (instant, for development); empty: globally.
-    discord_dev_guild_id: str = Field("", validation_alias=_env("PHOBOS_DISCORD_DEV_GUILD_ID"))
-    # Comma-separated ids; empty allows all. A thread counts as its parent channel.
-    discord_allowed_guilds: str = Field("", validation_alias=_env("PHOBOS_DISCORD_ALLOWED_GUILDS"))
-    discord_allowed_channels: str = Field("", validation_alias=_env("PHOBOS_DISCORD_ALLOWED_CHANNELS"))
-    discord_allowed_roles: str = Field("", validation_alias=_env("PHOBOS_DISCORD_ALLOWED_ROLES"))
-    discord_allow_dms: bool = Field(True, validation_alias=_env("PHOBOS_DISCORD_ALLOW_DMS"))
-    # A question asked at channel level opens a thread from the message for the answer.
-    discord_thread_on_channel_question: bool = Field(
-        True, validation_alias=_env("PHOBOS_DISCORD_THREAD_ON_CHANNEL_QUESTION"))
-    discord_max_attachment_mb: float = Field(25.0, validation_alias=_env("PHOBOS_DISCORD_MAX_ATTACHMENT_MB"))
-    # At most one edit per message per this many seconds while an answer streams.
-    discord_edit_interval_s: float = Field(1.0, validation_alias=_env("PHOBOS_DISCORD_EDIT_INTERVAL_S"))
-    discord_sync_commands: bool = Field(True, validation_alias=_env("PHOBOS_DISCORD_SYNC_COMMANDS"))
-    # Discord's REST API base (a proxy, or a local fake); empty: discord.py's default.
-    discord_api_url: str = Field("", validation_alias=_env("PHOBOS_DISCORD_API_URL"))
-    # Discord's gateway websocket URL; empty: the one discord.py asks Discord for.
-    discord_gateway_url: str = Field("", validation_alias=_env("PHOBOS_DISCORD_GATEWAY_URL"))
-
-    # --- Slack (docs/slack.md); the adapter runs when SLACK_BOT_TOKEN is set ---
-    slack_bot_token: SecretStr = Field(SecretStr(""), validation_alias=_env("SLACK_BOT_TOKEN"))
-    # App-level token (xapp-..., scope connections:write): Socket Mode only.
-    slack_app_token: SecretStr = Field(SecretStr(""), validation_alias=_env("SLACK_APP_TOKEN"))
-    # HTTP mode only: verifies that requests come from Slack.
-    slack_signing_secret: SecretStr = Field(SecretStr(""), validation_alias=_env("SLACK_SIGNING_SECRET"))
-    slack_mode: str = Field("socket", validation_alias=_env("PHOBOS_SLACK_MODE"))  # socket | http
-    slack_http_host: str = Field("0.0.0.0", validation_alias=_env("PHOBOS_SLACK_HTTP_HOST"))
-    slack_http_port: int = Field(3000, validation_alias=_env("PHOBOS_SLACK_HTTP_PORT"))
-    slack_http_path: str = Field("/slack/events", validation_alias=_env("PHOBOS_SLACK_HTTP_PATH"))
-    slack_max_file_mb: float = Field(50.0, validation_alias=_env("PHOBOS_SLACK_MAX_FILE_MB"))
-    # Comma-separated: the only hosts that receive the bot token when a shared file is downloaded.
-    slack_file_hosts: str = Field("files.slack.com", validation_alias=_env("PHOBOS_SLACK_FILE_HOSTS"))
-    # At most one chat.update per answer per this many seconds while it streams.
-    slack_update_interval_s: float = Field(1.0, validation_alias=_env("PHOBOS_SLACK_UPDATE_INTERVAL_S"))
-    # chat.update/chat.delete calls per minute per workspace, shared by all streaming answers (Tier 3: ~50).
-    slack_edits_per_min: float = Field(45.0, validation_alias=_env("PHOBOS_SLACK_EDITS_PER_MIN"))
-    # Stream answers with chat.startStream/appendStream/stopStream (false: post and edit every answer).
-    slack_native_streaming: bool = Field(True, validation_alias=_env("PHOBOS_SLACK_NATIVE_STREAMING"))
-    # chat.appendStream calls per minute per workspace, shared by all streaming answers (Tier 4: 100+).
-    slack_appends_per_min: float = Field(90.0, validation_alias=_env("PHOBOS_SLACK_APPENDS_PER_MIN"))
-    # Slack Web API base URL (GovSlack: https://slack-gov.com/api/, or a proxy).
-    slack_api_url: str = Field("https://slack.com/api/", validation_alias=_env("PHOBOS_SLACK_API_URL"))
-    # A DM question searches the documents of every channel of the workspace the asker is a member of now.
-    slack_dm_search: bool = Field(True, validation_alias=_env("PHOBOS_SLACK_DM_SEARCH"))
-    # How long a user's channel memberships are cached; membership events (joins, leaves, archives) drop them.
-    slack_membership_ttl_s: float = Field(60.0, validation_alias=_env("PHOBOS_SLACK_MEMBERSHIP_TTL_S"))
 
     # --- the job queue ---
     # A job not finished this long after it was submitted gets an "expired" reply instead of an answer.
@@ -162,36 +119,19 @@ class Settings(BaseSettings):
     # Load the embedder at its first use rather than at start (quick worker restarts in tests).
     lazy_embedder: bool = Field(False, validation_alias=_env("PHOBOS_LAZY_EMBEDDER"))
 
-    # --- the worker (workers/settings.py: its models, queue, memory, claims, links) ---
-    # Its own section, handed whole to the worker; its variables keep their names (PHOBOS_WORKER_ID, ...).
-    # Its alias is one nobody sets; a stray variable named WORKER (the field's name, which populate_by_name
-    # also reads) is not decoded as JSON (NoDecode) and is ignored (_sections_read_their_own_variables).
-    worker: Annotated[WorkerSettings, NoDecode] = Field(default_factory=WorkerSettings,
-                                                        validation_alias=AliasChoices("PHOBOS__WORKER_SECTION"))
-
-    @field_validator("worker", mode="before")
-    @classmethod
-    def _sections_read_their_own_variables(cls, value: object) -> object:
-        return WorkerSettings() if isinstance(value, str) else value
-
-    # --- logging and metrics ---
-    # Empty: INFO for long-running commands (up, worker), WARNING for one-shot ones (ingest, search, ...).
-    log_level: str = Field("", validation_alias=_env("PHOBOS_LOG_LEVEL"))
-    # "text" (human lines) or "json" (one JSON object per line, for log collectors).
-    log_format: str = Field("text", validation_alias=_env("PHOBOS_LOG_FORMAT"))
-    # Port for /metrics, /healthz and /readyz on long-running processes; 0 binds nothing. `phobos up`
-    # gives its worker and adapters the next ports (up: N, worker: N+1, adapters: N+2, ...).
-    metrics_port: int = Field(0, validation_alias=_env("PHOBOS_METRICS_PORT"))
-    # Address the metrics port listens on.
-    metrics_host: str = Field("0.0.0.0", validation_alias=_env("PHOBOS_METRICS_HOST"))
-    # Store question and answer text in logs and in the interaction log; off keeps only ids, scores, timings.
-    log_text: bool = Field(False, validation_alias=_env("PHOBOS_LOG_TEXT"))
-
-    # --- the interaction log (answers and their 👍/👎; `phobos feedback`) ---
-    # Entries older than this are trimmed.
-    interaction_retention_days: float = Field(90.0, validation_alias=_env("PHOBOS_INTERACTION_RETENTION_DAYS"))
-    # The log never holds more entries than this (answers and ratings together).
-    interaction_max_entries: int = Field(100_000, validation_alias=_env("PHOBOS_INTERACTION_MAX_ENTRIES"))
+    # --- sections: each component's settings, declared with it and handed to it whole ---
+    # The aliases are names nobody sets: a section is never parsed from one variable (a stray SLACK=... in
+    # the environment), only from the variables its own fields declare.
+    worker: WorkerSettings = Field(default_factory=WorkerSettings, validation_alias=_env("PHOBOS__WORKER_SECTION"))
+    cli: CliSettings = Field(default_factory=CliSettings, validation_alias=_env("PHOBOS__CLI_SECTION"))
+    adapters: AdapterSettings = Field(default_factory=AdapterSettings,
+                                      validation_alias=_env("PHOBOS__ADAPTERS_SECTION"))
+    slack: SlackSettings = Field(default_factory=SlackSettings,
+                                 validation_alias=_env("PHOBOS__SLACK_SECTION"))
+    discord: DiscordSettings = Field(default_factory=DiscordSettings,
+                                     validation_alias=_env("PHOBOS__DISCORD_SECTION"))
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings,
+                                         validation_alias=_env("PHOBOS__TELEMETRY_SECTION"))
 
     @field_validator("min_relevance", mode="before")
     @classmethod
@@ -209,4 +149,3 @@ class Settings(BaseSettings):
         path = self.state_dir.expanduser().resolve()
         path.mkdir(parents=True, exist_ok=True)
         return path
-

@@ -207,7 +207,7 @@ def child_env(role: str, settings: Settings, url: str, port_offset: int) -> dict
     With the embedded Redis the child finds it through the state dir rather than a URL, so that it too
     starts the server again should it find it gone.
     """
-    port = settings.metrics_port + port_offset if settings.metrics_port else 0
+    port = settings.telemetry.metrics_port + port_offset if settings.telemetry.metrics_port else 0
     env = environment_for(role, {"PHOBOS_METRICS_PORT": str(port)})
     if runtime.is_embedded(settings):
         env.pop("REDIS_URL", None)
@@ -236,7 +236,8 @@ def run_up(settings: Settings, with_console: bool, console: Console) -> int:
     # With the console, every process logs to files: log lines in the middle of a conversation are noise.
     log_dir = settings.state_path / "logs" if with_console else None
     if log_dir is not None:
-        logs.configure(settings.log_level or "INFO", settings.log_format, settings.log_text,
+        telemetry = settings.telemetry
+        logs.configure(telemetry.log_level or "INFO", telemetry.log_format, telemetry.log_text,
                        path=log_dir / "phobos.log")
     with runtime.redis_url(settings) as url:
         health = runtime.serve_metrics(settings, url)

@@ -35,7 +35,7 @@ def test_bad_rates_the_last_console_answer_and_is_exported(redis_server, redis_c
         client = aioredis.Redis.from_url(redis_server.url)
         try:
             console = ConsoleAdapter(JobClient(client, "test-console-rating"), user="ada",
-                                     scope=Scope("console", "test", "rating"), out=out, answer_timeout_s=240)
+                                     scope=Scope("console", "test", "rating"), out=out, reply_timeout_s=240)
             await console.handle_line("/good")  # nothing answered yet
             await console.handle_line(f"/upload {pdf}")
             await console.handle_line("/bad")  # an upload is not an answer

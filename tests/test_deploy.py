@@ -38,6 +38,7 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 from pydantic import AliasChoices, SecretStr
 
+from core.env_settings import declared_fields
 from core.registry import ModelRegistry
 from jobs import keys
 from jobs.connection import RedisOptions, redis_client
@@ -115,7 +116,7 @@ def env_of(container: dict[str, Any]) -> dict[str, Any]:
 def secret_settings() -> set[str]:
     """The environment variables of every SecretStr setting."""
     names: set[str] = set()
-    for field in Settings.model_fields.values():
+    for _section, _name, field in declared_fields(Settings):  # every section's fields too
         if field.annotation is SecretStr:
             alias = field.validation_alias
             assert isinstance(alias, AliasChoices)  # settings declare each as _env(NAME)

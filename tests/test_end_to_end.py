@@ -36,7 +36,7 @@ class Conversation:
         client = aioredis.Redis.from_url(self.redis_url)
         try:
             console = ConsoleAdapter(JobClient(client, f"test-{self.scope.channel}"), scope=self.scope,
-                                     out=self.out, answer_timeout_s=240)
+                                     out=self.out, reply_timeout_s=240)
             return await console.handle_line(line)
         finally:
             await client.aclose()

@@ -32,7 +32,7 @@ def test_settings_reprs_show_no_secret(monkeypatch) -> None:
     settings = Settings()
     shown = repr(settings) + str(settings) + str(settings.model_dump())
     assert not [value for value in SECRETS.values() if value in shown]
-    assert settings.slack_bot_token.get_secret_value() == "xoxb-secret-1"  # there for the code that needs it
+    assert settings.slack.bot_token.get_secret_value() == "xoxb-secret-1"  # there for the code that needs it
     others = repr(SlackSettings(bot_token="xoxb-secret-1", app_token="xapp-secret-2",
                                 signing_secret="signing-secret-3"))
     others += repr(DiscordSettings(token="discord-secret-4"))

@@ -1,5 +1,12 @@
+import warnings
 from pathlib import Path
 
+import pytest
+
+import bot.settings
+from bot.discord.settings import DiscordSettings
+from bot.slack.settings import SlackSettings
+from core.env_settings import declared_fields, env_names
 from phobos.settings import Settings
 from workers.settings import WorkerSettings
 
@@ -10,13 +17,9 @@ def test_env_example_lists_every_setting() -> None:
     example = (ROOT / ".env.example").read_text()
     declared = {line.split("=", 1)[0] for line in example.splitlines() if line and not line.startswith("#")}
     names = set()
-    sections = [Settings, WorkerSettings]  # Settings composes each component's section (settings.worker)
-    for section in sections:
-        for field in section.model_fields.values():
-            if isinstance(field.annotation, type) and field.annotation in sections:
-                continue  # the section itself (an alias nobody sets), not a variable
-            alias = field.validation_alias
-            names.update(alias.choices if hasattr(alias, "choices") else [alias])  # type: ignore[union-attr]
+    for _section, name, field in declared_fields(Settings):
+        if not name.startswith("deprecated_"):
+            names.update(env_names(field))
     assert declared == names
 
 
@@ -40,3 +43,72 @@ def test_the_worker_section_reads_its_variables_by_their_names(monkeypatch) -> N
     assert settings.worker.concurrency == 4 and settings.worker.claims == "drop"
     assert settings.worker.fetch_limits().max_bytes == 1_500_000
     assert WorkerSettings(default_model="echo", worker_id="w").default_model == "echo"  # by field name
+
+
+def test_sections_read_their_own_variables(monkeypatch) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-1")
+    monkeypatch.setenv("PHOBOS_SLACK_FILE_HOSTS", "files.slack.com, files.example.com")
+    monkeypatch.setenv("PHOBOS_SLACK_MAX_FILE_MB", "12.5")
+    monkeypatch.setenv("PHOBOS_DISCORD_ALLOWED_GUILDS", "1, 2")
+    monkeypatch.setenv("PHOBOS_DISCORD_DEV_GUILD_ID", "")
+    monkeypatch.setenv("PHOBOS_DISCORD_APPLICATION_ID", "77")
+    monkeypatch.setenv("PHOBOS_METRICS_PORT", "9100")
+    monkeypatch.setenv("PHOBOS_REPLY_TIMEOUT_S", "30")
+    settings = Settings()
+    assert settings.slack.bot_token.get_secret_value() == "xoxb-1"
+    assert settings.slack.file_hosts == ("files.slack.com", "files.example.com")
+    assert settings.slack.max_file_bytes == 12_500_000
+    assert settings.discord.allowed_guild_ids == frozenset({1, 2})
+    assert settings.discord.dev_guild_id is None and settings.discord.application_id == 77
+    assert settings.telemetry.metrics_port == 9100
+    assert settings.adapters.reply_timeout_s == settings.slack.reply_timeout_s == 30.0
+    assert settings.cli.ask_timeout_s == 600.0  # the CLI's wait is not the adapters' give-up
+
+
+def test_a_stray_variable_named_like_a_section_or_field_is_not_read(monkeypatch) -> None:
+    """Only declared names are read: SLACK=foo is not parsed as the Slack section's JSON, MODE is not its mode."""
+    for name, value in {"SLACK": "foo", "DISCORD": "{broken", "TELEMETRY": "x", "ADAPTERS": "[]", "CLI": "1",
+                        "MODE": "http", "TOKEN": "stray", "OCR": "not-a-bool", "TOP_K": "x"}.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.slack.mode == "socket" and not settings.discord.token.get_secret_value()
+    assert settings.ocr is True and settings.top_k == 5
+
+
+def test_sections_are_built_by_field_name_in_tests() -> None:
+    slack = SlackSettings(bot_token="xoxb-1", mode="http", signing_secret="s", file_hosts=("127.0.0.1",))
+    assert slack.file_hosts == ("127.0.0.1",) and slack.bot_token.get_secret_value() == "xoxb-1"
+    slack.check_usable()
+    with pytest.raises(ValueError, match="app-level token"):
+        SlackSettings(bot_token="xoxb-1").check_usable()
+    with pytest.raises(ValueError, match="SLACK_BOT_TOKEN"):
+        SlackSettings().check_usable()
+    assert DiscordSettings(token="t", dev_guild_id=5).dev_guild_id == 5
+
+
+def test_discord_sizes_are_megabytes_of_a_million_bytes() -> None:
+    assert DiscordSettings(max_attachment_mb=25).max_attachment_bytes == 25_000_000
+    assert SlackSettings(max_file_mb=25).max_file_bytes == 25_000_000
+
+
+def test_the_old_answer_timeout_name_still_sets_the_reply_timeout_once_warned(monkeypatch) -> None:
+    monkeypatch.setenv("PHOBOS_ANSWER_TIMEOUT_S", "1200")
+    monkeypatch.setattr(bot.settings, "_warned_about", set())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        settings = Settings()
+    assert settings.adapters.reply_timeout_s == settings.slack.reply_timeout_s == 1200.0
+    deprecations = [w for w in caught if issubclass(w.category, DeprecationWarning)]
+    assert len(deprecations) == 1 and "PHOBOS_REPLY_TIMEOUT_S" in str(deprecations[0].message)
+    monkeypatch.setenv("PHOBOS_REPLY_TIMEOUT_S", "60")  # the new name wins where both are set
+    assert Settings().adapters.reply_timeout_s == 60.0
+    assert "deprecated_answer_timeout_s" not in Settings().model_dump()["adapters"]
+
+
+def test_a_dotenv_file_follows_the_same_rule(monkeypatch, tmp_path) -> None:
+    (tmp_path / ".env").write_text("SLACK=foo\nMODE=http\nPHOBOS_TOP_K=7\nPHOBOS_SLACK_HTTP_PORT=4000\n"
+                                   "PHOBOS_DISCORD_ALLOWED_ROLES=3,4\n")
+    monkeypatch.chdir(tmp_path)
+    settings = Settings()
+    assert settings.top_k == 7 and settings.slack.http_port == 4000 and settings.slack.mode == "socket"
+    assert settings.discord.allowed_role_ids == frozenset({3, 4})

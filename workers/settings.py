@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.env_settings import EnvSection
 from core.fetch import FetchLimits
 
 
@@ -21,10 +21,7 @@ def _env(name: str) -> AliasChoices:
     return AliasChoices(name)
 
 
-class WorkerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
-                                      populate_by_name=True)
-
+class WorkerSettings(EnvSection):
     # --- the models it serves ---
     # Model used when a conversation has not chosen one (a name in the registry, or "auto").
     default_model: str = Field("smollm2-135m", validation_alias=_env("PHOBOS_DEFAULT_MODEL"))
@@ -59,7 +56,7 @@ class WorkerSettings(BaseSettings):
     memory_ttl_s: int = Field(7 * 24 * 3600, validation_alias=_env("PHOBOS_MEMORY_TTL_S"))
 
     # --- answers ---
-    # A final answer's sentences checked against the sources they cite (core/claims.py): "mark" puts a
+    # A final answer's sentences checked against the sources they cite (core/claims/): "mark" puts a
     # warning sign before each unsupported one, "drop" leaves them out, "off" posts the model's text as is.
     claims: Literal["mark", "drop", "off"] = Field("mark", validation_alias=_env("PHOBOS_CLAIMS"))
 

@@ -52,6 +52,7 @@ from bot.reply import NOT_A_FORMAT, QuietReply
 from bot.tasks import TaskSet
 from core.formats import ACCEPTED
 from core.scope import Scope
+from core.sizes import mb_from_bytes
 from core.text_safety import escape_name, normalise_question
 from jobs.client import JobClient
 from jobs.interactions import AsyncRatings
@@ -83,7 +84,7 @@ class DiscordAdapter(discord.Client):
         self.models = LiveModels(jobs.redis)  # for /model's autocomplete
         self.tree = app_commands.CommandTree(self, allowed_installs=INSTALLS, allowed_contexts=CONTEXTS)
         add_commands(self.tree, self._command, self._ask_about_message, self.models.names)
-        self.router = ReplyRouter(jobs, self._late_reply, answer_timeout_s=settings.answer_timeout_s)
+        self.router = ReplyRouter(jobs, self._late_reply, reply_timeout_s=settings.reply_timeout_s)
         self._tasks = TaskSet()
 
     # ---- lifecycle -----------------------------------------------------------------------------
@@ -180,7 +181,7 @@ class DiscordAdapter(discord.Client):
             name = escape_name(attachment.filename)  # shown, linked and stored under this one name
             if attachment.size > self.settings.max_attachment_bytes:
                 board.fail(name,
-                           f"is {attachment.size / 2**20:.1f} MB; the limit here is {limit_mb:g} MB.")
+                           f"is {mb_from_bytes(attachment.size):.1f} MB; the limit here is {limit_mb:g} MB.")
                 continue
             try:
                 # Now, not later: Discord's attachment URLs expire.
@@ -333,7 +334,7 @@ async def serve(settings: DiscordSettings, jobs: JobClient, **client_options: An
     adapter = DiscordAdapter(settings, jobs, **client_options)
     try:
         async with adapter:
-            await adapter.start(settings.token)
+            await adapter.start(settings.token.get_secret_value())
     except discord.LoginFailure as exc:
         raise SystemExit("Discord refused DISCORD_TOKEN; copy the bot token again (docs/discord.md)") from exc
     except discord.PrivilegedIntentsRequired as exc:

@@ -72,7 +72,8 @@ class SlackAdapter:
         self.gate = RateGate()  # 429s per method and workspace, shared by every reply
         self.streams = StreamSupport(settings.native_streaming)
         self.client = web_client(settings, self.gate)
-        self.app = AsyncApp(client=self.client, signing_secret=settings.signing_secret, name="phobos")
+        self.app = AsyncApp(client=self.client, signing_secret=settings.signing_secret.get_secret_value(),
+                            name="phobos")
         self.app.event("app_mention")(self._on_mention)
         self.app.event("message")(self._on_message)
         self.app.command(SLASH_COMMAND)(self._on_command)
@@ -111,12 +112,13 @@ class SlackAdapter:
                                         limit=self.settings.message_limit,
                                         update_interval_s=self.settings.update_interval_s, gate=self.gate,
                                         append_budgets=append_budgets, streams=self.streams)
-        self._router = ReplyRouter(self.job_client, make_reply, answer_timeout_s=self.settings.answer_timeout_s)
+        self._router = ReplyRouter(self.job_client, make_reply, reply_timeout_s=self.settings.reply_timeout_s)
         self._router_task = asyncio.create_task(self._router.run())
         self._shared_files = SharedFiles(self.settings, self.job_client, self.client, self.permalinks, self._http,
                                          self._router, self._post)
         if self.settings.mode == "socket":
-            self._socket = AsyncSocketModeHandler(self.app, self.settings.app_token, web_client=self.client)
+            self._socket = AsyncSocketModeHandler(self.app, self.settings.app_token.get_secret_value(),
+                                                  web_client=self.client)
             await self._socket.connect_async()
         else:
             self._runner = web.AppRunner(self.app.web_app(path=self.settings.http_path))

@@ -9,10 +9,10 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
+from bot.slack.limits import DEFAULT_FILE_HOSTS
 from core.formats import accepted_name
 from core.text_safety import escape_name
 
-DEFAULT_FILE_HOSTS = ("files.slack.com",)
 MAX_REDIRECTS = 3
 DOWNLOAD_TIMEOUT_S = 60.0
 CHUNK_BYTES = 64 * 1024

@@ -19,13 +19,10 @@ from bot.budget import Budgets, EditBudget
 from bot.messages import PostedStore
 from bot.ratelimits import RateGate
 from bot.reply import AnswerReply, LinkResolver, Markup
+from bot.slack.limits import APPENDS_PER_MIN, EDITS_PER_MIN, SLACK_TEXT_LIMIT, UPDATE_INTERVAL_S
 from bot.slack.permalinks import PermalinkStore
 from bot.slack.surfaces import (
-    APPENDS_PER_MIN,
-    EDITS_PER_MIN,
-    SLACK_TEXT_LIMIT,
     UNLIMITED_EDITS_PER_MIN,
-    UPDATE_INTERVAL_S,
     VIA_CHAT,
     VIA_RESPONSE_URL,
     ChatSurface,

@@ -67,7 +67,7 @@ class SharedFiles:
             try:
                 if shared.size > self.settings.max_file_bytes:
                     raise FileRejected(too_large(self.settings.max_file_bytes))
-                blob = await download(self.http, shared.url, self.settings.bot_token,
+                blob = await download(self.http, shared.url, self.settings.bot_token.get_secret_value(),
                                       max_bytes=self.settings.max_file_bytes, hosts=self.settings.file_hosts,
                                       schemes=self.settings.file_url_schemes)
             except (FileRejected, aiohttp.ClientError, TimeoutError) as exc:

@@ -36,16 +36,13 @@ from bot.messages import PostedMessages, PostedStore
 from bot.ratelimits import RateGate, current_workspace
 from bot.reply import SurfaceLimits, Update
 from bot.slack.feedback import SECTION_TEXT_LIMIT, answer_blocks, rating_block, text_blocks
+from bot.slack.limits import SLACK_TEXT_LIMIT, UPDATE_INTERVAL_S
 from bot.tasks import finish_anyway
 from core.scope import Scope
 from telemetry import metrics
 
 log = logging.getLogger(__name__)
 
-SLACK_TEXT_LIMIT = 3900  # chat.postMessage accepts 4,000 characters of text; leave room for fences
-UPDATE_INTERVAL_S = 1.0  # the fastest one answer is edited; the workspace's edit budget may slow it
-EDITS_PER_MIN = 45  # chat.update + chat.delete per workspace (Tier 3 allows about 50; leave room)
-APPENDS_PER_MIN = 90  # chat.appendStream per workspace (Tier 4 allows 100+; leave room)
 UNLIMITED_EDITS_PER_MIN = 6000.0  # a reply without a shared budget (one-off use, tests)
 NOT_ALLOWED_HERE = ("not_in_channel", "channel_not_found", "is_archived", "restricted_action")
 MESSAGE_GONE = ("message_not_found", "cant_update_message", "edit_window_closed")

@@ -51,6 +51,6 @@ def _retry_after_s(headers: Mapping[str, Any]) -> float:
 
 def web_client(settings: SlackSettings, gate: RateGate | None = None) -> AsyncWebClient:
     """The Web API client: the SDK's own retries wait out 429s (Retry-After) and connection errors."""
-    return AsyncWebClient(token=settings.bot_token, base_url=settings.api_url, retry_handlers=[
+    return AsyncWebClient(token=settings.bot_token.get_secret_value(), base_url=settings.api_url, retry_handlers=[
         AsyncConnectionErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
         CountedRateLimitRetryHandler(gate, max_retry_count=RATE_LIMIT_RETRIES)])
