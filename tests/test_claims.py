@@ -1,4 +1,4 @@
-"""The claim check (core/claims.py) and what a reader sees of it (core/claim_marks.py), with the real embedder."""
+"""The claim check (core/claims/) and what a reader sees of it (core/claim_marks.py), with the real embedder."""
 
 from __future__ import annotations
 
