@@ -102,12 +102,21 @@ def check_answer(answer: str, sources: Sequence[str], embedder: Embedder,
     # with a semicolon, and the true half alone would make the whole sentence look close to a source.
     clauses: dict[int, list[str]] = {}  # kept index -> its clauses (the sentence itself when it has one)
     candidates: dict[tuple[int, int], list[int]] = {}  # (kept index, clause) -> source units to compare with
+    lead_in = ""  # the sentence ending in a colon that the list items below it complete
     for i, span in enumerate(kept):
         sentence = answer[span.start:span.end]
         cited = cited_sources(sentence, len(sources)) or tuple(n for n in span.inherited if 1 <= n <= len(sources))
         cited_of[i], against_of[i] = cited, [n - 1 for n in cited] or everything
-        if not span.is_code and _is_claim(sentence):
+        if span.is_code:
+            continue
+        if _is_claim(sentence):
             clauses[i] = _clauses(_claim_text(sentence))
+        elif span.is_item and lead_in and _is_fragment(sentence):
+            # "The platforms are:" then "- Windows": the item alone says nothing; with its lead-in it claims.
+            clauses[i] = [lead_in + " " + _claim_text(sentence)]
+        if not span.is_item:
+            lead_in = _claim_text(sentence).rstrip(":").strip() if _is_lead_in(sentence) else ""
+        if i in clauses:
             for c, clause in enumerate(clauses[i]):
                 candidates[(i, c)] = candidate_units(content_stems(clause), against_of[i], unit_stems,
                                                       unit_source, unit_width)
@@ -203,6 +212,15 @@ def _is_claim(sentence: str) -> bool:
     if text.endswith(":") and len(words) <= 12 and not exact_terms(sentence):
         return False  # a lead-in to a list
     return not (len(words) <= NON_CLAIM_MAX_WORDS and any(p.search(text) for p in _NON_CLAIMS))
+
+
+def _is_lead_in(sentence: str) -> bool:
+    return normalise(CITATION.sub(" ", sentence)).strip(" *_").endswith(":")
+
+
+def _is_fragment(sentence: str) -> bool:
+    """A list item too short to claim anything by itself ("Windows", "gcc 12")."""
+    return len(normalise(CITATION.sub(" ", sentence)).strip(" *_.").split()) < 3
 
 
 CLAUSE_MIN_WORDS = 4  # a shorter piece between semicolons is no claim of its own ("e.g.; see below")

@@ -29,6 +29,7 @@ class Span:
     end: int
     inherited: tuple[int, ...] = ()  # citations written before the sentence, at the start of its line
     is_code: bool = False
+    is_item: bool = False  # a list item (its line starts with a bullet or a number)
 
 
 def split_sentences(answer: str) -> list[str]:
@@ -52,6 +53,7 @@ def _prose_spans(text: str, start: int, end: int) -> list[Span]:
     offset = start
     for line in text[start:end].split("\n"):
         line_start, offset = offset, offset + len(line) + 1
+        is_item = _BULLET.match(line) is not None
         prefix = _BULLET.match(line) or _HEADING.match(line)
         body_start = prefix.end() if prefix else 0
         leading = _LEADINGCITATIONS.match(line, body_start)
@@ -65,9 +67,9 @@ def _prose_spans(text: str, start: int, end: int) -> list[Span]:
         for match in _END.finditer(masked, body_start):
             if not _ends_sentence(masked, match.start(), match.end()):
                 continue
-            _add(spans, line, line_start, piece_start, match.end(), inherited)
+            _add(spans, line, line_start, piece_start, match.end(), inherited, is_item)
             piece_start = match.end()
-        _add(spans, line, line_start, piece_start, len(line), inherited)
+        _add(spans, line, line_start, piece_start, len(line), inherited, is_item)
     return spans
 
 
@@ -88,13 +90,15 @@ def _ends_sentence(line: str, punct_at: int, after: int) -> bool:
     return not (len(token) == 1 and word.group(1).isupper())  # an initial: "J. Smith"
 
 
-def _add(spans: list[Span], line: str, line_start: int, start: int, end: int, inherited: tuple[int, ...]) -> None:
+def _add(spans: list[Span], line: str, line_start: int, start: int, end: int, inherited: tuple[int, ...],
+         is_item: bool) -> None:
     piece = line[start:end]
     stripped = piece.strip()
     if not stripped or not re.search(r"\w", CITATION.sub("", stripped)):
         return
     lead = len(piece) - len(piece.lstrip())
-    spans.append(Span(line_start + start + lead, line_start + start + lead + len(stripped), inherited))
+    spans.append(Span(line_start + start + lead, line_start + start + lead + len(stripped), inherited,
+                      is_item=is_item))
 
 
 def _numbers_in(citations: str) -> list[int]:

@@ -36,18 +36,24 @@ _TERM_PATTERNS = (
     ("quote", re.compile(r"(?<![\w'’])['‘]([^'‘’\n]{1,80})['’](?![\w'’])")),
     ("option", re.compile(r"(?<![\w\-–—/.])(?:--?|[–—])[A-Za-z][\w\-]*(?:=[\w.\-/]+)?")),
     ("path", re.compile(r"(?<![\w/])(?:~|\.{1,2})?/[\w.\-]+(?:/[\w.\-]+)*/?")),
+    # Two names joined by a slash ("gcc/clang", "C/C++"): each must occur; "and/or" is no term.
+    ("slash", re.compile(r"(?<![\w/.:])[A-Za-z][\w+#.\-]*/[A-Za-z0-9][\w+#.\-]*(?<![.\-])(?![\w/])")),
     ("call", re.compile(r"\b([A-Za-z_][\w.]*\w)\((?:\)|[^()\n]{0,40}\))")),
     ("dotted", re.compile(r"(?<![\w.\-])([A-Za-z_][\w\-]*(?:\.[A-Za-z_]\w*)+)(?![\w(])")),
     ("snake", re.compile(r"\b[A-Za-z0-9]+(?:_[A-Za-z0-9]+)+\b")),
     ("camel", re.compile(r"\b[a-z]+[A-Z][A-Za-z0-9]*\b|\b[A-Z][a-z]+[A-Z][A-Za-z0-9]*\b")),
     ("number", re.compile(r"(?<![\w.])[-+]?\d(?:[\d,]*\d)?(?:\.\d+)*%?")),
+    # A capitalised name inside a sentence (not its first word): a product, a person, a system. Small
+    # models invent them ("Visual Studio", "Ubuntu") next to a true statement, and cosine does not notice.
+    ("name", re.compile(r"(?<=[\w,;)] )[A-Z][\w+#]*[A-Za-z0-9+#](?:[ -][A-Z][\w+#]*)*")),
 )
+_SLASH_WORDS = frozenset({"and/or", "n/a", "w/o", "i/o", "either/or", "he/she", "his/her", "yes/no", "on/off"})
 _DOTTED_WORDS = frozenset({"e.g", "i.e", "et.al", "a.m", "p.m", "u.s", "u.k", "vs", "a.k.a", "w.r.t", "ph.d"})
 
 
 @dataclass(frozen=True)
 class Term:
-    kind: str  # url, code, quote, option, path, call, dotted, snake, camel, number
+    kind: str  # url, code, quote, option, path, call, dotted, snake, camel, number, slash, name
     text: str  # as written in the sentence
 
 
@@ -67,6 +73,8 @@ def exact_terms(sentence: str) -> list[Term]:
                 continue
             if kind == "number" and not re.search(r"\d", value):
                 continue
+            if kind == "slash" and value.casefold() in _SLASH_WORDS:
+                continue
             if value:
                 terms.append(Term(kind, value))
                 for i in range(match.start(), match.end()):
@@ -78,6 +86,10 @@ def term_occurs(term: Term, source: str) -> bool:
     """Whether ``term`` occurs in ``source`` (already :func:`normalise`\\ d), as a whole token."""
     if term.kind == "number":
         return _number_occurs(term.text, source)
+    if term.kind == "slash" and term_occurs(Term("dotted", term.text), source):
+        return True  # written the same way in the source
+    if term.kind == "slash":
+        return all(term_occurs(Term("dotted", part), source) for part in term.text.split("/") if part)
     value = normalise(term.text)
     if term.kind == "call":
         value = value.split("(", 1)[0]
