@@ -1,4 +1,4 @@
-"""The claim check (core/claims.py) against hand labels: precision and recall per split, its cost, as JSON.
+"""The claim check (core/claims/) against hand labels: precision and recall per split, its cost, as JSON.
 
     .venv/bin/python bench/claim_check.py [--calibrate] [--out bench/results/claim_check.json]
 
@@ -16,7 +16,7 @@ A sentence labelled not_a_claim that the check marks counts against precision.
 
 ``--calibrate`` picks ``ClaimThresholds`` on the DEV labels only (the grid below, best F1 of the
 unsupported class, ties to the higher precision) and reports both splits with them; without it the
-thresholds in core/claims.py are used. Held-out labels never choose a threshold.
+thresholds in core/claims/ are used. Held-out labels never choose a threshold.
 The cost: the check's seconds per answer over every answer in the file, with the default embedder.
 """
 
@@ -137,7 +137,7 @@ def main() -> None:
     limits = calibrate([i for i in items if i.split == "dev"]) if args.calibrate else ClaimThresholds()
 
     report: dict = {
-        "thresholds": asdict(limits), "calibrated_on": "dev" if args.calibrate else "defaults in core/claims.py",
+        "thresholds": asdict(limits), "calibrated_on": "dev" if args.calibrate else "defaults in core/claims/",
         "labels": len(labels), "labels_not_matched": missing,
         "embedder": settings.embedder, "machine": f"{platform.machine()}, {platform.processor() or ''}".strip(", "),
     }

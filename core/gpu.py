@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from core.registry import ModelRegistry, ModelSpec
 
 GIB = 1024**3
-CPU_DEFAULT_MODEL = "smollm2-135m"
+# Without a GPU big enough: the most correct model that answers within seconds on a CPU, chosen by
+# bench/answer_quality.py and bench/answer_speed.py (README, "Models").
+CPU_DEFAULT_MODEL = "extractive"
 FLASH_ATTENTION_MIN_CAPABILITY = (8, 0)  # flash-attn 2 kernels need Ampere or newer
 BF16_MIN_CAPABILITY = (8, 0)  # bf16 tensor cores arrived with Ampere; older cards emulate it slowly
 

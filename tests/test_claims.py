@@ -1,4 +1,4 @@
-"""The claim check (core/claims.py) and what a reader sees of it (core/claim_marks.py), with the real embedder."""
+"""The claim check (core/claims/) and what a reader sees of it (core/claim_marks.py), with the real embedder."""
 
 from __future__ import annotations
 
@@ -105,11 +105,45 @@ def test_a_true_clause_does_not_carry_an_invented_one_joined_by_a_semicolon(embe
     assert not sentence.supported, sentence
 
 
+def test_names_inside_a_sentence_and_slash_pairs_are_exact_terms() -> None:
+    terms = {(t.kind, t.text) for t in exact_terms(
+        "Install it with gcc/clang on Windows or OS X, using Visual Studio 2017 and/or the R console.")}
+    assert terms == {("slash", "gcc/clang"), ("name", "Windows"), ("name", "OS X"), ("name", "Visual Studio"),
+                     ("number", "2017")}  # "Install" opens the sentence, "R" is one letter, "and/or" no term
+
+
+def test_an_invented_name_next_to_a_true_statement_makes_it_unsupported(embedder) -> None:
+    answer = ("The lighthouse lens was made in 1872 in Birmingham [1]. "
+              "The lighthouse lens was made in 1872 in Birmingham by Siemens [1].")
+    true, invented = check_answer(answer, [LIGHTHOUSE, VOLCANO], embedder).sentences
+    assert true.supported, true
+    assert not invented.supported and invented.missing_terms == ("Siemens",)
+
+
+def test_both_halves_of_a_slash_pair_must_occur(embedder) -> None:
+    answer = ("The lamp is cleaned every Tuesday by the keeper/lighthouse staff [1]. "
+              "The lens was made by a glassworks in Birmingham/Glasgow [1].")
+    both, invented = check_answer(answer, [LIGHTHOUSE], embedder).sentences
+    assert both.supported, both
+    assert not invented.supported and invented.missing_terms == ("Birmingham/Glasgow",)
+
+
+def test_a_short_list_item_is_checked_with_the_lead_in_it_completes(embedder) -> None:
+    answer = ("The lighthouse lamp is cleaned by:\n- the keeper\n- a crew of penguins\n\n"
+              "Mount Kessler:\n- erupted in 1931 [2]")
+    checks = check_answer(answer, [LIGHTHOUSE, VOLCANO], embedder).sentences
+    by_text = {c.text: c for c in checks}
+    assert not by_text["The lighthouse lamp is cleaned by:"].is_claim  # a lead-in claims nothing alone
+    assert by_text["the keeper"].is_claim and by_text["the keeper"].supported, by_text["the keeper"]
+    assert by_text["a crew of penguins"].is_claim and not by_text["a crew of penguins"].supported
+    assert by_text["erupted in 1931 [2]"].supported  # an item with its own terms is a claim by itself
+
+
 def test_a_sentence_is_checked_against_the_sources_it_cites_only(embedder) -> None:
     answer = "Mount Kessler last erupted in 1931 [1]. Mount Kessler last erupted in 1931, it says."
     check = check_answer(answer, [LIGHTHOUSE, VOLCANO], embedder)
     cites_wrong, cites_none = check.sentences
-    assert not cites_wrong.supported and cites_wrong.missing_terms == ("1931",)
+    assert not cites_wrong.supported and cites_wrong.missing_terms == ("1931", "Kessler")  # a name too
     assert cites_none.supported and cites_none.cited == () and cites_none.best_source == 2
 
 

@@ -44,7 +44,7 @@ SYNTHETIC = ModelRegistry(
 
 @pytest.mark.parametrize(
     ("free_gb", "expected"),
-    [(None, "smollm2-135m"), (3.0, "smollm2-135m"), (5.0, "small-4bit"), (8.5, "small"),
+    [(None, gpu.CPU_DEFAULT_MODEL), (3.0, gpu.CPU_DEFAULT_MODEL), (5.0, "small-4bit"), (8.5, "small"),
      (12.0, "big-4bit"), (79.0, "big")],
 )
 def test_auto_picks_the_largest_candidate_that_fits(free_gb: float | None, expected: str) -> None:
@@ -181,5 +181,5 @@ def test_worker_settings_resolve_auto_to_the_cpu_default_without_a_gpu(monkeypat
 
     monkeypatch.setattr(core.gpu, "best_device", lambda: None)  # this machine's truth, made explicit
     settings = Settings(worker=WorkerSettings(PHOBOS_DEFAULT_MODEL="auto"))
-    names, default = resolve_auto(settings, ModelRegistry.load(), ["auto", "extractive"])
-    assert names == ["smollm2-135m", "extractive"] and default == "smollm2-135m"
+    names, default = resolve_auto(settings, ModelRegistry.load(), ["auto", "smollm2-135m"])
+    assert names == ["extractive", "smollm2-135m"] and default == "extractive"
