@@ -31,7 +31,7 @@ def test_environment_overrides_defaults(monkeypatch, tmp_path) -> None:
     assert settings.top_k == 9
     assert settings.redis_url.get_secret_value() == "redis://example:6379/0"
     assert settings.state_path == (tmp_path / "state").resolve() and settings.state_path.is_dir()
-    assert settings.worker.served_models() == ["smollm2-135m", "extractive"]
+    assert settings.worker.served_models() == ["extractive", "smollm2-135m"]
 
 
 def test_the_worker_section_reads_its_variables_by_their_names(monkeypatch) -> None:

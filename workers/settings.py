@@ -23,10 +23,11 @@ def _env(name: str) -> AliasChoices:
 
 class WorkerSettings(EnvSection):
     # --- the models it serves ---
-    # Model used when a conversation has not chosen one (a name in the registry, or "auto").
-    default_model: str = Field("smollm2-135m", validation_alias=_env("PHOBOS_DEFAULT_MODEL"))
+    # Model used when a conversation has not chosen one (a name in the registry, or "auto"). The offline
+    # default is the most correct model within the README's speed limits on a 2-core CPU (bench/answer_quality.py).
+    default_model: str = Field("extractive", validation_alias=_env("PHOBOS_DEFAULT_MODEL"))
     # Comma-separated models this worker loads and serves.
-    worker_models: str = Field("smollm2-135m,extractive", validation_alias=_env("PHOBOS_WORKER_MODELS"))
+    worker_models: str = Field("extractive,smollm2-135m", validation_alias=_env("PHOBOS_WORKER_MODELS"))
 
     # --- the job queue ---
     # This worker's consumer name; empty: host-pid-random. A stable name lets a restarted worker take
