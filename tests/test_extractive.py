@@ -17,7 +17,8 @@ SOURCE_2 = ("Memory limits. R keeps all objects in memory. On Unix the limit on 
 
 def messages(question: str, *sources: str) -> list[ChatMessage]:
     lines = "\n".join(f"[{n}] (manual.pdf, p. {n}) {text}" for n, text in enumerate(sources, 1))
-    return [ChatMessage("system", RAG_SYSTEM), ChatMessage("user", f"{SOURCES_HEADER}\n{lines}\n\nQuestion: {question}")]
+    user = f"{SOURCES_HEADER}\n{lines}\n\nQuestion: {question}"
+    return [ChatMessage("system", RAG_SYSTEM), ChatMessage("user", user)]
 
 
 def answer(question: str, *sources: str, words: int = 256) -> str:
