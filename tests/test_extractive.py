@@ -45,9 +45,12 @@ def test_a_question_sharing_no_word_with_the_sources_gets_their_opening_words() 
     assert text.startswith("[1] Installing packages.") and "[2] Memory limits." in text
 
 
-def test_the_word_budget_holds() -> None:
+def test_the_word_budget_ends_at_the_end_of_a_sentence() -> None:
     text = answer("Which option sets the limit on the vector heap?", SOURCE_1, SOURCE_2, words=5)
-    assert len([w for w in text.split() if not w.startswith("[")]) == 5
+    assert text.strip() == "[2] On Unix the limit on the vector heap is set with the --max-vsize option."
+    run_on = "word " * 200 + "heap limit."
+    cut = answer("What is the heap limit?", run_on, words=5)
+    assert len(cut.split()) == 1 + 5 + 40  # the citation, the budget, and no more than 40 words past it
 
 
 def test_no_sources_means_no_quote_and_a_cancel_stops_it() -> None:

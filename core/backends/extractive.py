@@ -27,6 +27,7 @@ QUOTED_SOURCES = 2  # the fallback: opening words of this many top sources
 NO_SOURCES_REPLY = "I can only quote shared documents, and there are none to quote for this question."
 RANK_BONUS = 0.5  # added to the best source's sentences, falling linearly to 0 for the last source
 FOLLOWING_SENTENCES = 1  # quoted after each chosen sentence
+SENTENCE_OVERRUN_WORDS = 40  # words past the budget allowed to finish the sentence it runs out in
 MIN_SENTENCE_WORDS = 4  # shorter pieces (headings, page numbers) are not chosen on their own
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9>])")
 
@@ -75,11 +76,16 @@ def extract(question: str, sources: Sequence[tuple[int, str]], words_budget: int
         yield f"[{number}] "
         previous = None
         for i, sentence in picked:
+            if words_left <= 0:
+                break
             if previous is not None and i != previous + 1:
                 yield "… "
             previous = i
-            for word in sentence.split()[:words_left]:
-                words_left -= 1
+            # The budget ends where a sentence ends: the one it runs out in is finished, unless it is a run-on
+            # (a table or a listing read as one sentence).
+            words = sentence.split()[:words_left + SENTENCE_OVERRUN_WORDS]
+            words_left -= len(words)
+            for word in words:
                 yield word + " "
         yield "\n"
         if words_left <= 0:
