@@ -26,9 +26,6 @@ CORE_MUST_NOT_IMPORT = frozenset({"redis", "slack_sdk", "slack_bolt", "discord",
 CORE_EXCEPTIONS = {"core/backends/openai_backend.py": frozenset({"openai"})}
 
 MAX_LINES = 400
-# Still over MAX_LINES while they are being split (issue 22); each xfails on its own until it is done.
-STILL_OVER = frozenset({"core/pdf_sandbox.py", "core/backends/transformers_backend.py", "core/serving/engine.py",
-                        "core/claims.py", "bot/slack/adapter.py", "bot/discord/adapter.py", "phobos/cli.py"})
 SKIPPED_DIRS = {"bench", "tests", "build", "deploy", "docs"}
 
 
@@ -86,9 +83,7 @@ def test_the_checker_sees_an_upward_import(tmp_path: Path) -> None:
     assert imported(module) == {"workers.worker", "redis.asyncio"}
 
 
-@pytest.mark.parametrize("path", [
-    pytest.param(p, marks=pytest.mark.xfail(reason="being split (issue 22)", strict=False))
-    if _name(p) in STILL_OVER else p for p in MODULES], ids=_name)
+@pytest.mark.parametrize("path", MODULES, ids=_name)
 def test_no_module_is_over_400_lines(path: Path) -> None:
     lines = len(path.read_text().splitlines())
     assert lines <= MAX_LINES, f"{_name(path)} has {lines} lines"
