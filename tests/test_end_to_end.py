@@ -51,7 +51,7 @@ def write(path: Path, data: bytes) -> str:
 
 
 def test_ingest_then_ask_cites_the_right_page(redis_server, start_worker, tmp_path) -> None:
-    start_worker("smollm2-135m", PHOBOS_TOP_K="1", PHOBOS_CHUNK_TOKENS="60")
+    start_worker("smollm2-135m", PHOBOS_DEFAULT_MODEL="smollm2-135m", PHOBOS_TOP_K="1", PHOBOS_CHUNK_TOKENS="60")
     talk = Conversation(redis_server.url, "facts")
     uploaded = talk("/upload " + write(tmp_path / "facts.pdf", pdf_with_pages(FACT_PAGES)))
     assert uploaded is not None and uploaded.type is ReplyType.FINAL

@@ -20,16 +20,23 @@ class HeartbeatThread(threading.Thread):
         self.info = info
         self.ttl_s = ttl_s
         self._stop_event = threading.Event()
+        # Held while a beat is sent: a beat still in flight when the worker stops (a slow Redis on a busy
+        # machine) would otherwise land after the withdrawal and show a stopped worker live for a TTL.
+        self._beat_lock = threading.Lock()
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            # Redis away: the next beat tries again.
-            with contextlib.suppress(redis.RedisError, OSError):
-                announce(self.client, self.info, self.ttl_s)
+            with self._beat_lock:
+                if self._stop_event.is_set():
+                    break
+                # Redis away: the next beat tries again.
+                with contextlib.suppress(redis.RedisError, OSError):
+                    announce(self.client, self.info, self.ttl_s)
             self._stop_event.wait(max(1.0, self.ttl_s / 3))
 
     def stop(self) -> None:
         self._stop_event.set()
-        self.join(timeout=5)
-        with contextlib.suppress(redis.RedisError, OSError):
+        # The lock waits for a beat in flight (bounded by the client's socket timeout).
+        with self._beat_lock, contextlib.suppress(redis.RedisError, OSError):
             withdraw(self.client, self.info.worker_id)
+        self.join(timeout=5)
