@@ -1,5 +1,6 @@
 import warnings
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -83,6 +84,9 @@ def test_the_retrieval_ingest_models_and_queue_sections_read_their_variables_by_
             admission.max_queued_per_user) == (2, 4.0, 9, 1)
     # Built by field name in tests and benches, as the other sections are.
     assert RetrievalSettings(top_k=3, min_relevance=0.4).for_embedder("minilm").min_relevance == 0.4
+    engine = RetrievalSettings(top_k=3, min_relevance=0.4, reranker="").engine(cast(Any, None), cast(Any, None),
+                                                                              history_tokens=7)
+    assert (engine.top_k, engine.min_relevance, engine.history_tokens, engine.reranker) == (3, 0.4, 7, None)
     assert IngestSettings(max_upload_mb=1).limits().max_bytes == 1_000_000
     assert ModelSettings(embedder="minilm").embedder == "minilm"
     assert QueueSettings(rate_burst=0).admission_limits().rate_burst == 0
