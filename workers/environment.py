@@ -20,6 +20,7 @@ from core.embedding import Embedder
 from core.fetch import GuardedFetcher
 from core.generation import Generator
 from core.ingest import IngestLimits
+from core.ingest_settings import IngestSettings
 from core.rag import RagEngine
 from core.registry import ModelRegistry
 from core.retrieval_settings import RetrievalSettings
@@ -37,11 +38,10 @@ from workers.store import RedisDocumentStore
 
 GENERATOR_WAIT_POLL_S = 0.2  # how soon an ask waiting for its model notices its cancel
 
-# An ingest's limits when the builder names none (tests): the settings' defaults.
-DEFAULT_INGEST_LIMITS = IngestLimits(max_bytes=50_000_000, max_pages=5000, chunk_tokens=250, overlap_tokens=30)
-# Retrieval when the builder names none (tests): top 5, no relevance floor, no reranker; not read from the
-# environment, so a test's worker retrieves the same wherever it runs.
-DEFAULT_RETRIEVAL = RetrievalSettings.model_construct(top_k=5, min_relevance=None, reranker="")
+# An ingest's limits and retrieval when the builder names none (tests): the sections' defaults, not read from
+# the environment (model_construct), so a test's worker behaves the same wherever it runs. No relevance floor.
+DEFAULT_INGEST_LIMITS = IngestSettings.model_construct().limits()
+DEFAULT_RETRIEVAL = RetrievalSettings.model_construct()
 
 
 @dataclass
