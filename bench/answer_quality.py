@@ -43,12 +43,12 @@ from key_facts import fact_stated
 from core.claims import check_answer
 from core.embedding import Embedder
 from core.generation import ChatMessage, GenerationParams
+from core.model_settings import ModelSettings
 from core.prompt import cited_numbers, rag_messages
 from core.rag import RagEngine
 from core.registry import ModelRegistry
-from core.rerank import make_reranker
 from core.scope import Scope
-from phobos.runtime import load_embedder, load_generators, relevance_floor
+from phobos.runtime import load_embedder, load_generators, relevance_floor, retrieval
 from phobos.settings import Settings
 
 EVAL_DIR = ROOT / "bench" / "eval"
@@ -90,8 +90,7 @@ def build_engine(settings: Settings, embedder: Embedder, split_questions: dict[s
             if not (DOC_DIR / doc).exists():
                 raise SystemExit(f"{DOC_DIR / doc} not found; run: bash bench/eval/get-documents.sh {DOC_DIR}")
             ingest_cached(store, DOC_DIR / doc, scope_for(split).key, embedder, CACHE / "documents")
-    return RagEngine(embedder, store, top_k=settings.top_k, min_relevance=relevance_floor(settings),
-                     reranker=make_reranker(settings.reranker, embedder))
+    return retrieval(settings).engine(embedder, store)
 
 
 def scope_for(split: str) -> Scope:
@@ -123,7 +122,7 @@ def run_model(model: str, settings: Settings, engine: RagEngine, splits: dict[st
               probes: dict[str, list[dict]], answers_dir: Path) -> None:
     """Answer every question not yet in the model's answer files, appending as it goes: the splits'
     questions taken in turn (a run cut short still has both splits), the off-topic probes after them."""
-    registry = ModelRegistry.load(settings.models_file)
+    registry = ModelRegistry.load(settings.models.models_file)
     spec = registry.get(model)
     params = GenerationParams(max_new_tokens=spec.max_new_tokens, temperature=spec.temperature)  # as the worker
     paths = {split: answers_dir / f"{model}-{split}.jsonl" for split in splits}
@@ -241,7 +240,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "answer_quality.json")
     args = parser.parse_args()
 
-    settings = Settings(lazy_embedder=False)
+    settings = Settings(models=ModelSettings(lazy_embedder=False))
     splits = {s: sample(load_jsonl(EVAL_DIR / f"{s}.jsonl"), args.limit, args.seed) for s in args.splits.split(",")}
     probes = {s: [] if args.no_probes else [p for p in load_jsonl(EVAL_DIR / "offtopic.jsonl") if p["split"] == s]
               for s in splits}
@@ -255,8 +254,8 @@ def main() -> None:
     questions = {q["id"]: q for qs in splits.values() for q in qs}
     report: dict = {"limit": args.limit, "seed": args.seed, "common": args.common,
                     "questions": {s: len(q) for s, q in splits.items()},
-                    "answers_dir": str(args.answers_dir), "top_k": settings.top_k,
-                    "min_relevance": relevance_floor(settings), "reranker": settings.reranker or None,
+                    "answers_dir": str(args.answers_dir), "top_k": settings.retrieval.top_k,
+                    "min_relevance": relevance_floor(settings), "reranker": settings.retrieval.reranker or None,
                     "cpu_count": os.cpu_count(), "load": {"before": [round(x, 2) for x in load_before],
                                                           "after": [round(x, 2) for x in os.getloadavg()]},
                     "wall_s": round(time.perf_counter() - started, 1), "models": {}}

@@ -29,6 +29,7 @@ from pathlib import Path
 from common import ROOT, MemoryStore, ingest_cached
 
 from core.generation import ChatMessage, GenerationParams
+from core.model_settings import ModelSettings
 from core.prompt import rag_messages
 from core.rag import RagEngine, fit_sources
 from core.registry import ModelRegistry
@@ -77,15 +78,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "answer_speed.json")
     args = parser.parse_args()
 
-    settings = Settings(lazy_embedder=False, llm_threads=args.threads)
+    settings = Settings(models=ModelSettings(lazy_embedder=False, llm_threads=args.threads))
     embedder = load_embedder(settings)
     store = MemoryStore()
     scope = Scope("bench", "speed", "handbook")
     ingest_cached(store, HANDBOOK, scope.key, embedder, ROOT / ".cache" / "answer-bench" / "documents")
-    engine = RagEngine(embedder, store, top_k=20 if args.full_budget else settings.top_k,
+    engine = RagEngine(embedder, store, top_k=20 if args.full_budget else settings.retrieval.top_k,
                        min_relevance=0.0 if args.full_budget else relevance_floor(settings))
     contexts = [engine.context(q, scope) for q in QUESTIONS]
-    registry = ModelRegistry.load(settings.models_file)
+    registry = ModelRegistry.load(settings.models.models_file)
     report: dict = {"full_budget": args.full_budget,
                     "cpu_count": os.cpu_count(), "threads": args.threads, "two_core_speedup": TWO_CORE_SPEEDUP,
                     "words": WORDS,

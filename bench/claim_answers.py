@@ -67,8 +67,9 @@ def main() -> None:
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     generators = runtime.load_generators(settings, registry, names)
     store = Store()
-    engine = RagEngine(embedder, store, top_k=settings.top_k, min_relevance=runtime.relevance_floor(settings))
-    limits = runtime.ingest_limits(settings)
+    engine = RagEngine(embedder, store, top_k=settings.retrieval.top_k,
+                       min_relevance=runtime.relevance_floor(settings))
+    limits = settings.ingest.limits()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as out:
         for split in args.splits.split(","):

@@ -139,7 +139,8 @@ def main() -> None:
     report: dict = {
         "thresholds": asdict(limits), "calibrated_on": "dev" if args.calibrate else "defaults in core/claims/",
         "labels": len(labels), "labels_not_matched": missing,
-        "embedder": settings.embedder, "machine": f"{platform.machine()}, {platform.processor() or ''}".strip(", "),
+        "embedder": settings.models.embedder,
+        "machine": f"{platform.machine()}, {platform.processor() or ''}".strip(", "),
     }
     for split in ("dev", "heldout"):
         chosen = [i for i in items if i.split == split]

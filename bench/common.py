@@ -31,7 +31,7 @@ def concrete_embedder(settings):  # type: ignore[no-untyped-def]
     from phobos.runtime import embedder_location, quiet_offline_libraries
 
     quiet_offline_libraries()
-    return SentenceTransformerEmbedder(embedder_location(settings), bf16=settings.embed_bf16)
+    return SentenceTransformerEmbedder(embedder_location(settings), bf16=settings.models.embed_bf16)
 
 
 class MemoryStore:
@@ -76,7 +76,6 @@ def ingest_cached(store: MemoryStore, path: Path, scope_key: str, embedder, cach
     import json
 
     from core.ingest import ingest_document
-    from phobos.runtime import ingest_limits
     from phobos.settings import Settings
 
     data = path.read_bytes()
@@ -89,7 +88,7 @@ def ingest_cached(store: MemoryStore, path: Path, scope_key: str, embedder, cach
         store.add_document(info, chunks, np.load(cached / "vectors.npy"))
         return
     private = MemoryStore()
-    ingest_document(data, path.name, scope_key, embedder, private, ingest_limits(Settings()))
+    ingest_document(data, path.name, scope_key, embedder, private, Settings().ingest.limits())
     (info, chunks, vectors), = private.docs.values()
     store.add_document(info, chunks, vectors)
     cached.mkdir(parents=True, exist_ok=True)

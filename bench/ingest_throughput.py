@@ -32,10 +32,10 @@ def run_phobos(name: str, max_pages: int | None, bf16: bool = True) -> dict[str,
     import pymupdf
 
     from core.ingest import ingest_document
-    from phobos.runtime import ingest_limits
+    from core.model_settings import ModelSettings
     from phobos.settings import Settings
 
-    settings = Settings(embed_bf16=bf16)
+    settings = Settings(models=ModelSettings(embed_bf16=bf16))
     embedder = concrete_embedder(settings)
     embedder.embed(["warm up"])
     data = manual(name).read_bytes()
@@ -56,7 +56,7 @@ def run_phobos(name: str, max_pages: int | None, bf16: bool = True) -> dict[str,
     embedder.embed = timed_embed  # type: ignore[method-assign]
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
-    result = ingest_document(data, name, "bench:w:c", embedder, MemoryStore(), ingest_limits(settings))
+    result = ingest_document(data, name, "bench:w:c", embedder, MemoryStore(), settings.ingest.limits())
     elapsed = time.perf_counter() - started
     return {"bf16": embedder.uses_bf16, "pages": result.info.pages, "chunks": result.info.chunks,
             "seconds": round(elapsed, 1),

@@ -108,7 +108,8 @@ def prepare(url: str, pages: int) -> dict[str, object]:
     import pymupdf
 
     from core.ingest import ingest_document
-    from phobos.runtime import connect, ingest_limits, load_embedder
+    from core.model_settings import ModelSettings
+    from phobos.runtime import connect, load_embedder
     from phobos.settings import Settings
     from workers.store import RedisDocumentStore
 
@@ -116,10 +117,10 @@ def prepare(url: str, pages: int) -> dict[str, object]:
     for text in synthetic_pages(pages):
         doc.new_page().insert_textbox(pymupdf.Rect(50, 50, 550, 800), text, fontsize=10)
     data = doc.tobytes()
-    settings = Settings(lazy_embedder=False)
+    settings = Settings(models=ModelSettings(lazy_embedder=False))
     embedder = load_embedder(settings)
     result = ingest_document(data, "synthetic.pdf", SOURCE_SCOPE, embedder, RedisDocumentStore(connect(url, settings)),
-                        ingest_limits(settings))
+                        settings.ingest.limits())
     return {"pages": result.info.pages, "chunks_per_scope": result.info.chunks, "embedder": embedder.name}
 
 
@@ -199,7 +200,7 @@ def main() -> None:
         try:
             client = connect(embedded.url)
             setup = prepare(embedded.url, args.pages)
-            embedder = Settings().embedder
+            embedder = Settings().models.embedder
             rows = []
             for count in counts:
                 row: dict[str, object] = {"scopes": count}

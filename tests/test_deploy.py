@@ -345,9 +345,9 @@ def test_hf_token_can_come_from_a_secret_file(tmp_path: Path, monkeypatch: pytes
     secret.write_text("hf_from_a_secret\n")
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_TOKEN_FILE", str(secret))
-    assert Settings().hf_token.get_secret_value() == "hf_from_a_secret"
+    assert Settings().models.hf_token.get_secret_value() == "hf_from_a_secret"
     monkeypatch.setenv("HF_TOKEN", "hf_from_the_environment")
-    assert Settings().hf_token.get_secret_value() == "hf_from_the_environment"
+    assert Settings().models.hf_token.get_secret_value() == "hf_from_the_environment"
 
 
 def test_the_wheel_the_images_install_carries_the_registry_and_the_sample(tmp_path: Path) -> None:

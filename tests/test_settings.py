@@ -1,12 +1,18 @@
 import warnings
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 import bot.settings
 from bot.discord.settings import DiscordSettings
 from bot.slack.settings import SlackSettings
+from core.embedders import choose_embedder
 from core.env_settings import declared_fields, env_names
+from core.ingest_settings import IngestSettings
+from core.model_settings import ModelSettings
+from core.retrieval_settings import RetrievalSettings
+from jobs.settings import QueueSettings
 from phobos.settings import Settings
 from workers.settings import WorkerSettings
 
@@ -28,7 +34,7 @@ def test_environment_overrides_defaults(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("REDIS_URL", "redis://example:6379/0")
     monkeypatch.setenv("PHOBOS_STATE_DIR", str(tmp_path / "state"))
     settings = Settings()
-    assert settings.top_k == 9
+    assert settings.retrieval.top_k == 9
     assert settings.redis_url.get_secret_value() == "redis://example:6379/0"
     assert settings.state_path == (tmp_path / "state").resolve() and settings.state_path.is_dir()
     assert settings.worker.served_models() == ["extractive", "smollm2-135m"]
@@ -43,6 +49,47 @@ def test_the_worker_section_reads_its_variables_by_their_names(monkeypatch) -> N
     assert settings.worker.concurrency == 4 and settings.worker.claims == "drop"
     assert settings.worker.fetch_limits().max_bytes == 1_500_000
     assert WorkerSettings(default_model="echo", worker_id="w").default_model == "echo"  # by field name
+
+
+def test_the_retrieval_ingest_models_and_queue_sections_read_their_variables_by_their_names(
+        monkeypatch, tmp_path) -> None:
+    token_file = tmp_path / "hf_token"
+    token_file.write_text("hf_from_a_file\n")
+    for name, value in {"PHOBOS_TOP_K": "8", "PHOBOS_MIN_RELEVANCE": " ", "PHOBOS_RERANKER": "subpassage",
+                        "PHOBOS_MAX_UPLOAD_MB": "2.5", "PHOBOS_MAX_UNPACKED_MB": "3", "PHOBOS_CHUNK_TOKENS": "120",
+                        "PHOBOS_CHUNK_OVERLAP_TOKENS": "10", "PHOBOS_INGEST_SLICE_PAGES": "4", "PHOBOS_OCR": "false",
+                        "PHOBOS_SECTION_CONTEXT": "true", "PHOBOS_EMBEDDER": "mpnet", "PHOBOS_LAZY_EMBEDDER": "true",
+                        "PHOBOS_LLM_THREADS": "3", "HF_TOKEN": "", "HF_TOKEN_FILE": str(token_file),
+                        "OPENAI_API_KEY": "sk-1", "OPENAI_BASE_URL": "http://llm.example/v1",
+                        "PHOBOS_JOB_DEADLINE_S": "60", "PHOBOS_RATE_BURST": "2", "PHOBOS_RATE_PER_MIN": "4",
+                        "PHOBOS_MAX_QUEUE_DEPTH": "9", "PHOBOS_MAX_QUEUED_PER_USER": "1"}.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    retrieval = settings.retrieval
+    assert (retrieval.top_k, retrieval.min_relevance, retrieval.reranker) == (8, None, "subpassage")
+    # Empty means unset: the floor is the one calibrated for the embedder.
+    assert retrieval.for_embedder("mpnet").min_relevance == choose_embedder("mpnet").min_relevance > 0
+    limits = settings.ingest.limits()
+    assert limits.max_bytes == 2_500_000 and limits.max_unpacked_bytes == 3_000_000
+    assert (limits.chunk_tokens, limits.overlap_tokens, limits.slice_pages) == (120, 10, 4)
+    assert limits.ocr is False and limits.section_context is True and limits.max_pages == 5000
+    models = settings.models
+    assert models.embedder == "mpnet" and models.lazy_embedder and models.llm_threads == 3
+    assert models.hf_token.get_secret_value() == "hf_from_a_file"  # HF_TOKEN empty: its file is read
+    credentials = models.credentials()
+    assert credentials.openai_api_key == "sk-1" and credentials.openai_base_url == "http://llm.example/v1"
+    assert settings.queue.job_deadline_s == 60.0
+    admission = settings.queue.admission_limits()
+    assert (admission.rate_burst, admission.rate_per_min, admission.max_queue_depth,
+            admission.max_queued_per_user) == (2, 4.0, 9, 1)
+    # Built by field name in tests and benches, as the other sections are.
+    assert RetrievalSettings(top_k=3, min_relevance=0.4).for_embedder("minilm").min_relevance == 0.4
+    engine = RetrievalSettings(top_k=3, min_relevance=0.4, reranker="").engine(cast(Any, None), cast(Any, None),
+                                                                              history_tokens=7)
+    assert (engine.top_k, engine.min_relevance, engine.history_tokens, engine.reranker) == (3, 0.4, 7, None)
+    assert IngestSettings(max_upload_mb=1).limits().max_bytes == 1_000_000
+    assert ModelSettings(embedder="minilm").embedder == "minilm"
+    assert QueueSettings(rate_burst=0).admission_limits().rate_burst == 0
 
 
 def test_sections_read_their_own_variables(monkeypatch) -> None:
@@ -68,11 +115,12 @@ def test_sections_read_their_own_variables(monkeypatch) -> None:
 def test_a_stray_variable_named_like_a_section_or_field_is_not_read(monkeypatch) -> None:
     """Only declared names are read: SLACK=foo is not parsed as the Slack section's JSON, MODE is not its mode."""
     for name, value in {"SLACK": "foo", "DISCORD": "{broken", "TELEMETRY": "x", "ADAPTERS": "[]", "CLI": "1",
-                        "MODE": "http", "TOKEN": "stray", "OCR": "not-a-bool", "TOP_K": "x"}.items():
+                        "MODE": "http", "TOKEN": "stray", "OCR": "not-a-bool", "TOP_K": "x", "MODELS": "x",
+                        "RETRIEVAL": "x", "INGEST": "{", "QUEUE": "[]", "EMBEDDER": "stray"}.items():
         monkeypatch.setenv(name, value)
     settings = Settings()
     assert settings.slack.mode == "socket" and not settings.discord.token.get_secret_value()
-    assert settings.ocr is True and settings.top_k == 5
+    assert settings.ingest.ocr is True and settings.retrieval.top_k == 5
 
 
 def test_sections_are_built_by_field_name_in_tests() -> None:
@@ -110,5 +158,5 @@ def test_a_dotenv_file_follows_the_same_rule(monkeypatch, tmp_path) -> None:
                                    "PHOBOS_DISCORD_ALLOWED_ROLES=3,4\n")
     monkeypatch.chdir(tmp_path)
     settings = Settings()
-    assert settings.top_k == 7 and settings.slack.http_port == 4000 and settings.slack.mode == "socket"
+    assert settings.retrieval.top_k == 7 and settings.slack.http_port == 4000 and settings.slack.mode == "socket"
     assert settings.discord.allowed_role_ids == frozenset({3, 4})

@@ -20,9 +20,10 @@ from core.embedding import Embedder
 from core.fetch import GuardedFetcher
 from core.generation import Generator
 from core.ingest import IngestLimits
+from core.ingest_settings import IngestSettings
 from core.rag import RagEngine
 from core.registry import ModelRegistry
-from core.rerank import make_reranker
+from core.retrieval_settings import RetrievalSettings
 from core.scope import Scope
 from jobs import keys
 from jobs.interactions import InteractionLog
@@ -37,8 +38,10 @@ from workers.store import RedisDocumentStore
 
 GENERATOR_WAIT_POLL_S = 0.2  # how soon an ask waiting for its model notices its cancel
 
-# An ingest's limits when the builder names none (tests): the settings' defaults.
-DEFAULT_INGEST_LIMITS = IngestLimits(max_bytes=50_000_000, max_pages=5000, chunk_tokens=250, overlap_tokens=30)
+# An ingest's limits and retrieval when the builder names none (tests): the sections' defaults, not read from
+# the environment (model_construct), so a test's worker behaves the same wherever it runs. No relevance floor.
+DEFAULT_INGEST_LIMITS = IngestSettings.model_construct().limits()
+DEFAULT_RETRIEVAL = RetrievalSettings.model_construct()
 
 
 @dataclass
@@ -67,7 +70,7 @@ class WorkerEnvironment:
     @classmethod
     def build(cls, client: Redis, embedder: Embedder, generators: dict[str, Generator],
               registry: ModelRegistry, settings: WorkerSettings, ingest_limits: IngestLimits | None = None,
-              top_k: int = 5, min_relevance: float = 0.0, reranker: str = "",
+              retrieval: RetrievalSettings | None = None,
               interactions: InteractionLog | None = None) -> WorkerEnvironment:
         concurrency = choose_concurrency(settings.concurrency, generators)
         # The embedder's tokenizer is not safe to share between threads: one embedding at a time.
@@ -83,8 +86,7 @@ class WorkerEnvironment:
             # A backend that is not thread-safe says max_concurrency 1: its stream runs one at a time.
             generator_slots={name: threading.BoundedSemaphore(max_concurrency(g)) for name, g in generators.items()},
             registry=registry, store=store,
-            engine=RagEngine(shared, store, top_k=top_k, min_relevance=min_relevance,
-                             history_tokens=settings.memory_tokens, reranker=make_reranker(reranker, shared)),
+            engine=(retrieval or DEFAULT_RETRIEVAL).engine(shared, store, history_tokens=settings.memory_tokens),
             conversations=ConversationStore(client),
             memory=ConversationMemory(client, settings.memory_turns, settings.memory_ttl_s),
             interactions=interactions or InteractionLog(client),

@@ -2,9 +2,9 @@
 
 Every field reads the environment variable (or ``.env`` line) it always read; ``phobos.settings.Settings``
 composes this section as ``settings.worker``. Tests build one by field name:
-``WorkerSettings(default_model="echo", worker_id="w")``. Settings other components share (ingest
-limits, retrieval, the interaction log) are not copied here: the worker is handed the objects built
-from them.
+``WorkerSettings(default_model="echo", worker_id="w")``. Settings other components share are not copied
+here: the worker is also handed the retrieval section whole (``settings.retrieval``, from which it builds
+its engine), the ingest limits ``settings.ingest`` makes, and the interaction log.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from core.index import EmbedderMismatchError
 from core.ingest import IngestLimits
 from core.pdf import DocumentError
 from core.registry import ModelRegistry, UnknownModelError
+from core.retrieval_settings import RetrievalSettings
 from jobs.heartbeats import WorkerInfo
 from jobs.interactions import InteractionLog
 from jobs.protocol import JobKind
@@ -50,11 +51,9 @@ RECONNECT_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)  # waits after consecutive 
 class Worker:
     def __init__(self, client: redis.Redis, embedder: Embedder, generators: dict[str, Generator],
                  registry: ModelRegistry, settings: WorkerSettings, *, ingest_limits: IngestLimits | None = None,
-                 top_k: int = 5, min_relevance: float = 0.0, reranker: str = "",
-                 interactions: InteractionLog | None = None):
+                 retrieval: RetrievalSettings | None = None, interactions: InteractionLog | None = None):
         self.env = WorkerEnvironment.build(client, embedder, generators, registry, settings, ingest_limits,
-                                           top_k=top_k, min_relevance=min_relevance, reranker=reranker,
-                                           interactions=interactions)
+                                           retrieval=retrieval, interactions=interactions)
         self.redis = client
         self.settings = settings
         self.worker_id = self.env.worker_id

@@ -8,7 +8,6 @@ import os
 import uuid
 
 from bot.console import ConsoleAdapter
-from core.sizes import bytes_from_mb
 from jobs.client import JobClient
 from jobs.interactions import AsyncRatings
 from phobos import runtime
@@ -59,14 +58,14 @@ async def console(url: str, settings: Settings) -> None:
     try:
         await client.ping()  # an unreachable Redis is said at once, not after the first question
         jobs = JobClient(client, adapter_id=f"console-{uuid.uuid4().hex[:8]}",
-                         limits=runtime.admission_limits(settings), job_deadline_s=settings.job_deadline_s,
+                         limits=settings.queue.admission_limits(), job_deadline_s=settings.queue.job_deadline_s,
                          on_submitted=metrics.job_submitted)
         adapters = settings.adapters
         ratings = AsyncRatings(client, retention_days=adapters.interaction_retention_days,
                                max_entries=adapters.interaction_max_entries)
         await ConsoleAdapter(jobs, user=os.environ.get("USER", "console-user"),
                              reply_timeout_s=adapters.reply_timeout_s, ratings=ratings,
-                             max_upload_bytes=bytes_from_mb(settings.max_upload_mb)).run()
+                             max_upload_bytes=settings.ingest.max_upload_bytes).run()
         await client.delete(jobs.reply_stream)
     finally:
         await client.aclose()

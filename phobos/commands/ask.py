@@ -36,8 +36,8 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _ask(url: str, scope: Scope, args: argparse.Namespace, settings: Settings) -> int:
     client = runtime.connect_async(url, settings)
-    jobs = JobClient(client, adapter_id=f"cli-{uuid.uuid4().hex[:8]}", limits=runtime.admission_limits(settings),
-                     job_deadline_s=settings.job_deadline_s, on_submitted=metrics.job_submitted)
+    jobs = JobClient(client, adapter_id=f"cli-{uuid.uuid4().hex[:8]}", limits=settings.queue.admission_limits(),
+                     job_deadline_s=settings.queue.job_deadline_s, on_submitted=metrics.job_submitted)
     job = Job(id=f"cli:{uuid.uuid4().hex}", kind=JobKind.ASK, scope=scope, user="cli",
               reply_to=jobs.reply_stream, text=args.question, model=args.model)
     first_token_at: list[float] = []

@@ -17,14 +17,12 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     scope = parse_scope(args.scope)
     with runtime.redis_url(settings) as url:
         store = RedisDocumentStore(runtime.connect(url, settings))
-        failures = ingest_files(store, scope.key, args.files, runtime.ingest_limits(settings),
+        failures = ingest_files(store, scope.key, args.files, settings.ingest.limits(),
                                 lambda: runtime.load_embedder(settings))
     return 1 if failures else 0
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
-    from core.rag import RagEngine
-    from core.rerank import make_reranker
     from workers.local_search import search_questions
     from workers.store import RedisDocumentStore
 
@@ -35,7 +33,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     with runtime.redis_url(settings) as url:
         store = RedisDocumentStore(runtime.connect(url, settings))
         embedder = runtime.load_embedder(settings)
-        engine = RagEngine(embedder, store, top_k=settings.top_k, reranker=make_reranker(settings.reranker, embedder))
+        engine = runtime.retrieval(settings).engine(embedder, store)
         return search_questions(engine, questions, scope, k=args.k, as_json=args.json)
 
 

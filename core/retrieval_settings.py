@@ -1,0 +1,51 @@
+"""Retrieval's settings: one section (``settings.retrieval``), from which the worker and ``phobos search``
+build their :class:`core.rag.RagEngine` in one place (:meth:`RetrievalSettings.engine`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import Field, field_validator
+
+from core.env_settings import EnvSection, env
+
+if TYPE_CHECKING:
+    from core.embedding import Embedder
+    from core.index import DocumentStore
+    from core.rag import RagEngine
+
+
+class RetrievalSettings(EnvSection):
+    # Passages retrieved for each question.
+    top_k: int = Field(5, validation_alias=env("PHOBOS_TOP_K"))
+    # Cosine similarity under which a passage is not shown to the model as a source; empty: the
+    # embedder's own floor from core/embedders.toml, calibrated on the dev split by bench/retrieval_quality.py.
+    min_relevance: float | None = Field(None, validation_alias=env("PHOBOS_MIN_RELEVANCE"))
+    # Second stage over the first stage's top 40: "" (none), "subpassage" (dense re-scoring of ~100-token
+    # sub-passages with the embedder; no extra model, ~1.8 s a question on 2 CPU cores), or a cross-encoder
+    # folder or hub id such as cross-encoder/ms-marco-MiniLM-L-6-v2 (for GPU workers; bench/retrieval_quality.py,
+    # pipeline +R).
+    reranker: str = Field("", validation_alias=env("PHOBOS_RERANKER"))
+
+    @field_validator("min_relevance", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def for_embedder(self, embedder: str) -> RetrievalSettings:
+        """This section with its relevance floor decided: PHOBOS_MIN_RELEVANCE when set, else the floor
+        calibrated for ``embedder`` (what PHOBOS_EMBEDDER names; core/embedders.toml)."""
+        if self.min_relevance is not None:
+            return self
+        from core.embedders import choose_embedder
+
+        return self.model_copy(update={"min_relevance": choose_embedder(embedder).min_relevance})
+
+    def engine(self, embedder: Embedder, store: DocumentStore, *, history_tokens: int = 512) -> RagEngine:
+        """The retrieval engine these settings describe; a floor not decided (see :meth:`for_embedder`) shows
+        every passage."""
+        from core.rag import RagEngine
+        from core.rerank import make_reranker
+
+        return RagEngine(embedder, store, top_k=self.top_k, min_relevance=self.min_relevance or 0.0,
+                         history_tokens=history_tokens, reranker=make_reranker(self.reranker, embedder))
