@@ -13,12 +13,12 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import Field, SecretStr
 
 from bot.discord.settings import DiscordSettings
 from bot.settings import AdapterSettings
 from bot.slack.settings import SlackSettings
-from core.env_settings import EnvSection
+from core.env_settings import EnvSection, env
 from core.ingest_settings import IngestSettings
 from core.model_settings import ModelSettings
 from core.retrieval_settings import RetrievalSettings
@@ -27,52 +27,48 @@ from telemetry.settings import TelemetrySettings
 from workers.settings import WorkerSettings
 
 
-def _env(name: str) -> AliasChoices:
-    return AliasChoices(name)
-
-
 class CliSettings(EnvSection):
     """What the `phobos` commands themselves are told."""
 
     # How long `phobos ask` waits for the final answer.
-    ask_timeout_s: float = Field(600.0, validation_alias=_env("PHOBOS_ASK_TIMEOUT_S"))
+    ask_timeout_s: float = Field(600.0, validation_alias=env("PHOBOS_ASK_TIMEOUT_S"))
 
 
 class Settings(EnvSection):
     """Every setting; the sections at the end belong to one component each and are handed to it whole."""
 
     # --- where things live ---
-    state_dir: Path = Field(Path(".phobos"), validation_alias=_env("PHOBOS_STATE_DIR"))
+    state_dir: Path = Field(Path(".phobos"), validation_alias=env("PHOBOS_STATE_DIR"))
     # Redis server URL; empty: start (or reuse) an embedded redis-server with its data in state_dir.
-    redis_url: SecretStr = Field(SecretStr(""), validation_alias=_env("REDIS_URL"))
+    redis_url: SecretStr = Field(SecretStr(""), validation_alias=env("REDIS_URL"))
     # A Redis reply slower than this means a dead connection: it is dropped and reopened. Must exceed
     # the longest blocking read (a few seconds).
-    redis_socket_timeout_s: float = Field(10.0, validation_alias=_env("PHOBOS_REDIS_SOCKET_TIMEOUT_S"))
-    redis_connect_timeout_s: float = Field(5.0, validation_alias=_env("PHOBOS_REDIS_CONNECT_TIMEOUT_S"))
+    redis_socket_timeout_s: float = Field(10.0, validation_alias=env("PHOBOS_REDIS_SOCKET_TIMEOUT_S"))
+    redis_connect_timeout_s: float = Field(5.0, validation_alias=env("PHOBOS_REDIS_CONNECT_TIMEOUT_S"))
     # TCP keepalive on Redis connections: idle time before the first probe, and between probes (3 probes).
-    redis_keepalive_idle_s: int = Field(30, validation_alias=_env("PHOBOS_REDIS_KEEPALIVE_IDLE_S"))
-    redis_keepalive_interval_s: int = Field(5, validation_alias=_env("PHOBOS_REDIS_KEEPALIVE_INTERVAL_S"))
+    redis_keepalive_idle_s: int = Field(30, validation_alias=env("PHOBOS_REDIS_KEEPALIVE_IDLE_S"))
+    redis_keepalive_interval_s: int = Field(5, validation_alias=env("PHOBOS_REDIS_KEEPALIVE_INTERVAL_S"))
     # A pooled Redis connection unused for this long is PINGed before it is used again.
-    redis_health_check_interval_s: int = Field(5, validation_alias=_env("PHOBOS_REDIS_HEALTH_CHECK_INTERVAL_S"))
+    redis_health_check_interval_s: int = Field(5, validation_alias=env("PHOBOS_REDIS_HEALTH_CHECK_INTERVAL_S"))
 
     # --- sections: each component's settings, declared with it and handed to it whole ---
     # The aliases are names nobody sets: a section is never parsed from one variable (a stray SLACK=... in
     # the environment), only from the variables its own fields declare.
-    models: ModelSettings = Field(default_factory=ModelSettings, validation_alias=_env("PHOBOS__MODELS_SECTION"))
+    models: ModelSettings = Field(default_factory=ModelSettings, validation_alias=env("PHOBOS__MODELS_SECTION"))
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings,
-                                         validation_alias=_env("PHOBOS__RETRIEVAL_SECTION"))
-    ingest: IngestSettings = Field(default_factory=IngestSettings, validation_alias=_env("PHOBOS__INGEST_SECTION"))
-    queue: QueueSettings = Field(default_factory=QueueSettings, validation_alias=_env("PHOBOS__QUEUE_SECTION"))
-    worker: WorkerSettings = Field(default_factory=WorkerSettings, validation_alias=_env("PHOBOS__WORKER_SECTION"))
-    cli: CliSettings = Field(default_factory=CliSettings, validation_alias=_env("PHOBOS__CLI_SECTION"))
+                                         validation_alias=env("PHOBOS__RETRIEVAL_SECTION"))
+    ingest: IngestSettings = Field(default_factory=IngestSettings, validation_alias=env("PHOBOS__INGEST_SECTION"))
+    queue: QueueSettings = Field(default_factory=QueueSettings, validation_alias=env("PHOBOS__QUEUE_SECTION"))
+    worker: WorkerSettings = Field(default_factory=WorkerSettings, validation_alias=env("PHOBOS__WORKER_SECTION"))
+    cli: CliSettings = Field(default_factory=CliSettings, validation_alias=env("PHOBOS__CLI_SECTION"))
     adapters: AdapterSettings = Field(default_factory=AdapterSettings,
-                                      validation_alias=_env("PHOBOS__ADAPTERS_SECTION"))
+                                      validation_alias=env("PHOBOS__ADAPTERS_SECTION"))
     slack: SlackSettings = Field(default_factory=SlackSettings,
-                                 validation_alias=_env("PHOBOS__SLACK_SECTION"))
+                                 validation_alias=env("PHOBOS__SLACK_SECTION"))
     discord: DiscordSettings = Field(default_factory=DiscordSettings,
-                                     validation_alias=_env("PHOBOS__DISCORD_SECTION"))
+                                     validation_alias=env("PHOBOS__DISCORD_SECTION"))
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings,
-                                         validation_alias=_env("PHOBOS__TELEMETRY_SECTION"))
+                                         validation_alias=env("PHOBOS__TELEMETRY_SECTION"))
 
     @cached_property
     def state_path(self) -> Path:

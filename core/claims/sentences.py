@@ -18,7 +18,7 @@ _BULLET = re.compile(r"^[ \t]*(?:[-*•+]|\d{1,3}[.)])[ \t]+")
 _HEADING = re.compile(r"^[ \t]*#{1,6}[ \t]+")
 # A citation group: [1], [1, 2], [1-3], [1][2]
 CITATION = re.compile(r"\[(\d{1,3}(?:\s*(?:,|;|-|–|and)\s*\d{1,3})*)\]")
-_LEADINGCITATIONS = re.compile(r"^(?:\s*\[\d{1,3}(?:\s*(?:,|;|-|–|and)\s*\d{1,3})*\])+\s*")
+_LEADING_CITATIONS = re.compile(r"^(?:\s*\[\d{1,3}(?:\s*(?:,|;|-|–|and)\s*\d{1,3})*\])+\s*")
 # Sentence end: terminal punctuation, closing quotes/brackets, citations after it, then whitespace.
 _END = re.compile(r"[.!?]+[\"'”’)\]]*(?:\s*\[\d{1,3}(?:\s*(?:,|;|-|–|and)\s*\d{1,3})*\])*(?=\s+\S)")
 
@@ -56,7 +56,7 @@ def _prose_spans(text: str, start: int, end: int) -> list[Span]:
         is_item = _BULLET.match(line) is not None
         prefix = _BULLET.match(line) or _HEADING.match(line)
         body_start = prefix.end() if prefix else 0
-        leading = _LEADINGCITATIONS.match(line, body_start)
+        leading = _LEADING_CITATIONS.match(line, body_start)
         inherited: tuple[int, ...] = ()
         if leading:
             inherited = tuple(_numbers_in(leading.group(0)))
