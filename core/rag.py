@@ -41,11 +41,14 @@ class RagEngine:
 
     def __init__(self, embedder: Embedder, store: DocumentStore, top_k: int = 5, min_relevance: float = 0.0,
                  mode: str = "hybrid", context_tokens: int = 1500, history_tokens: int = 512,
-                 reranker: Reranker | None = None):
+                 reranker: Reranker | None = None, passage_margin: float = 0.0):
         self.embedder = embedder
         self.store = store
         self.top_k = top_k
-        self.min_relevance = min_relevance
+        self.min_relevance = min_relevance  # a question whose best passage is under it is not covered
+        # Once a question is covered, a passage among the top_k is shown down to min_relevance minus this:
+        # the lexical ranking put it there, and the gold passage often scores just under the floor.
+        self.passage_margin = passage_margin
         self.mode = mode  # "hybrid" (dense + BM25), "dense" or "lexical"
         self.context_tokens = context_tokens  # sources shown to the model, in embedder tokens
         self.history_tokens = history_tokens  # earlier turns shown to the model, in the generator's tokens
@@ -69,7 +72,8 @@ class RagEngine:
         if is_overview_question(question):
             hits = _opening_passages(index, query)  # the floor would refuse these; see core/intent.py
         else:
-            hits = [hit for hit in hits if hit.score >= self.min_relevance]
+            covered = any(hit.score >= self.min_relevance for hit in hits)
+            hits = [hit for hit in hits if covered and hit.score >= self.min_relevance - self.passage_margin]
         if not hits:
             return []
         return assemble_context(hits, index, query, self.embedder.count_tokens, self.context_tokens)

@@ -74,3 +74,31 @@ def test_an_overview_question_uses_the_opening_passages_despite_the_floor(redis_
     answer = engine.answer("What is this document about?", scope, generator, GenerationParams(), lambda t: None)
     assert answer.grounded and generator.prompts
     assert answer.citations[0].pages[0] == 1  # the document's opening passage
+
+
+def test_a_covered_question_also_shows_top_passages_just_under_the_floor(redis_client, embedder) -> None:
+    engine, scope = engine_with_facts(redis_client, embedder)
+    question = "What colour is the crater lake?"
+    best, runner_up = sorted(engine.retrieve(question, scope), key=lambda hit: -hit.score)[:2]
+    engine.min_relevance = best.score - 1e-4  # only the best passage clears the floor itself
+
+    def pages_shown() -> set[int]:  # joined passages keep their first chunk's ordinal, but span all pages
+        return {page for hit in engine.context(question, scope) for page in hit.chunk.pages}
+
+    engine.passage_margin = 0.0
+    without_margin = pages_shown()
+    engine.passage_margin = best.score - runner_up.score + 1e-3
+    with_margin = pages_shown()
+    assert not set(runner_up.chunk.pages) <= without_margin
+    assert with_margin >= without_margin | set(runner_up.chunk.pages)
+
+
+def test_the_margin_never_answers_a_question_the_floor_refuses(redis_client, embedder) -> None:
+    engine, scope = engine_with_facts(redis_client, embedder)
+    question = "What colour is the crater lake?"
+    best = max(hit.score for hit in engine.retrieve(question, scope))
+    engine.min_relevance, engine.passage_margin = best + 0.01, 1.0  # every passage is within the margin
+    generator = ScriptedGenerator("should not be asked")
+    answer = engine.answer(question, scope, generator, GenerationParams(), lambda t: None)
+    assert answer.text == NOT_COVERED_REPLY.format(files="facts.pdf")
+    assert not answer.grounded and not generator.prompts
