@@ -111,7 +111,7 @@ def answer_one(engine: RagEngine, generator, params: GenerationParams, question:
     return {"answer": answer.text, "grounded": answer.grounded,
             "sources": [{"n": n, "file": h.chunk.file_name, "pages": list(h.chunk.pages), "score": round(h.score, 3),
                          "text": h.chunk.text} for n, h in enumerate(answer.sources, 1)],
-            "cited": cited_numbers(answer.text, len(answer.sources)),
+            "cited": cited_numbers(answer.text, len(answer.sources), [h.chunk.text for h in answer.sources]),
             "first_token_s": round(first[0] if first else total, 2), "total_s": round(total, 2),
             "prompt_tokens": generator.count_tokens(prompt) if prompt else 0,
             "answer_tokens": max(0, generator.count_tokens([ChatMessage("assistant", answer.text)]) - 4),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from core.citation_markers import mask_quoted
 from core.documents import Citation, Hit
 from core.generation import ChatMessage
 
@@ -53,8 +54,10 @@ def sources_in(messages: Sequence[ChatMessage]) -> list[tuple[int, str, str]]:
     return found
 
 
-def cited_numbers(answer: str, n_sources: int) -> list[int]:
-    """Source numbers the answer cites, in order of first mention, ignoring numbers out of range."""
+def cited_numbers(answer: str, n_sources: int, sources: Sequence[str] = ()) -> list[int]:
+    """Source numbers the answer cites, in order of first mention, ignoring numbers out of range and the
+    bracketed numbers it quotes from ``sources`` (the source texts, when known; see core/citation_markers.py)."""
+    answer = mask_quoted(answer, sources)
     seen: list[int] = []
     for match in _CITED.finditer(answer):
         number = int(match.group(1))

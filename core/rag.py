@@ -167,7 +167,7 @@ def _drop_oldest_turns(prompt: Callable[[list[ChatMessage]], list[ChatMessage]],
 
 def citations_for(answer: str, hits: Sequence[Hit]) -> tuple[Citation, ...]:
     """The sources the answer cites by number; if it cites none, every source it was shown."""
-    numbers = cited_numbers(answer, len(hits)) or list(range(1, len(hits) + 1))
+    numbers = cited_numbers(answer, len(hits), [hit.chunk.text for hit in hits]) or list(range(1, len(hits) + 1))
     citations: list[Citation] = []
     for number in numbers:
         chunk = hits[number - 1].chunk

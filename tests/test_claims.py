@@ -39,6 +39,11 @@ def test_decimals_abbreviations_and_inline_code_do_not_end_a_sentence() -> None:
                                      "Prof. Smith agrees!", "Does it?", "Yes."]
 
 
+def test_an_ellipsis_or_a_comma_after_a_full_stop_does_not_end_the_sentence() -> None:
+    assert split_sentences("The weights at lag 1, . . . , n -1. Each is estimated (p. 5). Done.") == [
+        "The weights at lag 1, . . . , n -1.", "Each is estimated (p. 5).", "Done."]
+
+
 def test_list_items_lines_and_code_blocks_are_units_of_their_own() -> None:
     text = ("Steps:\n- Install R\n* Run `R CMD INSTALL pkg`\n1. Restart the session [2]\n"
             "```r\nx <- 1. \ny <- 2\n```\nDone.")
@@ -49,6 +54,31 @@ def test_list_items_lines_and_code_blocks_are_units_of_their_own() -> None:
 def test_a_citation_at_the_start_of_a_line_counts_for_the_sentences_on_it(embedder) -> None:
     check = check_answer("[2] Mount Kessler last erupted in 1931.", [LIGHTHOUSE, VOLCANO], embedder)
     assert check.sentences[0].cited == (2,)
+
+
+R_OUTPUT = ("Below is a function that sums a vector. res <- fx(seq(1, 10, by=0.5)) res # [1] 104.5 One might "
+            "also read the code from a file.")
+
+
+def test_bracketed_numbers_quoted_from_a_source_are_not_citations(embedder) -> None:
+    # R prints "[1]" before a result; quoted under "[2]", it must not send the check to source 1.
+    answer = "[2] Below is a function that sums a vector. res <- fx(seq(1, 10, by=0.5)) res # [1] 104.5"
+    check = check_answer(answer, [LIGHTHOUSE, R_OUTPUT], embedder)
+    assert [s.cited for s in check.sentences] == [(2,)]
+    assert not check.unsupported
+    assert check.sentences[0].text.endswith("# [1] 104.5")  # what the reader sees keeps the quoted text
+
+
+def test_a_citation_the_answer_writes_is_still_one_next_to_quoted_numbers(embedder) -> None:
+    answer = "The lens was made in 1872 [1]. The sum res # [1] 104.5 comes from fx [2]."
+    check = check_answer(answer, [LIGHTHOUSE, R_OUTPUT], embedder)
+    assert [s.cited for s in check.sentences] == [(1,), (2,)]
+    assert citations_for(answer, [hit(LIGHTHOUSE, 3), hit(R_OUTPUT, 7, "r.pdf")])[0].pages == (3,)
+
+
+def test_only_the_citations_an_answer_writes_name_its_sources() -> None:
+    answer = "[2] res <- fx(seq(1, 10, by=0.5)) res # [1] 104.5"
+    assert [c.file_name for c in citations_for(answer, [hit(LIGHTHOUSE, 3), hit(R_OUTPUT, 7, "r.pdf")])] == ["r.pdf"]
 
 
 # --- exact terms ---

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.citation_markers import mask_quoted, unmask
 from core.claims.sentences import CITATION, Span, cited_sources, sentence_spans
 from core.claims.sources import candidate_units, source_units
 from core.claims.terms import SPACE, Term, content_stems, exact_terms, normalise, term_occurs
@@ -79,6 +80,9 @@ def check_answer(answer: str, sources: Sequence[str], embedder: Embedder,
     """Check every sentence of ``answer`` against the numbered ``sources`` the model was shown
     (source 1 is ``sources[0]``); see the module docstring for the rules."""
     limits = thresholds or ClaimThresholds()
+    # Sentences and citations are read from ``answer`` with the bracketed numbers it quotes from a source
+    # (R's "[1]", a paper's "[12]") masked, so they are not taken for citations; offsets stay the same.
+    original, answer = answer, mask_quoted(answer, sources)
     spans = sentence_spans(answer)
     seen: set[str] = set()
     kept: list[Span] = []
@@ -133,16 +137,16 @@ def check_answer(answer: str, sources: Sequence[str], embedder: Embedder,
 
     checks: list[SentenceCheck] = []
     for i, span in enumerate(kept):
-        sentence = answer[span.start:span.end]
+        sentence, shown = answer[span.start:span.end], original[span.start:span.end]
         cited, against = cited_of[i], against_of[i]
         if i not in clauses:
             if span.is_code:
-                checks.append(_check_code(sentence, span, cited, normalised))
+                checks.append(_check_code(shown, span, cited, normalised))
             else:
-                checks.append(SentenceCheck(sentence, True, cited, (), 0.0, "not a claim", is_claim=False,
+                checks.append(SentenceCheck(shown, True, cited, (), 0.0, "not a claim", is_claim=False,
                                             start=span.start, end=span.end))
             continue
-        missing = tuple(t.text for t in exact_terms(sentence)
+        missing = tuple(t.text for t in exact_terms(unmask(sentence))
                         if not any(term_occurs(t, normalised[s]) for s in against))
         similarity, best, coverage = 1.0, 0, 1.0
         for c, clause in enumerate(clauses[i]):
@@ -159,12 +163,12 @@ def check_answer(answer: str, sources: Sequence[str], embedder: Embedder,
         if quoted:  # word for word in a source: a quote, whatever the embedder makes of its context
             similarity, best = 1.0, quoted
         supported, reason = verdict(missing, similarity, coverage, limits)
-        checks.append(SentenceCheck(sentence, supported, cited, missing, round(similarity, 4), reason,
+        checks.append(SentenceCheck(shown, supported, cited, missing, round(similarity, 4), reason,
                                     coverage=round(coverage, 4), best_source=best, start=span.start, end=span.end))
 
     claims = [c for c in checks if c.is_claim]
     share = sum(c.supported for c in claims) / len(claims) if claims else 1.0
-    return AnswerCheck(tuple(checks), round(share, 4), len(removed), answer, tuple(removed))
+    return AnswerCheck(tuple(checks), round(share, 4), len(removed), original, tuple(removed))
 
 
 def verdict(missing: tuple[str, ...], similarity: float, coverage: float,
@@ -198,7 +202,7 @@ QUOTE_MIN_CHARS = 20  # a sentence this long found word for word in a source is 
 
 def _quoted_in(sentence: str, sources: list[tuple[int, str]]) -> int:
     """The source (1-based) holding ``sentence`` word for word, citations and end punctuation aside; 0 if none."""
-    text = normalise(CITATION.sub(" ", sentence)).strip(" .;:!?")
+    text = normalise(unmask(CITATION.sub(" ", sentence))).strip(" .;:!?")
     if len(text) < QUOTE_MIN_CHARS:
         return 0
     return next((number + 1 for number, source in sources if text in source), 0)
@@ -235,7 +239,7 @@ def _clauses(text: str) -> list[str]:
 
 def _claim_text(sentence: str) -> str:
     """The sentence as embedded: citations and markdown emphasis left out."""
-    return SPACE.sub(" ", CITATION.sub(" ", sentence).replace("**", "").replace("`", "")).strip()
+    return SPACE.sub(" ", unmask(CITATION.sub(" ", sentence)).replace("**", "").replace("`", "")).strip()
 
 
 def _dedupe_key(sentence: str) -> str:

@@ -75,8 +75,8 @@ def _prose_spans(text: str, start: int, end: int) -> list[Span]:
 
 def _ends_sentence(line: str, punct_at: int, after: int) -> bool:
     following = line[after:].lstrip()
-    if following[:1].islower():
-        return False
+    if following[:1].islower() or following[:1] in (",", ";", ":", ")", "."):
+        return False  # "… 1, . . . , n" and "(p. 5)": the sentence goes on
     if line[punct_at] != ".":
         return True
     word = re.search(r"([\w.]+)$", line[:punct_at])
