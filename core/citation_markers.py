@@ -45,10 +45,11 @@ def _contexts(text: str, match: re.Match[str]) -> list[str]:
     before_words = before.split()[-CONTEXT_WORDS:]
     after_words = after.split()[:CONTEXT_WORDS]
     sides = []
-    if len("".join(before_words)) >= MIN_CONTEXT_CHARS:
+    # Other markers are no context: "[1] and [2]" occurs in many a paper, and in answers citing two sources.
+    if len(MARKER.sub("", "".join(before_words))) >= MIN_CONTEXT_CHARS:
         gap = " " if before[-1:].isspace() else ""
         sides.append(" ".join(before_words) + gap + marker)
-    if len("".join(after_words)) >= MIN_CONTEXT_CHARS:
+    if len(MARKER.sub("", "".join(after_words))) >= MIN_CONTEXT_CHARS:
         gap = " " if after[:1].isspace() else ""
         sides.append(marker + gap + " ".join(after_words))
     return sides

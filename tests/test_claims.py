@@ -76,6 +76,12 @@ def test_a_citation_the_answer_writes_is_still_one_next_to_quoted_numbers(embedd
     assert citations_for(answer, [hit(LIGHTHOUSE, 3), hit(R_OUTPUT, 7, "r.pdf")])[0].pages == (3,)
 
 
+def test_citations_next_to_each_other_stay_citations_when_a_source_has_the_same_pair() -> None:
+    paper = "Earlier studies [1] and [2] measured the lens. " + LIGHTHOUSE
+    answer = "The lens weighs four tonnes, as [1] and [2] say."
+    assert [c.pages for c in citations_for(answer, [hit(paper, 3), hit(LIGHTHOUSE, 4)])] == [(3,), (4,)]
+
+
 def test_only_the_citations_an_answer_writes_name_its_sources() -> None:
     answer = "[2] res <- fx(seq(1, 10, by=0.5)) res # [1] 104.5"
     assert [c.file_name for c in citations_for(answer, [hit(LIGHTHOUSE, 3), hit(R_OUTPUT, 7, "r.pdf")])] == ["r.pdf"]
