@@ -24,7 +24,6 @@ from core.documents import Citation
 from core.generation import GenerationParams
 from core.index import ScopeIndex
 from core.ingest import ingest_document
-from core.rag import RagEngine
 from core.scope import Scope
 from phobos import runtime
 from phobos.settings import Settings
@@ -38,8 +37,9 @@ class Store(MemoryStore):
         return super().load_index(scope_key, dim)
 
 
-def questions(split: str, limit: int, docs: Path) -> list[dict]:
+def questions(split: str, limit: int, docs: Path, skip: set[str] = frozenset()) -> list[dict]:  # type: ignore[assignment]
     rows = [json.loads(line) for line in (EVAL_DIR / f"{split}.jsonl").read_text().splitlines() if line.strip()]
+    rows = [row for row in rows if row["id"] not in skip]
     by_doc: dict[str, list[dict]] = {}
     for row in rows:
         if (docs / row["doc"]).exists():
@@ -59,7 +59,13 @@ def main() -> None:
     parser.add_argument("--splits", default="dev,heldout")
     parser.add_argument("--docs", type=Path, default=DOC_DIR)
     parser.add_argument("--out", type=Path, default=ROOT / ".cache" / "claim-answers.jsonl")
+    parser.add_argument("--skip-answered", type=Path, default=None,
+                        help="leave out the questions this answers file (bench/eval/claim_answers.jsonl) already has")
     args = parser.parse_args()
+    skip = set()
+    if args.skip_answered is not None:
+        skip = {json.loads(line)["key"].split("/")[-1] for line in args.skip_answered.read_text().splitlines()
+                if line.strip()}
 
     settings = Settings()
     embedder = runtime.load_embedder(settings)
@@ -67,13 +73,12 @@ def main() -> None:
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     generators = runtime.load_generators(settings, registry, names)
     store = Store()
-    engine = RagEngine(embedder, store, top_k=settings.retrieval.top_k,
-                       min_relevance=runtime.relevance_floor(settings))
+    engine = runtime.retrieval(settings).engine(embedder, store)  # as a worker builds it
     limits = settings.ingest.limits()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as out:
         for split in args.splits.split(","):
-            asked = questions(split, args.per_split, args.docs)
+            asked = questions(split, args.per_split, args.docs, skip)
             scope = Scope("bench", "claims", split)
             for doc in sorted({q["doc"] for q in asked}):
                 ingest_document((args.docs / doc).read_bytes(), doc, scope.key, embedder, store, limits)

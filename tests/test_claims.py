@@ -134,6 +134,17 @@ def test_a_sentence_its_sources_do_not_say_is_unsupported(embedder) -> None:
     assert not check.sentences[0].supported
 
 
+SLIDE = ("Login Nodes Are Shared · Edit, compile, submit jobs · No heavy computation here · Processes over 30 "
+         "CPU-minutes are killed · Use an interactive job instead")
+
+
+def test_a_bullet_of_a_slide_supports_a_sentence_as_a_statement_of_its_own(embedder) -> None:
+    # The slide is one line of text without full stops; as a whole it is too far from any one of its bullets.
+    check = check_answer("Processes that run for more than 30 CPU-minutes on the login node are killed [1].",
+                         [SLIDE], embedder)
+    assert check.sentences[0].supported, check.sentences[0].reason
+
+
 def test_a_true_clause_does_not_carry_an_invented_one_joined_by_a_semicolon(embedder) -> None:
     answer = ("Mount Kessler last erupted in 1931 and its crater lake is acidic and turquoise; the summit is "
               "guarded by a colony of singing penguins that greet every visitor [2].")

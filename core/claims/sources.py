@@ -13,19 +13,24 @@ from core.embedding import Embedder
 
 # Sentences inside a source: PDF text wraps lines mid-sentence, so line breaks are spaces here.
 _SOURCE_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
+# Slides and lists come out of a PDF as one line of bullets ("Login Nodes · Edit, compile · Processes over 30
+# CPU-minutes are killed"): each bullet is a statement of its own, and the whole line would blur it.
+_BULLET_SEPARATOR = re.compile(r"\s+[·•▪●◦‣]\s+")
 SOURCE_WINDOW_SENTENCES = (1, 2)  # units: each sentence, and each run of two
 MAX_UNIT_CHARS = 600  # about 128 tokens: a longer unit (a table dump, a code listing) is cut
 CANDIDATES_PER_WIDTH = 3  # units of each width embedded per claim (those sharing most of its words)
 
 
-def source_units(sources: Sequence[str], widths: Sequence[int] = SOURCE_WINDOW_SENTENCES
+def source_units(sources: Sequence[str], widths: Sequence[int] = SOURCE_WINDOW_SENTENCES, bullets: bool = True
                   ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Each source's sentences and windows of consecutive sentences; the source and width of each."""
+    """Each source's sentences (and bullets, with ``bullets``) and windows of consecutive ones; the source and
+    width of each."""
     units: list[str] = []
     owners: list[int] = []
     sizes: list[int] = []
     for number, source in enumerate(sources):
-        sentences = [s for s in _SOURCE_SENTENCE_END.split(SPACE.sub(" ", source).strip()) if s]
+        sentences = [piece for sentence in _SOURCE_SENTENCE_END.split(SPACE.sub(" ", source).strip())
+                     for piece in (_BULLET_SEPARATOR.split(sentence) if bullets else [sentence]) if piece]
         seen: set[str] = set()
         for width in widths:
             for i in range(max(1, len(sentences) - width + 1)):
@@ -62,7 +67,7 @@ def closest_passages(question: str, sources: Sequence[str], embedder: Embedder, 
     """(source number, quote) for the ``count`` sentences or pairs of sentences closest to ``question``,
     closest first: one per source while there are sources left, then more from the same ones, never two
     that overlap. Fragments shorter than ``QUOTE_MIN_WORDS`` (a title, a heading) are not quoted."""
-    units, owners, _ = source_units(sources, widths=(1, 2))
+    units, owners, _ = source_units(sources, widths=(1, 2), bullets=False)  # a quote keeps a slide's title
     rows = [r for r, unit in enumerate(units) if len(unit.split()) >= QUOTE_MIN_WORDS] or list(range(len(units)))
     if not rows:
         return []
