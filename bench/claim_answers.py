@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Collection
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,7 +38,7 @@ class Store(MemoryStore):
         return super().load_index(scope_key, dim)
 
 
-def questions(split: str, limit: int, docs: Path, skip: set[str] = frozenset()) -> list[dict]:  # type: ignore[assignment]
+def questions(split: str, limit: int, docs: Path, skip: Collection[str] = ()) -> list[dict]:
     rows = [json.loads(line) for line in (EVAL_DIR / f"{split}.jsonl").read_text().splitlines() if line.strip()]
     rows = [row for row in rows if row["id"] not in skip]
     by_doc: dict[str, list[dict]] = {}
@@ -64,8 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     skip = set()
     if args.skip_answered is not None:
-        skip = {json.loads(line)["key"].split("/")[-1] for line in args.skip_answered.read_text().splitlines()
-                if line.strip()}
+        skip = {json.loads(line)["id"] for line in args.skip_answered.read_text().splitlines() if line.strip()}
 
     settings = Settings()
     embedder = runtime.load_embedder(settings)

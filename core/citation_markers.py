@@ -13,7 +13,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-MARKER = re.compile(r"\[\d{1,3}(?:\s*(?:,|;|-|–|and)\s*\d{1,3})*\]")
+# The numbers of a citation group: 1 / 1, 2 / 1-3 / 1 and 2. The one definition both parsers (core/prompt.py
+# through mask_quoted, core/claims/sentences.py) and this module read citations with.
+CITATION_NUMBERS = r"\d{1,3}(?:\s*(?:,|;|-|–|and)\s*\d{1,3})*"
+CITATION = re.compile(rf"\[({CITATION_NUMBERS})\]")
 CONTEXT_WORDS = 2  # words taken on one side of a marker
 MIN_CONTEXT_CHARS = 4  # non-space characters that side needs before a match in a source means anything
 WINDOW_CHARS = 80  # how far to look for those words
@@ -31,7 +34,7 @@ def quoted_markers(text: str, sources: Sequence[str]) -> list[tuple[int, int]]:
         return []
     flat = [_SPACE.sub(" ", source) for source in sources]
     found = []
-    for match in MARKER.finditer(text):
+    for match in CITATION.finditer(text):
         if any(context in source for context in _contexts(text, match) for source in flat):
             found.append(match.span())
     return found
@@ -46,10 +49,10 @@ def _contexts(text: str, match: re.Match[str]) -> list[str]:
     after_words = after.split()[:CONTEXT_WORDS]
     sides = []
     # Other markers are no context: "[1] and [2]" occurs in many a paper, and in answers citing two sources.
-    if len(MARKER.sub("", "".join(before_words))) >= MIN_CONTEXT_CHARS:
+    if len(CITATION.sub("", "".join(before_words))) >= MIN_CONTEXT_CHARS:
         gap = " " if before[-1:].isspace() else ""
         sides.append(" ".join(before_words) + gap + marker)
-    if len(MARKER.sub("", "".join(after_words))) >= MIN_CONTEXT_CHARS:
+    if len(CITATION.sub("", "".join(after_words))) >= MIN_CONTEXT_CHARS:
         gap = " " if after[:1].isspace() else ""
         sides.append(marker + gap + " ".join(after_words))
     return sides

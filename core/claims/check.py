@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.citation_markers import mask_quoted, unmask
-from core.claims.sentences import CITATION, Span, cited_sources, sentence_spans
+from core.citation_markers import CITATION, mask_quoted, unmask
+from core.claims.sentences import Span, cited_sources, sentence_spans
 from core.claims.sources import candidate_units, source_units
 from core.claims.terms import SPACE, Term, content_stems, exact_terms, normalise, term_occurs
 from core.embedding import Embedder

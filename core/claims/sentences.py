@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from core.citation_markers import CITATION, CITATION_NUMBERS
+
 # Words after which a period does not end a sentence ("e.g. The", "Fig. 3", "J. Smith" handled apart).
 ABBREVIATIONS = frozenset({
     "e.g", "i.e", "cf", "vs", "viz", "al", "approx", "incl", "resp", "fig", "figs", "eq", "eqs",
@@ -16,11 +18,10 @@ _FENCE = re.compile(r"```.*?(?:```|\Z)", re.S)
 _INLINE_CODE = re.compile(r"`[^`\n]+`")
 _BULLET = re.compile(r"^[ \t]*(?:[-*•+]|\d{1,3}[.)])[ \t]+")
 _HEADING = re.compile(r"^[ \t]*#{1,6}[ \t]+")
-# A citation group: [1], [1, 2], [1-3], [1][2]
-CITATION = re.compile(r"\[(\d{1,3}(?:\s*(?:,|;|-|–|and)\s*\d{1,3})*)\]")
-_LEADING_CITATIONS = re.compile(r"^(?:\s*\[\d{1,3}(?:\s*(?:,|;|-|–|and)\s*\d{1,3})*\])+\s*")
+# A citation group ([1], [1, 2], [1-3]) is CITATION; [1][2] is two.
+_LEADING_CITATIONS = re.compile(rf"^(?:\s*\[{CITATION_NUMBERS}\])+\s*")
 # Sentence end: terminal punctuation, closing quotes/brackets, citations after it, then whitespace.
-_END = re.compile(r"[.!?]+[\"'”’)\]]*(?:\s*\[\d{1,3}(?:\s*(?:,|;|-|–|and)\s*\d{1,3})*\])*(?=\s+\S)")
+_END = re.compile(rf"[.!?]+[\"'”’)\]]*(?:\s*\[{CITATION_NUMBERS}\])*(?=\s+\S)")
 
 
 @dataclass(frozen=True)
