@@ -28,6 +28,7 @@ class EmbedderSpec:
     dimension: int = 0
     max_tokens: int = 256
     min_relevance: float = 0.0  # the relevance floor calibrated for this embedder on the dev split
+    min_unit_relevance: float = 0.0  # the floor for a passage's best sub-passage, likewise; 0: not used
     description: str = ""
 
 

@@ -26,25 +26,33 @@ class RetrievalSettings(EnvSection):
     # under the floor. Chosen on the dev split by bench/answer_quality.py (0, 0.03, 0.05, 0.1 compared):
     # sources recall 0.82 -> 0.88, citation recall 0.80 -> 0.85, correctness 0.76 -> 0.79.
     passage_margin: float = Field(0.03, ge=0.0, validation_alias=env("PHOBOS_PASSAGE_MARGIN"))
+    # The floor for a passage's best sub-passage (a sentence or two, core.rag.RELEVANCE_UNIT_TOKENS): a
+    # question whose every passage is under min_relevance is still covered when one of their sentences
+    # clears it, and such a passage is shown. Empty: the embedder's own from core/embedders.toml; 0: off.
+    min_unit_relevance: float | None = Field(None, ge=0.0, validation_alias=env("PHOBOS_MIN_UNIT_RELEVANCE"))
     # Second stage over the first stage's top 40: "" (none), "subpassage" (dense re-scoring of ~100-token
     # sub-passages with the embedder; no extra model, ~1.8 s a question on 2 CPU cores), or a cross-encoder
     # folder or hub id such as cross-encoder/ms-marco-MiniLM-L-6-v2 (for GPU workers; bench/retrieval_quality.py,
     # pipeline +R).
     reranker: str = Field("", validation_alias=env("PHOBOS_RERANKER"))
 
-    @field_validator("min_relevance", mode="before")
+    @field_validator("min_relevance", "min_unit_relevance", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
     def for_embedder(self, embedder: str) -> RetrievalSettings:
-        """This section with its relevance floor decided: PHOBOS_MIN_RELEVANCE when set, else the floor
-        calibrated for ``embedder`` (what PHOBOS_EMBEDDER names; core/embedders.toml)."""
-        if self.min_relevance is not None:
+        """This section with its relevance floors decided: PHOBOS_MIN_RELEVANCE and PHOBOS_MIN_UNIT_RELEVANCE
+        where set, else the floors calibrated for ``embedder`` (what PHOBOS_EMBEDDER names; core/embedders.toml)."""
+        if self.min_relevance is not None and self.min_unit_relevance is not None:
             return self
         from core.embedders import choose_embedder
 
-        return self.model_copy(update={"min_relevance": choose_embedder(embedder).min_relevance})
+        spec = choose_embedder(embedder)
+        return self.model_copy(update={
+            "min_relevance": spec.min_relevance if self.min_relevance is None else self.min_relevance,
+            "min_unit_relevance": (spec.min_unit_relevance if self.min_unit_relevance is None
+                                   else self.min_unit_relevance)})
 
     def engine(self, embedder: Embedder, store: DocumentStore, *, history_tokens: int = 512) -> RagEngine:
         """The retrieval engine these settings describe; a floor not decided (see :meth:`for_embedder`) shows
@@ -53,5 +61,5 @@ class RetrievalSettings(EnvSection):
         from core.rerank import make_reranker
 
         return RagEngine(embedder, store, top_k=self.top_k, min_relevance=self.min_relevance or 0.0,
-                         passage_margin=self.passage_margin,
+                         passage_margin=self.passage_margin, min_unit_relevance=self.min_unit_relevance or 0.0,
                          history_tokens=history_tokens, reranker=make_reranker(self.reranker, embedder))

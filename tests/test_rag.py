@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
+from core.embedders import choose_embedder
 from core.generation import ChatMessage, GenerationParams
 from core.ingest import IngestLimits, ingest_document
 from core.rag import EMPTY_ANSWER_REPLY, NOT_COVERED_REPLY, RagEngine
@@ -101,4 +102,54 @@ def test_the_margin_never_answers_a_question_the_floor_refuses(redis_client, emb
     generator = ScriptedGenerator("should not be asked")
     answer = engine.answer(question, scope, generator, GenerationParams(), lambda t: None)
     assert answer.text == NOT_COVERED_REPLY.format(files="facts.pdf")
+    assert not answer.grounded and not generator.prompts
+
+
+# One long passage: a sentence that answers, buried in a harbour log that does not. Its chunk's vector is
+# mostly the log; the answering sentence alone is close to the question.
+BURIED_ANSWER_PAGES = [
+    "Harbour log, spring. The ferry timetable changed on the first of March, and the morning crossing now "
+    "leaves at seven. Fishing boats moor on the west quay; the east quay is kept for the lifeboat. The "
+    "harbour master records the tide heights twice a day and posts them outside the office. Diesel for "
+    "the boats is sold at the fuel pontoon from eight until five. Visiting yachts pay a mooring fee by the "
+    "night. The crater lake on Mount Kessler is turquoise because copper sulphate dissolves in its acidic "
+    "water. The slipway was resurfaced in April, and the crane can lift boats of up to twelve tonnes. Net "
+    "lofts above the fish market are let to the fishermen's cooperative. Gulls are fed only at the end of "
+    "the breakwater, and the harbour office closes at noon on Saturdays.",
+]
+
+
+def engine_with_buried_answer(redis_client, embedder) -> tuple[RagEngine, Scope]:
+    store = RedisDocumentStore(redis_client)
+    scope = Scope("test", "w", "rag-units")
+    limits = IngestLimits(max_bytes=10_000_000, max_pages=100, chunk_tokens=250, overlap_tokens=0)
+    ingest_document(pdf_with_pages(BURIED_ANSWER_PAGES), "harbour.pdf", scope.key, embedder, store, limits)
+    return RagEngine(embedder, store, top_k=3), scope
+
+
+def test_a_sentence_that_clears_the_unit_floor_covers_a_question_its_passage_does_not(redis_client,
+                                                                                       embedder) -> None:
+    engine, scope = engine_with_buried_answer(redis_client, embedder)
+    question = "Why is the crater lake on Mount Kessler turquoise?"
+    chunk_score = max(hit.score for hit in engine.retrieve(question, scope))
+    engine.min_relevance = chunk_score + 0.01  # the whole passage is under the chunk floor
+
+    engine.min_unit_relevance = 0.0  # no unit floor: refused, as before
+    assert engine.context(question, scope) == []
+    engine.min_unit_relevance = chunk_score + 0.01  # the same bar, cleared by the answering sentence alone
+    generator = ScriptedGenerator("Copper sulphate dissolves in its acidic water [1].")
+    answer = engine.answer(question, scope, generator, GenerationParams(), lambda t: None)
+    assert answer.grounded and generator.prompts
+    assert "copper sulphate" in generator.prompts[0][-1].content  # the passage is shown whole
+    assert answer.citations and answer.citations[0].file_name == "harbour.pdf"
+
+
+def test_the_unit_floor_does_not_answer_an_off_topic_question(redis_client, embedder) -> None:
+    engine, scope = engine_with_buried_answer(redis_client, embedder)
+    minilm = choose_embedder("minilm")  # the test embedder, with its calibrated floors
+    engine.min_relevance, engine.min_unit_relevance = minilm.min_relevance, minilm.min_unit_relevance
+    generator = ScriptedGenerator("should not be asked")
+    answer = engine.answer("Can you recommend a recipe for banana bread?", scope, generator, GenerationParams(),
+                           lambda t: None)
+    assert answer.text == NOT_COVERED_REPLY.format(files="harbour.pdf")
     assert not answer.grounded and not generator.prompts
