@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -43,11 +44,10 @@ class EmbedderSpec:
     description: str = ""
 
     def claim_thresholds(self) -> ClaimThresholds:
-        """The claim check's thresholds calibrated for this embedder, else the check's defaults."""
-        if not self.claim_min_similarity:
-            return ClaimThresholds()
-        return ClaimThresholds(self.claim_min_similarity, self.claim_min_coverage,
-                               self.claim_paraphrase_similarity or self.claim_min_similarity)
+        """The claim check's thresholds calibrated for this embedder; the check's defaults where not set."""
+        calibrated = {"min_similarity": self.claim_min_similarity, "min_coverage": self.claim_min_coverage,
+                      "paraphrase_similarity": self.claim_paraphrase_similarity}
+        return dataclasses.replace(ClaimThresholds(), **{k: v for k, v in calibrated.items() if v})
 
 
 def load_embedders(path: Path = PACKAGED_EMBEDDERS) -> dict[str, EmbedderSpec]:

@@ -21,7 +21,7 @@ class ModelSettings(EnvSection):
     # The embedder the claim check compares an answer's sentences with its sources by (a name in
     # core/embedders.toml, with the check's thresholds calibrated for it); empty: the one above. mpnet: on
     # the held-out labels precision 0.863 and recall 0.936, against MiniLM's 0.824 and 0.894
-    # (bench/claim_check.py), for about 1 s more per generated answer on 2 CPU cores and 420 MB of memory.
+    # (bench/claim_check.py); a median 0.48 s an answer against 0.09 s on 2 CPU cores, and 420 MB of memory.
     claim_embedder: str = Field("mpnet", validation_alias=env("PHOBOS_CLAIM_EMBEDDER"))
     # Embed in bfloat16 on CPUs that compute it natively (AVX512-BF16/AMX); ignored elsewhere.
     embed_bf16: bool = Field(True, validation_alias=env("PHOBOS_EMBED_BF16"))

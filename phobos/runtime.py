@@ -23,8 +23,10 @@ from core.embedding import Embedder, SentenceTransformerEmbedder
 from core.generation import Generator
 from core.registry import ModelRegistry
 from core.retrieval_settings import RetrievalSettings
+from core.split_wheels import ChecksumMismatchError
 from jobs.connection import RedisOptions, async_redis_client, redis_client
 from jobs.interactions import InteractionLog
+from phobos.commands.common import UsageError
 from phobos.redis_server import EmbeddedRedis, reviving_async_connection_class, reviving_connection_class
 from phobos.settings import Settings
 from telemetry.server import Health, serve
@@ -169,8 +171,19 @@ def load_claim_embedder(settings: Settings, embedder: Embedder) -> Embedder:
     spec = choose_embedder(claim_embedder_choice(settings))
     if spec.source == choose_embedder(settings.models.embedder).source:
         return embedder
-    return cast(Embedder, LazyEmbedder(embedder_location(settings, spec.name), bf16=settings.models.embed_bf16,
+    return cast(Embedder, LazyEmbedder(claim_embedder_location(settings), bf16=settings.models.embed_bf16,
                                        name=spec.source))
+
+
+def claim_embedder_location(settings: Settings) -> str:
+    """Where the claim check's embedder is (unpacked and checked once); a usage error in one sentence
+    when its wheels are not installed or their bytes are not the pinned ones."""
+    choice = claim_embedder_choice(settings)
+    try:
+        return embedder_location(settings, choice)
+    except (FileNotFoundError, ChecksumMismatchError) as exc:
+        raise UsageError(f"the claim check's embedder {choice} cannot be loaded: {exc}. Run `make install`, "
+                         "or set PHOBOS_CLAIM_EMBEDDER= (empty) to check with the documents' embedder") from None
 
 
 def retrieval(settings: Settings) -> RetrievalSettings:
@@ -233,8 +246,11 @@ def prepare_weights(settings: Settings | None = None) -> None:
         spec = registry.get(name) if name in registry else None
         if spec is not None and spec.backend == "llamacpp":
             print(f"{name}: {spec.weights_path(weights_dir(settings))}", file=sys.stderr, flush=True)
-    claims = claim_embedder_choice(settings)
-    print(f"claim check embedder {claims}: {embedder_location(settings, claims)}", file=sys.stderr, flush=True)
+    try:
+        where = claim_embedder_location(settings)
+    except UsageError as exc:
+        raise SystemExit(f"make run: {exc}") from None
+    print(f"claim check embedder {claim_embedder_choice(settings)}: {where}", file=sys.stderr, flush=True)
 
 
 def load_generators(settings: Settings, registry: ModelRegistry, names: list[str]) -> dict[str, Generator]:

@@ -41,7 +41,7 @@ def test_mpnet_from_its_wheels_marks_an_invented_sentence_and_passes_a_true_one(
     assert check.support_share == 0.5
 
 
-def test_the_worker_checks_claims_with_the_claim_embedder(redis_client, embedder) -> None:  # type: ignore[no-untyped-def]
+def test_the_worker_environment_carries_the_claim_embedder(redis_client, embedder) -> None:  # type: ignore[no-untyped-def]
     from core.registry import ModelRegistry
 
     limits = ClaimThresholds(0.6, 0.5, 0.8)
@@ -51,3 +51,24 @@ def test_the_worker_checks_claims_with_the_claim_embedder(redis_client, embedder
     assert env.claim_embedder is checker and env.claim_thresholds == limits
     alone = WorkerEnvironment.build(redis_client, embedder, {}, ModelRegistry({}), WorkerSettings())
     assert alone.claim_embedder is None and alone.claim_thresholds is None  # the documents' embedder, defaults
+
+
+def test_missing_claim_embedder_wheels_are_one_sentence_naming_the_fix(tmp_path, monkeypatch, embedder) -> None:  # type: ignore[no-untyped-def]
+    import importlib
+    import sys
+
+    import pytest
+
+    from phobos.commands.common import UsageError
+
+    # As on a machine where the mpnet parts were never installed: no distribution on the path holds them.
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if "site-packages" not in p])
+    importlib.invalidate_caches()
+    # Nothing unpacked there yet; only the extractive model, whose weights are not files.
+    settings = Settings(state_dir=tmp_path, worker=WorkerSettings(worker_models="extractive"))
+    with pytest.raises(UsageError, match=r"claim check's embedder mpnet cannot be loaded: .*PHOBOS_CLAIM_EMBEDDER="):
+        load_claim_embedder(settings, embedder)
+    with pytest.raises(SystemExit, match=r"^make run: the claim check's embedder mpnet cannot be loaded"):
+        from phobos.runtime import prepare_weights
+
+        prepare_weights(settings)
