@@ -53,6 +53,7 @@ from phobos.runtime import (
     load_claim_embedder,
     load_embedder,
     load_generators,
+    load_second_embedder,
     relevance_floor,
     retrieval,
 )
@@ -89,7 +90,8 @@ def sample(questions: list[dict], limit: int, seed: int) -> list[dict]:
     return [q for i, q in enumerate(questions) if i in chosen]
 
 
-def build_engine(settings: Settings, embedder: Embedder, split_questions: dict[str, list[dict]]) -> RagEngine:
+def build_engine(settings: Settings, embedder: Embedder, split_questions: dict[str, list[dict]],
+                 second_embedder: Embedder | None = None) -> RagEngine:
     """One store with each split's documents in its own scope, and the engine a worker builds on it."""
     store = MemoryStore()
     for split, questions in split_questions.items():
@@ -97,7 +99,7 @@ def build_engine(settings: Settings, embedder: Embedder, split_questions: dict[s
             if not (DOC_DIR / doc).exists():
                 raise SystemExit(f"{DOC_DIR / doc} not found; run: bash bench/eval/get-documents.sh {DOC_DIR}")
             ingest_cached(store, DOC_DIR / doc, scope_for(split).key, embedder, CACHE / "documents")
-    return retrieval(settings).engine(embedder, store)
+    return retrieval(settings).engine(embedder, store, second_embedder=second_embedder)
 
 
 def scope_for(split: str) -> Scope:
@@ -258,7 +260,7 @@ def main() -> None:
     load_before = os.getloadavg()
     started = time.perf_counter()
     if not args.summary_only:
-        engine = build_engine(settings, embedder, splits)
+        engine = build_engine(settings, embedder, splits, load_second_embedder(settings, embedder, claim_embedder))
         for model in args.models.split(","):
             run_model(model, settings, engine, splits, probes, args.answers_dir)
     questions = {q["id"]: q for qs in splits.values() for q in qs}

@@ -83,6 +83,7 @@ def main() -> None:
         results[f"{size}_chunks"] = row
         del index, chunks, vectors
     results["reranker_added_ms"] = reranker_latency(embedder, words, questions[:args.rerank_queries], rng)
+    results["second_embedder_added_ms"] = second_embedder_latency(words, questions[:args.rerank_queries], rng)
     print(json.dumps(results, indent=2))
 
 
@@ -103,6 +104,39 @@ def reranker_latency(embedder, words: list[str], questions: list[str], rng: rand
         reranker.rerank(question, hits)
         times.append(time.perf_counter() - started)
     return {"candidates": RERANK_CANDIDATES, "p50": percentile(times, 50), "p99": percentile(times, 99)}
+
+
+def second_embedder_latency(words: list[str], questions: list[str], rng: random.Random) -> dict:
+    """What the default second stage (PHOBOS_RERANKER=dense:mpnet) adds per question, over its
+    DENSE_RERANK_CANDIDATES passages of about 200 tokens: "cold" when none was seen before (the first
+    question on a document), "warm" when all were (the passages' vectors are kept between questions)."""
+    from core.documents import Hit
+    from core.rerank import DENSE_RERANK_CANDIDATES, SecondEmbedderReranker
+    from phobos.runtime import load_claim_embedder, load_second_embedder
+    from phobos.settings import Settings
+
+    settings = Settings()
+    first = concrete_embedder(settings)
+    second = load_second_embedder(settings, first, load_claim_embedder(settings, first))
+    if second is None:
+        return {}
+    second.embed(["warm up"])  # the model's load is paid once per worker, not per question
+
+    def passage() -> str:
+        return " ".join(" ".join(rng.choices(words, k=12)).capitalize() + "." for _ in range(12))
+
+    reranker = SecondEmbedderReranker(second)
+    cold, warm = [], []
+    for question in questions:
+        hits = [Hit(Chunk("d", "f.pdf", passage(), 1, 1, i), 0.5, 1.0 - i / 100)
+                for i in range(DENSE_RERANK_CANDIDATES)]
+        for times in (cold, warm):
+            started = time.perf_counter()
+            reranker.rerank(question, hits)
+            times.append(time.perf_counter() - started)
+    return {"candidates": DENSE_RERANK_CANDIDATES, "embedder": second.name,
+            "cold_p50": percentile(cold, 50), "cold_p99": percentile(cold, 99),
+            "warm_p50": percentile(warm, 50), "warm_p99": percentile(warm, 99)}
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ one of the right pages. Pipelines, all on the same embedder:
   +S         section context: title and heading path embedded and indexed with each chunk
   +U         small matching units (~100 tokens) that return their parent chunk
   +R         second stage: dense re-scoring of sub-passages over the top 40
+  +D         second stage: a second embedder (--second-embedder, mpnet) re-scores the top 20, added to the
+             first stage's fused score (core.rerank.SecondEmbedderReranker, the default PHOBOS_RERANKER)
   +E         (--expansion) a hypothetical answer from SmolLM2-135M as a second dense query, fused
 Tune on dev only; held-out is reported, never used to pick a setting. Embeddings are cached under
 .cache/retrieval-bench so a rerun only embeds what changed.
@@ -24,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from common import ROOT, tutorial_ingest
@@ -31,11 +34,11 @@ from common import ROOT, tutorial_ingest
 from core.chunking import SECTION_RESERVE_TOKENS, SELF_CONTAINED_UNITS, Chunker
 from core.documents import Chunk, Hit, PageText
 from core.embedders import choose_embedder, model_location
-from core.embedding import SentenceTransformerEmbedder
+from core.embedding import Embedder, SentenceTransformerEmbedder
 from core.hybrid import LexicalIndex, hybrid_search, reciprocal_rank_fusion, top_indices
 from core.navigation import navigation_mask
 from core.pdf_sandbox import ParseLimits, SandboxedPdf
-from core.rerank import RERANK_CANDIDATES, fuse_orders
+from core.rerank import RERANK_CANDIDATES, Reranker, SecondEmbedderReranker, fuse_orders
 from core.units import matching_units, parent_scores
 
 K = 5
@@ -154,14 +157,14 @@ def build_scope(docs: dict[str, tuple[list[PageText], str]], embedder: CachedEmb
 
 
 def search(scope: Scope, query: str, query_vectors: Sequence[np.ndarray], units: bool, rerank: bool,
-           fusion: str = "sum") -> list[Hit]:
+           fusion: str = "sum", second: Reranker | None = None) -> list[Hit]:
     """Top MRR_DEPTH hits. Several query vectors (expansion) each give a dense ranking, all fused."""
     def dense(vector: np.ndarray) -> np.ndarray:
         scores = scope.vectors @ vector
         return parent_scores(scores, scope.unit_vectors @ vector, scope.unit_parents) if units else scores
 
     dense_scores = [dense(v) for v in query_vectors]
-    depth = max(RERANK_CANDIDATES if rerank else MRR_DEPTH, MRR_DEPTH)
+    depth = max(RERANK_CANDIDATES if rerank else MRR_DEPTH, second.candidates if second else 0, MRR_DEPTH)
     hits = hybrid_search(scope.chunks, dense_scores[0], scope.lexical, query, depth, fusion=fusion,
                          navigation=scope.navigation)
     if len(dense_scores) > 1:  # expansion: fuse the extra dense rankings with the first stage's order
@@ -172,6 +175,8 @@ def search(scope: Scope, query: str, query_vectors: Sequence[np.ndarray], units:
         hits = [Hit(scope.chunks[i], float(dense_scores[0][i])) for i, _ in fused]
     if rerank:
         hits = rerank_units(scope, hits, query_vectors[0])
+    if second is not None:
+        hits = second.rerank(query, hits[:second.candidates]) + hits[second.candidates:]
     return hits[:MRR_DEPTH]
 
 
@@ -242,6 +247,7 @@ def main() -> None:
     parser.add_argument("--show-misses", action="store_true")
     parser.add_argument("--pipelines", default="", help="comma-separated subset, e.g. hybrid,+S (default: all)")
     parser.add_argument("--splits", default="dev,heldout")
+    parser.add_argument("--second-embedder", default="mpnet", help="the +D pipeline's embedder ('' for no +D)")
     parser.add_argument("--no-tutorial", action="store_true")
     args = parser.parse_args()
     splits = {name: load_split(name) for name in args.splits.split(",")}
@@ -253,6 +259,8 @@ def main() -> None:
     pipelines = [("rrf", False, False, False), ("hybrid", False, False, False), ("+S", True, False, False),
                  ("+U", False, True, False), ("+R", False, True, True), ("+S+U", True, True, False),
                  ("+S+R", True, True, True), ("+S+U+R", True, True, True)]
+    if args.second_embedder:
+        pipelines.append(("+D", False, False, False))
     if args.pipelines:
         pipelines = [p for p in pipelines if p[0] in args.pipelines.split(",")]
     out: dict = {"k": K, "mrr_depth": MRR_DEPTH, "rerank_candidates": RERANK_CANDIDATES,
@@ -261,6 +269,8 @@ def main() -> None:
                  "documents": {n: sorted(d) for n, d in docs.items()}, "embedders": {}}
     for name in args.embedders.split(","):
         embedder = CachedEmbedder(name)
+        second_embedder = CachedEmbedder(args.second_embedder) \
+            if args.second_embedder and choose_embedder(args.second_embedder).source != embedder.spec.source else None
         table: dict = {}
         floors: dict = {}
         for split, questions in splits.items():
@@ -273,6 +283,9 @@ def main() -> None:
                 questions, lambda q, t=tutorial, e=embedder: _tutorial_rank(t, e, q["question"]))
             scopes: dict[tuple[bool, bool], Scope] = {}
             for label, sections, units, rerank in pipelines:
+                if label == "+D" and second_embedder is None:
+                    continue
+                second = SecondEmbedderReranker(cast(Embedder, second_embedder)) if label == "+D" else None
                 key = (sections, units or rerank)
                 if key not in scopes:
                     scopes[key] = build_scope(docs[split], embedder, sections, units or rerank)
@@ -281,9 +294,9 @@ def main() -> None:
                 use_units = units and label != "+S+R" and label != "+R"
 
                 def rank(q: dict, scope: Scope = scope, use_units: bool = use_units, rerank: bool = rerank,
-                         extra: tuple = (), qvec: dict = qvec,
-                         fusion: str = "rrf" if label == "rrf" else "sum") -> list[tuple[str, tuple[int, ...]]]:
-                    hits = search(scope, q["question"], [qvec[q["id"]], *extra], use_units, rerank, fusion)
+                         extra: tuple = (), qvec: dict = qvec, fusion: str = "rrf" if label == "rrf" else "sum",
+                         second: Reranker | None = second) -> list[tuple[str, tuple[int, ...]]]:
+                    hits = search(scope, q["question"], [qvec[q["id"]], *extra], use_units, rerank, fusion, second)
                     return [(h.chunk.file_name, h.chunk.pages) for h in hits]
 
                 row[label] = evaluate(questions, rank)
@@ -294,6 +307,8 @@ def main() -> None:
                 floors[(split, label)] = (scope, use_units, rerank)
             table[split] = row
             embedder.save()
+            if second_embedder is not None:
+                second_embedder.save()
         out["embedders"][name] = {"table": _compact(table, args.show_misses),
                                   "relevance_floor": _floors(floors, splits, off_topic, embedder),
                                   "embedded_now": embedder.new, "embed_s": round(embedder.embed_s, 1)}

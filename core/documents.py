@@ -55,6 +55,12 @@ class Hit:
 
     chunk: Chunk
     score: float
+    # The first stage's fused score (core.hybrid.fused_scores) that ranked it, where dense and BM25 were
+    # summed; None otherwise. A second stage adds to it rather than discarding what BM25 found.
+    fused: float | None = None
+    # The cosine by a second stage's own embedder (core.rerank.SecondEmbedderReranker), where one re-scored
+    # it; None otherwise. Judged against that embedder's own relevance floor, never against ``score``'s.
+    second_score: float | None = None
 
 
 @dataclass(frozen=True)

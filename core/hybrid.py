@@ -141,7 +141,7 @@ def hybrid_search(chunks: Sequence[Chunk], dense_scores: np.ndarray, lexical: Le
         if navigation is not None:
             scores = scores - NAVIGATION_PENALTY * navigation
         order = top_indices(scores, k)
-        return [Hit(chunks[i], float(dense_scores[i])) for i in order.tolist()]
+        return [Hit(chunks[i], float(dense_scores[i]), float(scores[i])) for i in order.tolist()]
     rankings = []
     if mode in ("hybrid", "dense"):
         rankings.append(top_indices(dense_scores, max(candidates, k)))

@@ -16,7 +16,7 @@ from core.index import DocumentStore, SearchIndex
 from core.intent import OPENING_CHUNKS_PER_DOCUMENT, is_overview_question
 from core.joined import JoinedIndex
 from core.prompt import cited_numbers, plain_messages, rag_messages
-from core.rerank import RERANK_CANDIDATES, Reranker
+from core.rerank import Reranker
 from core.scope import Scope
 from core.units import matching_units, parent_scores
 
@@ -46,7 +46,7 @@ class RagEngine:
     def __init__(self, embedder: Embedder, store: DocumentStore, top_k: int = 5, min_relevance: float = 0.0,
                  mode: str = "hybrid", context_tokens: int = 1500, history_tokens: int = 512,
                  reranker: Reranker | None = None, passage_margin: float = 0.0,
-                 min_unit_relevance: float = 0.0):
+                 min_unit_relevance: float = 0.0, second_min_relevance: float = 0.0):
         self.embedder = embedder
         self.store = store
         self.top_k = top_k
@@ -58,10 +58,14 @@ class RagEngine:
         # chunk floor turns away still counts when one of its sentences clears this. Sub-passages score
         # higher than whole chunks, on topic or not, so this floor is calibrated on its own.
         self.min_unit_relevance = min_unit_relevance
+        # The floor for a second stage's own cosine (Hit.second_score), 0 for none: the larger embedder's
+        # floor, calibrated for it. A passage either embedder finds relevant counts; a question neither
+        # finds covered is still refused.
+        self.second_min_relevance = second_min_relevance
         self.mode = mode  # "hybrid" (dense + BM25), "dense" or "lexical"
         self.context_tokens = context_tokens  # sources shown to the model, in embedder tokens
         self.history_tokens = history_tokens  # earlier turns shown to the model, in the generator's tokens
-        self.reranker = reranker  # reorders the first stage's top RERANK_CANDIDATES (core/rerank.py)
+        self.reranker = reranker  # reorders the first stage's top candidates (core/rerank.py)
 
     def index_for(self, scope: Scope, reads: Sequence[str] = ()) -> SearchIndex:
         """The index of every scope a question in ``scope`` reads, joined without copying any: in a thread,
@@ -86,10 +90,16 @@ class RagEngine:
 
     def _relevant(self, hits: list[Hit], query: np.ndarray) -> list[Hit]:
         """The hits to show: none when the question is not covered (no passage clears the floor, nor any
-        sub-passage the unit floor), else those down to each floor minus ``passage_margin``."""
-        chunk_floor, unit_floor = self.min_relevance, self.min_unit_relevance
+        sub-passage the unit floor, nor any second-stage cosine the second embedder's floor), else those down
+        to each floor minus ``passage_margin``."""
+        chunk_floor, unit_floor, second_floor = self.min_relevance, self.min_unit_relevance, self.second_min_relevance
         covered = any(hit.score >= chunk_floor for hit in hits)
         shown = [hit.score >= chunk_floor - self.passage_margin for hit in hits]
+        if second_floor:
+            seconds = [hit.second_score for hit in hits]
+            covered = covered or any(s is not None and s >= second_floor for s in seconds)
+            shown = [ok or (s is not None and s >= second_floor - self.passage_margin)
+                     for ok, s in zip(shown, seconds, strict=True)]
         if unit_floor and not all(shown):
             # Only the passages the chunk floor leaves out are split and embedded: most questions cost nothing.
             doubtful = [i for i, ok in enumerate(shown) if not ok]
@@ -117,7 +127,7 @@ class RagEngine:
         k = k or self.top_k
         if self.reranker is None:
             return index, query, index.hybrid_search(query, question, k, self.mode)
-        candidates = index.hybrid_search(query, question, max(k, RERANK_CANDIDATES), self.mode)
+        candidates = index.hybrid_search(query, question, max(k, self.reranker.candidates), self.mode)
         return index, query, self.reranker.rerank(question, candidates)[:k]
 
     def answer(self, question: str, scope: Scope, generator: Generator, params: GenerationParams,

@@ -30,11 +30,14 @@ class RetrievalSettings(EnvSection):
     # question whose every passage is under min_relevance is still covered when one of their sentences
     # clears it, and such a passage is shown. Empty: the embedder's own from core/embedders.toml; 0: off.
     min_unit_relevance: float | None = Field(None, ge=0.0, validation_alias=env("PHOBOS_MIN_UNIT_RELEVANCE"))
-    # Second stage over the first stage's top 40: "" (none), "subpassage" (dense re-scoring of ~100-token
-    # sub-passages with the embedder; no extra model, ~1.8 s a question on 2 CPU cores), or a cross-encoder
-    # folder or hub id such as cross-encoder/ms-marco-MiniLM-L-6-v2 (for GPU workers; bench/retrieval_quality.py,
-    # pipeline +R).
-    reranker: str = Field("", validation_alias=env("PHOBOS_RERANKER"))
+    # Second stage: "dense:NAME" (the default, dense:mpnet) re-scores the first stage's top 20 with the embedder
+    # NAME from core/embedders.toml, added to the first stage's fused score; the claim check's embedder is the
+    # same model by default, so one model serves both (dev split: a gold page in the top 5 for 90 -> 93 of 98
+    # questions; ~2 s a question on 2 CPU cores at first, less once passages were seen, bench/retrieval_quality.py
+    # pipeline +D). None when NAME is PHOBOS_EMBEDDER itself. "" or "off": none. "subpassage": dense
+    # re-scoring of ~100-token sub-passages of the top 40 with the documents' embedder. Or a cross-encoder
+    # folder or hub id such as cross-encoder/ms-marco-MiniLM-L-6-v2 (for GPU workers).
+    reranker: str = Field("dense:mpnet", validation_alias=env("PHOBOS_RERANKER"))
 
     @field_validator("min_relevance", "min_unit_relevance", mode="before")
     @classmethod
@@ -54,12 +57,30 @@ class RetrievalSettings(EnvSection):
             "min_unit_relevance": (spec.min_unit_relevance if self.min_unit_relevance is None
                                    else self.min_unit_relevance)})
 
-    def engine(self, embedder: Embedder, store: DocumentStore, *, history_tokens: int = 512) -> RagEngine:
+    def second_embedder(self) -> str | None:
+        """The registry name a "dense:NAME" second stage re-scores with; None for any other reranker."""
+        from core.rerank import DENSE_PREFIX
+
+        name = self.reranker.strip()
+        if not name.startswith(DENSE_PREFIX):
+            return None
+        return name[len(DENSE_PREFIX):].strip() or None
+
+    def engine(self, embedder: Embedder, store: DocumentStore, *, history_tokens: int = 512,
+               second_embedder: Embedder | None = None) -> RagEngine:
         """The retrieval engine these settings describe; a floor not decided (see :meth:`for_embedder`) shows
-        every passage."""
+        every passage. ``second_embedder``: the model a "dense:NAME" reranker re-scores with (see
+        phobos.runtime.load_second_embedder); without one that reranker is left out."""
         from core.rag import RagEngine
         from core.rerank import make_reranker
 
+        reranker = make_reranker(self.reranker.strip(), embedder, second_embedder)
+        # The second stage's cosines are judged by the floor calibrated for its own embedder (embedders.toml).
+        second_floor = 0.0
+        if reranker is not None and (name := self.second_embedder()) is not None:
+            from core.embedders import choose_embedder
+
+            second_floor = choose_embedder(name).min_relevance
         return RagEngine(embedder, store, top_k=self.top_k, min_relevance=self.min_relevance or 0.0,
                          passage_margin=self.passage_margin, min_unit_relevance=self.min_unit_relevance or 0.0,
-                         history_tokens=history_tokens, reranker=make_reranker(self.reranker, embedder))
+                         history_tokens=history_tokens, reranker=reranker, second_min_relevance=second_floor)

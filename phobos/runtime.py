@@ -186,6 +186,33 @@ def claim_embedder_location(settings: Settings) -> str:
                          "or set PHOBOS_CLAIM_EMBEDDER= (empty) to check with the documents' embedder") from None
 
 
+def load_second_embedder(settings: Settings, embedder: Embedder, claim_embedder: Embedder | None) -> Embedder | None:
+    """The model a "dense:NAME" second stage (PHOBOS_RERANKER) re-scores with: None for another reranker or
+    when NAME is the documents' embedder; ``claim_embedder`` itself when NAME is the claim check's (one model
+    serves both); else its own, loaded at its first use."""
+    choice = settings.retrieval.second_embedder()
+    if choice is None:
+        return None
+    spec = choose_embedder(choice)
+    if spec.source == choose_embedder(settings.models.embedder).source:
+        return None
+    if claim_embedder is not None and spec.source == choose_embedder(claim_embedder_choice(settings)).source:
+        return claim_embedder
+    return cast(Embedder, LazyEmbedder(second_embedder_location(settings, choice), bf16=settings.models.embed_bf16,
+                                       name=spec.source))
+
+
+def second_embedder_location(settings: Settings, choice: str) -> str:
+    """Where the second stage's embedder ``choice`` is (unpacked and checked once); a usage error in one
+    sentence when its wheels are not installed or their bytes are not the pinned ones."""
+    try:
+        return embedder_location(settings, choice)
+    except (FileNotFoundError, ChecksumMismatchError) as exc:
+        raise UsageError(f"the second-stage embedder {choice} (PHOBOS_RERANKER=dense:{choice}) cannot be loaded: "
+                         f"{exc}. Run `make install`, or set PHOBOS_RERANKER= (empty) to rank with the first "
+                         "stage alone") from None
+
+
 def retrieval(settings: Settings) -> RetrievalSettings:
     """The retrieval section with its relevance floor decided for the chosen embedder."""
     return settings.retrieval.for_embedder(settings.models.embedder)
@@ -248,9 +275,13 @@ def prepare_weights(settings: Settings | None = None) -> None:
             print(f"{name}: {spec.weights_path(weights_dir(settings))}", file=sys.stderr, flush=True)
     try:
         where = claim_embedder_location(settings)
+        second = settings.retrieval.second_embedder()
+        second_where = second_embedder_location(settings, second) if second else None
     except UsageError as exc:
         raise SystemExit(f"make run: {exc}") from None
     print(f"claim check embedder {claim_embedder_choice(settings)}: {where}", file=sys.stderr, flush=True)
+    if second and second_where != where:
+        print(f"second-stage embedder {second}: {second_where}", file=sys.stderr, flush=True)
 
 
 def load_generators(settings: Settings, registry: ModelRegistry, names: list[str]) -> dict[str, Generator]:
@@ -273,10 +304,12 @@ def build_worker(settings: Settings, client: redis.Redis, embedder: Embedder, ge
     interactions = InteractionLog(client, log_text=settings.telemetry.log_text,
                                   retention_days=settings.adapters.interaction_retention_days,
                                   max_entries=settings.adapters.interaction_max_entries)
+    claim_embedder = load_claim_embedder(settings, embedder)
     return Worker(client, embedder, generators, registry,
                   settings.worker.model_copy(update={"default_model": default_model}),
                   ingest_limits=settings.ingest.limits(), retrieval=retrieval(settings), interactions=interactions,
-                  claim_embedder=load_claim_embedder(settings, embedder), claim_thresholds=claim_thresholds(settings))
+                  claim_embedder=claim_embedder, claim_thresholds=claim_thresholds(settings),
+                  second_embedder=load_second_embedder(settings, embedder, claim_embedder))
 
 
 AUTO = "auto"

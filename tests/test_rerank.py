@@ -41,7 +41,7 @@ def facts_engine(redis_client, embedder, reranker) -> tuple[RagEngine, Scope]:  
     return RagEngine(embedder, store, top_k=3, reranker=reranker), scope
 
 
-def test_no_reranker_is_the_default_and_subpassage_uses_the_embedder(embedder) -> None:
+def test_an_empty_setting_is_no_reranker_and_subpassage_uses_the_embedder(embedder) -> None:
     assert make_reranker("", embedder) is None and make_reranker("off", embedder) is None
     assert isinstance(make_reranker("subpassage", embedder), SubPassageReranker)
 

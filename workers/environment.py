@@ -77,7 +77,8 @@ class WorkerEnvironment:
               registry: ModelRegistry, settings: WorkerSettings, ingest_limits: IngestLimits | None = None,
               retrieval: RetrievalSettings | None = None,
               interactions: InteractionLog | None = None, claim_embedder: Embedder | None = None,
-              claim_thresholds: ClaimThresholds | None = None) -> WorkerEnvironment:
+              claim_thresholds: ClaimThresholds | None = None,
+              second_embedder: Embedder | None = None) -> WorkerEnvironment:
         concurrency = choose_concurrency(settings.concurrency, generators)
         # The embedder's tokenizer is not safe to share between threads: one embedding at a time.
         # (cast: its dim is a read-only property, as LazyEmbedder's is, where the Protocol says attribute)
@@ -86,6 +87,14 @@ class WorkerEnvironment:
             claims = None
         else:
             claims = cast(Embedder, SerialEmbedder(claim_embedder)) if concurrency > 1 else claim_embedder
+        # The second stage's embedder (PHOBOS_RERANKER=dense:NAME) is the claim check's model by default:
+        # then the same serialised wrapper, so the two never run its tokenizer at once.
+        if second_embedder is None or second_embedder is embedder:
+            second = None
+        elif second_embedder is claim_embedder:
+            second = claims
+        else:
+            second = cast(Embedder, SerialEmbedder(second_embedder)) if concurrency > 1 else second_embedder
         worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         store = RedisDocumentStore(client, settings.index_cache_max_bytes)
         # Forwarded asks have waited once already, so a worker reads its models' streams first.
@@ -96,7 +105,8 @@ class WorkerEnvironment:
             # A backend that is not thread-safe says max_concurrency 1: its stream runs one at a time.
             generator_slots={name: threading.BoundedSemaphore(max_concurrency(g)) for name, g in generators.items()},
             registry=registry, store=store,
-            engine=(retrieval or DEFAULT_RETRIEVAL).engine(shared, store, history_tokens=settings.memory_tokens),
+            engine=(retrieval or DEFAULT_RETRIEVAL).engine(shared, store, history_tokens=settings.memory_tokens,
+                                                           second_embedder=second),
             conversations=ConversationStore(client),
             memory=ConversationMemory(client, settings.memory_turns, settings.memory_ttl_s),
             interactions=interactions or InteractionLog(client),

@@ -53,10 +53,12 @@ class Worker:
     def __init__(self, client: redis.Redis, embedder: Embedder, generators: dict[str, Generator],
                  registry: ModelRegistry, settings: WorkerSettings, *, ingest_limits: IngestLimits | None = None,
                  retrieval: RetrievalSettings | None = None, interactions: InteractionLog | None = None,
-                 claim_embedder: Embedder | None = None, claim_thresholds: ClaimThresholds | None = None):
+                 claim_embedder: Embedder | None = None, claim_thresholds: ClaimThresholds | None = None,
+                 second_embedder: Embedder | None = None):
         self.env = WorkerEnvironment.build(client, embedder, generators, registry, settings, ingest_limits,
                                            retrieval=retrieval, interactions=interactions,
-                                           claim_embedder=claim_embedder, claim_thresholds=claim_thresholds)
+                                           claim_embedder=claim_embedder, claim_thresholds=claim_thresholds,
+                                           second_embedder=second_embedder)
         self.redis = client
         self.settings = settings
         self.worker_id = self.env.worker_id
