@@ -165,8 +165,18 @@ class Supervisor:
         self._thread.start()
 
     def _watch(self) -> None:
-        while not self._stopping.wait(CHECK_EVERY_S):
-            self.check(time.monotonic())
+        try:
+            while not self._stopping.wait(CHECK_EVERY_S):
+                try:
+                    self.check(time.monotonic())
+                except Exception as exc:  # a bad round must not end the thread: see below why it must live
+                    say(f"The supervisor could not check its children ({type(exc).__name__}: {exc}).")
+        finally:
+            # PR_SET_PDEATHSIG fires when the *thread* that started a child ends, not the process. The
+            # children this thread restarted would get SIGTERM as it returns and a second one from stop(),
+            # and a worker takes a second signal as "hand back now, skip the grace time". So this thread
+            # stops them itself, once each, before it ends.
+            self._stop_children()
 
     def check(self, now: float) -> None:
         """Note deaths, start children whose backoff is over, publish the states now and then."""
@@ -195,10 +205,15 @@ class Supervisor:
     def stop(self) -> None:
         self._stopping.set()
         if self._thread.is_alive():
-            self._thread.join()
-        for child in reversed(self.children):
-            child.stop()
+            self._thread.join()  # it stops the children on its way out
+        self._stop_children()  # never watched: stop them here (a child stopped already is left alone)
         self.publish(stopped=True)
+
+    def _stop_children(self) -> None:
+        with self._lock:
+            children = list(reversed(self.children))
+        for child in children:
+            child.stop()
 
 
 def child_env(role: str, settings: Settings, url: str, port_offset: int) -> dict[str, str]:
@@ -218,7 +233,8 @@ def child_env(role: str, settings: Settings, url: str, port_offset: int) -> dict
 
 
 def _die_with_parent() -> None:
-    """In the child: ask Linux to SIGTERM it when `phobos up` dies, even by SIGKILL, so no worker is orphaned."""
+    """In the child: ask Linux to SIGTERM it when `phobos up` dies, even by SIGKILL, so no worker is orphaned.
+    Linux sends it when the *thread* that started the child ends (prctl(2)): see Supervisor._watch."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

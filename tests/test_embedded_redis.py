@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -210,6 +211,14 @@ def read_until(stream: IO[bytes], marker: bytes, seen: list[bytes]) -> None:
         if marker in line:
             return
     raise AssertionError(b"".join(seen).decode(errors="replace")[-3000:])
+
+
+def keep_reading(stream: IO[bytes], seen: list[bytes]) -> threading.Thread:
+    """Read the rest of ``stream`` into ``seen`` on a thread: a pipe nobody reads fills (64 KiB) and then
+    blocks every child writing to it, so a worker logging its shutdown would hang until it is killed."""
+    reader = threading.Thread(target=lambda: seen.extend(iter(stream.readline, b"")), daemon=True)
+    reader.start()
+    return reader
 
 
 def test_sigkill_of_the_process_that_started_redis_leaves_the_worker_and_adapter_serving(

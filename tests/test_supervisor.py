@@ -21,7 +21,15 @@ from phobos.redis_server import EmbeddedRedis
 from phobos.settings import Settings
 from phobos.supervisor import RESTART_BACKOFF_S, STABLE_AFTER_S, Child, Supervisor, exit_summary
 from tests.conftest import ROOT, RedisServer
-from tests.test_embedded_redis import embedded_env, live_worker_pids, phobos, read_until, state_dir, wait_for
+from tests.test_embedded_redis import (
+    embedded_env,
+    keep_reading,
+    live_worker_pids,
+    phobos,
+    read_until,
+    state_dir,
+    wait_for,
+)
 
 __all__ = ["state_dir"]  # the fixture, shared with test_embedded_redis
 
@@ -102,6 +110,7 @@ def test_up_restarts_a_killed_worker_and_a_failing_adapter_and_status_shows_them
         [first] = live_worker_pids(embedded)
         os.kill(first, signal.SIGKILL)
         read_until(up.stderr, b"The worker stopped (killed by SIGKILL); starting it again in 1 s.", seen)
+        reader = keep_reading(up.stderr, seen)  # the restarting adapter's tracebacks must not fill the pipe
         second = cast(set[int], wait_for("a new worker", lambda: live_worker_pids(embedded) - {first}))
 
         status = phobos(state_dir, "status")
@@ -117,5 +126,11 @@ def test_up_restarts_a_killed_worker_and_a_failing_adapter_and_status_shows_them
         up.terminate()
         up.wait(timeout=120)
         watchdog.cancel()
+    reader.join(timeout=60)  # the pipe ends when up and its children have exited
     assert up.returncode == 0, b"".join(seen).decode(errors="replace")[-3000:]
     assert not live_worker_pids(embedded) & second  # its worker stopped with it
+    # ... once, gracefully: the restarted worker (started by the supervisor's thread) got one stop signal.
+    after_restart = b"".join(seen).split(b"The worker started again (restart 1).")[-1].decode(errors="replace")
+    assert after_restart.count("stopping: taking no more jobs") == 1, after_restart[-3000:]
+    assert "a second stop signal" not in after_restart, after_restart[-3000:]
+    assert "stopped after" in after_restart, after_restart[-3000:]

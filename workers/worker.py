@@ -87,8 +87,13 @@ class Worker:
 
     def _shut_down(self) -> None:
         if self._stopping.is_set():
+            log.warning("worker %s: a second stop signal; handing back the jobs in hand now", self.worker_id)
             self._hand_back_running()  # a second signal: do not wait for the grace time
             return
+        with self._running_lock:
+            in_hand = len(self._running)
+        log.info("worker %s stopping: taking no more jobs; %d in hand get %.0f s to finish", self.worker_id,
+                 in_hand, self.settings.shutdown_grace_s)
         self.stop()
         timer = threading.Timer(self.settings.shutdown_grace_s, self._hand_back_running)
         timer.daemon = True
@@ -124,6 +129,7 @@ class Worker:
                                                            self._stopping, block_ms, burst)
         finally:
             heartbeat.stop()
+        log.info("worker %s stopped after %d job(s)", self.worker_id, self.jobs_done)
 
     def _wait_for_redis(self, exc: Exception, failures: int) -> None:
         wait_s = RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)]
