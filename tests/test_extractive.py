@@ -40,6 +40,15 @@ def test_the_sentence_after_the_chosen_one_is_quoted_with_it_and_gaps_are_marked
     assert "R keeps all objects in memory." not in text
 
 
+def test_a_section_number_after_the_chosen_sentence_is_not_quoted_as_its_context() -> None:
+    # A passage running across a numbered heading, as the handbook's does ("... answer. 4. Choosing models").
+    source = ("Passages under a minimum relevance are not shown to the model, so that an unrelated document "
+              "does not lead to an invented answer. 4. Choosing models The default model quotes sentences.")
+    text = answer("Why are passages under a minimum relevance not shown?", source)
+    assert "invented answer." in text
+    assert " 4. " not in text and not text.rstrip().endswith("4."), text
+
+
 def test_a_question_sharing_no_word_with_the_sources_gets_their_opening_words() -> None:
     text = answer("Qwertyuiop asdfgh?", SOURCE_1, SOURCE_2)
     assert text.startswith("[1] Installing packages.") and "[2] Memory limits." in text

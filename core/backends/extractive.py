@@ -113,6 +113,8 @@ def _choose(question: str, sentences: list[tuple[int, int, int, str]], n_sources
             break
         for taken in range(position, position + 1 + FOLLOWING_SENTENCES):
             same_source = taken < len(sentences) and sentences[taken][1] == sentences[position][1]
+            if same_source and taken > position and len(sentences[taken][3].split()) < 2:
+                break  # a lone "4." or page number: the next section starts, it is no context for this one
             if same_source and taken not in chosen:
                 chosen.add(taken)
                 words += len(sentences[taken][3].split())
