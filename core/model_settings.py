@@ -25,7 +25,8 @@ class ModelSettings(EnvSection):
     claim_embedder: str = Field("mpnet", validation_alias=env("PHOBOS_CLAIM_EMBEDDER"))
     # Embed in bfloat16 on CPUs that compute it natively (AVX512-BF16/AMX); ignored elsewhere.
     embed_bf16: bool = Field(True, validation_alias=env("PHOBOS_EMBED_BF16"))
-    # Load the embedder at its first use rather than at start (quick worker restarts in tests).
+    # Load the embedders at their first use rather than at start (quick worker restarts in tests); when false,
+    # the claim check's and second stage's models load in the background once the worker is ready.
     lazy_embedder: bool = Field(False, validation_alias=env("PHOBOS_LAZY_EMBEDDER"))
     # Extra model registry entries (TOML, same shape as core/models.toml).
     models_file: Path | None = Field(None, validation_alias=env("PHOBOS_MODELS_FILE"))

@@ -241,6 +241,23 @@ class LazyEmbedder:
             return self._loaded
 
     @property
+    def is_loaded(self) -> bool:
+        return self._loaded is not None
+
+    def load_in_background(self) -> threading.Thread:
+        """Start loading it on a thread of its own; a first use meanwhile waits for that load, not a second."""
+        def load() -> None:
+            try:
+                self._model()
+                log.info("embedder %s loaded ahead of its first use", self.name)
+            except Exception as exc:  # its first use raises it again, where a job can report it
+                log.warning("embedder %s could not be loaded ahead of use: %s", self.name, exc)
+
+        thread = threading.Thread(target=load, name=f"load {self.name}", daemon=True)
+        thread.start()
+        return thread
+
+    @property
     def dim(self) -> int:
         return self._model().dim
 
@@ -305,11 +322,19 @@ def build_worker(settings: Settings, client: redis.Redis, embedder: Embedder, ge
                                   retention_days=settings.adapters.interaction_retention_days,
                                   max_entries=settings.adapters.interaction_max_entries)
     claim_embedder = load_claim_embedder(settings, embedder)
+    second_embedder = load_second_embedder(settings, embedder, claim_embedder)
+    if not settings.models.lazy_embedder:
+        # The second stage runs before every answer, the claim check after it: a ready worker loads them
+        # now rather than in the first question's time. Distinct models each on a thread; a shared one once.
+        needed = [second_embedder] + ([claim_embedder] if settings.worker.claims != "off" else [])
+        lazy = {id(model): model for model in needed if isinstance(model, LazyEmbedder)}
+        for model in lazy.values():
+            cast(LazyEmbedder, model).load_in_background()
     return Worker(client, embedder, generators, registry,
                   settings.worker.model_copy(update={"default_model": default_model}),
                   ingest_limits=settings.ingest.limits(), retrieval=retrieval(settings), interactions=interactions,
                   claim_embedder=claim_embedder, claim_thresholds=claim_thresholds(settings),
-                  second_embedder=load_second_embedder(settings, embedder, claim_embedder))
+                  second_embedder=second_embedder)
 
 
 AUTO = "auto"

@@ -3,14 +3,17 @@ re-scores the first stage's top candidates, with real models, real PDFs and a re
 
 from __future__ import annotations
 
+import threading
 from typing import Any, cast
 
 import numpy as np
 import pytest
 
 from core.documents import Hit
+from core.embedders import choose_embedder
 from core.embedding import Embedder
 from core.ingest import IngestLimits, ingest_document
+from core.model_settings import ModelSettings
 from core.rag import RagEngine
 from core.rerank import DENSE_RERANK_CANDIDATES, SecondEmbedderReranker, make_reranker
 from core.retrieval_settings import RetrievalSettings
@@ -189,3 +192,37 @@ def test_a_question_only_the_second_embedder_finds_relevant_is_covered(redis_cli
     assert any("Radiators are bled every October" in hit.chunk.text for hit in shown)
     # Off-topic for both embedders: still refused.
     assert both.context("What is the capital of Mongolia?", scope) == []
+
+
+def loading_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("load ")]
+
+
+def test_a_ready_worker_loads_mpnet_in_the_background_once_and_a_lazy_one_does_not(redis_client, embedder) -> None:  # type: ignore[no-untyped-def]
+    from phobos.runtime import LazyEmbedder, build_worker, load_registry
+
+    settings = Settings()
+    for thread in loading_threads():
+        thread.join()
+    lazy = build_worker(settings.model_copy(update={"models": ModelSettings(lazy_embedder=True)}), redis_client,
+                        embedder, {}, load_registry(settings), "extractive")
+    assert loading_threads() == []
+    assert not cast(LazyEmbedder, lazy.env.claim_embedder).is_loaded
+
+    worker = build_worker(settings, redis_client, embedder, {}, load_registry(settings), "extractive")
+    threads = loading_threads()
+    assert [t.name for t in threads] == [f"load {choose_embedder('mpnet').source}"]  # one model, two uses
+    threads[0].join()
+    mpnet = cast(LazyEmbedder, worker.env.claim_embedder)
+    assert mpnet.is_loaded and cast(Any, worker.env.engine.reranker).embedder is mpnet
+
+
+def test_a_background_load_that_fails_is_logged_and_raised_at_first_use(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    from phobos.runtime import LazyEmbedder
+
+    missing = LazyEmbedder(str(tmp_path / "no-such-model"), name="no-such-model")
+    missing.load_in_background().join()
+    assert not missing.is_loaded
+    assert "embedder no-such-model could not be loaded ahead of use" in caplog.text
+    with pytest.raises(FileNotFoundError):
+        missing.embed(["a question"])
