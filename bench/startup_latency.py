@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -47,6 +48,8 @@ def main() -> None:
             if line.startswith("Phobos is ready"):
                 break
         ready_s = time.monotonic() - started
+        # Read the rest too: a pipe nobody reads blocks its writers (up and its children) once 64 KiB are in it.
+        threading.Thread(target=up.stderr.read, daemon=True).start()
         asks = []
         try:
             for question in (QUESTIONS * args.questions)[: args.questions]:
