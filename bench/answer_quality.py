@@ -53,10 +53,9 @@ from phobos.runtime import (
     load_claim_embedder,
     load_embedder,
     load_generators,
-    load_second_embedder,
     relevance_floor,
-    retrieval,
 )
+from phobos.runtime import engine as worker_engine
 from phobos.settings import Settings
 
 EVAL_DIR = ROOT / "bench" / "eval"
@@ -91,7 +90,7 @@ def sample(questions: list[dict], limit: int, seed: int) -> list[dict]:
 
 
 def build_engine(settings: Settings, embedder: Embedder, split_questions: dict[str, list[dict]],
-                 second_embedder: Embedder | None = None) -> RagEngine:
+                 claim_embedder: Embedder | None = None) -> RagEngine:
     """One store with each split's documents in its own scope, and the engine a worker builds on it."""
     store = MemoryStore()
     for split, questions in split_questions.items():
@@ -99,7 +98,7 @@ def build_engine(settings: Settings, embedder: Embedder, split_questions: dict[s
             if not (DOC_DIR / doc).exists():
                 raise SystemExit(f"{DOC_DIR / doc} not found; run: bash bench/eval/get-documents.sh {DOC_DIR}")
             ingest_cached(store, DOC_DIR / doc, scope_for(split).key, embedder, CACHE / "documents")
-    return retrieval(settings).engine(embedder, store, second_embedder=second_embedder)
+    return worker_engine(settings, embedder, store, claim_embedder)
 
 
 def scope_for(split: str) -> Scope:
@@ -260,7 +259,7 @@ def main() -> None:
     load_before = os.getloadavg()
     started = time.perf_counter()
     if not args.summary_only:
-        engine = build_engine(settings, embedder, splits, load_second_embedder(settings, embedder, claim_embedder))
+        engine = build_engine(settings, embedder, splits, claim_embedder)
         for model in args.models.split(","):
             run_model(model, settings, engine, splits, probes, args.answers_dir)
     questions = {q["id"]: q for qs in splits.values() for q in qs}

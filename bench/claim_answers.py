@@ -73,8 +73,7 @@ def main() -> None:
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     generators = runtime.load_generators(settings, registry, names)
     store = Store()
-    second = runtime.load_second_embedder(settings, embedder, runtime.load_claim_embedder(settings, embedder))
-    engine = runtime.retrieval(settings).engine(embedder, store, second_embedder=second)  # as a worker builds it
+    engine = runtime.engine(settings, embedder, store)  # as a worker builds it
     limits = settings.ingest.limits()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as out:

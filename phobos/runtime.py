@@ -32,6 +32,8 @@ from phobos.settings import Settings
 from telemetry.server import Health, serve
 
 if TYPE_CHECKING:
+    from core.index import DocumentStore
+    from core.rag import RagEngine
     from workers.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -176,14 +178,20 @@ def load_claim_embedder(settings: Settings, embedder: Embedder) -> Embedder:
 
 
 def claim_embedder_location(settings: Settings) -> str:
-    """Where the claim check's embedder is (unpacked and checked once); a usage error in one sentence
-    when its wheels are not installed or their bytes are not the pinned ones."""
+    """Where the claim check's embedder is; see :func:`checked_embedder_location`."""
     choice = claim_embedder_choice(settings)
+    return checked_embedder_location(settings, choice, f"the claim check's embedder {choice}",
+                                     "set PHOBOS_CLAIM_EMBEDDER= (empty) to check with the documents' embedder")
+
+
+def checked_embedder_location(settings: Settings, choice: str, role: str, instead: str) -> str:
+    """Where the embedder ``choice`` is (unpacked and checked once); a usage error in one sentence, naming
+    ``role`` and the two fixes (``make install``, or ``instead``), when its wheels are not installed or their
+    bytes are not the pinned ones."""
     try:
         return embedder_location(settings, choice)
     except (FileNotFoundError, ChecksumMismatchError) as exc:
-        raise UsageError(f"the claim check's embedder {choice} cannot be loaded: {exc}. Run `make install`, "
-                         "or set PHOBOS_CLAIM_EMBEDDER= (empty) to check with the documents' embedder") from None
+        raise UsageError(f"{role} cannot be loaded: {exc}. Run `make install`, or {instead}") from None
 
 
 def load_second_embedder(settings: Settings, embedder: Embedder, claim_embedder: Embedder | None) -> Embedder | None:
@@ -203,19 +211,25 @@ def load_second_embedder(settings: Settings, embedder: Embedder, claim_embedder:
 
 
 def second_embedder_location(settings: Settings, choice: str) -> str:
-    """Where the second stage's embedder ``choice`` is (unpacked and checked once); a usage error in one
-    sentence when its wheels are not installed or their bytes are not the pinned ones."""
-    try:
-        return embedder_location(settings, choice)
-    except (FileNotFoundError, ChecksumMismatchError) as exc:
-        raise UsageError(f"the second-stage embedder {choice} (PHOBOS_RERANKER=dense:{choice}) cannot be loaded: "
-                         f"{exc}. Run `make install`, or set PHOBOS_RERANKER= (empty) to rank with the first "
-                         "stage alone") from None
+    """Where the second stage's embedder ``choice`` is; see :func:`checked_embedder_location`."""
+    return checked_embedder_location(settings, choice,
+                                     f"the second-stage embedder {choice} (PHOBOS_RERANKER=dense:{choice})",
+                                     "set PHOBOS_RERANKER= (empty) to rank with the first stage alone")
 
 
 def retrieval(settings: Settings) -> RetrievalSettings:
     """The retrieval section with its relevance floor decided for the chosen embedder."""
     return settings.retrieval.for_embedder(settings.models.embedder)
+
+
+def engine(settings: Settings, embedder: Embedder, store: DocumentStore,
+           claim_embedder: Embedder | None = None) -> RagEngine:
+    """The retrieval engine a worker builds, for callers on one thread (`phobos search`, the benches): with
+    the second stage's embedder, which is ``claim_embedder`` (loaded here when not given) when both settings
+    name the same model."""
+    claims = claim_embedder if claim_embedder is not None else load_claim_embedder(settings, embedder)
+    second = load_second_embedder(settings, embedder, claims)
+    return retrieval(settings).engine(embedder, store, second_embedder=second)
 
 
 def relevance_floor(settings: Settings) -> float:

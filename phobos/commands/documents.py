@@ -33,8 +33,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     with runtime.redis_url(settings) as url:
         store = RedisDocumentStore(runtime.connect(url, settings))
         embedder = runtime.load_embedder(settings)
-        second = runtime.load_second_embedder(settings, embedder, runtime.load_claim_embedder(settings, embedder))
-        engine = runtime.retrieval(settings).engine(embedder, store, second_embedder=second)
+        engine = runtime.engine(settings, embedder, store)
         return search_questions(engine, questions, scope, k=args.k, as_json=args.json)
 
 
