@@ -86,14 +86,16 @@ class Worker:
         signal.signal(signal.SIGINT, lambda *_: self._shut_down())
 
     def _shut_down(self) -> None:
+        # A signal handler: it runs on the main thread between two of its bytecodes, maybe while that thread
+        # holds _running_lock, so it takes no lock itself (a plain Lock would deadlock); the hand-back, which
+        # does, runs on a thread of its own.
         if self._stopping.is_set():
             log.warning("worker %s: a second stop signal; handing back the jobs in hand now", self.worker_id)
-            self._hand_back_running()  # a second signal: do not wait for the grace time
+            # a second signal: do not wait for the grace time
+            threading.Thread(target=self._hand_back_running, name="hand back", daemon=True).start()
             return
-        with self._running_lock:
-            in_hand = len(self._running)
         log.info("worker %s stopping: taking no more jobs; %d in hand get %.0f s to finish", self.worker_id,
-                 in_hand, self.settings.shutdown_grace_s)
+                 len(self._running), self.settings.shutdown_grace_s)
         self.stop()
         timer = threading.Timer(self.settings.shutdown_grace_s, self._hand_back_running)
         timer.daemon = True
